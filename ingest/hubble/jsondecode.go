@@ -1,0 +1,731 @@
+package hubble
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// Decoder turns Hubble JSON lines (the exporter's files and `hubble observe
+// -o json`, both GetFlowsResponse objects) into flow records. It is the fast
+// path: a single pass over the bytes that reads only the fields flowwarden
+// stores, validates the syntax of everything else, and caches repeated
+// strings and label sets. ParseResponseJSON with FromProto is its oracle; a
+// test proves they agree on every published sample. A Decoder is not safe for
+// concurrent use.
+type Decoder struct {
+	s       scanner
+	strings map[string]string
+	labels  map[string]labelSet
+}
+
+type labelSet struct {
+	m        map[string]string
+	reserved string
+}
+
+// Bounds on the caches, so a stream of unique values cannot grow them forever.
+const (
+	maxInterned  = 1 << 16
+	maxLabelSets = 1 << 14
+	// MaxLineBytes is the longest line accepted; real flows are a few KiB.
+	MaxLineBytes = 1 << 20
+)
+
+// NewDecoder returns a Decoder with empty caches.
+func NewDecoder() *Decoder {
+	return &Decoder{strings: make(map[string]string), labels: make(map[string]labelSet)}
+}
+
+// ParseResponseJSON is the reference parser: protojson into a
+// GetFlowsResponse, then FromProto. It is slower than Decoder and used as its
+// oracle and as a fallback for debugging.
+func ParseResponseJSON(line []byte) (schema.Flow, error) {
+	var resp observer.GetFlowsResponse
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(line, &resp); err != nil {
+		return schema.Flow{}, err
+	}
+	f := resp.GetFlow()
+	if f == nil {
+		return schema.Flow{}, ErrNoFlow
+	}
+	var t time.Time
+	if resp.GetTime() != nil {
+		t = resp.GetTime().AsTime()
+	}
+	return FromProto(f, t, resp.GetNodeName())
+}
+
+// flowFields collects the raw values of one flow before conversion.
+type flowFields struct {
+	haveTime         bool
+	time             time.Time
+	node             string
+	verdict          int32
+	dropReason       uint32
+	dropDesc         int32
+	direction        int32
+	reply            bool
+	haveIsReply      bool
+	isReply          bool
+	ipVersion        int32
+	srcIP, dstIP     netip.Addr
+	src, dst         endpointFields
+	out              *schema.Flow
+	policyNamespaces [2]string
+}
+
+type endpointFields struct {
+	ep       schema.Endpoint
+	reserved string
+}
+
+// Decode parses one line. It returns ErrNoFlow (wrapped) for responses that
+// carry no flow, and an error naming the problem for malformed input.
+func (d *Decoder) Decode(line []byte) (schema.Flow, error) {
+	var out schema.Flow
+	if len(line) > MaxLineBytes {
+		return out, fmt.Errorf("line of %d bytes exceeds the %d-byte limit", len(line), MaxLineBytes)
+	}
+	d.s = scanner{b: line, scratch: d.s.scratch}
+	s := &d.s
+	var (
+		haveFlow  bool
+		outerTime time.Time
+		outerNode string
+		ff        flowFields
+	)
+	ff.out = &out
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "flow":
+			if s.null() {
+				return nil
+			}
+			haveFlow = true
+			return d.flow(&ff)
+		case "node_name", "nodeName":
+			v, err := d.stringOrNull()
+			outerNode = v
+			return err
+		case "time":
+			if s.null() {
+				return nil
+			}
+			t, err := d.timestamp()
+			outerTime = t
+			return err
+		default:
+			return s.skip()
+		}
+	})
+	if err != nil {
+		return schema.Flow{}, err
+	}
+	if s.peek() != 0 {
+		return schema.Flow{}, s.errAt("unexpected data after the JSON object")
+	}
+	if !haveFlow {
+		return schema.Flow{}, ErrNoFlow
+	}
+	return d.finish(&ff, outerTime, outerNode)
+}
+
+func (d *Decoder) finish(ff *flowFields, outerTime time.Time, outerNode string) (schema.Flow, error) {
+	out := ff.out
+	out.Source = schema.SourceHubble
+	out.Time = outerTime
+	if ff.haveTime {
+		out.Time = ff.time
+	}
+	if out.Time.IsZero() {
+		return schema.Flow{}, errors.New("flow has no time")
+	}
+	out.Node = ff.node
+	if out.Node == "" {
+		out.Node = outerNode
+	}
+	out.Verdict = verdictName(ff.verdict)
+	out.DropReason = dropReasonName(ff.dropDesc, ff.dropReason)
+	out.Direction = directionName(ff.direction)
+	out.IsReply = ff.reply
+	if ff.haveIsReply {
+		out.IsReply = ff.isReply
+	}
+	out.SrcIP, out.DstIP = ff.srcIP, ff.dstIP
+	out.IPVersion = ipVersion(ff.ipVersion, ff.srcIP)
+	out.Src = ff.src.finish()
+	out.Dst = ff.dst.finish()
+	return *out, nil
+}
+
+func (e *endpointFields) finish() schema.Endpoint {
+	ep := e.ep
+	if ep.Workload == "" {
+		if ep.Pod != "" {
+			ep.Workload, ep.WorkloadKind = schema.WorkloadFromPod(ep.Pod, ep.Labels)
+		} else if e.reserved != "" {
+			ep.Workload, ep.WorkloadKind = e.reserved, schema.KindReserved
+		}
+	}
+	return ep
+}
+
+func (d *Decoder) flow(ff *flowFields) error {
+	s := &d.s
+	out := ff.out
+	return s.object(func(key []byte) error {
+		switch string(key) {
+		case "time":
+			if s.null() {
+				return nil
+			}
+			t, err := d.timestamp()
+			ff.time, ff.haveTime = t, err == nil
+			return err
+		case "verdict":
+			v, err := d.enum(flowpb.Verdict_value)
+			ff.verdict = v
+			return err
+		case "drop_reason", "dropReason":
+			if s.null() {
+				return nil
+			}
+			v, err := s.uint(1<<32 - 1)
+			ff.dropReason = uint32(v)
+			return err
+		case "drop_reason_desc", "dropReasonDesc":
+			v, err := d.enum(flowpb.DropReason_value)
+			ff.dropDesc = v
+			return err
+		case "traffic_direction", "trafficDirection":
+			v, err := d.enum(flowpb.TrafficDirection_value)
+			ff.direction = v
+			return err
+		case "reply":
+			if s.null() {
+				return nil
+			}
+			v, err := s.boolean()
+			ff.reply = v
+			return err
+		case "is_reply", "isReply":
+			if s.null() {
+				return nil
+			}
+			v, err := s.boolean()
+			ff.isReply, ff.haveIsReply = v, true
+			return err
+		case "node_name", "nodeName":
+			v, err := d.stringOrNull()
+			ff.node = v
+			return err
+		case "IP":
+			return d.ip(ff)
+		case "l4":
+			return d.l4(out)
+		case "source":
+			return d.endpoint(&ff.src)
+		case "destination":
+			return d.endpoint(&ff.dst)
+		case "destination_names", "destinationNames":
+			names, err := d.stringArray(out.DstNames[:0])
+			out.DstNames = names
+			return err
+		case "l7":
+			return d.l7(out)
+		case "egress_allowed_by", "egressAllowedBy", "ingress_allowed_by", "ingressAllowedBy",
+			"egress_denied_by", "egressDeniedBy", "ingress_denied_by", "ingressDeniedBy":
+			return d.policies(out)
+		case "trace_context", "traceContext":
+			return d.traceContext(out)
+		default:
+			return s.skip()
+		}
+	})
+}
+
+func (d *Decoder) ip(ff *flowFields) error {
+	s := &d.s
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		switch string(key) {
+		case "source":
+			a, err := d.addr("IP.source")
+			ff.srcIP = a
+			return err
+		case "destination":
+			a, err := d.addr("IP.destination")
+			ff.dstIP = a
+			return err
+		case "ipVersion", "ip_version":
+			v, err := d.enum(flowpb.IPVersion_value)
+			ff.ipVersion = v
+			return err
+		default:
+			return s.skip()
+		}
+	})
+}
+
+func (d *Decoder) addr(field string) (netip.Addr, error) {
+	if d.s.null() {
+		return netip.Addr{}, nil
+	}
+	b, err := d.s.str()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a, err := parseIP(string(b))
+	if err != nil {
+		return a, fmt.Errorf("%s: %w", field, err)
+	}
+	return a, nil
+}
+
+func (d *Decoder) l4(out *schema.Flow) error {
+	s := &d.s
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		if s.null() {
+			return nil
+		}
+		switch string(key) {
+		case "TCP":
+			out.Protocol = "TCP"
+			return d.ports(out, true)
+		case "UDP":
+			out.Protocol = "UDP"
+			return d.ports(out, false)
+		case "SCTP":
+			out.Protocol = "SCTP"
+			return d.ports(out, false)
+		case "ICMPv4":
+			out.Protocol = "ICMPv4"
+		case "ICMPv6":
+			out.Protocol = "ICMPv6"
+		case "VRRP":
+			out.Protocol = "VRRP"
+		case "IGMP":
+			out.Protocol = "IGMP"
+		}
+		return s.skip()
+	})
+}
+
+func (d *Decoder) ports(out *schema.Flow, tcp bool) error {
+	s := &d.s
+	return s.object(func(key []byte) error {
+		if s.null() {
+			return nil
+		}
+		switch string(key) {
+		case "source_port", "sourcePort":
+			v, err := s.uint(1<<32 - 1)
+			out.SrcPort = uint16(v)
+			return err
+		case "destination_port", "destinationPort":
+			v, err := s.uint(1<<32 - 1)
+			out.DstPort = uint16(v)
+			return err
+		case "flags":
+			if !tcp {
+				return s.skip()
+			}
+			var bits uint16
+			err := s.object(func(key []byte) error {
+				bit := -1
+				for i, n := range schema.TCPFlagNames {
+					if string(key) == n {
+						bit = i
+						break
+					}
+				}
+				if s.null() {
+					return nil
+				}
+				if bit < 0 {
+					return s.skip()
+				}
+				v, err := s.boolean()
+				if v {
+					bits |= 1 << bit
+				}
+				return err
+			})
+			out.TCPFlags = schema.TCPFlagsString(bits)
+			return err
+		default:
+			return s.skip()
+		}
+	})
+}
+
+func (d *Decoder) endpoint(e *endpointFields) error {
+	s := &d.s
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		switch string(key) {
+		case "namespace":
+			v, err := d.stringOrNull()
+			e.ep.Namespace = v
+			return err
+		case "pod_name", "podName":
+			v, err := d.stringOrNull()
+			e.ep.Pod = v
+			return err
+		case "identity":
+			if s.null() {
+				return nil
+			}
+			v, err := s.uint(1<<32 - 1)
+			e.ep.Identity = uint32(v)
+			return err
+		case "labels":
+			if s.null() {
+				return nil
+			}
+			return d.labelArray(e)
+		case "workloads":
+			if s.null() {
+				return nil
+			}
+			first := true
+			return s.array(func() error {
+				if !first {
+					return s.skip()
+				}
+				first = false
+				if s.null() {
+					return nil
+				}
+				return s.object(func(key []byte) error {
+					switch string(key) {
+					case "name":
+						v, err := d.stringOrNull()
+						e.ep.Workload = v
+						return err
+					case "kind":
+						v, err := d.stringOrNull()
+						e.ep.WorkloadKind = v
+						return err
+					}
+					return s.skip()
+				})
+			})
+		default:
+			return s.skip()
+		}
+	})
+}
+
+// labelArray reads an endpoint's label list. The same pods repeat the same
+// lists, so parsed sets are cached by their raw bytes and shared (the maps
+// are never modified after creation).
+func (d *Decoder) labelArray(e *endpointFields) error {
+	s := &d.s
+	s.ws()
+	start := s.i
+	if err := s.skip(); err != nil {
+		return err
+	}
+	key := s.b[start:s.i]
+	if ls, ok := d.labels[string(key)]; ok {
+		e.ep.Labels, e.reserved = ls.m, ls.reserved
+		return nil
+	}
+	var raw []string
+	sub := scanner{b: key}
+	if err := sub.array(func() error {
+		b, err := sub.str()
+		raw = append(raw, string(b))
+		return err
+	}); err != nil {
+		return fmt.Errorf("labels: %w", err)
+	}
+	ls := labelSet{m: make(map[string]string, len(raw)), reserved: reservedName(raw)}
+	for _, l := range raw {
+		k, v := splitLabel(l)
+		ls.m[d.intern(k)] = d.intern(v)
+	}
+	if len(ls.m) == 0 {
+		ls.m = nil
+	}
+	if len(d.labels) >= maxLabelSets {
+		clear(d.labels)
+	}
+	d.labels[string(key)] = ls
+	e.ep.Labels, e.reserved = ls.m, ls.reserved
+	return nil
+}
+
+func (d *Decoder) l7(out *schema.Flow) error {
+	s := &d.s
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		if s.null() {
+			return nil
+		}
+		switch string(key) {
+		case "latency_ns", "latencyNs":
+			v, err := s.uint(1<<64 - 1)
+			out.DurationMs = uint32(v / 1e6)
+			return err
+		case "dns":
+			out.L7Type = "dns"
+			return s.object(func(key []byte) error {
+				if s.null() {
+					return nil
+				}
+				switch string(key) {
+				case "query":
+					v, err := s.str()
+					out.DNSQuery = d.intern(string(v))
+					return err
+				case "rcode":
+					v, err := s.uint(1<<32 - 1)
+					out.DNSRCode = uint16(v)
+					return err
+				}
+				return s.skip()
+			})
+		case "http":
+			out.L7Type = "http"
+			return s.object(func(key []byte) error {
+				if s.null() {
+					return nil
+				}
+				switch string(key) {
+				case "method":
+					v, err := s.str()
+					out.HTTPMethod = d.intern(string(v))
+					return err
+				case "url":
+					v, err := s.str()
+					out.HTTPPath = urlPath(string(v))
+					return err
+				case "code":
+					v, err := s.uint(1<<32 - 1)
+					out.HTTPStatus = uint16(v)
+					return err
+				}
+				return s.skip()
+			})
+		case "kafka":
+			out.L7Type = "kafka"
+			return s.skip()
+		default:
+			return s.skip()
+		}
+	})
+}
+
+func (d *Decoder) policies(out *schema.Flow) error {
+	s := &d.s
+	if s.null() {
+		return nil
+	}
+	return s.array(func() error {
+		var ns, name string
+		if s.null() {
+			out.PolicyNames = append(out.PolicyNames, "")
+			return nil
+		}
+		err := s.object(func(key []byte) error {
+			switch string(key) {
+			case "name":
+				v, err := d.stringOrNull()
+				name = v
+				return err
+			case "namespace":
+				v, err := d.stringOrNull()
+				ns = v
+				return err
+			}
+			return s.skip()
+		})
+		out.PolicyNames = append(out.PolicyNames, policyName(ns, name))
+		return err
+	})
+}
+
+func (d *Decoder) traceContext(out *schema.Flow) error {
+	s := &d.s
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		if string(key) != "parent" || s.null() {
+			return s.skip()
+		}
+		return s.object(func(key []byte) error {
+			if string(key) != "trace_id" && string(key) != "traceId" {
+				return s.skip()
+			}
+			v, err := d.stringOrNull()
+			out.TraceID = v
+			return err
+		})
+	})
+}
+
+func (d *Decoder) stringOrNull() (string, error) {
+	if d.s.null() {
+		return "", nil
+	}
+	b, err := d.s.str()
+	if err != nil {
+		return "", err
+	}
+	return d.intern(string(b)), nil
+}
+
+func (d *Decoder) stringArray(dst []string) ([]string, error) {
+	s := &d.s
+	if s.null() {
+		return dst, nil
+	}
+	err := s.array(func() error {
+		v, err := d.stringOrNull()
+		dst = append(dst, v)
+		return err
+	})
+	return dst, err
+}
+
+// intern returns a shared copy of s; the conversion in the lookup does not
+// allocate.
+func (d *Decoder) intern(s string) string {
+	if v, ok := d.strings[s]; ok {
+		return v
+	}
+	if len(d.strings) >= maxInterned {
+		clear(d.strings)
+	}
+	d.strings[s] = s
+	return s
+}
+
+// enum reads a protobuf enum as protojson does: a name, or a number. Unknown
+// names read as 0, as protojson's DiscardUnknown does.
+func (d *Decoder) enum(values map[string]int32) (int32, error) {
+	s := &d.s
+	switch c := s.peek(); {
+	case c == 'n':
+		if s.null() {
+			return 0, nil
+		}
+	case c == '"':
+		b, err := s.str()
+		if err != nil {
+			return 0, err
+		}
+		return values[string(b)], nil
+	case c == '-' || (c >= '0' && c <= '9'):
+		tok, err := s.number()
+		if err != nil {
+			return 0, err
+		}
+		var v int64
+		neg := tok[0] == '-'
+		if neg {
+			tok = tok[1:]
+		}
+		for _, c := range tok {
+			if c < '0' || c > '9' || v > 1<<31 {
+				return 0, s.errAt("enum value %q is not an int32", tok)
+			}
+			v = v*10 + int64(c-'0')
+		}
+		if neg {
+			v = -v
+		}
+		if v > 1<<31-1 || v < -(1<<31) {
+			return 0, s.errAt("enum value out of range")
+		}
+		return int32(v), nil
+	}
+	if c := s.peek(); c == 0 {
+		return 0, errEOF
+	}
+	return 0, s.errAt("expected an enum name or number")
+}
+
+// timestamp reads an RFC 3339 timestamp string. The common Hubble shape
+// (UTC, "Z", up to nanoseconds) is parsed by hand; anything else goes through
+// time.Parse.
+func (d *Decoder) timestamp() (time.Time, error) {
+	b, err := d.s.str()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if t, ok := parseUTCTimestamp(b); ok {
+		return t, nil
+	}
+	t, perr := time.Parse(time.RFC3339Nano, string(b))
+	if perr != nil {
+		return time.Time{}, fmt.Errorf("invalid timestamp %q", truncate(string(b), 64))
+	}
+	return t.UTC(), nil
+}
+
+func parseUTCTimestamp(b []byte) (time.Time, bool) {
+	// 2006-01-02T15:04:05[.fffffffff]Z
+	if len(b) < 20 || b[len(b)-1] != 'Z' || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(p []byte) (int, bool) {
+		n := 0
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	year, ok1 := num(b[0:4])
+	month, ok2 := num(b[5:7])
+	day, ok3 := num(b[8:10])
+	hour, ok4 := num(b[11:13])
+	minute, ok5 := num(b[14:16])
+	sec, ok6 := num(b[17:19])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || month < 1 || month > 12 || day < 1 || day > daysIn(year, month) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	nsec := 0
+	frac := b[19 : len(b)-1]
+	if len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return time.Time{}, false
+		}
+		n, ok := num(frac[1:])
+		if !ok {
+			return time.Time{}, false
+		}
+		for i := len(frac) - 1; i < 9; i++ {
+			n *= 10
+		}
+		nsec = n
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+func daysIn(year, month int) int {
+	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
+}

@@ -1,0 +1,135 @@
+package hubble
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// sampleLines returns every line of the published Hubble samples in testdata.
+func sampleLines(t testing.TB) map[string][][]byte {
+	t.Helper()
+	files, err := filepath.Glob("../../testdata/hubble/*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Hubble samples found: %v", err)
+	}
+	out := map[string][][]byte{}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if len(strings.TrimSpace(sc.Text())) == 0 {
+				continue
+			}
+			out[filepath.Base(f)] = append(out[filepath.Base(f)], append([]byte(nil), sc.Bytes()...))
+		}
+		fh.Close()
+	}
+	return out
+}
+
+// TestDecoderAgreesWithProtojson is the oracle test: on every published
+// sample line, the fast decoder and protojson+FromProto give the same record.
+func TestDecoderAgreesWithProtojson(t *testing.T) {
+	d := NewDecoder()
+	n := 0
+	for file, lines := range sampleLines(t) {
+		for i, line := range lines {
+			want, werr := ParseResponseJSON(line)
+			got, gerr := d.Decode(line)
+			if (werr == nil) != (gerr == nil) {
+				t.Fatalf("%s:%d: protojson err=%v, fast err=%v", file, i+1, werr, gerr)
+			}
+			if werr != nil {
+				t.Fatalf("%s:%d: sample rejected: %v", file, i+1, werr)
+			}
+			if !reflect.DeepEqual(want, got) {
+				t.Fatalf("%s:%d: records differ\nprotojson: %+v\nfast:      %+v", file, i+1, want, got)
+			}
+			n++
+		}
+	}
+	if n < 1916 {
+		t.Fatalf("compared %d lines, want at least 1916", n)
+	}
+}
+
+func TestDecoderFields(t *testing.T) {
+	line := []byte(`{"flow":{"time":"2025-07-15T01:30:19.361221854Z","uuid":"c2ecde95","verdict":"DROPPED","drop_reason":133,"IP":{"source":"10.244.3.30","destination":"1.1.1.1","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":48748,"destination_port":80,"flags":{"SYN":true}}},"source":{"ID":1238,"identity":24009,"namespace":"cilium-test-5","labels":["k8s:kind=client","k8s:name=client"],"pod_name":"client-645b68dcf7-2jmrw","workloads":[{"name":"client","kind":"Deployment"}]},"destination":{"identity":9,"labels":["reserved:world-ipv4"]},"Type":"L3_L4","node_name":"kind-worker2","destination_names":["one.one.one.one"],"traffic_direction":"EGRESS","drop_reason_desc":"POLICY_DENIED","egress_denied_by":[{"name":"deny-all","namespace":"cilium-test-5"}]},"node_name":"kind-worker2","time":"2025-07-15T01:30:19.361221854Z"}`)
+	got, err := NewDecoder().Decode(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := schema.Flow{
+		Time:       time.Date(2025, 7, 15, 1, 30, 19, 361221854, time.UTC),
+		Node:       "kind-worker2",
+		Source:     schema.SourceHubble,
+		Verdict:    schema.VerdictDropped,
+		DropReason: "POLICY_DENIED",
+		Direction:  schema.DirectionEgress,
+		IPVersion:  4,
+		Protocol:   "TCP",
+		SrcIP:      mustAddr("10.244.3.30"),
+		DstIP:      mustAddr("1.1.1.1"),
+		SrcPort:    48748,
+		DstPort:    80,
+		TCPFlags:   "SYN",
+		Src: schema.Endpoint{Namespace: "cilium-test-5", Pod: "client-645b68dcf7-2jmrw", Workload: "client", WorkloadKind: "Deployment",
+			Labels: map[string]string{"kind": "client", "name": "client"}, Identity: 24009},
+		Dst:         schema.Endpoint{Workload: "world-ipv4", WorkloadKind: schema.KindReserved, Labels: map[string]string{"reserved:world-ipv4": ""}, Identity: 9},
+		DstNames:    []string{"one.one.one.one"},
+		PolicyNames: []string{"cilium-test-5/deny-all"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+	if !got.Dst.IsWorld() {
+		t.Fatal("reserved:world-ipv4 must be world")
+	}
+}
+
+func TestDecoderRejectsMalformed(t *testing.T) {
+	good := `{"flow":{"time":"2021-06-16T16:52:13.136834446Z","verdict":"FORWARDED","IP":{"source":"10.0.2.16","destination":"10.0.2.1","ipVersion":"IPv4"}},"node_name":"n1"}`
+	cases := map[string]string{
+		"truncated":          good[:len(good)-10],
+		"wrong type port":    `{"flow":{"time":"2021-06-16T16:52:13Z","l4":{"TCP":{"source_port":"eighty"}}}}`,
+		"wrong type verdict": `{"flow":{"time":"2021-06-16T16:52:13Z","verdict":{"x":1}}}`,
+		"binary junk":        "\x00\x01\x02\xff\xfe garbage",
+		"invalid utf8":       "{\"flow\":{\"time\":\"2021-06-16T16:52:13Z\",\"node_name\":\"\xff\xfe\"}}",
+		"bad ip":             `{"flow":{"time":"2021-06-16T16:52:13Z","IP":{"source":"10.0.2.999"}}}`,
+		"bad time":           `{"flow":{"time":"yesterday"}}`,
+		"no time":            `{"flow":{"verdict":"FORWARDED"}}`,
+		"trailing data":      good + `}`,
+		"deep nesting":       `{"flow":{"x":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}}`,
+		"empty":              ``,
+		"port out of range":  `{"flow":{"time":"2021-06-16T16:52:13Z","l4":{"TCP":{"source_port":99999999999}}}}`,
+	}
+	d := NewDecoder()
+	for name, line := range cases {
+		if _, err := d.Decode([]byte(line)); err == nil {
+			t.Errorf("%s: accepted %q", name, line)
+		} else if errors.Is(err, ErrNoFlow) {
+			t.Errorf("%s: reported as no-flow, want a rejection: %v", name, err)
+		}
+		if _, err := ParseResponseJSON([]byte(line)); err == nil {
+			t.Errorf("%s: the protojson oracle accepted it too: the fast path is stricter than the reference", name)
+		}
+	}
+	if _, err := d.Decode([]byte(good)); err != nil {
+		t.Fatalf("good line after bad ones: %v", err)
+	}
+	if _, err := d.Decode([]byte(`{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":3}}`)); !errors.Is(err, ErrNoFlow) {
+		t.Fatalf("lost_events: got %v, want ErrNoFlow", err)
+	}
+}

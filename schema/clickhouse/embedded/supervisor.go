@@ -1,0 +1,279 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config configures the embedded server.
+type Config struct {
+	// DataDir holds the databases; it persists across restarts.
+	DataDir string
+	// TCPPort and HTTPPort are the loopback ports; 0 picks free ones.
+	TCPPort, HTTPPort int
+	// StartTimeout bounds the wait for the server to answer /ping.
+	StartTimeout time.Duration
+	// RestartBackoff is the pause before restarting a child that died.
+	RestartBackoff time.Duration
+	// Command is the program (and arguments) to run as the child; it must call
+	// RunChildIfRequested early. Defaults to this executable.
+	Command []string
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("embedded clickhouse: data dir is required")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("embedded clickhouse: data dir: %w", err)
+	}
+	c.DataDir = abs
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 60 * time.Second
+	}
+	if c.RestartBackoff == 0 {
+		c.RestartBackoff = time.Second
+	}
+	if len(c.Command) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("embedded clickhouse: find own executable: %w", err)
+		}
+		c.Command = []string{exe}
+	}
+	return nil
+}
+
+// Server supervises one embedded ClickHouse child process.
+type Server struct {
+	cfg Config
+	lib string
+	log *slog.Logger
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	restarts int
+}
+
+// New validates the config and picks ports; it starts nothing.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	lib, err := FindLibrary()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []*int{&cfg.TCPPort, &cfg.HTTPPort} {
+		if *p == 0 {
+			port, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			*p = port
+		}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, lib: lib, log: log.With("component", "embedded-clickhouse")}, nil
+}
+
+// NativeAddr is host:port of the native protocol listener.
+func (s *Server) NativeAddr() string { return "127.0.0.1:" + strconv.Itoa(s.cfg.TCPPort) }
+
+// HTTPAddr is host:port of the HTTP listener.
+func (s *Server) HTTPAddr() string { return "127.0.0.1:" + strconv.Itoa(s.cfg.HTTPPort) }
+
+// DSN is a clickhouse-go DSN for the given database.
+func (s *Server) DSN(database string) string {
+	return "clickhouse://default@" + s.NativeAddr() + "/" + database
+}
+
+// Restarts counts how many times the child was restarted after dying.
+func (s *Server) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts
+}
+
+// Start launches the child and waits until it answers.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.launch(); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop()
+		return err
+	}
+	return nil
+}
+
+func (s *Server) launch() error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("embedded clickhouse: %w", err)
+	}
+	logPath := filepath.Join(s.cfg.DataDir, "embedded-clickhouse.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("embedded clickhouse: open log: %w", err)
+	}
+	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+	cmd.Env = append(os.Environ(),
+		envChild+"=1",
+		EnvLibPath+"="+s.lib,
+		envChildDir+"="+filepath.Join(s.cfg.DataDir, "clickhouse"),
+		envTCPPort+"="+strconv.Itoa(s.cfg.TCPPort),
+		envHTTPPort+"="+strconv.Itoa(s.cfg.HTTPPort),
+	)
+	cmd.Dir = s.cfg.DataDir
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	// The child dies with us, whatever way we go.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("embedded clickhouse: start child: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(exited)
+	}()
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	s.log.Info("started", "pid", cmd.Process.Pid, "native", s.NativeAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
+	return nil
+}
+
+func (s *Server) waitReady(ctx context.Context) error {
+	s.mu.Lock()
+	exited := s.exited
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	url := "http://" + s.HTTPAddr() + "/ping"
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			logPath := filepath.Join(s.cfg.DataDir, "embedded-clickhouse.log")
+			return fmt.Errorf("embedded clickhouse exited during start-up (log %s): %s", logPath, tailFile(logPath, 600))
+		case <-ctx.Done():
+			return fmt.Errorf("embedded clickhouse not ready after %s: %w", s.cfg.StartTimeout, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Run supervises the started child until ctx ends: a child that dies is
+// restarted after RestartBackoff. On return the child has been stopped.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.Stop()
+	for {
+		s.mu.Lock()
+		exited := s.exited
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-exited:
+		}
+		s.log.Warn("child exited; restarting", "backoff", s.cfg.RestartBackoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.cfg.RestartBackoff):
+		}
+		if err := s.launch(); err != nil {
+			s.log.Error("restart failed", "err", err)
+			continue
+		}
+		if err := s.waitReady(ctx); err != nil {
+			s.log.Error("restarted child not ready", "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+	}
+}
+
+// Kill sends SIGKILL to the child (for fault-injection tests).
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+	}
+}
+
+// Stop terminates the child: SIGTERM, then SIGKILL after 10 s.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tailFile returns the last n bytes of a file, for error messages.
+func tailFile(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
