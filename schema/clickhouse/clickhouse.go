@@ -1,0 +1,235 @@
+// Package clickhouse stores flow records in ClickHouse: the schema as
+// versioned embedded migrations, a batching writer over the native protocol,
+// and read-only query helpers for forensics.
+package clickhouse
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// DefaultDatabase is used when the DSN names none.
+const DefaultDatabase = "flowwarden"
+
+// SchemaConfig parameterises the DDL.
+type SchemaConfig struct {
+	// FlowsTTL is how long raw flows are kept; 0 keeps them forever.
+	FlowsTTL time.Duration
+	// RollupTTL is how long the edges_* rollups are kept; 0 keeps them forever.
+	RollupTTL time.Duration
+}
+
+// DefaultSchemaConfig keeps raw flows 90 days and rollups 400 days (a full
+// quarter plus margin for the quarterly report).
+func DefaultSchemaConfig() SchemaConfig {
+	return SchemaConfig{FlowsTTL: 90 * 24 * time.Hour, RollupTTL: 400 * 24 * time.Hour}
+}
+
+// Open connects to the ClickHouse named by dsn (clickhouse://user:pass@host:9000/db),
+// creating the database if it does not exist.
+func Open(ctx context.Context, dsn string) (driver.Conn, error) {
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse ClickHouse DSN %s: %w", RedactDSN(dsn), err)
+	}
+	db := opts.Auth.Database
+	if db == "" {
+		db = DefaultDatabase
+	}
+	opts.Auth.Database = ""
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	boot, err := ch.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+QuoteIdent(db))
+	boot.Close()
+	if err != nil {
+		return nil, fmt.Errorf("create database %s on %s: %w", db, RedactDSN(dsn), err)
+	}
+	opts.Auth.Database = db
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	return conn, nil
+}
+
+// RedactDSN hides the password of a DSN for logs and errors.
+func RedactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "<unparseable DSN>"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") || strings.Contains(strings.ToLower(k), "secret") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// QuoteIdent quotes an identifier for ClickHouse SQL.
+func QuoteIdent(s string) string {
+	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"
+}
+
+// QuoteString quotes a string literal for ClickHouse SQL.
+func QuoteString(s string) string {
+	return "'" + strings.NewReplacer("\\", "\\\\", "'", "\\'").Replace(s) + "'"
+}
+
+// Migration is one versioned schema change.
+type Migration struct {
+	Version    int
+	Name       string
+	Statements []string
+	Checksum   string
+}
+
+// Migrations renders the embedded migrations for cfg, in version order.
+func Migrations(cfg SchemaConfig) ([]Migration, error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	params := map[string]int{
+		"FlowsTTLDays":  int(cfg.FlowsTTL / (24 * time.Hour)),
+		"RollupTTLDays": int(cfg.RollupTTL / (24 * time.Hour)),
+	}
+	var out []Migration
+	for _, n := range names {
+		base := strings.TrimSuffix(n[len("migrations/"):], ".sql")
+		vs, name, ok := strings.Cut(base, "_")
+		v, err := strconv.Atoi(vs)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", n)
+		}
+		raw, err := migrationFiles.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(raw)
+		tmpl, err := template.New(n).Option("missingkey=error").Parse(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", n, err)
+		}
+		var buf bytes.Buffer
+		if err := tmpl.Execute(&buf, params); err != nil {
+			return nil, fmt.Errorf("migration %s: %w", n, err)
+		}
+		out = append(out, Migration{Version: v, Name: name, Statements: splitStatements(buf.String()), Checksum: hex.EncodeToString(sum[:8])})
+	}
+	return out, nil
+}
+
+// splitStatements splits a migration on semicolons that end a line, dropping
+// comment-only lines. Migrations must not put ";\n" inside string literals.
+func splitStatements(sql string) []string {
+	var out []string
+	var cur strings.Builder
+	for _, line := range strings.Split(sql, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "--") || trimmed == "" {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+		if strings.HasSuffix(trimmed, ";") {
+			stmt := strings.TrimSuffix(strings.TrimSpace(cur.String()), ";")
+			out = append(out, stmt)
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Migrate applies the migrations that are not yet recorded in
+// schema_migrations. Running it again changes nothing.
+func Migrate(ctx context.Context, conn driver.Conn, cfg SchemaConfig, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations
+(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
+ENGINE = MergeTree ORDER BY version`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	applied := map[int]string{}
+	rows, err := conn.Query(ctx, "SELECT version, checksum FROM schema_migrations")
+	if err != nil {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	for rows.Next() {
+		var v uint32
+		var sum string
+		if err := rows.Scan(&v, &sum); err != nil {
+			rows.Close()
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		applied[int(v)] = sum
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	migs, err := Migrations(cfg)
+	if err != nil {
+		return err
+	}
+	for _, m := range migs {
+		if sum, ok := applied[m.Version]; ok {
+			if sum != m.Checksum {
+				log.Warn("applied migration differs from the embedded one; not re-applied", "version", m.Version, "name", m.Name)
+			}
+			continue
+		}
+		for i, stmt := range m.Statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)", uint32(m.Version), m.Name, m.Checksum); err != nil {
+			return fmt.Errorf("record migration %d: %w", m.Version, err)
+		}
+		log.Info("applied migration", "version", m.Version, "name", m.Name)
+	}
+	return nil
+}
+
+// ErrNotReadOnly is returned by Query for statements that could change data.
+var ErrNotReadOnly = errors.New("only read-only statements (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS) are allowed")
