@@ -1,0 +1,252 @@
+package hubble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// ObserverConfig configures the GetFlows client.
+type ObserverConfig struct {
+	// Addr is Hubble Relay's or an agent's address (host:port, or unix:///path).
+	Addr string
+	TLS  TLSConfig
+	// Since starts the stream at this time (zero: from now, as `hubble observe -f`).
+	Since time.Time
+	// MinBackoff and MaxBackoff bound the reconnect pauses (default 200 ms, 30 s).
+	MinBackoff, MaxBackoff time.Duration
+	// BatchSize is how many flows are handed to the sink at once (default 256);
+	// a partial batch is handed over after BatchLinger (default 200 ms).
+	BatchSize   int
+	BatchLinger time.Duration
+}
+
+func (c *ObserverConfig) validate() error {
+	if c.Addr == "" {
+		return errors.New("hubble observer: address is required")
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 200 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
+	}
+	if c.BatchLinger == 0 {
+		c.BatchLinger = 200 * time.Millisecond
+	}
+	return nil
+}
+
+// Observer streams flows from the observer API into a sink, reconnecting
+// with backoff. After a reconnect it resumes from the time of the last flow
+// it received, and drops the flows at that same time it already had, so the
+// stream has neither gaps nor duplicates.
+type Observer struct {
+	cfg   ObserverConfig
+	sink  ingest.Sink
+	stats *ingest.Stats
+	log   *slog.Logger
+
+	last    time.Time
+	atLast  []*flowpb.Flow // flows received with time == last
+	repeats []*flowpb.Flow // flows at last that a resumed stream will send again
+	connect int
+}
+
+// NewObserver validates the config; it does no I/O.
+func NewObserver(cfg ObserverConfig, sink ingest.Sink, stats *ingest.Stats, log *slog.Logger) (*Observer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if stats == nil {
+		stats = &ingest.Stats{}
+	}
+	return &Observer{cfg: cfg, sink: sink, stats: stats, log: log.With("component", "hubble-observer", "addr", cfg.Addr), last: cfg.Since}, nil
+}
+
+// LastFlowTime is the time of the newest flow handed to the sink.
+func (o *Observer) LastFlowTime() time.Time { return o.last }
+
+// Connects counts the streams opened so far.
+func (o *Observer) Connects() int { return o.connect }
+
+// Run streams until ctx ends.
+func (o *Observer) Run(ctx context.Context) error {
+	creds := insecure.NewCredentials()
+	if o.cfg.TLS.Enabled {
+		tc, err := o.cfg.TLS.ClientConfig()
+		if err != nil {
+			return fmt.Errorf("hubble observer: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(o.cfg.Addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	if err != nil {
+		return fmt.Errorf("hubble observer %s: %w", o.cfg.Addr, err)
+	}
+	defer conn.Close()
+	client := observer.NewObserverClient(conn)
+	backoff := o.cfg.MinBackoff
+	for {
+		received, err := o.stream(ctx, client)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if received > 0 {
+			backoff = o.cfg.MinBackoff
+		}
+		o.log.Warn("flow stream ended; reconnecting", "err", err, "received", received, "resume_from", o.last, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, o.cfg.MaxBackoff)
+	}
+}
+
+// stream runs one GetFlows call and returns how many new flows it delivered.
+func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := &observer.GetFlowsRequest{Follow: true}
+	if !o.last.IsZero() {
+		req.Since = timestamppb.New(o.last)
+	}
+	st, err := client.GetFlows(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	o.connect++
+	o.repeats = append([]*flowpb.Flow(nil), o.atLast...)
+	o.log.Info("streaming flows", "since", o.last)
+
+	// Receive in a goroutine so a partial batch can be handed over on a
+	// timer while Recv blocks.
+	type item struct {
+		resp *observer.GetFlowsResponse
+		err  error
+	}
+	items := make(chan item, o.cfg.BatchSize)
+	go func() {
+		defer close(items)
+		for {
+			resp, err := st.Recv()
+			select {
+			case items <- item{resp, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	batch := make([]schema.Flow, 0, o.cfg.BatchSize)
+	delivered := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := o.sink.Write(ctx, batch...); err != nil {
+			return err
+		}
+		for range batch {
+			o.stats.Accept()
+		}
+		delivered += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	linger := time.NewTimer(o.cfg.BatchLinger)
+	defer linger.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return delivered, errors.Join(flush(), ctx.Err())
+		case <-linger.C:
+			if err := flush(); err != nil {
+				return delivered, err
+			}
+			linger.Reset(o.cfg.BatchLinger)
+		case it, ok := <-items:
+			if !ok {
+				return delivered, flush()
+			}
+			if it.err != nil {
+				ferr := flush()
+				if errors.Is(it.err, io.EOF) {
+					return delivered, errors.Join(ferr, errors.New("server closed the stream"))
+				}
+				return delivered, errors.Join(ferr, it.err)
+			}
+			f := it.resp.GetFlow()
+			if f == nil {
+				o.stats.Read()
+				o.stats.Skip()
+				continue
+			}
+			o.stats.Read()
+			if o.seen(f) {
+				o.stats.Skip()
+				continue
+			}
+			rec, err := FromProto(f, it.resp.GetTime().AsTime(), it.resp.GetNodeName())
+			if err != nil {
+				o.stats.Reject(RejectReason(err), fmt.Sprintf("%s: %v", o.cfg.Addr, err))
+				continue
+			}
+			batch = append(batch, rec)
+			if len(batch) == cap(batch) {
+				if err := flush(); err != nil {
+					return delivered, err
+				}
+			}
+		}
+	}
+}
+
+// seen records f as received and reports whether it is a repeat of a flow
+// delivered before the last reconnect: a resumed stream starts at the time
+// of the newest flow received, so the flows at exactly that time come again.
+// Only those are dropped (with multiplicity: two identical flows recorded
+// twice are both kept); a live stream is never deduplicated.
+func (o *Observer) seen(f *flowpb.Flow) bool {
+	t := f.GetTime().AsTime()
+	switch {
+	case t.Equal(o.last):
+		for i, g := range o.repeats {
+			if proto.Equal(f, g) {
+				o.repeats = append(o.repeats[:i], o.repeats[i+1:]...)
+				return true
+			}
+		}
+		o.atLast = append(o.atLast, f)
+	case t.After(o.last):
+		o.last = t
+		o.atLast = append(o.atLast[:0], f)
+		o.repeats = nil
+	}
+	return false
+}
