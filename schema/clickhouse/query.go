@@ -1,0 +1,142 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// QueryLimits bound an ad-hoc forensic query.
+type QueryLimits struct {
+	MaxExecutionTime time.Duration
+	MaxResultRows    uint64
+	MaxMemoryBytes   uint64
+}
+
+// DefaultQueryLimits: 60 s, 100,000 rows, 4 GiB.
+func DefaultQueryLimits() QueryLimits {
+	return QueryLimits{MaxExecutionTime: 60 * time.Second, MaxResultRows: 100000, MaxMemoryBytes: 4 << 30}
+}
+
+// Result is a query's columns and rows, values as the driver scans them.
+type Result struct {
+	Columns []string
+	Types   []string
+	Rows    [][]any
+}
+
+var readOnlyKeywords = map[string]bool{"SELECT": true, "WITH": true, "SHOW": true, "DESCRIBE": true, "DESC": true, "EXPLAIN": true, "EXISTS": true}
+
+// CheckReadOnly rejects anything but a single read-only statement. It is the
+// first line of defence; the server-side readonly=1 setting is the second.
+func CheckReadOnly(sql string) error {
+	s := stripComments(sql)
+	s = strings.TrimSpace(strings.TrimRight(strings.TrimSpace(s), ";"))
+	if s == "" {
+		return fmt.Errorf("empty query")
+	}
+	if strings.Contains(s, ";") && hasSecondStatement(s) {
+		return fmt.Errorf("one statement at a time: %w", ErrNotReadOnly)
+	}
+	word := strings.TrimLeft(s, "( \t\r\n")
+	if i := strings.IndexAny(word, " \t\r\n("); i >= 0 {
+		word = word[:i]
+	}
+	if !readOnlyKeywords[strings.ToUpper(word)] {
+		return fmt.Errorf("%q: %w", word, ErrNotReadOnly)
+	}
+	return nil
+}
+
+// hasSecondStatement reports a semicolon outside string literals.
+func hasSecondStatement(s string) bool {
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == '\\' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"' || c == '`':
+			quote = c
+		case c == ';':
+			return strings.TrimSpace(s[i+1:]) != ""
+		}
+	}
+	return false
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		switch {
+		case strings.HasPrefix(s, "--"):
+			if i := strings.IndexByte(s, '\n'); i >= 0 {
+				s = s[i:]
+			} else {
+				s = ""
+			}
+		case strings.HasPrefix(s, "/*"):
+			if i := strings.Index(s, "*/"); i >= 0 {
+				s = s[i+2:]
+			} else {
+				s = ""
+			}
+		default:
+			b.WriteByte(s[0])
+			s = s[1:]
+		}
+	}
+	return b.String()
+}
+
+// Query runs a read-only statement with limits. The server enforces
+// readonly=1, so even a statement that slips past CheckReadOnly cannot write.
+func Query(ctx context.Context, conn driver.Conn, sql string, lim QueryLimits) (*Result, error) {
+	if err := CheckReadOnly(sql); err != nil {
+		return nil, err
+	}
+	settings := ch.Settings{
+		"max_execution_time":   int(lim.MaxExecutionTime.Seconds()),
+		"max_result_rows":      lim.MaxResultRows,
+		"result_overflow_mode": "throw",
+		"max_memory_usage":     lim.MaxMemoryBytes,
+		"readonly":             1,
+	}
+	rows, err := conn.Query(ch.Context(ctx, ch.WithSettings(settings)), sql)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	defer rows.Close()
+	res := &Result{Columns: rows.Columns()}
+	types := rows.ColumnTypes()
+	for _, ct := range types {
+		res.Types = append(res.Types, ct.DatabaseTypeName())
+	}
+	for rows.Next() {
+		dest := make([]any, len(types))
+		for i, ct := range types {
+			dest[i] = reflect.New(ct.ScanType()).Interface()
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("query: scan: %w", err)
+		}
+		row := make([]any, len(dest))
+		for i, d := range dest {
+			row[i] = reflect.ValueOf(d).Elem().Interface()
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return res, nil
+}
