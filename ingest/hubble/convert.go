@@ -38,11 +38,13 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 		out.Node = fallbackNode
 	}
 	out.Verdict = verdictName(int32(f.GetVerdict()))
+	//lint:ignore SA1019 older agents fill only the numeric drop_reason
 	out.DropReason = dropReasonName(int32(f.GetDropReasonDesc()), f.GetDropReason())
 	out.Direction = directionName(int32(f.GetTrafficDirection()))
 	if r := f.GetIsReply(); r != nil {
 		out.IsReply = r.GetValue()
 	} else {
+		//lint:ignore SA1019 older agents fill only the deprecated reply flag
 		out.IsReply = f.GetReply()
 	}
 	if ip := f.GetIP(); ip != nil {
@@ -98,6 +100,7 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 			out.HTTPMethod = h.GetMethod()
 			out.HTTPPath = urlPath(h.GetUrl())
 			out.HTTPStatus = uint16(h.GetCode())
+		//lint:ignore SA1019 Kafka L7 records still appear in recorded flows
 		case l7.GetKafka() != nil:
 			out.L7Type = "kafka"
 		}

@@ -65,21 +65,20 @@ func ParseResponseJSON(line []byte) (schema.Flow, error) {
 
 // flowFields collects the raw values of one flow before conversion.
 type flowFields struct {
-	haveTime         bool
-	time             time.Time
-	node             string
-	verdict          int32
-	dropReason       uint32
-	dropDesc         int32
-	direction        int32
-	reply            bool
-	haveIsReply      bool
-	isReply          bool
-	ipVersion        int32
-	srcIP, dstIP     netip.Addr
-	src, dst         endpointFields
-	out              *schema.Flow
-	policyNamespaces [2]string
+	haveTime     bool
+	time         time.Time
+	node         string
+	verdict      int32
+	dropReason   uint32
+	dropDesc     int32
+	direction    int32
+	reply        bool
+	haveIsReply  bool
+	isReply      bool
+	ipVersion    int32
+	srcIP, dstIP netip.Addr
+	src, dst     endpointFields
+	out          *schema.Flow
 }
 
 type endpointFields struct {

@@ -33,9 +33,12 @@ type ReplayConfig struct {
 	// Loop serves the recording again and again, each pass shifted later by
 	// the recording's span, so every flow has a distinct time.
 	Loop bool
-	// ShiftToNow moves the recording so that its first flow is at the server's
-	// start time (rounded down to the second). Without it, flows keep their
-	// recorded times, so a restarted server serves the same flows again.
+	// ShiftToNow re-times the flows for demos: flow i is stamped start+i/Rate
+	// (start: the server's start, rounded down to the second; 1 ms apart when
+	// Rate is 0), so flows appear as they are sent, however old or far apart
+	// the recordings are. Without it, flows keep their recorded times (passes
+	// of Loop shifted later by the recording's span), so a restarted server
+	// serves the same flows again.
 	ShiftToNow bool
 	TLS        TLSConfig
 }
@@ -47,7 +50,8 @@ type Replay struct {
 	cfg    ReplayConfig
 	log    *slog.Logger
 	flows  []*observer.GetFlowsResponse
-	offset time.Duration
+	start  time.Time     // with ShiftToNow
+	step   time.Duration // with ShiftToNow
 	period time.Duration
 	served atomic.Int64
 	lis    net.Listener
@@ -82,7 +86,11 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 	last := r.flows[len(r.flows)-1].GetFlow().GetTime().AsTime()
 	r.period = last.Sub(first) + time.Millisecond
 	if cfg.ShiftToNow {
-		r.offset = time.Now().Truncate(time.Second).Sub(first)
+		r.start = time.Now().Truncate(time.Second)
+		r.step = time.Millisecond
+		if cfg.Rate > 0 {
+			r.step = time.Duration(float64(time.Second) / cfg.Rate)
+		}
 	}
 	if skipped > 0 {
 		r.log.Warn("skipped lines that are not flows", "lines", skipped)
@@ -184,12 +192,16 @@ func (r *Replay) Run(ctx context.Context) error {
 func (r *Replay) flowAt(i int) *observer.GetFlowsResponse {
 	pass := i / len(r.flows)
 	src := r.flows[i%len(r.flows)]
-	shift := r.offset + time.Duration(pass)*r.period
-	if shift == 0 {
+	var t *timestamppb.Timestamp
+	switch {
+	case r.cfg.ShiftToNow:
+		t = timestamppb.New(r.start.Add(time.Duration(i) * r.step))
+	case pass > 0:
+		t = timestamppb.New(src.GetFlow().GetTime().AsTime().Add(time.Duration(pass) * r.period))
+	default:
 		return src
 	}
 	out := proto.Clone(src).(*observer.GetFlowsResponse)
-	t := timestamppb.New(out.GetFlow().GetTime().AsTime().Add(shift))
 	out.GetFlow().Time = t
 	out.Time = t
 	return out

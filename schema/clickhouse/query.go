@@ -140,3 +140,17 @@ func Query(ctx context.Context, conn driver.Conn, sql string, lim QueryLimits) (
 	}
 	return res, nil
 }
+
+// LastFlowTime returns the time of the newest stored flow of a source (zero
+// when there is none).
+func LastFlowTime(ctx context.Context, conn driver.Conn, source string) (time.Time, error) {
+	var t time.Time
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT max(time), count() FROM flows WHERE source = ?", source).Scan(&t, &n); err != nil {
+		return time.Time{}, fmt.Errorf("newest stored %s flow: %w", source, err)
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return t, nil
+}

@@ -6,10 +6,10 @@ package chtest
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"

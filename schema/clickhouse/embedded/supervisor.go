@@ -120,7 +120,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.Stop()
 		return err
 	}
-	return nil
+	return s.writeAddrFile()
 }
 
 func (s *Server) launch() error {
@@ -241,6 +241,7 @@ func (s *Server) Stop() {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
+	s.removeAddrFile()
 	select {
 	case <-exited:
 		return

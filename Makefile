@@ -1,0 +1,60 @@
+# flowwarden — build, test, run.
+GO            ?= go
+BIN           := bin/flowwarden
+CHDB_PACKAGE  := @chdb/lib-linux-x64-gnu
+CHDB_VERSION  := 26.7.3-stable.1
+LIBCHDB       := .deps/libchdb.so
+SAMPLES       := $(wildcard testdata/hubble/basic-sample-*.json)
+REPLAY_ADDR   ?= 127.0.0.1:4245
+LISTEN        ?= 127.0.0.1:9965
+DATA_DIR      ?= ./flowwarden-data
+BENCHTIME     ?= 2s
+
+.PHONY: all build deps test test-short bench lint run clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/flowwarden
+
+# libchdb.so (ClickHouse as a library) for the embedded database, from npm.
+deps: $(LIBCHDB)
+
+$(LIBCHDB):
+	@command -v npm >/dev/null || { echo "npm is needed to fetch libchdb.so (apt-get install npm)"; exit 1; }
+	mkdir -p .deps
+	cd .deps && rm -rf package && npm pack --silent $(CHDB_PACKAGE)@$(CHDB_VERSION) >/dev/null \
+	  && tar xzf chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz package/libchdb.so \
+	  && mv package/libchdb.so libchdb.so.partial && mv libchdb.so.partial libchdb.so \
+	  && rm -rf package chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz
+	@echo "libchdb.so ready in .deps/"
+
+# Unit and integration tests; integration tests start a real embedded
+# ClickHouse (or use FLOWWARDEN_TEST_CLICKHOUSE) and real gRPC over loopback.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+lint:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	@command -v staticcheck >/dev/null && staticcheck ./... || $(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+# Benchmarks: each reports a ratio against its baseline measured in the same run.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./...
+
+# Replay the published Hubble samples over real gRPC and store them in the
+# embedded ClickHouse; query from another terminal while it runs.
+run: deps build
+	@$(BIN) replay $(addprefix --file ,$(SAMPLES)) --listen $(REPLAY_ADDR) --rate 200 --loop --shift-to-now --log-level warn & \
+	  replay=$$!; trap 'kill $$replay 2>/dev/null' EXIT INT TERM; \
+	  echo ""; \
+	  echo "flowwarden: replaying $(words $(SAMPLES)) Hubble sample files on $(REPLAY_ADDR) into ClickHouse under $(DATA_DIR)."; \
+	  echo "  metrics:  curl http://$(LISTEN)/metrics"; \
+	  echo "  query:    $(BIN) query --data-dir $(DATA_DIR) \"SELECT verdict, count() FROM flows GROUP BY verdict\""; \
+	  echo "  stop:     Ctrl-C"; echo ""; \
+	  $(BIN) serve --hubble $(REPLAY_ADDR) --listen $(LISTEN) --data-dir $(DATA_DIR) --flush-interval 1s
+
+clean:
+	rm -rf bin

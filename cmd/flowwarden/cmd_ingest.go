@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+)
+
+func newIngestCommand(g *globals) *cobra.Command {
+	var (
+		hubbleFiles []string
+		batchSize   int
+	)
+	cmd := &cobra.Command{
+		Use:   "ingest --hubble-file FILE...",
+		Short: "Read flow files to the end into ClickHouse and print a summary",
+		Example: `  flowwarden ingest --hubble-file /var/run/cilium/hubble/events.log
+  flowwarden ingest --hubble-file a.json --hubble-file b.json.gz --flows-ttl 0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(hubbleFiles) == 0 {
+				return errors.New("nothing to ingest: give --hubble-file")
+			}
+			ctx := cmd.Context()
+			st, err := openStorage(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer st.close()
+			metrics := clickhouse.NewWriterMetrics(nil)
+			wcfg := clickhouse.DefaultWriterConfig()
+			wcfg.BatchSize = batchSize
+			w, err := clickhouse.NewWriter(wcfg, st.conn, metrics, g.log)
+			if err != nil {
+				return err
+			}
+			wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+			wdone := make(chan error, 1)
+			go func() { wdone <- w.Run(wctx) }()
+
+			start := time.Now()
+			var readErr error
+			var accepted, rejected int64
+			for _, f := range hubbleFiles {
+				var stats ingest.Stats
+				stopProgress := reportProgress(g, f, &stats, start)
+				if err := hubble.ReadFile(ctx, f, w, &stats); err != nil {
+					readErr = errors.Join(readErr, err)
+				}
+				stopProgress()
+				s := stats.Snapshot()
+				accepted += s.Accepted
+				rejected += s.RejectedTotal()
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
+			}
+			stopWriter()
+			werr := <-wdone
+			written := accepted - int64(counterValue(metrics.Dropped))
+			elapsed := time.Since(start)
+			fmt.Fprintf(cmd.OutOrStdout(), "total: %d flows written, %d lines rejected, in %s (%.0f flows/s)\n",
+				written, rejected, elapsed.Round(time.Millisecond), float64(written)/elapsed.Seconds())
+			return errors.Join(readErr, werr)
+		},
+	}
+	cmd.Flags().StringArrayVar(&hubbleFiles, "hubble-file", nil, "Hubble exporter / `hubble observe -o json` file (repeatable; .gz is read compressed)")
+	cmd.Flags().IntVar(&batchSize, "batch-size", 50000, "rows per ClickHouse insert")
+	return cmd
+}
+
+// reportProgress logs a file's progress every 5 s until the returned func is called.
+func reportProgress(g *globals, file string, stats *ingest.Stats, start time.Time) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s := stats.Snapshot()
+				g.log.Info("ingesting", "file", file, "flows", s.Accepted, "rejected", s.RejectedTotal(), "elapsed", time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}

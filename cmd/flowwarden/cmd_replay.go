@@ -1,0 +1,57 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+)
+
+// addTLSFlags registers Hubble Relay-style TLS flags under a prefix.
+func addTLSFlags(fs *pflag.FlagSet, prefix string, c *hubble.TLSConfig, server bool) {
+	fs.BoolVar(&c.Enabled, prefix+"tls", false, "use TLS")
+	fs.StringVar(&c.CertFile, prefix+"tls-cert", "", "TLS certificate file (client certificate for mTLS)")
+	fs.StringVar(&c.KeyFile, prefix+"tls-key", "", "TLS key file")
+	if server {
+		fs.StringVar(&c.ClientCAFile, prefix+"tls-client-ca", "", "require client certificates signed by this CA (mTLS)")
+		return
+	}
+	fs.StringVar(&c.CAFile, prefix+"tls-ca", "", "CA file to verify the server (default: system roots)")
+	fs.StringVar(&c.ServerName, prefix+"tls-server-name", "", "server name to verify (Relay: <anything>.hubble-relay.cilium.io)")
+	fs.BoolVar(&c.InsecureSkipVerify, prefix+"tls-insecure-skip-verify", false, "do not verify the server certificate (testing only)")
+}
+
+func newReplayCommand(g *globals) *cobra.Command {
+	var cfg hubble.ReplayConfig
+	cmd := &cobra.Command{
+		Use:   "replay --file FILE... [--listen ADDR] [--rate N] [--loop]",
+		Short: "Serve recorded Hubble flows as a real observer gRPC server (for demos and tests)",
+		Example: `  flowwarden replay --file testdata/hubble/basic-sample-400-tcp-flows.json --listen 127.0.0.1:4245 --rate 100 --loop --shift-to-now
+  hubble observe --server 127.0.0.1:4245 --last 5`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(cfg.Files) == 0 {
+				return errors.New("give at least one --file")
+			}
+			if cfg.Rate < 0 {
+				return fmt.Errorf("--rate %v must not be negative", cfg.Rate)
+			}
+			r, err := hubble.NewReplay(cfg, g.log)
+			if err != nil {
+				return err
+			}
+			return r.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&cfg.Files, "file", nil, "Hubble JSON-lines file to serve (repeatable)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:4245", "gRPC listen address")
+	f.Float64Var(&cfg.Rate, "rate", 0, "flows per second per client (0: unlimited)")
+	f.BoolVar(&cfg.Loop, "loop", false, "repeat the recording forever, each pass later in time")
+	f.BoolVar(&cfg.ShiftToNow, "shift-to-now", false, "move the recording's times so that it starts now")
+	addTLSFlags(f, "", &cfg.TLS, true)
+	return cmd
+}

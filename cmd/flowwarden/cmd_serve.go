@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+)
+
+func newServeCommand(g *globals) *cobra.Command {
+	var (
+		listen  string
+		obsCfg  hubble.ObserverConfig
+		wcfg    = clickhouse.DefaultWriterConfig()
+		resume  bool
+		sinceIn time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --hubble ADDR",
+		Short: "Stream flows into ClickHouse; serve /metrics and /healthz",
+		Example: `  flowwarden serve --hubble hubble-relay.kube-system.svc:443 --hubble-tls \
+      --hubble-tls-ca ca.crt --hubble-tls-cert client.crt --hubble-tls-key client.key \
+      --hubble-tls-server-name instance.hubble-relay.cilium.io`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if obsCfg.Addr == "" {
+				return errors.New("no flow source: give --hubble ADDR")
+			}
+			ctx := cmd.Context()
+			st, err := openStorage(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer st.close()
+
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			w, err := clickhouse.NewWriter(wcfg, st.conn, clickhouse.NewWriterMetrics(reg), g.log)
+			if err != nil {
+				return err
+			}
+			if sinceIn > 0 {
+				obsCfg.Since = time.Now().Add(-sinceIn)
+			}
+			if resume {
+				last, err := clickhouse.LastFlowTime(ctx, st.conn, "hubble")
+				if err != nil {
+					return err
+				}
+				if last.After(obsCfg.Since) {
+					obsCfg.Since = last
+					g.log.Info("resuming the Hubble stream after the newest stored flow", "since", last)
+				}
+			}
+			hubbleStats := &ingest.Stats{}
+			reg.MustRegister(ingest.NewStatsCollector("hubble", hubbleStats))
+			obs, err := hubble.NewObserver(obsCfg, w, hubbleStats, g.log)
+			if err != nil {
+				return err
+			}
+			lis, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("--listen: %w", err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
+				s := hubbleStats.Snapshot()
+				rw.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(rw).Encode(map[string]any{
+					"status": "ok", "hubble_connects": obs.Connects(), "last_flow_time": obs.LastFlowTime(),
+					"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal(),
+				})
+			})
+			httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+			// The writer outlives the sources so that it flushes what they gave it.
+			grp, gctx := errgroup.WithContext(ctx)
+			wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopWriter()
+			wdone := make(chan error, 1)
+			go func() { wdone <- w.Run(wctx) }()
+			if st.server != nil {
+				grp.Go(func() error { return st.server.Run(wctx) })
+			}
+			grp.Go(func() error { return obs.Run(gctx) })
+			grp.Go(func() error {
+				err := httpSrv.Serve(lis)
+				if errors.Is(err, http.ErrServerClosed) {
+					return nil
+				}
+				return err
+			})
+			grp.Go(func() error {
+				<-gctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				return httpSrv.Shutdown(sctx)
+			})
+			g.log.Info("serving", "listen", lis.Addr().String(), "hubble", obsCfg.Addr, "clickhouse", clickhouse.RedactDSN(st.dsn))
+			<-gctx.Done()
+			// Sources stop first, then the writer flushes, then the database stops.
+			var errs []error
+			stopWriter()
+			if err := <-wdone; err != nil {
+				errs = append(errs, err)
+			}
+			if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for /metrics and /healthz")
+	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
+	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
+	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")
+	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored")
+	f.IntVar(&wcfg.BatchSize, "batch-size", wcfg.BatchSize, "rows per ClickHouse insert")
+	f.DurationVar(&wcfg.FlushInterval, "flush-interval", wcfg.FlushInterval, "longest wait before a partial batch is inserted")
+	return cmd
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	configFile string
+	clickhouse string
+	dataDir    string
+	logLevel   string
+	flowsTTL   time.Duration
+	rollupTTL  time.Duration
+	log        *slog.Logger
+}
+
+var version = "dev"
+
+func newRootCommand() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "flowwarden",
+		Short: "Network flows into forensics, alerts and least-privilege policies",
+		Long: `flowwarden stores every Kubernetes network flow (Cilium Hubble, Istio/Envoy,
+conntrack) in ClickHouse, detects attacks on the live stream, and writes the
+network policies that would have stopped them.
+
+With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfig(cmd, g.configFile); err != nil {
+				return err
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			g.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			slog.SetDefault(g.log)
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configFile, "config", "", "YAML `file` whose keys set flags by name (e.g. clickhouse: clickhouse://host:9000/flowwarden)")
+	pf.StringVar(&g.clickhouse, "clickhouse", "", "ClickHouse DSN, e.g. clickhouse://user:pass@host:9000/flowwarden (env FLOWWARDEN_CLICKHOUSE); empty: embedded")
+	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory of the embedded ClickHouse")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows by flow time (0: forever); applies when the tables are created")
+	pf.DurationVar(&g.rollupTTL, "rollup-ttl", 400*24*time.Hour, "retention of the edges rollups (0: forever); applies when the tables are created")
+
+	root.AddCommand(
+		newIngestCommand(g),
+		newServeCommand(g),
+		newReplayCommand(g),
+		newQueryCommand(g),
+		newVersionCommand(),
+		newEmbeddedCommand(g),
+	)
+	return root
+}
+
+// applyConfig fills every flag the command line did not set: first from
+// FLOWWARDEN_<FLAG> environment variables, then from the YAML config file.
+func applyConfig(cmd *cobra.Command, path string) error {
+	values := map[string]any{}
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(raw, &values); err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	flags := cmd.Flags()
+	known := map[string]bool{}
+	var errs []string
+	flags.VisitAll(func(f *pflag.Flag) {
+		known[f.Name] = true
+		if f.Changed {
+			return
+		}
+		env := "FLOWWARDEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := flags.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", env, err))
+			}
+			return
+		}
+		if v, ok := values[f.Name]; ok {
+			var s string
+			switch vv := v.(type) {
+			case []any:
+				parts := make([]string, len(vv))
+				for i, p := range vv {
+					parts[i] = fmt.Sprint(p)
+				}
+				s = strings.Join(parts, ",")
+			default:
+				s = fmt.Sprint(vv)
+			}
+			if err := flags.Set(f.Name, s); err != nil {
+				errs = append(errs, fmt.Sprintf("config key %s: %v", f.Name, err))
+			}
+		}
+	})
+	for k := range values {
+		if !known[k] {
+			errs = append(errs, fmt.Sprintf("config key %q is not a flag of %q", k, cmd.CommandPath()))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "flowwarden", version)
+		},
+	}
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/spf13/cobra"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
+)
+
+// storage is an open, migrated ClickHouse, and the embedded server behind it
+// when this process started one.
+type storage struct {
+	conn   driver.Conn
+	server *embedded.Server
+	dsn    string
+}
+
+// openStorage connects to --clickhouse, or to the embedded server another
+// flowwarden runs on --data-dir, or starts one. The caller must call close;
+// when server is non-nil it should also supervise it (server.Run).
+func openStorage(ctx context.Context, g *globals) (*storage, error) {
+	st := &storage{dsn: g.clickhouse}
+	if st.dsn == "" {
+		if r, err := embedded.FindRunning(g.dataDir); err == nil {
+			st.dsn = "clickhouse://default@" + r.Native + "/" + clickhouse.DefaultDatabase
+			g.log.Debug("using the embedded ClickHouse of a running flowwarden", "pid", r.PID, "addr", r.Native)
+		} else {
+			srv, err := embedded.New(embedded.Config{DataDir: g.dataDir}, g.log)
+			if err != nil {
+				return nil, fmt.Errorf("embedded ClickHouse (or pass --clickhouse): %w", err)
+			}
+			if err := srv.Start(ctx); err != nil {
+				return nil, err
+			}
+			st.server = srv
+			st.dsn = srv.DSN(clickhouse.DefaultDatabase)
+		}
+	}
+	conn, err := clickhouse.Open(ctx, st.dsn)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	st.conn = conn
+	cfg := clickhouse.SchemaConfig{FlowsTTL: g.flowsTTL, RollupTTL: g.rollupTTL}
+	if err := clickhouse.Migrate(ctx, conn, cfg, g.log); err != nil {
+		st.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *storage) close() {
+	if st.conn != nil {
+		st.conn.Close()
+	}
+	if st.server != nil {
+		st.server.Stop()
+	}
+}
+
+// newEmbeddedCommand runs the embedded ClickHouse in the foreground, for
+// operators who want to query it with other tools.
+func newEmbeddedCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    "embedded-clickhouse",
+		Short:  "Run the embedded ClickHouse in the foreground",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			srv, err := embedded.New(embedded.Config{DataDir: g.dataDir}, g.log)
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "native %s  http %s\n", srv.NativeAddr(), srv.HTTPAddr())
+			return srv.Run(cmd.Context())
+		},
+	}
+}
