@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 	var (
 		hubbleFiles []string
 		batchSize   int
+		workers     int
 	)
 	cmd := &cobra.Command{
 		Use:   "ingest --hubble-file FILE...",
@@ -37,7 +39,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 			metrics := clickhouse.NewWriterMetrics(nil)
 			wcfg := clickhouse.DefaultWriterConfig()
 			wcfg.BatchSize = batchSize
-			w, err := clickhouse.NewWriter(wcfg, st.conn, metrics, g.log)
+			w, err := clickhouse.NewWriter(wcfg, st.dsn, metrics, g.log)
 			if err != nil {
 				return err
 			}
@@ -51,7 +53,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 			for _, f := range hubbleFiles {
 				var stats ingest.Stats
 				stopProgress := reportProgress(g, f, &stats, start)
-				if err := hubble.ReadFile(ctx, f, w, &stats); err != nil {
+				if err := hubble.ReadFile(ctx, f, workers, w, &stats); err != nil {
 					readErr = errors.Join(readErr, err)
 				}
 				stopProgress()
@@ -71,6 +73,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringArrayVar(&hubbleFiles, "hubble-file", nil, "Hubble exporter / `hubble observe -o json` file (repeatable; .gz is read compressed)")
 	cmd.Flags().IntVar(&batchSize, "batch-size", 50000, "rows per ClickHouse insert")
+	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each file (1: in file order)")
 	return cmd
 }
 

@@ -48,7 +48,7 @@ func newServeCommand(g *globals) *cobra.Command {
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-			w, err := clickhouse.NewWriter(wcfg, st.conn, clickhouse.NewWriterMetrics(reg), g.log)
+			w, err := clickhouse.NewWriter(wcfg, st.dsn, clickhouse.NewWriterMetrics(reg), g.log)
 			if err != nil {
 				return err
 			}

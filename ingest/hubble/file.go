@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/schema"
@@ -42,10 +43,11 @@ func RejectReason(err error) string {
 const batchSize = 1024
 
 // ReadFile reads a Hubble JSON-lines file (gzip when the name ends in .gz) to
-// its end and writes its flows to sink. Bad lines are counted in stats with
-// their reason and line number; they never stop the file. It returns early
-// only when ctx ends, the file cannot be read, or the sink fails.
-func ReadFile(ctx context.Context, path string, sink ingest.Sink, stats *ingest.Stats) error {
+// its end and writes its flows to sink, decoding on `workers` goroutines
+// (0 or 1: in order, on the caller's goroutine). Bad lines are counted in
+// stats with their reason and line number; they never stop the file. It
+// returns early only when ctx ends, the file cannot be read, or the sink fails.
+func ReadFile(ctx context.Context, path string, workers int, sink ingest.Sink, stats *ingest.Stats) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open Hubble file: %w", err)
@@ -60,70 +62,193 @@ func ReadFile(ctx context.Context, path string, sink ingest.Sink, stats *ingest.
 		defer gz.Close()
 		r = gz
 	}
+	if workers > 1 {
+		return readParallel(ctx, r, path, workers, sink, stats)
+	}
 	return ReadLines(ctx, r, path, sink, stats)
 }
 
-// ReadLines is ReadFile over any reader; name labels rejection examples.
-func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, stats *ingest.Stats) error {
-	br := bufio.NewReaderSize(r, 256<<10)
-	d := NewDecoder()
-	batch := make([]schema.Flow, 0, batchSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+// lineReader yields lines with their numbers; lines longer than
+// MaxLineBytes are returned truncated just past the limit (so they are
+// rejected as too long) with the rest of the line discarded.
+type lineReader struct {
+	br     *bufio.Reader
+	lineNo int
+	long   []byte
+}
+
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 256<<10)}
+}
+
+// next returns the next line without its end of line, valid until the next
+// call; io.EOF after the last one.
+func (lr *lineReader) next() ([]byte, error) {
+	for {
+		line, err := lr.br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			lr.long = append(lr.long[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = lr.br.ReadSlice('\n')
+				if len(lr.long) <= MaxLineBytes {
+					lr.long = append(lr.long, line...)
+				}
+			}
+			line = lr.long
 		}
-		if err := sink.Write(ctx, batch...); err != nil {
-			return err
+		if len(line) == 0 && err != nil {
+			if err == io.EOF {
+				return nil, io.EOF
+			}
+			return nil, fmt.Errorf("read: %w", err)
 		}
-		for range batch {
-			stats.Accept()
+		lr.lineNo++
+		line = bytes.TrimRight(line, "\r\n")
+		if len(bytes.TrimSpace(line)) == 0 {
+			if err == io.EOF {
+				return nil, io.EOF
+			}
+			continue
 		}
-		batch = batch[:0]
+		return line, nil
+	}
+}
+
+// decodeInto decodes one line, counting it, and appends a flow to batch.
+func decodeInto(d *Decoder, line []byte, name string, lineNo int, batch []schema.Flow, stats *ingest.Stats) []schema.Flow {
+	stats.Read()
+	flow, err := d.Decode(line)
+	switch {
+	case err == nil:
+		return append(batch, flow)
+	case errors.Is(err, ErrNoFlow):
+		stats.Skip()
+	default:
+		stats.Reject(RejectReason(err), fmt.Sprintf("%s:%d: %v", name, lineNo, err))
+	}
+	return batch
+}
+
+func writeBatch(ctx context.Context, sink ingest.Sink, batch []schema.Flow, stats *ingest.Stats) error {
+	if len(batch) == 0 {
 		return nil
 	}
-	var long []byte
-	for lineNo := 1; ; lineNo++ {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// A line longer than the buffer: collect it up to the limit, then
-			// discard the rest of it.
-			long = append(long[:0], line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				line, err = br.ReadSlice('\n')
-				if len(long) <= MaxLineBytes {
-					long = append(long, line...)
-				}
-			}
-			line = long
-		}
-		if len(line) > 0 {
-			if lineNo%4096 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			line = bytes.TrimRight(line, "\r\n")
-			if len(bytes.TrimSpace(line)) > 0 {
-				stats.Read()
-				flow, derr := d.Decode(line)
-				switch {
-				case derr == nil:
-					batch = append(batch, flow)
-					if len(batch) == cap(batch) {
-						if err := flush(); err != nil {
-							return err
-						}
-					}
-				case errors.Is(derr, ErrNoFlow):
-					stats.Skip()
-				default:
-					stats.Reject(RejectReason(derr), fmt.Sprintf("%s:%d: %v", name, lineNo, derr))
-				}
-			}
-		}
+	if err := sink.Write(ctx, batch...); err != nil {
+		return err
+	}
+	for range batch {
+		stats.Accept()
+	}
+	return nil
+}
+
+// ReadLines is ReadFile over any reader, in order, on the caller's
+// goroutine; name labels rejection examples.
+func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, stats *ingest.Stats) error {
+	lr := newLineReader(r)
+	d := NewDecoder()
+	batch := make([]schema.Flow, 0, batchSize)
+	for {
+		line, err := lr.next()
 		if err == io.EOF {
-			return flush()
+			return writeBatch(ctx, sink, batch, stats)
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", name, err)
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if lr.lineNo%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		batch = decodeInto(d, line, name, lr.lineNo, batch, stats)
+		if len(batch) == cap(batch) {
+			if err := writeBatch(ctx, sink, batch, stats); err != nil {
+				return err
+			}
+			batch = batch[:0]
 		}
 	}
+}
+
+// chunk is a run of lines handed to a decoding worker.
+type chunk struct {
+	data    []byte
+	ends    []int // end offset of each line in data
+	lineNos []int
+}
+
+// readParallel reads lines on one goroutine and decodes them on several.
+// Flows reach the sink in chunks of batchSize lines, not in file order.
+func readParallel(ctx context.Context, r io.Reader, name string, workers int, sink ingest.Sink, stats *ingest.Stats) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	chunks := make(chan *chunk, workers)
+	free := make(chan *chunk, 2*workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := NewDecoder()
+			batch := make([]schema.Flow, 0, batchSize)
+			for c := range chunks {
+				start := 0
+				for i, end := range c.ends {
+					batch = decodeInto(d, c.data[start:end], name, c.lineNos[i], batch, stats)
+					start = end
+				}
+				if err := writeBatch(ctx, sink, batch, stats); err != nil {
+					cancel(err)
+				}
+				batch = batch[:0]
+				select {
+				case free <- c:
+				default:
+				}
+			}
+		}()
+	}
+	lr := newLineReader(r)
+	var readErr error
+	cur := &chunk{}
+	for readErr == nil {
+		line, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			readErr = fmt.Errorf("%s: %w", name, err)
+			break
+		}
+		cur.data = append(cur.data, line...)
+		cur.ends = append(cur.ends, len(cur.data))
+		cur.lineNos = append(cur.lineNos, lr.lineNo)
+		if len(cur.ends) == batchSize {
+			select {
+			case chunks <- cur:
+			case <-ctx.Done():
+				readErr = context.Cause(ctx)
+			}
+			select {
+			case cur = <-free:
+				cur.data, cur.ends, cur.lineNos = cur.data[:0], cur.ends[:0], cur.lineNos[:0]
+			default:
+				cur = &chunk{}
+			}
+		}
+	}
+	if readErr == nil && len(cur.ends) > 0 {
+		select {
+		case chunks <- cur:
+		case <-ctx.Done():
+		}
+	}
+	close(chunks)
+	wg.Wait()
+	if readErr != nil {
+		return readErr
+	}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return nil
 }

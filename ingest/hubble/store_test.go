@@ -30,7 +30,7 @@ func openStore(t *testing.T, cfg clickhouse.WriterConfig) (driver.Conn, *clickho
 	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	w, err := clickhouse.NewWriter(cfg, conn, nil, nil)
+	w, err := clickhouse.NewWriter(cfg, dsn, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestSamplesIntoClickHouse(t *testing.T) {
 	conn, w, stop := openStore(t, clickhouse.WriterConfig{BatchSize: 500, FlushInterval: 100 * time.Millisecond})
 	var stats ingest.Stats
 	for _, f := range files {
-		if err := ReadFile(context.Background(), f, w, &stats); err != nil {
+		if err := ReadFile(context.Background(), f, 1, w, &stats); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"text/template"
 	"time"
 
+	chgo "github.com/ClickHouse/ch-go"
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -78,6 +79,41 @@ func Open(ctx context.Context, dsn string) (driver.Conn, error) {
 		return nil, fmt.Errorf("ping ClickHouse %s: %w", RedactDSN(dsn), err)
 	}
 	return conn, nil
+}
+
+// nativeOptions turns a clickhouse-go DSN into ch-go options for the writer,
+// with the same database defaulting as Open.
+func nativeOptions(dsn string) (chgo.Options, error) {
+	o, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return chgo.Options{}, fmt.Errorf("parse ClickHouse DSN %s: %w", RedactDSN(dsn), err)
+	}
+	if len(o.Addr) == 0 {
+		return chgo.Options{}, fmt.Errorf("ClickHouse DSN %s names no host", RedactDSN(dsn))
+	}
+	db := o.Auth.Database
+	if db == "" {
+		db = DefaultDatabase
+	}
+	opts := chgo.Options{
+		Address:     o.Addr[0],
+		Database:    db,
+		User:        o.Auth.Username,
+		Password:    o.Auth.Password,
+		TLS:         o.TLS,
+		ClientName:  "flowwarden",
+		DialTimeout: 10 * time.Second,
+		ReadTimeout: 5 * time.Minute,
+	}
+	if opts.User == "" {
+		opts.User = "default"
+	}
+	if o.Compression != nil && o.Compression.Method == ch.CompressionLZ4 {
+		opts.Compression = chgo.CompressionLZ4
+	} else if o.Compression != nil && o.Compression.Method == ch.CompressionZSTD {
+		opts.Compression = chgo.CompressionZSTD
+	}
+	return opts, nil
 }
 
 // RedactDSN hides the password of a DSN for logs and errors.

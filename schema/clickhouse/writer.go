@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	chgo "github.com/ClickHouse/ch-go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowwarden/flowwarden/schema"
@@ -29,13 +28,15 @@ type WriterConfig struct {
 	MaxBackoff time.Duration
 	// ShutdownTimeout bounds the final flush when the writer stops (default 30 s).
 	ShutdownTimeout time.Duration
+	// Inserters is how many inserts may run at once (default 2).
+	Inserters int
 	// Table is the table flows are inserted into (default "flows").
 	Table string
 }
 
 // DefaultWriterConfig returns the defaults.
 func DefaultWriterConfig() WriterConfig {
-	return WriterConfig{BatchSize: 50000, FlushInterval: 2 * time.Second, QueueBatches: 4, MaxBackoff: 10 * time.Second, ShutdownTimeout: 30 * time.Second, Table: "flows"}
+	return WriterConfig{Inserters: 2, BatchSize: 50000, FlushInterval: 2 * time.Second, QueueBatches: 4, MaxBackoff: 10 * time.Second, ShutdownTimeout: 30 * time.Second, Table: "flows"}
 }
 
 func (c *WriterConfig) validate() error {
@@ -54,6 +55,9 @@ func (c *WriterConfig) validate() error {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = d.ShutdownTimeout
+	}
+	if c.Inserters == 0 {
+		c.Inserters = d.Inserters
 	}
 	if c.Table == "" {
 		c.Table = d.Table
@@ -101,14 +105,16 @@ var ErrWriterClosed = errors.New("writer is stopped")
 
 type pending struct {
 	cols *columns
+	seq  uint64
 	done chan error // non-nil for Flush requests
 }
 
 // Writer batches flows and inserts them over the native protocol. Write may
-// be called from many goroutines; Run does the inserts.
+// be called from many goroutines; Run owns the inserters. Several inserts run
+// at once (Inserters), so the server works on more than one batch at a time.
 type Writer struct {
 	cfg     WriterConfig
-	conn    driver.Conn
+	opts    chgo.Options
 	metrics *WriterMetrics
 	log     *slog.Logger
 	insert  string
@@ -117,19 +123,27 @@ type Writer struct {
 	cur     *columns
 	started time.Time // when cur got its first row
 	closed  bool
+	seq     uint64         // batches enqueued so far
+	sending sync.WaitGroup // callers between the closed check and the queue
 
-	queue   chan pending
-	stopped chan struct{}
-	pool    sync.Pool
+	queue chan pending
+	pool  sync.Pool
+
+	doneMu   sync.Mutex
+	doneCond *sync.Cond
+	finished map[uint64]bool // completed batches above the watermark
+	low      uint64          // every batch with seq <= low is complete
 }
 
-// NewWriter returns a writer; it does no I/O until Run.
-func NewWriter(cfg WriterConfig, conn driver.Conn, metrics *WriterMetrics, log *slog.Logger) (*Writer, error) {
+// NewWriter returns a writer for the ClickHouse named by dsn (the database
+// must exist and be migrated; see Open and Migrate). It does no I/O until Run.
+func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.Logger) (*Writer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if conn == nil {
-		return nil, errors.New("writer: no ClickHouse connection")
+	opts, err := nativeOptions(dsn)
+	if err != nil {
+		return nil, err
 	}
 	if metrics == nil {
 		metrics = NewWriterMetrics(nil)
@@ -138,12 +152,13 @@ func NewWriter(cfg WriterConfig, conn driver.Conn, metrics *WriterMetrics, log *
 		log = slog.Default()
 	}
 	w := &Writer{
-		cfg: cfg, conn: conn, metrics: metrics, log: log.With("component", "clickhouse-writer"),
-		insert:  "INSERT INTO " + QuoteIdent(cfg.Table) + " (" + strings.Join(flowColumns, ", ") + ")",
-		queue:   make(chan pending, cfg.QueueBatches),
-		stopped: make(chan struct{}),
+		cfg: cfg, opts: opts, metrics: metrics, log: log.With("component", "clickhouse-writer"),
+		insert:   "INSERT INTO " + QuoteIdent(cfg.Table) + " VALUES",
+		queue:    make(chan pending, cfg.QueueBatches),
+		finished: map[uint64]bool{},
 	}
-	w.pool.New = func() any { return &columns{} }
+	w.doneCond = sync.NewCond(&w.doneMu)
+	w.pool.New = func() any { return newColumns() }
 	w.cur = w.newColumns()
 	return w, nil
 }
@@ -151,9 +166,9 @@ func NewWriter(cfg WriterConfig, conn driver.Conn, metrics *WriterMetrics, log *
 func (w *Writer) newColumns() *columns { return w.pool.Get().(*columns) }
 
 // Write accepts flows for insertion. It blocks while the queue is full
-// (backpressure) and returns an error only when ctx ends or the writer has
-// stopped; accepted flows are then the writer's responsibility.
-func (w *Writer) Write(ctx context.Context, flows ...schema.Flow) error {
+// (backpressure) and fails only after the writer has stopped; accepted flows
+// are then the writer's responsibility.
+func (w *Writer) Write(_ context.Context, flows ...schema.Flow) error {
 	for i := range flows {
 		w.mu.Lock()
 		if w.closed {
@@ -164,157 +179,164 @@ func (w *Writer) Write(ctx context.Context, flows ...schema.Flow) error {
 			w.started = time.Now()
 		}
 		w.cur.add(&flows[i])
-		var full *columns
-		if w.cur.len() >= w.cfg.BatchSize {
-			full, w.cur = w.cur, w.newColumns()
+		if w.cur.len() < w.cfg.BatchSize {
+			w.mu.Unlock()
+			continue
 		}
+		p := w.takeLocked(nil)
 		w.mu.Unlock()
-		if full != nil {
-			if err := w.enqueue(ctx, pending{cols: full}); err != nil {
-				return err
-			}
-		}
+		w.send(p)
 	}
 	return nil
 }
 
-func (w *Writer) enqueue(ctx context.Context, p pending) error {
-	select {
-	case w.queue <- p:
-		w.metrics.QueuedBatches.Set(float64(len(w.queue)))
-		return nil
-	case <-ctx.Done():
-		// The batch was accepted; hand it over even though the caller gives up.
-		select {
-		case w.queue <- p:
-			return nil
-		case <-w.stopped:
-			w.metrics.Dropped.Add(float64(p.cols.len()))
-			return ErrWriterClosed
-		}
-	case <-w.stopped:
-		w.metrics.Dropped.Add(float64(p.cols.len()))
-		return ErrWriterClosed
-	}
+// takeLocked swaps out the current batch as a numbered pending item; the
+// caller holds mu and must send the item.
+func (w *Writer) takeLocked(done chan error) pending {
+	w.seq++
+	p := pending{cols: w.cur, seq: w.seq, done: done}
+	w.cur = w.newColumns()
+	w.sending.Add(1)
+	return p
 }
 
-// Flush inserts everything written so far and waits for it.
+func (w *Writer) send(p pending) {
+	defer w.sending.Done()
+	w.queue <- p
+	w.metrics.QueuedBatches.Set(float64(len(w.queue)))
+}
+
+// Flush inserts everything written before it was called and waits for that.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
-	cols := w.cur
-	w.cur = w.newColumns()
-	w.mu.Unlock()
-	p := pending{cols: cols, done: make(chan error, 1)}
-	if err := w.enqueue(ctx, p); err != nil {
-		return err
+	if w.closed {
+		w.mu.Unlock()
+		return ErrWriterClosed
 	}
+	p := w.takeLocked(make(chan error, 1))
+	w.mu.Unlock()
+	w.send(p)
+	var err error
 	select {
-	case err := <-p.done:
+	case err = <-p.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Earlier batches may still be in flight on other inserters.
+	waited := make(chan struct{})
+	go func() {
+		w.doneMu.Lock()
+		for w.low < p.seq {
+			w.doneCond.Wait()
+		}
+		w.doneMu.Unlock()
+		close(waited)
+	}()
+	select {
+	case <-waited:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
+func (w *Writer) markDone(seq uint64) {
+	w.doneMu.Lock()
+	w.finished[seq] = true
+	for w.finished[w.low+1] {
+		delete(w.finished, w.low+1)
+		w.low++
+	}
+	w.doneMu.Unlock()
+	w.doneCond.Broadcast()
+}
+
 // Run inserts batches until ctx ends, then flushes what remains and returns.
-// An insert in flight when ctx ends is allowed to finish; retries go on for at
-// most ShutdownTimeout after ctx ends.
+// Inserts in flight when ctx ends are allowed to finish; retries go on for
+// at most ShutdownTimeout after ctx ends.
 func (w *Writer) Run(ctx context.Context) error {
 	ictx, icancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer icancel()
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-finished:
-			return
-		}
-		select {
-		case <-time.After(w.cfg.ShutdownTimeout):
-			icancel()
-		case <-finished:
-		}
-	}()
+	var lost atomic.Int64
+	var wg sync.WaitGroup
+	for range w.cfg.Inserters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var client *chgo.Client
+			defer func() {
+				if client != nil {
+					client.Close()
+				}
+			}()
+			for p := range w.queue {
+				w.metrics.QueuedBatches.Set(float64(len(w.queue)))
+				err := w.insertWithRetry(ictx, &client, p.cols)
+				if err != nil {
+					lost.Add(int64(p.cols.len()))
+					w.metrics.Dropped.Add(float64(p.cols.len()))
+					w.log.Error("flows not inserted", "rows", p.cols.len(), "err", err)
+				} else {
+					p.cols.reset()
+					w.pool.Put(p.cols)
+				}
+				w.markDone(p.seq)
+				if p.done != nil {
+					p.done <- err
+				}
+			}
+		}()
+	}
 	tick := time.NewTicker(max(w.cfg.FlushInterval/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
-		case p := <-w.queue:
-			w.metrics.QueuedBatches.Set(float64(len(w.queue)))
-			w.process(ictx, p)
 		case <-tick.C:
 			w.mu.Lock()
-			var due *columns
-			if w.cur.len() > 0 && time.Since(w.started) >= w.cfg.FlushInterval {
-				due, w.cur = w.cur, w.newColumns()
+			if w.closed || w.cur.len() == 0 || time.Since(w.started) < w.cfg.FlushInterval {
+				w.mu.Unlock()
+				continue
+			}
+			p := w.takeLocked(nil)
+			w.mu.Unlock()
+			w.send(p)
+		case <-ctx.Done():
+			// No new batches; hand over the last one, wait for callers
+			// still handing theirs over, then let the inserters drain.
+			w.mu.Lock()
+			w.closed = true
+			var last *pending
+			if w.cur.len() > 0 {
+				p := w.takeLocked(nil)
+				last = &p
 			}
 			w.mu.Unlock()
-			if due != nil {
-				w.process(ictx, pending{cols: due})
+			timer := time.AfterFunc(w.cfg.ShutdownTimeout, icancel)
+			defer timer.Stop()
+			if last != nil {
+				w.send(*last)
 			}
-		case <-ctx.Done():
-			return w.shutdown(ictx)
-		}
-	}
-}
-
-func (w *Writer) shutdown(ctx context.Context) error {
-	w.mu.Lock()
-	w.closed = true
-	last := w.cur
-	w.cur = &columns{}
-	w.mu.Unlock()
-	var lost int
-	drain := func(p pending) {
-		if err := w.process(ctx, p); err != nil {
-			lost += p.cols.len()
-		}
-	}
-	drainQueue := func() {
-		for {
-			select {
-			case p := <-w.queue:
-				drain(p)
-			default:
-				return
+			w.sending.Wait()
+			close(w.queue)
+			wg.Wait()
+			if n := lost.Load(); n > 0 {
+				return fmt.Errorf("writer stopped with %d flows not inserted", n)
 			}
+			return nil
 		}
 	}
-	drainQueue()
-	drain(pending{cols: last})
-	close(w.stopped)
-	// A writer that was blocked in enqueue sees stopped; drain what got in.
-	drainQueue()
-	if lost > 0 {
-		w.metrics.Dropped.Add(float64(lost))
-		w.log.Error("flows not inserted at shutdown", "rows", lost)
-		return fmt.Errorf("writer stopped with %d flows not inserted", lost)
-	}
-	return nil
-}
-
-func (w *Writer) process(ctx context.Context, p pending) error {
-	err := w.insertWithRetry(ctx, p.cols)
-	if err == nil {
-		p.cols.reset()
-		w.pool.Put(p.cols)
-	}
-	if p.done != nil {
-		p.done <- err
-	}
-	return err
 }
 
 // insertWithRetry inserts one batch, retrying with exponential backoff until
-// it succeeds or ctx ends.
-func (w *Writer) insertWithRetry(ctx context.Context, cols *columns) error {
+// it succeeds or ctx ends. *client is the inserter's connection, (re)opened
+// as needed.
+func (w *Writer) insertWithRetry(ctx context.Context, client **chgo.Client, cols *columns) error {
 	if cols.len() == 0 {
 		return nil
 	}
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := w.insertOnce(ctx, cols)
+		err := w.insertOnce(ctx, client, cols)
 		if err == nil {
 			return nil
 		}
@@ -329,39 +351,36 @@ func (w *Writer) insertWithRetry(ctx context.Context, cols *columns) error {
 	}
 }
 
-func (w *Writer) insertOnce(ctx context.Context, cols *columns) error {
+func (w *Writer) insertOnce(ctx context.Context, client **chgo.Client, cols *columns) error {
 	start := time.Now()
-	ictx := ch.Context(ctx, ch.WithSettings(ch.Settings{
-		// A retried batch must not count twice in the rollups either.
-		"deduplicate_blocks_in_dependent_materialized_views": 1,
-		// A batch that was inserted but whose acknowledgement was lost must
-		// not be inserted twice when retried.
-		"insert_deduplication_token": cols.token(),
-	}))
-	batch, err := w.conn.PrepareBatch(ictx, w.insert)
+	if *client == nil || (*client).IsClosed() {
+		c, err := chgo.Dial(ctx, w.opts)
+		if err != nil {
+			return fmt.Errorf("connect to ClickHouse %s: %w", w.opts.Address, err)
+		}
+		*client = c
+	}
+	err := (*client).Do(ctx, chgo.Query{
+		Body:  w.insert,
+		Input: cols.input,
+		Settings: []chgo.Setting{
+			// A batch that was inserted but whose acknowledgement was lost
+			// must not be inserted twice when retried, nor counted twice in
+			// the rollups.
+			chgo.SettingInt("deduplicate_blocks_in_dependent_materialized_views", 1),
+			{Key: "insert_deduplication_token", Value: cols.token(), Important: true},
+		},
+	})
 	if err != nil {
-		return fmt.Errorf("prepare insert: %w", err)
-	}
-	if err := cols.appendTo(batch); err != nil {
-		_ = batch.Abort()
-		return err
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("send batch: %w", err)
+		// The connection state is unknown after a failed insert: start afresh.
+		(*client).Close()
+		*client = nil
+		return fmt.Errorf("insert %d rows: %w", cols.len(), err)
 	}
 	w.metrics.InsertSeconds.Observe(time.Since(start).Seconds())
 	w.metrics.BatchRows.Observe(float64(cols.len()))
-	w.countWritten(cols)
+	for k, n := range cols.counts {
+		w.metrics.Written.WithLabelValues(k[0], k[1]).Add(float64(n))
+	}
 	return nil
-}
-
-func (w *Writer) countWritten(cols *columns) {
-	type key struct{ source, verdict string }
-	counts := map[key]int{}
-	for i := range cols.len() {
-		counts[key{cols.source[i], cols.verdict[i]}]++
-	}
-	for k, n := range counts {
-		w.metrics.Written.WithLabelValues(k.source, k.verdict).Add(float64(n))
-	}
 }

@@ -63,7 +63,9 @@ SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000;
 
 -- Who talked to whom, in 5-minute and 1-day buckets. dst_address names peers
 -- that are not pods (world, host, unknown): a DNS name when Hubble saw one,
--- else the address. Query with GROUP BY and sum()/min()/max().
+-- else the address. Query with GROUP BY and sum()/min()/max(). Labels are
+-- not rolled up (aggregating the label maps doubled the cost of every
+-- insert); read them from flows.
 CREATE TABLE IF NOT EXISTS edges_5m
 (
     time              DateTime('UTC'),
@@ -81,9 +83,7 @@ CREATE TABLE IF NOT EXISTS edges_5m
     flows             SimpleAggregateFunction(sum, UInt64),
     bytes             SimpleAggregateFunction(sum, UInt64),
     first_seen        SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
-    last_seen         SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
-    src_labels        SimpleAggregateFunction(anyLast, Map(String, String)),
-    dst_labels        SimpleAggregateFunction(anyLast, Map(String, String))
+    last_seen         SimpleAggregateFunction(max, DateTime64(9, 'UTC'))
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(time)
@@ -103,21 +103,20 @@ SELECT
     f.dst_namespace AS dst_namespace, f.dst_workload AS dst_workload, f.dst_workload_kind AS dst_workload_kind,
     if(f.dst_workload_kind IN ('reserved', '') , if(notEmpty(f.dst_names), f.dst_names[1], f.dst_addr), '') AS dst_address,
     f.protocol AS protocol, f.dst_port AS dst_port, f.verdict AS verdict, f.is_reply AS is_reply,
-    count() AS flows, sum(f.bytes) AS bytes, min(f.time) AS first_seen, max(f.time) AS last_seen,
-    anyLast(f.src_labels) AS src_labels, anyLast(f.dst_labels) AS dst_labels
+    count() AS flows, sum(f.bytes) AS bytes, min(f.time) AS first_seen, max(f.time) AS last_seen
 FROM flows AS f
 GROUP BY time, src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind,
          dst_address, protocol, dst_port, verdict, is_reply;
 
+-- The daily rollup is fed from the 5-minute one: each insert into edges_5m
+-- is already aggregated, so this view sees far fewer rows than flows gets.
 CREATE MATERIALIZED VIEW IF NOT EXISTS edges_1d_mv TO edges_1d AS
 SELECT
-    toStartOfDay(f.time) AS time,
-    f.src_namespace AS src_namespace, f.src_workload AS src_workload, f.src_workload_kind AS src_workload_kind,
-    f.dst_namespace AS dst_namespace, f.dst_workload AS dst_workload, f.dst_workload_kind AS dst_workload_kind,
-    if(f.dst_workload_kind IN ('reserved', '') , if(notEmpty(f.dst_names), f.dst_names[1], f.dst_addr), '') AS dst_address,
-    f.protocol AS protocol, f.dst_port AS dst_port, f.verdict AS verdict, f.is_reply AS is_reply,
-    count() AS flows, sum(f.bytes) AS bytes, min(f.time) AS first_seen, max(f.time) AS last_seen,
-    anyLast(f.src_labels) AS src_labels, anyLast(f.dst_labels) AS dst_labels
-FROM flows AS f
+    toStartOfDay(e.time) AS time,
+    e.src_namespace AS src_namespace, e.src_workload AS src_workload, e.src_workload_kind AS src_workload_kind,
+    e.dst_namespace AS dst_namespace, e.dst_workload AS dst_workload, e.dst_workload_kind AS dst_workload_kind,
+    e.dst_address AS dst_address, e.protocol AS protocol, e.dst_port AS dst_port, e.verdict AS verdict, e.is_reply AS is_reply,
+    sum(e.flows) AS flows, sum(e.bytes) AS bytes, min(e.first_seen) AS first_seen, max(e.last_seen) AS last_seen
+FROM edges_5m AS e
 GROUP BY time, src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind,
          dst_address, protocol, dst_port, verdict, is_reply;
