@@ -3,61 +3,146 @@ package clickhouse
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/ch-go/proto"
 
 	"github.com/flowwarden/flowwarden/schema"
 )
 
-// flowColumns lists the flows table's columns in the order columns.append
-// fills them.
-var flowColumns = []string{
-	"time", "node", "source", "verdict", "drop_reason", "direction", "is_reply", "ip_version", "protocol",
-	"src_ip", "dst_ip", "src_port", "dst_port", "tcp_flags",
-	"src_namespace", "src_pod", "src_workload", "src_workload_kind", "src_labels", "src_identity",
-	"dst_namespace", "dst_pod", "dst_workload", "dst_workload_kind", "dst_labels", "dst_identity",
-	"dst_names", "l7_type", "dns_query", "dns_rcode", "http_method", "http_path", "http_status",
-	"bytes", "packets", "duration_ms", "mtls", "src_principal", "dst_principal", "policy_names", "trace_id",
-}
-
-// columns is one batch of flows held column by column, the shape the native
-// protocol sends, so a batch is appended to the driver with one call per
-// column rather than one per value.
+// columns is one batch of flows held column by column in the native
+// protocol's own typed columns (ch-go, the protocol layer of clickhouse-go),
+// so a flow is appended without reflection or boxing and the batch is sent
+// as it is held. A batch can be sent again unchanged when an insert is retried.
 type columns struct {
-	time                                         []time.Time
-	node, source, verdict, dropReason, direction []string
-	isReply                                      []bool
-	ipVersion                                    []uint8
-	protocol                                     []string
-	srcIP, dstIP                                 [][16]byte
-	srcPort, dstPort                             []uint16
-	tcpFlags                                     []string
-	srcNS, srcPod, srcWorkload, srcKind          []string
-	srcLabels                                    []map[string]string
-	srcIdentity                                  []uint32
-	dstNS, dstPod, dstWorkload, dstKind          []string
-	dstLabels                                    []map[string]string
-	dstIdentity                                  []uint32
-	dstNames                                     [][]string
-	l7Type, dnsQuery                             []string
-	dnsRCode                                     []uint16
-	httpMethod, httpPath                         []string
-	httpStatus                                   []uint16
-	bytes, packets                               []uint64
-	durationMs                                   []uint32
-	mtls                                         []bool
-	srcPrincipal, dstPrincipal                   []string
-	policyNames                                  [][]string
-	traceID                                      []string
-	// minTime and maxTime bound the batch's flow times.
-	minTime, maxTime time.Time
+	n                                            int
+	time                                         proto.ColDateTime64
+	node, source, verdict, dropReason, direction *proto.ColLowCardinality[string]
+	isReply                                      proto.ColBool
+	ipVersion                                    proto.ColUInt8
+	protocol                                     *proto.ColLowCardinality[string]
+	srcIP, dstIP                                 proto.ColIPv6
+	srcPort, dstPort                             proto.ColUInt16
+	tcpFlags                                     *proto.ColLowCardinality[string]
+	srcNS, srcPod, srcWorkload, srcKind          *proto.ColLowCardinality[string]
+	srcLabels                                    *proto.ColMap[string, string]
+	srcIdentity                                  proto.ColUInt32
+	dstNS, dstPod, dstWorkload, dstKind          *proto.ColLowCardinality[string]
+	dstLabels                                    *proto.ColMap[string, string]
+	dstIdentity                                  proto.ColUInt32
+	dstNames                                     *proto.ColArr[string]
+	l7Type                                       *proto.ColLowCardinality[string]
+	dnsQuery                                     proto.ColStr
+	dnsRCode                                     proto.ColUInt16
+	httpMethod                                   *proto.ColLowCardinality[string]
+	httpPath                                     proto.ColStr
+	httpStatus                                   proto.ColUInt16
+	bytes, packets                               proto.ColUInt64
+	durationMs                                   proto.ColUInt32
+	mtls                                         proto.ColBool
+	srcPrincipal, dstPrincipal                   *proto.ColLowCardinality[string]
+	policyNames                                  *proto.ColArr[string]
+	traceID                                      proto.ColStr
+	input                                        proto.Input
+	// counts tallies rows by source and verdict for the metrics.
+	counts map[[2]string]int
 	// dedupToken identifies this batch's content for ClickHouse's insert
 	// deduplication; it is made on the first insert attempt.
 	dedupToken string
+}
+
+func lc() *proto.ColLowCardinality[string] { return new(proto.ColStr).LowCardinality() }
+
+func labelsColumn() *proto.ColMap[string, string] {
+	return proto.NewMap[string, string](new(proto.ColStr).LowCardinality(), new(proto.ColStr))
+}
+
+func newColumns() *columns {
+	c := &columns{
+		node: lc(), source: lc(), verdict: lc(), dropReason: lc(), direction: lc(), protocol: lc(), tcpFlags: lc(),
+		srcNS: lc(), srcPod: lc(), srcWorkload: lc(), srcKind: lc(), srcLabels: labelsColumn(),
+		dstNS: lc(), dstPod: lc(), dstWorkload: lc(), dstKind: lc(), dstLabels: labelsColumn(),
+		dstNames: new(proto.ColStr).Array(), l7Type: lc(), httpMethod: lc(),
+		srcPrincipal: lc(), dstPrincipal: lc(), policyNames: new(proto.ColStr).LowCardinality().Array(),
+		counts: map[[2]string]int{},
+	}
+	c.time = *new(proto.ColDateTime64).WithPrecision(proto.PrecisionNano).WithLocation(time.UTC)
+	c.input = proto.Input{
+		{Name: "time", Data: &c.time}, {Name: "node", Data: c.node}, {Name: "source", Data: c.source},
+		{Name: "verdict", Data: c.verdict}, {Name: "drop_reason", Data: c.dropReason}, {Name: "direction", Data: c.direction},
+		{Name: "is_reply", Data: &c.isReply}, {Name: "ip_version", Data: &c.ipVersion}, {Name: "protocol", Data: c.protocol},
+		{Name: "src_ip", Data: &c.srcIP}, {Name: "dst_ip", Data: &c.dstIP},
+		{Name: "src_port", Data: &c.srcPort}, {Name: "dst_port", Data: &c.dstPort}, {Name: "tcp_flags", Data: c.tcpFlags},
+		{Name: "src_namespace", Data: c.srcNS}, {Name: "src_pod", Data: c.srcPod}, {Name: "src_workload", Data: c.srcWorkload},
+		{Name: "src_workload_kind", Data: c.srcKind}, {Name: "src_labels", Data: c.srcLabels}, {Name: "src_identity", Data: &c.srcIdentity},
+		{Name: "dst_namespace", Data: c.dstNS}, {Name: "dst_pod", Data: c.dstPod}, {Name: "dst_workload", Data: c.dstWorkload},
+		{Name: "dst_workload_kind", Data: c.dstKind}, {Name: "dst_labels", Data: c.dstLabels}, {Name: "dst_identity", Data: &c.dstIdentity},
+		{Name: "dst_names", Data: c.dstNames}, {Name: "l7_type", Data: c.l7Type}, {Name: "dns_query", Data: &c.dnsQuery},
+		{Name: "dns_rcode", Data: &c.dnsRCode}, {Name: "http_method", Data: c.httpMethod}, {Name: "http_path", Data: &c.httpPath},
+		{Name: "http_status", Data: &c.httpStatus}, {Name: "bytes", Data: &c.bytes}, {Name: "packets", Data: &c.packets},
+		{Name: "duration_ms", Data: &c.durationMs}, {Name: "mtls", Data: &c.mtls},
+		{Name: "src_principal", Data: c.srcPrincipal}, {Name: "dst_principal", Data: c.dstPrincipal},
+		{Name: "policy_names", Data: c.policyNames}, {Name: "trace_id", Data: &c.traceID},
+	}
+	return c
+}
+
+func (c *columns) len() int { return c.n }
+
+func (c *columns) add(f *schema.Flow) {
+	c.n++
+	c.counts[[2]string{string(f.Source), string(f.Verdict)}]++
+	c.time.Append(f.Time)
+	c.node.Append(f.Node)
+	c.source.Append(string(f.Source))
+	c.verdict.Append(string(f.Verdict))
+	c.dropReason.Append(f.DropReason)
+	c.direction.Append(string(f.Direction))
+	c.isReply.Append(f.IsReply)
+	c.ipVersion.Append(f.IPVersion)
+	c.protocol.Append(f.Protocol)
+	c.srcIP.Append(proto.IPv6(f.SrcIP.As16()))
+	c.dstIP.Append(proto.IPv6(f.DstIP.As16()))
+	c.srcPort.Append(f.SrcPort)
+	c.dstPort.Append(f.DstPort)
+	c.tcpFlags.Append(f.TCPFlags)
+	c.srcNS.Append(f.Src.Namespace)
+	c.srcPod.Append(f.Src.Pod)
+	c.srcWorkload.Append(f.Src.Workload)
+	c.srcKind.Append(f.Src.WorkloadKind)
+	c.srcLabels.Append(f.Src.Labels)
+	c.srcIdentity.Append(f.Src.Identity)
+	c.dstNS.Append(f.Dst.Namespace)
+	c.dstPod.Append(f.Dst.Pod)
+	c.dstWorkload.Append(f.Dst.Workload)
+	c.dstKind.Append(f.Dst.WorkloadKind)
+	c.dstLabels.Append(f.Dst.Labels)
+	c.dstIdentity.Append(f.Dst.Identity)
+	c.dstNames.Append(f.DstNames)
+	c.l7Type.Append(f.L7Type)
+	c.dnsQuery.Append(f.DNSQuery)
+	c.dnsRCode.Append(f.DNSRCode)
+	c.httpMethod.Append(f.HTTPMethod)
+	c.httpPath.Append(f.HTTPPath)
+	c.httpStatus.Append(f.HTTPStatus)
+	c.bytes.Append(f.Bytes)
+	c.packets.Append(f.Packets)
+	c.durationMs.Append(f.DurationMs)
+	c.mtls.Append(f.MTLS)
+	c.srcPrincipal.Append(f.SrcPrincipal)
+	c.dstPrincipal.Append(f.DstPrincipal)
+	c.policyNames.Append(f.PolicyNames)
+	c.traceID.Append(f.TraceID)
+}
+
+// reset empties the batch, keeping its buffers for reuse.
+func (c *columns) reset() {
+	c.input.Reset()
+	c.n = 0
+	c.dedupToken = ""
+	clear(c.counts)
 }
 
 var tokenPrefix = func() string {
@@ -74,116 +159,4 @@ func (c *columns) token() string {
 		c.dedupToken = tokenPrefix + "-" + strconv.FormatUint(tokenSeq.Add(1), 10)
 	}
 	return c.dedupToken
-}
-
-func (c *columns) len() int { return len(c.time) }
-
-func (c *columns) add(f *schema.Flow) {
-	if c.len() == 0 || f.Time.Before(c.minTime) {
-		c.minTime = f.Time
-	}
-	if c.len() == 0 || f.Time.After(c.maxTime) {
-		c.maxTime = f.Time
-	}
-	c.time = append(c.time, f.Time)
-	c.node = append(c.node, f.Node)
-	c.source = append(c.source, string(f.Source))
-	c.verdict = append(c.verdict, string(f.Verdict))
-	c.dropReason = append(c.dropReason, f.DropReason)
-	c.direction = append(c.direction, string(f.Direction))
-	c.isReply = append(c.isReply, f.IsReply)
-	c.ipVersion = append(c.ipVersion, f.IPVersion)
-	c.protocol = append(c.protocol, f.Protocol)
-	c.srcIP = append(c.srcIP, f.SrcIP.As16())
-	c.dstIP = append(c.dstIP, f.DstIP.As16())
-	c.srcPort = append(c.srcPort, f.SrcPort)
-	c.dstPort = append(c.dstPort, f.DstPort)
-	c.tcpFlags = append(c.tcpFlags, f.TCPFlags)
-	c.srcNS = append(c.srcNS, f.Src.Namespace)
-	c.srcPod = append(c.srcPod, f.Src.Pod)
-	c.srcWorkload = append(c.srcWorkload, f.Src.Workload)
-	c.srcKind = append(c.srcKind, f.Src.WorkloadKind)
-	c.srcLabels = append(c.srcLabels, f.Src.Labels)
-	c.srcIdentity = append(c.srcIdentity, f.Src.Identity)
-	c.dstNS = append(c.dstNS, f.Dst.Namespace)
-	c.dstPod = append(c.dstPod, f.Dst.Pod)
-	c.dstWorkload = append(c.dstWorkload, f.Dst.Workload)
-	c.dstKind = append(c.dstKind, f.Dst.WorkloadKind)
-	c.dstLabels = append(c.dstLabels, f.Dst.Labels)
-	c.dstIdentity = append(c.dstIdentity, f.Dst.Identity)
-	c.dstNames = append(c.dstNames, nonNil(f.DstNames))
-	c.l7Type = append(c.l7Type, f.L7Type)
-	c.dnsQuery = append(c.dnsQuery, f.DNSQuery)
-	c.dnsRCode = append(c.dnsRCode, f.DNSRCode)
-	c.httpMethod = append(c.httpMethod, f.HTTPMethod)
-	c.httpPath = append(c.httpPath, f.HTTPPath)
-	c.httpStatus = append(c.httpStatus, f.HTTPStatus)
-	c.bytes = append(c.bytes, f.Bytes)
-	c.packets = append(c.packets, f.Packets)
-	c.durationMs = append(c.durationMs, f.DurationMs)
-	c.mtls = append(c.mtls, f.MTLS)
-	c.srcPrincipal = append(c.srcPrincipal, f.SrcPrincipal)
-	c.dstPrincipal = append(c.dstPrincipal, f.DstPrincipal)
-	c.policyNames = append(c.policyNames, nonNil(f.PolicyNames))
-	c.traceID = append(c.traceID, f.TraceID)
-}
-
-var emptyStrings = []string{}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return emptyStrings
-	}
-	return s
-}
-
-// values returns the column slices in flowColumns order.
-func (c *columns) values() []any {
-	return []any{
-		c.time, c.node, c.source, c.verdict, c.dropReason, c.direction, c.isReply, c.ipVersion, c.protocol,
-		c.srcIP, c.dstIP, c.srcPort, c.dstPort, c.tcpFlags,
-		c.srcNS, c.srcPod, c.srcWorkload, c.srcKind, c.srcLabels, c.srcIdentity,
-		c.dstNS, c.dstPod, c.dstWorkload, c.dstKind, c.dstLabels, c.dstIdentity,
-		c.dstNames, c.l7Type, c.dnsQuery, c.dnsRCode, c.httpMethod, c.httpPath, c.httpStatus,
-		c.bytes, c.packets, c.durationMs, c.mtls, c.srcPrincipal, c.dstPrincipal, c.policyNames, c.traceID,
-	}
-}
-
-// appendTo appends the whole batch to a prepared driver batch.
-func (c *columns) appendTo(b driver.Batch) error {
-	for i, v := range c.values() {
-		if err := b.Column(i).Append(v); err != nil {
-			return fmt.Errorf("column %s: %w", flowColumns[i], err)
-		}
-	}
-	return nil
-}
-
-// reset empties the batch, keeping its capacity for reuse.
-func (c *columns) reset() {
-	*c = columns{
-		time: c.time[:0], node: c.node[:0], source: c.source[:0], verdict: c.verdict[:0], dropReason: c.dropReason[:0],
-		direction: c.direction[:0], isReply: c.isReply[:0], ipVersion: c.ipVersion[:0], protocol: c.protocol[:0],
-		srcIP: c.srcIP[:0], dstIP: c.dstIP[:0], srcPort: c.srcPort[:0], dstPort: c.dstPort[:0], tcpFlags: c.tcpFlags[:0],
-		srcNS: c.srcNS[:0], srcPod: c.srcPod[:0], srcWorkload: c.srcWorkload[:0], srcKind: c.srcKind[:0],
-		srcLabels: clearMaps(c.srcLabels), srcIdentity: c.srcIdentity[:0],
-		dstNS: c.dstNS[:0], dstPod: c.dstPod[:0], dstWorkload: c.dstWorkload[:0], dstKind: c.dstKind[:0],
-		dstLabels: clearMaps(c.dstLabels), dstIdentity: c.dstIdentity[:0],
-		dstNames: clearSlices(c.dstNames), l7Type: c.l7Type[:0], dnsQuery: c.dnsQuery[:0], dnsRCode: c.dnsRCode[:0],
-		httpMethod: c.httpMethod[:0], httpPath: c.httpPath[:0], httpStatus: c.httpStatus[:0],
-		bytes: c.bytes[:0], packets: c.packets[:0], durationMs: c.durationMs[:0], mtls: c.mtls[:0],
-		srcPrincipal: c.srcPrincipal[:0], dstPrincipal: c.dstPrincipal[:0], policyNames: clearSlices(c.policyNames), traceID: c.traceID[:0],
-	}
-}
-
-// clearMaps and clearSlices drop references so reused batches do not pin
-// old flows' maps and slices in memory.
-func clearMaps(m []map[string]string) []map[string]string {
-	clear(m)
-	return m[:0]
-}
-
-func clearSlices(s [][]string) [][]string {
-	clear(s)
-	return s[:0]
 }
