@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+)
+
+func TestMain(m *testing.M) { chtest.Main(m) }
+
+// run executes the CLI in-process and returns its standard output.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// retimedSamples writes every sample flow with its times moved into the last
+// minutes, in the original order, so that queries over "the last hour" see them.
+func retimedSamples(t *testing.T) (string, int) {
+	t.Helper()
+	files, _ := filepath.Glob("../../testdata/hubble/*")
+	var lines [][]byte
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if len(bytes.TrimSpace(sc.Bytes())) > 0 {
+				lines = append(lines, append([]byte(nil), sc.Bytes()...))
+			}
+		}
+		fh.Close()
+	}
+	start := time.Now().Add(-10 * time.Minute)
+	var buf bytes.Buffer
+	for i, l := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal(l, &obj); err != nil {
+			t.Fatal(err)
+		}
+		ts := start.Add(time.Duration(i) * time.Millisecond).UTC().Format(time.RFC3339Nano)
+		obj["time"] = ts
+		obj["flow"].(map[string]any)["time"] = ts
+		b, _ := json.Marshal(obj)
+		buf.Write(b)
+		buf.WriteByte('\n')
+	}
+	path := filepath.Join(t.TempDir(), "samples.json")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, len(lines)
+}
+
+var sqlBlock = regexp.MustCompile("(?s)```sql\n(.*?)```")
+
+// TestReadmeQueries ingests the samples with the CLI and runs every SQL
+// block of the README through `flowwarden query`.
+func TestReadmeQueries(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	path, n := retimedSamples(t)
+	out, err := run(t, "ingest", "--clickhouse", dsn, "--hubble-file", path, "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("ingest: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "total: "+strconv.Itoa(n)+" flows written, 0 lines rejected") {
+		t.Fatalf("ingest summary does not report %d flows written:\n%s", n, out)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := sqlBlock.FindAllStringSubmatch(string(readme), -1)
+	if len(blocks) < 5 {
+		t.Fatalf("README has %d SQL examples, want at least 5", len(blocks))
+	}
+	for _, b := range blocks {
+		sql := b[1]
+		out, err := run(t, "query", "--clickhouse", dsn, "--format", "json", "--log-level", "warn", sql)
+		if err != nil {
+			t.Errorf("README query failed: %v\n%s", err, sql)
+			continue
+		}
+		rows := strings.Count(out, "\n")
+		wantNone := strings.Contains(sql, "metadata")
+		if wantNone && rows != 0 || !wantNone && rows == 0 {
+			t.Errorf("README query returned %d rows:\n%s", rows, sql)
+		}
+	}
+}
+
+func TestQueryRefusesWrites(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	for _, sql := range []string{"DROP TABLE flows", "INSERT INTO flows (node) VALUES ('x')"} {
+		if _, err := run(t, "query", "--clickhouse", dsn, sql); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Errorf("%q: got %v, want a read-only refusal", sql, err)
+		}
+	}
+}
+
+func TestConfigFileAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "fw.yaml")
+	if err := os.WriteFile(cfg, []byte("no-such-flag: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "--config", cfg, "version"); err == nil || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Fatalf("unknown config key: got %v", err)
+	}
+	t.Setenv("FLOWWARDEN_LOG_LEVEL", "loud")
+	if _, err := run(t, "version"); err == nil || !strings.Contains(err.Error(), "log-level") {
+		t.Fatalf("bad env value: got %v", err)
+	}
+}
