@@ -63,6 +63,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 		newServeCommand(g),
 		newReplayCommand(g),
 		newQueryCommand(g),
+		newDetectCommand(g),
 		newVersionCommand(),
 		newEmbeddedCommand(g),
 	)

@@ -3,6 +3,8 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // counterValue reads a counter's current value.
@@ -13,3 +15,5 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+type schemaFinding = schema.Finding

@@ -1,0 +1,270 @@
+package analyze
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+)
+
+// Detector names: the alertname of their alerts is derived from them.
+const (
+	DetectorMetadataAccess     = "metadata-access"
+	DetectorEgressSpike        = "egress-spike"
+	DetectorEgressDenialSpike  = "egress-denial-spike"
+	DetectorCrossNamespaceDeny = "cross-namespace-denial"
+	DetectorDenialRate         = "denial-rate"
+)
+
+// detector adapts a tracker plus a per-flow rule to the Detector interface.
+type detector struct {
+	*tracker
+	observe func(f *schema.Flow)
+}
+
+func (d *detector) Name() string           { return d.name }
+func (d *detector) Observe(f *schema.Flow) { d.observe(f) }
+func (d *detector) Advance(now time.Time)  { d.advance(now) }
+func (d *detector) Flush()                 { d.flush() }
+func (d *detector) Keys() int              { return d.keys() }
+
+// isPodSource reports whether a flow is initiated by a pod (not a reply, and
+// not from the host or the world).
+func isPodSource(f *schema.Flow) bool {
+	return !f.IsReply && f.Src.Namespace != "" && f.Src.WorkloadKind != schema.KindReserved
+}
+
+func workloadKey(f *schema.Flow) (key, subject) {
+	return key{f.Src.Namespace, f.Src.Workload}, subject{namespace: f.Src.Namespace, workload: f.Src.Workload}
+}
+
+func isDenied(f *schema.Flow) bool {
+	return f.Verdict == schema.VerdictDropped
+}
+
+func isPolicyDenial(f *schema.Flow) bool {
+	return f.Verdict == schema.VerdictDropped && (f.DropReason == "POLICY_DENIED" || f.DropReason == "POLICY_DENY" || f.DropReason == "")
+}
+
+// --- metadata-access ---------------------------------------------------------
+
+func newMetadataAccess(c MetadataAccessConfig, g *Config, sink FindingSink, m *Metrics) Detector {
+	addrs := map[netip.Addr]bool{}
+	for _, a := range c.Addresses {
+		addrs[netip.MustParseAddr(a).Unmap()] = true
+	}
+	names := map[string]bool{}
+	for _, n := range c.Names {
+		names[strings.TrimSuffix(strings.ToLower(n), ".")] = true
+	}
+	matches := func(f *schema.Flow) bool {
+		if addrs[f.DstIP] {
+			return true
+		}
+		for _, n := range f.DstNames {
+			if names[strings.TrimSuffix(strings.ToLower(n), ".")] {
+				return true
+			}
+		}
+		return f.DNSQuery != "" && names[strings.TrimSuffix(strings.ToLower(f.DNSQuery), ".")]
+	}
+	t := newTracker(DetectorMetadataAccess, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.judge = func(_ *keyState, w *window) verdict {
+		return verdict{fire: w.matched > 0, severity: schema.SeverityCritical, metric: "flows", observed: float64(w.matched), threshold: 1}
+	}
+	t.summary = func(st *keyState, _ verdict) string {
+		return fmt.Sprintf("%s/%s reached for the cloud metadata service (%d flows)", st.subj.namespace, st.subj.workload, st.open.Evidence.Flows)
+	}
+	var addrList, nameList []string
+	for _, a := range c.Addresses {
+		addrList = append(addrList, "toIPv6("+clickhouse.QuoteString(a)+")")
+	}
+	for n := range names {
+		nameList = append(nameList, clickhouse.QuoteString(n), clickhouse.QuoteString(n+"."))
+	}
+	cond := fmt.Sprintf("(dst_ip IN (%s) OR hasAny(dst_names, [%s]) OR dns_query IN (%s))",
+		strings.Join(addrList, ", "), strings.Join(nameList, ", "), strings.Join(nameList, ", "))
+	t.query = func(st *keyState, from, to time.Time) string {
+		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
+			"src_workload = "+clickhouse.QuoteString(st.subj.workload), "NOT is_reply", cond)
+	}
+	d := &detector{tracker: t}
+	d.observe = func(f *schema.Flow) {
+		if !isPodSource(f) || !matches(f) {
+			return
+		}
+		k, s := workloadKey(f)
+		t.add(t.state(k, s, f.Time), f, true)
+	}
+	return d
+}
+
+// --- egress-spike ---------------------------------------------------------------
+
+func newEgressSpike(c EgressSpikeConfig, g *Config, sink FindingSink, m *Metrics) Detector {
+	t := newTracker(DetectorEgressSpike, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	// The metric is bytes when the source reports them (Envoy, conntrack),
+	// else flows (Hubble).
+	metricOf := func(w *window) (float64, string, float64) {
+		if w.bytes > 0 {
+			return float64(w.bytes), "bytes", float64(c.MinBytes)
+		}
+		return float64(w.matched), "flows", float64(c.MinFlows)
+	}
+	t.baselineOf = func(w *window) float64 { x, _, _ := metricOf(w); return x }
+	t.judge = func(st *keyState, w *window) verdict {
+		x, metric, floor := metricOf(w)
+		v := verdict{metric: metric, observed: x, baseline: st.base}
+		if !t.warmedUp(st, c.WarmupWindows) {
+			return v
+		}
+		v.threshold = max(floor, c.Factor*st.base)
+		critical := max(floor, c.CriticalFactor*st.base)
+		if metric == "flows" {
+			critical = max(critical, float64(c.CriticalMinFlows))
+		}
+		switch {
+		case x >= critical:
+			v.fire, v.severity = true, schema.SeverityCritical
+		case x >= v.threshold:
+			v.fire, v.severity = true, schema.SeverityWarning
+		}
+		return v
+	}
+	t.summary = func(st *keyState, v verdict) string {
+		return fmt.Sprintf("%s/%s sent %.0f %s out of the cluster in %s (baseline %.1f)", st.subj.namespace, st.subj.workload,
+			v.observed, v.metric, c.Window, v.baseline)
+	}
+	t.query = func(st *keyState, from, to time.Time) string {
+		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
+			"src_workload = "+clickhouse.QuoteString(st.subj.workload), "NOT is_reply", worldCondition)
+	}
+	d := &detector{tracker: t}
+	// Every pod source is tracked, so that a workload that never talked to
+	// the world has a baseline of zero rather than none.
+	d.observe = func(f *schema.Flow) {
+		if !isPodSource(f) {
+			return
+		}
+		k, s := workloadKey(f)
+		t.add(t.state(k, s, f.Time), f, f.Dst.IsWorld())
+	}
+	return d
+}
+
+// worldCondition selects flows whose destination is outside the cluster.
+const worldCondition = "(dst_workload_kind = 'reserved' AND startsWith(dst_workload, 'world') OR dst_identity = 2 OR dst_identity >= 16777216)"
+
+// --- egress-denial-spike -----------------------------------------------------------
+
+func newEgressDenialSpike(c EgressDenialSpikeConfig, g *Config, sink FindingSink, m *Metrics) Detector {
+	t := newTracker(DetectorEgressDenialSpike, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.judge = func(_ *keyState, w *window) verdict {
+		return verdict{fire: w.matched >= c.MinDropped, severity: schema.SeverityCritical, metric: "dropped flows",
+			observed: float64(w.matched), threshold: float64(c.MinDropped)}
+	}
+	t.summary = func(st *keyState, v verdict) string {
+		return fmt.Sprintf("%s/%s had %.0f egress flows dropped in %s", st.subj.namespace, st.subj.workload, v.observed, c.Window)
+	}
+	t.query = func(st *keyState, from, to time.Time) string {
+		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
+			"src_workload = "+clickhouse.QuoteString(st.subj.workload), "verdict = 'DROPPED'", "direction = 'EGRESS'")
+	}
+	d := &detector{tracker: t}
+	d.observe = func(f *schema.Flow) {
+		if !isPodSource(f) || !isDenied(f) || f.Direction != schema.DirectionEgress {
+			return
+		}
+		k, s := workloadKey(f)
+		t.add(t.state(k, s, f.Time), f, true)
+	}
+	return d
+}
+
+// --- cross-namespace-denial ------------------------------------------------------
+
+func newCrossNamespaceDenial(c CrossNamespaceDenyConfig, g *Config, sink FindingSink, m *Metrics) Detector {
+	t := newTracker(DetectorCrossNamespaceDeny, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.judge = func(_ *keyState, w *window) verdict {
+		return verdict{fire: w.matched >= c.MinDenied, severity: schema.SeverityWarning, metric: "denied flows",
+			observed: float64(w.matched), threshold: float64(c.MinDenied)}
+	}
+	t.summary = func(st *keyState, _ verdict) string {
+		return fmt.Sprintf("policy denied %d flows from namespace %s to namespace %s", st.open.Evidence.Flows, st.subj.namespace, st.subj.peer)
+	}
+	t.query = func(st *keyState, from, to time.Time) string {
+		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
+			"dst_namespace = "+clickhouse.QuoteString(st.subj.peer), "verdict = 'DROPPED'")
+	}
+	d := &detector{tracker: t}
+	d.observe = func(f *schema.Flow) {
+		if f.IsReply || !isPolicyDenial(f) || f.Src.Namespace == "" || f.Dst.Namespace == "" || f.Src.Namespace == f.Dst.Namespace {
+			return
+		}
+		k := key{f.Src.Namespace, f.Dst.Namespace}
+		t.add(t.state(k, subject{namespace: f.Src.Namespace, peer: f.Dst.Namespace}, f.Time), f, true)
+	}
+	return d
+}
+
+// --- denial-rate -------------------------------------------------------------------
+
+func newDenialRate(c DenialRateConfig, g *Config, sink FindingSink, m *Metrics) Detector {
+	t := newTracker(DetectorDenialRate, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	share := func(w *window) float64 {
+		if w.flows == 0 {
+			return 0
+		}
+		return float64(w.matched) / float64(w.flows)
+	}
+	t.baselineOf = func(w *window) float64 {
+		if w.flows < c.MinFlows {
+			return 0
+		}
+		return share(w)
+	}
+	t.judge = func(st *keyState, w *window) verdict {
+		x := share(w)
+		v := verdict{metric: "denied share", observed: x, baseline: st.base, severity: schema.SeverityWarning}
+		v.threshold = max(c.MinShare, c.Factor*st.base)
+		if !t.warmedUp(st, c.WarmupWindows) {
+			// Without history, only an overwhelming share counts.
+			v.threshold = max(v.threshold, 0.5)
+		}
+		v.fire = w.flows >= c.MinFlows && x >= v.threshold
+		return v
+	}
+	t.summary = func(st *keyState, v verdict) string {
+		return fmt.Sprintf("%.0f%% of namespace %s's flows were denied (baseline %.0f%%)", 100*v.observed, st.subj.namespace, 100*v.baseline)
+	}
+	t.query = func(st *keyState, from, to time.Time) string {
+		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace), "verdict = 'DROPPED'")
+	}
+	d := &detector{tracker: t}
+	d.observe = func(f *schema.Flow) {
+		if f.IsReply || f.Src.Namespace == "" {
+			return
+		}
+		t.add(t.state(key{a: f.Src.Namespace}, subject{namespace: f.Src.Namespace}, f.Time), f, isDenied(f))
+	}
+	return d
+}
+
+// flowsQuery builds the forensic query behind a finding: the flows in its
+// time range that match every condition, newest last. Values in the
+// conditions are quoted by the callers; times are formatted here.
+func flowsQuery(from, to time.Time, conds ...string) string {
+	where := append([]string{
+		"time >= " + sqlTime(from),
+		"time < " + sqlTime(to),
+	}, conds...)
+	return "SELECT time, src_namespace, src_pod, src_workload, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict, drop_reason, dst_names\n" +
+		"FROM flows\nWHERE " + strings.Join(where, "\n  AND ") + "\nORDER BY time"
+}
+
+func sqlTime(t time.Time) string {
+	return "toDateTime64(" + clickhouse.QuoteString(t.UTC().Format("2006-01-02 15:04:05.000000000")) + ", 9, 'UTC')"
+}

@@ -1,0 +1,160 @@
+// Package analyze runs streaming detectors over the flow stream. Windows run
+// on flow event time, so replaying a recording gives the findings that the
+// live traffic gave; per-key state is bounded (LRU eviction, counted).
+package analyze
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// FindingSink receives findings as they open, change and resolve. It must
+// not block for long: it is called on the flow path.
+type FindingSink interface {
+	Finding(f schema.Finding)
+}
+
+// FindingFunc adapts a function to FindingSink.
+type FindingFunc func(schema.Finding)
+
+// Finding calls fn.
+func (fn FindingFunc) Finding(f schema.Finding) { fn(f) }
+
+// Detector is one detection rule over the flow stream.
+type Detector interface {
+	Name() string
+	// Observe sees one flow. Flows arrive in roughly increasing time.
+	Observe(f *schema.Flow)
+	// Advance closes every window that ended at or before now.
+	Advance(now time.Time)
+	// Flush closes all windows (end of input).
+	Flush()
+	// Keys is the number of tracked keys.
+	Keys() int
+}
+
+// Metrics of the engine.
+type Metrics struct {
+	Flows     prometheus.Counter
+	Keys      *prometheus.GaugeVec
+	Evictions *prometheus.CounterVec
+	Findings  *prometheus.CounterVec
+}
+
+// NewMetrics creates the engine's metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Flows: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowwarden_detector_flows_total",
+			Help: "Flows seen by the detector engine."}),
+		Keys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flowwarden_detector_state_keys",
+			Help: "Keys (workloads, namespace pairs) a detector tracks."}, []string{"detector"}),
+		Evictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_detector_evictions_total",
+			Help: "Keys dropped from detector state to stay within the key limit."}, []string{"detector"}),
+		Findings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_findings_total",
+			Help: "Findings opened, by detector and severity."}, []string{"detector", "severity"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Flows, m.Keys, m.Evictions, m.Findings)
+	}
+	return m
+}
+
+// Engine feeds flows to the detectors and keeps the event-time clock. It is
+// an ingest.Sink; Write is safe for concurrent use (calls are serialised).
+type Engine struct {
+	mu        sync.Mutex
+	detectors []Detector
+	metrics   *Metrics
+	clock     time.Time // newest flow time seen
+	advanced  time.Time // last time windows were advanced to
+	// Lateness is how far behind the newest flow a flow may arrive and still
+	// count in its window.
+	lateness time.Duration
+	tick     time.Duration
+}
+
+// NewEngine returns an engine over the given detectors.
+func NewEngine(cfg Config, sink FindingSink, metrics *Metrics) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	e := &Engine{metrics: metrics, lateness: cfg.Lateness, tick: 10 * time.Second}
+	e.detectors = cfg.detectors(sink, metrics)
+	return e, nil
+}
+
+// Write implements ingest.Sink.
+func (e *Engine) Write(_ context.Context, flows ...schema.Flow) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := range flows {
+		f := &flows[i]
+		for _, d := range e.detectors {
+			d.Observe(f)
+		}
+		if f.Time.After(e.clock) {
+			e.clock = f.Time
+			if e.clock.Sub(e.advanced) >= e.tick {
+				e.advanceLocked(e.clock.Add(-e.lateness))
+			}
+		}
+	}
+	e.metrics.Flows.Add(float64(len(flows)))
+	return nil
+}
+
+func (e *Engine) advanceLocked(now time.Time) {
+	e.advanced = e.clock
+	for _, d := range e.detectors {
+		d.Advance(now)
+		e.metrics.Keys.WithLabelValues(d.Name()).Set(float64(d.Keys()))
+	}
+}
+
+// AdvanceTo closes windows up to now (for a live stream gone quiet: the
+// caller passes wall time minus its expected delay).
+func (e *Engine) AdvanceTo(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.After(e.clock) {
+		e.clock = now
+	}
+	e.advanceLocked(now.Add(-e.lateness))
+}
+
+// Flush closes all windows: the end of a recording.
+func (e *Engine) Flush() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, d := range e.detectors {
+		d.Flush()
+	}
+}
+
+// Detectors lists the detectors' names.
+func (e *Engine) Detectors() []string {
+	var out []string
+	for _, d := range e.detectors {
+		out = append(out, d.Name())
+	}
+	return out
+}
+
+// Keys sums the tracked keys of all detectors.
+func (e *Engine) Keys() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, d := range e.detectors {
+		n += d.Keys()
+	}
+	return n
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	"github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+var update = flag.Bool("update", false, "regenerate testdata/scenarios (inputs and golden findings)")
+
+const scenarioDir = "../../testdata/scenarios"
+
+// scenarioStart is the first minute of every scenario's hour.
+var scenarioStart = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+// expectation is what a scenario must yield, written by hand: the golden
+// files are checked against it, so regenerating them cannot bless a wrong result.
+type expectation struct {
+	Detector, Severity, Namespace, Workload, Peer string
+}
+
+var scenarios = []struct {
+	name   string
+	about  string
+	perMin int
+	inject func(g *gen)
+	want   []expectation
+}{
+	{"benign-busy-day", "ten times the usual traffic, steady mix: nothing to report", 200, nil, nil},
+	{"metadata-probe", "a compromised productpage pod probes 169.254.169.254 three times (dropped)", 20,
+		func(g *gen) { g.metadataProbe(25) },
+		[]expectation{{"metadata-access", "critical", "bookinfo", "productpage-v1", ""}}},
+	{"sudden-exfiltration", "reviews-v2 opens 5,000 connections to one outside address in one minute", 20,
+		func(g *gen) { g.exfiltrate("reviews-v2", "203.0.113.50", 30, 1, 5000) },
+		[]expectation{{"egress-spike", "critical", "bookinfo", "reviews-v2", ""}}},
+	{"slow-exfiltration", "ratings-v1 sends 200 connections a minute to an outside address for 20 minutes", 20,
+		func(g *gen) { g.exfiltrate("ratings", "198.51.100.7", 20, 20, 200) },
+		[]expectation{{"egress-spike", "warning", "bookinfo", "ratings-v1", ""}}},
+	{"cross-namespace-scan", "a pod in tenant-a scans bookinfo's pods and ports; policy drops it all", 20,
+		func(g *gen) { g.scan(35, 2, 150) },
+		[]expectation{
+			{"cross-namespace-denial", "warning", "tenant-a", "", "bookinfo"},
+			{"denial-rate", "warning", "tenant-a", "", ""},
+			{"egress-denial-spike", "critical", "tenant-a", "scanner", ""},
+		}},
+	{"misconfigured-namespace", "a bad policy drops a third of bookinfo's own traffic for ten minutes", 20,
+		func(g *gen) { g.misconfigure(30, 10, 20) },
+		[]expectation{{"denial-rate", "warning", "bookinfo", "", ""}}},
+}
+
+// gen builds a scenario from the published Hubble samples.
+type gen struct {
+	t       *testing.T
+	samples []*observer.GetFlowsResponse
+	out     []*observer.GetFlowsResponse
+	rnd     *rand.Rand
+}
+
+func loadSamples(t *testing.T) []*observer.GetFlowsResponse {
+	files, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
+	var out []*observer.GetFlowsResponse
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range bytes.Split(raw, []byte("\n")) {
+			if len(bytes.TrimSpace(l)) == 0 {
+				continue
+			}
+			var r observer.GetFlowsResponse
+			if err := protojson.Unmarshal(l, &r); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, &r)
+		}
+	}
+	return out
+}
+
+func (g *gen) emit(r *observer.GetFlowsResponse, at time.Time) {
+	r = proto.Clone(r).(*observer.GetFlowsResponse)
+	r.Time = timestamppb.New(at)
+	r.GetFlow().Time = r.Time
+	g.out = append(g.out, r)
+}
+
+// background replays the samples, shuffled, perMin flows a minute for an hour.
+func (g *gen) background(perMin int) {
+	order := g.rnd.Perm(len(g.samples))
+	n := 0
+	for m := 0; m < 60; m++ {
+		for j := 0; j < perMin; j++ {
+			at := scenarioStart.Add(time.Duration(m)*time.Minute + time.Duration(j)*time.Minute/time.Duration(perMin))
+			g.emit(g.samples[order[n%len(order)]], at)
+			n++
+		}
+	}
+}
+
+// template returns a sample flow whose source pod name starts with prefix.
+func (g *gen) template(prefix string) *flowpb.Flow {
+	for _, s := range g.samples {
+		if strings.HasPrefix(s.GetFlow().GetSource().GetPodName(), prefix) && !s.GetFlow().GetIsReply().GetValue() {
+			return proto.Clone(s.GetFlow()).(*flowpb.Flow)
+		}
+	}
+	g.t.Fatalf("no sample flow from a pod named %s*", prefix)
+	return nil
+}
+
+func (g *gen) egressTo(src *flowpb.Flow, dstIP string, port uint32, verdict flowpb.Verdict) *observer.GetFlowsResponse {
+	f := proto.Clone(src).(*flowpb.Flow)
+	f.Destination = &flowpb.Endpoint{Identity: 2, Labels: []string{"reserved:world"}}
+	f.IP.Destination = dstIP
+	f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000 + uint32(g.rnd.IntN(20000)), DestinationPort: port, Flags: &flowpb.TCPFlags{SYN: true}}}}
+	f.Verdict = verdict
+	f.TrafficDirection = flowpb.TrafficDirection_EGRESS
+	f.IsReply = wrapperspb.Bool(false)
+	f.Reply = false
+	f.L7, f.Type, f.DestinationNames, f.Summary = nil, flowpb.FlowType_L3_L4, nil, "TCP Flags: SYN"
+	if verdict == flowpb.Verdict_DROPPED {
+		f.DropReasonDesc = flowpb.DropReason_POLICY_DENIED
+	}
+	return &observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}, NodeName: f.GetNodeName()}
+}
+
+func (g *gen) metadataProbe(minute int) {
+	src := g.template("productpage")
+	for i := 0; i < 3; i++ {
+		g.emit(g.egressTo(src, "169.254.169.254", 80, flowpb.Verdict_DROPPED), scenarioStart.Add(time.Duration(minute)*time.Minute+time.Duration(10*(i+1))*time.Second))
+	}
+}
+
+func (g *gen) exfiltrate(pod, dst string, fromMinute, minutes, perMin int) {
+	src := g.template(pod)
+	for m := 0; m < minutes; m++ {
+		for j := 0; j < perMin; j++ {
+			at := scenarioStart.Add(time.Duration(fromMinute+m)*time.Minute + time.Duration(j)*time.Minute/time.Duration(perMin))
+			g.emit(g.egressTo(src, dst, 443, flowpb.Verdict_FORWARDED), at)
+		}
+	}
+}
+
+func (g *gen) scan(fromMinute, minutes, perMin int) {
+	src := g.template("productpage")
+	src.Source = &flowpb.Endpoint{ID: 3001, Identity: 51234, Namespace: "tenant-a", PodName: "scanner-7c9f5d8b6-q2w4x",
+		Labels: []string{"k8s:app=scanner", "k8s:io.kubernetes.pod.namespace=tenant-a"}}
+	src.IP.Source = "10.0.7.23"
+	var targets []*flowpb.Flow
+	for _, s := range g.samples {
+		if d := s.GetFlow().GetDestination(); d.GetNamespace() == "bookinfo" && d.GetPodName() != "" {
+			targets = append(targets, s.GetFlow())
+		}
+	}
+	for m := 0; m < minutes; m++ {
+		for j := 0; j < perMin; j++ {
+			tgt := targets[g.rnd.IntN(len(targets))]
+			r := g.egressTo(src, tgt.GetIP().GetDestination(), uint32(1+(m*perMin+j)%1024), flowpb.Verdict_DROPPED)
+			r.GetFlow().Destination = proto.Clone(tgt.GetDestination()).(*flowpb.Endpoint)
+			g.emit(r, scenarioStart.Add(time.Duration(fromMinute+m)*time.Minute+time.Duration(j)*time.Minute/time.Duration(perMin)))
+		}
+	}
+}
+
+func (g *gen) misconfigure(fromMinute, minutes, perMin int) {
+	var tmpl *flowpb.Flow
+	for _, s := range g.samples {
+		f := s.GetFlow()
+		if f.GetSource().GetNamespace() == "bookinfo" && f.GetDestination().GetNamespace() == "bookinfo" &&
+			f.GetL4().GetTCP() != nil && !f.GetIsReply().GetValue() {
+			tmpl = f
+			break
+		}
+	}
+	for m := 0; m < minutes; m++ {
+		for j := 0; j < perMin; j++ {
+			f := proto.Clone(tmpl).(*flowpb.Flow)
+			f.Verdict = flowpb.Verdict_DROPPED
+			f.DropReasonDesc = flowpb.DropReason_POLICY_DENIED
+			f.TrafficDirection = flowpb.TrafficDirection_INGRESS
+			f.L7, f.Type = nil, flowpb.FlowType_L3_L4
+			r := &observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}, NodeName: f.GetNodeName()}
+			g.emit(r, scenarioStart.Add(time.Duration(fromMinute+m)*time.Minute+time.Duration(j)*time.Minute/time.Duration(perMin)+time.Second))
+		}
+	}
+}
+
+func writeScenario(t *testing.T, path string, flows []*observer.GetFlowsResponse) {
+	sort.SliceStable(flows, func(i, j int) bool { return flows[i].GetTime().AsTime().Before(flows[j].GetTime().AsTime()) })
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	opts := protojson.MarshalOptions{UseProtoNames: true}
+	for _, f := range flows {
+		b, err := opts.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// protojson's output is deliberately unstable in spacing; compact it.
+		var c bytes.Buffer
+		if err := json.Compact(&c, b); err != nil {
+			t.Fatal(err)
+		}
+		zw.Write(c.Bytes())
+		zw.Write([]byte("\n"))
+	}
+	zw.Close()
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goldenFinding is the part of a finding the golden files pin down.
+type goldenFinding struct {
+	Detector  string    `json:"detector"`
+	Severity  string    `json:"severity"`
+	Namespace string    `json:"namespace"`
+	Workload  string    `json:"workload,omitempty"`
+	Peer      string    `json:"peer,omitempty"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end"`
+	Status    string    `json:"status"`
+}
+
+// TestScenarios runs `flowwarden detect` over each scenario and compares the
+// findings with the golden file and with the hand-written expectations.
+func TestScenarios(t *testing.T) {
+	if *update {
+		samples := loadSamples(t)
+		for i, sc := range scenarios {
+			g := &gen{t: t, samples: samples, rnd: rand.New(rand.NewPCG(42, uint64(i)))}
+			g.background(sc.perMin)
+			if sc.inject != nil {
+				sc.inject(g)
+			}
+			writeScenario(t, filepath.Join(scenarioDir, sc.name+".jsonl.gz"), g.out)
+		}
+	}
+	var readme strings.Builder
+	readme.WriteString("# Detection scenarios\n\nEach file is an hour of real background traffic (the published Hubble samples,\nshuffled and re-timed) with one injected incident; `<name>.golden.jsonl` holds the\nfindings `flowwarden detect` must print. Regenerate with\n`go test ./cmd/flowwarden -run TestScenarios -update`.\n\n| scenario | incident | expected findings |\n|---|---|---|\n")
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			out, err := run(t, "detect", "--hubble-file", filepath.Join(scenarioDir, sc.name+".jsonl.gz"), "--format", "json", "--log-level", "warn")
+			if err != nil {
+				t.Fatalf("detect: %v\n%s", err, out)
+			}
+			var got []goldenFinding
+			var gotText bytes.Buffer
+			sc2 := bufio.NewScanner(strings.NewReader(out))
+			sc2.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc2.Scan() {
+				var g goldenFinding
+				if err := json.Unmarshal(sc2.Bytes(), &g); err != nil {
+					t.Fatalf("bad detect output %q: %v", sc2.Text(), err)
+				}
+				got = append(got, g)
+				b, _ := json.Marshal(g)
+				gotText.Write(b)
+				gotText.WriteByte('\n')
+			}
+			golden := filepath.Join(scenarioDir, sc.name+".golden.jsonl")
+			if *update {
+				if err := os.WriteFile(golden, gotText.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gotText.String() != string(want) {
+				t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, gotText.String(), want)
+			}
+			var gotExp []expectation
+			for _, g := range got {
+				gotExp = append(gotExp, expectation{g.Detector, g.Severity, g.Namespace, g.Workload, g.Peer})
+			}
+			sort.Slice(gotExp, func(i, j int) bool { return fmt.Sprint(gotExp[i]) < fmt.Sprint(gotExp[j]) })
+			if fmt.Sprint(gotExp) != fmt.Sprint(sc.want) {
+				t.Errorf("findings %v, want exactly %v", gotExp, sc.want)
+			}
+		})
+		var ws []string
+		for _, w := range sc.want {
+			ws = append(ws, fmt.Sprintf("%s %s %s", w.Severity, w.Detector, strings.Trim(w.Namespace+"/"+w.Workload, "/")))
+		}
+		if len(ws) == 0 {
+			ws = []string{"none"}
+		}
+		fmt.Fprintf(&readme, "| %s | %s | %s |\n", sc.name, sc.about, strings.Join(ws, "; "))
+	}
+	if *update {
+		if err := os.WriteFile(filepath.Join(scenarioDir, "README.md"), []byte(readme.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
