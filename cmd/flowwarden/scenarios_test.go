@@ -134,8 +134,9 @@ func (g *gen) egressTo(src *flowpb.Flow, dstIP string, port uint32, verdict flow
 	f.Verdict = verdict
 	f.TrafficDirection = flowpb.TrafficDirection_EGRESS
 	f.IsReply = wrapperspb.Bool(false)
+	//lint:ignore SA1019 the samples set the deprecated reply flag; clear it too
 	f.Reply = false
-	f.L7, f.Type, f.DestinationNames, f.Summary = nil, flowpb.FlowType_L3_L4, nil, "TCP Flags: SYN"
+	f.L7, f.Type, f.DestinationNames = nil, flowpb.FlowType_L3_L4, nil
 	if verdict == flowpb.Verdict_DROPPED {
 		f.DropReasonDesc = flowpb.DropReason_POLICY_DENIED
 	}
