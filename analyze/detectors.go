@@ -72,11 +72,12 @@ func newMetadataAccess(c MetadataAccessConfig, g *Config, sink FindingSink, m *M
 		return f.DNSQuery != "" && names[strings.TrimSuffix(strings.ToLower(f.DNSQuery), ".")]
 	}
 	t := newTracker(DetectorMetadataAccess, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.early = true
 	t.judge = func(_ *keyState, w *window) verdict {
 		return verdict{fire: w.matched > 0, severity: schema.SeverityCritical, metric: "flows", observed: float64(w.matched), threshold: 1}
 	}
-	t.summary = func(st *keyState, _ verdict) string {
-		return fmt.Sprintf("%s/%s reached for the cloud metadata service (%d flows)", st.subj.namespace, st.subj.workload, st.open.Evidence.Flows)
+	t.summary = func(st *keyState, v verdict) string {
+		return fmt.Sprintf("%s/%s reached for the cloud metadata service (%.0f flows in %s)", st.subj.namespace, st.subj.workload, v.observed, c.Window)
 	}
 	var addrList, nameList []string
 	for _, a := range c.Addresses {
@@ -106,6 +107,7 @@ func newMetadataAccess(c MetadataAccessConfig, g *Config, sink FindingSink, m *M
 
 func newEgressSpike(c EgressSpikeConfig, g *Config, sink FindingSink, m *Metrics) Detector {
 	t := newTracker(DetectorEgressSpike, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.early = true
 	// The metric is bytes when the source reports them (Envoy, conntrack),
 	// else flows (Hubble).
 	metricOf := func(w *window) (float64, string, float64) {
@@ -162,6 +164,7 @@ const worldCondition = "(dst_workload_kind = 'reserved' AND startsWith(dst_workl
 
 func newEgressDenialSpike(c EgressDenialSpikeConfig, g *Config, sink FindingSink, m *Metrics) Detector {
 	t := newTracker(DetectorEgressDenialSpike, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.early = true
 	t.judge = func(_ *keyState, w *window) verdict {
 		return verdict{fire: w.matched >= c.MinDropped, severity: schema.SeverityCritical, metric: "dropped flows",
 			observed: float64(w.matched), threshold: float64(c.MinDropped)}
@@ -188,12 +191,13 @@ func newEgressDenialSpike(c EgressDenialSpikeConfig, g *Config, sink FindingSink
 
 func newCrossNamespaceDenial(c CrossNamespaceDenyConfig, g *Config, sink FindingSink, m *Metrics) Detector {
 	t := newTracker(DetectorCrossNamespaceDeny, c.Window, c.ResolveAfter, g.MaxKeys, g.Samples, sink, m)
+	t.early = true
 	t.judge = func(_ *keyState, w *window) verdict {
 		return verdict{fire: w.matched >= c.MinDenied, severity: schema.SeverityWarning, metric: "denied flows",
 			observed: float64(w.matched), threshold: float64(c.MinDenied)}
 	}
-	t.summary = func(st *keyState, _ verdict) string {
-		return fmt.Sprintf("policy denied %d flows from namespace %s to namespace %s", st.open.Evidence.Flows, st.subj.namespace, st.subj.peer)
+	t.summary = func(st *keyState, v verdict) string {
+		return fmt.Sprintf("policy denied %.0f flows from namespace %s to namespace %s in %s", v.observed, st.subj.namespace, st.subj.peer, c.Window)
 	}
 	t.query = func(st *keyState, from, to time.Time) string {
 		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),

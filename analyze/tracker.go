@@ -66,6 +66,10 @@ type tracker struct {
 	metrics      *Metrics
 	// judge evaluates a closed window against the key's baseline.
 	judge func(st *keyState, w *window) verdict
+	// early lets a count threshold fire while its window is still open, so
+	// an alert need not wait for the window to end. The window's close
+	// still decides the finding's numbers.
+	early bool
 	// baselineOf is the metric folded into the baseline for a quiet window.
 	baselineOf func(w *window) float64
 	// summary and query describe a finding.
@@ -113,13 +117,39 @@ func (t *tracker) state(k key, subj subject, at time.Time) *keyState {
 // add counts a flow in the key's open window.
 func (t *tracker) add(st *keyState, f *schema.Flow, matched bool) {
 	st.cur.flows++
-	if matched {
-		st.cur.matched++
-		st.cur.bytes += f.Bytes
-		if len(st.cur.samples) < t.maxSamples {
-			st.cur.samples = append(st.cur.samples, *f)
+	if !matched {
+		return
+	}
+	st.cur.matched++
+	st.cur.bytes += f.Bytes
+	if len(st.cur.samples) < t.maxSamples {
+		st.cur.samples = append(st.cur.samples, *f)
+	}
+	if t.early && st.open == nil {
+		if v := t.judge(st, &st.cur); v.fire {
+			t.openFinding(st, v)
+			// Report the open window's numbers without folding them in:
+			// close adds them when the window ends.
+			f := *st.open
+			f.End = st.start.Add(t.size)
+			f.Evidence.Flows, f.Evidence.Bytes = st.cur.matched, st.cur.bytes
+			f.Evidence.Observed, f.Evidence.Baseline, f.Evidence.Threshold = v.observed, v.baseline, v.threshold
+			f.Evidence.Samples = append([]schema.Flow(nil), st.cur.samples...)
+			f.Summary = t.summary(st, v)
+			f.Query = t.query(st, f.Start, f.End)
+			t.sink.Finding(f)
 		}
 	}
+}
+
+func (t *tracker) openFinding(st *keyState, v verdict) {
+	st.open = &schema.Finding{
+		ID: findingID(t.name, st.key.String()), Detector: t.name, Severity: v.severity,
+		Namespace: st.subj.namespace, Workload: st.subj.workload, Peer: st.subj.peer,
+		Start: st.start, Status: schema.FindingOpen,
+		Evidence: schema.Evidence{Window: t.size, Metric: v.metric},
+	}
+	t.metrics.Findings.WithLabelValues(t.name, string(v.severity)).Inc()
 }
 
 // roll closes the key's windows that end at or before at.
@@ -148,13 +178,7 @@ func (t *tracker) close(st *keyState) {
 	case v.fire:
 		st.quiet = 0
 		if st.open == nil {
-			st.open = &schema.Finding{
-				ID: findingID(t.name, st.key.String()), Detector: t.name, Severity: v.severity,
-				Namespace: st.subj.namespace, Workload: st.subj.workload, Peer: st.subj.peer,
-				Start: st.start, Status: schema.FindingOpen,
-				Evidence: schema.Evidence{Window: t.size, Metric: v.metric},
-			}
-			t.metrics.Findings.WithLabelValues(t.name, string(v.severity)).Inc()
+			t.openFinding(st, v)
 		}
 		f := st.open
 		f.End = end
