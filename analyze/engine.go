@@ -158,3 +158,13 @@ func (e *Engine) Keys() int {
 	}
 	return n
 }
+
+// Fanout passes every finding to each of its sinks.
+type Fanout []FindingSink
+
+// Finding implements FindingSink.
+func (fo Fanout) Finding(f schema.Finding) {
+	for _, s := range fo {
+		s.Finding(f)
+	}
+}

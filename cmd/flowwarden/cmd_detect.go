@@ -61,7 +61,7 @@ func printFindings(w io.Writer, format string, findings []schemaFinding) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		for _, f := range findings {
-			if err := enc.Encode(analyze.Record(f)); err != nil {
+			if err := enc.Encode(f.Record()); err != nil {
 				return err
 			}
 		}
