@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flowwarden/flowwarden/alerting"
+	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
@@ -27,6 +29,8 @@ func newServeCommand(g *globals) *cobra.Command {
 		wcfg    = clickhouse.DefaultWriterConfig()
 		resume  bool
 		sinceIn time.Duration
+		detect  bool
+		amCfg   alerting.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --hubble ADDR",
@@ -67,7 +71,28 @@ func newServeCommand(g *globals) *cobra.Command {
 			}
 			hubbleStats := &ingest.Stats{}
 			reg.MustRegister(ingest.NewStatsCollector("hubble", hubbleStats))
-			obs, err := hubble.NewObserver(obsCfg, w, hubbleStats, g.log)
+
+			// Detectors see every flow the writer stores; findings go to the
+			// findings table and, when configured, to Alertmanager.
+			var sink ingest.Sink = w
+			var eng *analyze.Engine
+			findingSinks := analyze.Fanout{}
+			store := clickhouse.NewFindingStore(st.conn, reg, g.log)
+			var sender *alerting.Sender
+			if detect {
+				findingSinks = append(findingSinks, store)
+				if len(amCfg.Alertmanagers) > 0 {
+					if sender, err = alerting.New(amCfg, alerting.NewMetrics(reg), g.log); err != nil {
+						return err
+					}
+					findingSinks = append(findingSinks, sender)
+				}
+				if eng, err = analyze.NewEngine(analyze.DefaultConfig(), findingSinks, analyze.NewMetrics(reg)); err != nil {
+					return err
+				}
+				sink = ingest.Fanout{w, eng}
+			}
+			obs, err := hubble.NewObserver(obsCfg, sink, hubbleStats, g.log)
 			if err != nil {
 				return err
 			}
@@ -97,6 +122,13 @@ func newServeCommand(g *globals) *cobra.Command {
 				grp.Go(func() error { return st.server.Run(wctx) })
 			}
 			grp.Go(func() error { return obs.Run(gctx) })
+			if eng != nil {
+				grp.Go(func() error { return store.Run(wctx) })
+				grp.Go(func() error { return advanceOnWallClock(gctx, eng, obs) })
+			}
+			if sender != nil {
+				grp.Go(func() error { return sender.Run(wctx) })
+			}
 			grp.Go(func() error {
 				err := httpSrv.Serve(lis)
 				if errors.Is(err, http.ErrServerClosed) {
@@ -130,7 +162,30 @@ func newServeCommand(g *globals) *cobra.Command {
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
 	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")
 	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored")
+	f.BoolVar(&detect, "detect", true, "run the detectors on the stream and store their findings")
+	f.StringArrayVar(&amCfg.Alertmanagers, "alertmanager", nil, "Alertmanager base URL to send findings to (repeatable, e.g. an HA pair)")
+	f.StringVar(&amCfg.Cluster, "cluster", "", "value of the cluster label on alerts")
+	f.DurationVar(&amCfg.ResendInterval, "alert-resend-interval", 30*time.Second, "how often firing alerts are re-sent")
 	f.IntVar(&wcfg.BatchSize, "batch-size", wcfg.BatchSize, "rows per ClickHouse insert")
 	f.DurationVar(&wcfg.FlushInterval, "flush-interval", wcfg.FlushInterval, "longest wait before a partial batch is inserted")
 	return cmd
+}
+
+// advanceOnWallClock closes detector windows when a live stream goes quiet:
+// while the newest flow is recent (a live stream, not a replay of old
+// flows), windows that ended more than a few seconds ago are closed.
+func advanceOnWallClock(ctx context.Context, eng *analyze.Engine, obs *hubble.Observer) error {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			last := obs.LastFlowTime()
+			if now := time.Now(); !last.IsZero() && now.Sub(last) < 5*time.Minute {
+				eng.AdvanceTo(now.Add(-5 * time.Second))
+			}
+		}
+	}
 }

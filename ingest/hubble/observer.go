@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -64,10 +65,11 @@ type Observer struct {
 	stats *ingest.Stats
 	log   *slog.Logger
 
-	last    time.Time
-	atLast  []*flowpb.Flow // flows received with time == last
-	repeats []*flowpb.Flow // flows at last that a resumed stream will send again
-	connect int
+	last     time.Time
+	lastSeen atomic.Int64   // last, in Unix nanoseconds, for other goroutines
+	atLast   []*flowpb.Flow // flows received with time == last
+	repeats  []*flowpb.Flow // flows at last that a resumed stream will send again
+	connects atomic.Int32
 }
 
 // NewObserver validates the config; it does no I/O.
@@ -84,11 +86,16 @@ func NewObserver(cfg ObserverConfig, sink ingest.Sink, stats *ingest.Stats, log 
 	return &Observer{cfg: cfg, sink: sink, stats: stats, log: log.With("component", "hubble-observer", "addr", cfg.Addr), last: cfg.Since}, nil
 }
 
-// LastFlowTime is the time of the newest flow handed to the sink.
-func (o *Observer) LastFlowTime() time.Time { return o.last }
+// LastFlowTime is the time of the newest flow received (zero before any).
+func (o *Observer) LastFlowTime() time.Time {
+	if n := o.lastSeen.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
 
 // Connects counts the streams opened so far.
-func (o *Observer) Connects() int { return o.connect }
+func (o *Observer) Connects() int { return int(o.connects.Load()) }
 
 // Run streams until ctx ends.
 func (o *Observer) Run(ctx context.Context) error {
@@ -138,7 +145,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	if err != nil {
 		return 0, err
 	}
-	o.connect++
+	o.connects.Add(1)
 	o.repeats = append([]*flowpb.Flow(nil), o.atLast...)
 	o.log.Info("streaming flows", "since", o.last)
 
@@ -245,6 +252,7 @@ func (o *Observer) seen(f *flowpb.Flow) bool {
 		o.atLast = append(o.atLast, f)
 	case t.After(o.last):
 		o.last = t
+		o.lastSeen.Store(t.UnixNano())
 		o.atLast = append(o.atLast[:0], f)
 		o.repeats = nil
 	}

@@ -2,12 +2,15 @@ package hubble
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -104,7 +107,16 @@ func (r *Replay) load(path string) (skipped int, err error) {
 		return 0, fmt.Errorf("replay: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	var in io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return 0, fmt.Errorf("replay: %s: %w", path, err)
+		}
+		defer gz.Close()
+		in = gz
+	}
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), MaxLineBytes)
 	opts := protojson.UnmarshalOptions{DiscardUnknown: true}
 	for sc.Scan() {
