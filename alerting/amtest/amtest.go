@@ -64,7 +64,7 @@ type Alertmanager struct {
 }
 
 // FreeAddr returns a free loopback address.
-func FreeAddr(t *testing.T) string {
+func FreeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func FreeAddr(t *testing.T) string {
 }
 
 // Start runs the real Alertmanager with a webhook receiver.
-func Start(t *testing.T, hookURL, addr string, dir string) *Alertmanager {
+func Start(t testing.TB, hookURL, addr string, dir string) *Alertmanager {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("Alertmanager is needed (apt-get install prometheus-alertmanager): %v", err)
@@ -127,7 +127,7 @@ func (am *Alertmanager) Stop() {
 }
 
 // WaitFor polls cond until it holds or the test times out.
-func WaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

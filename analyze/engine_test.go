@@ -1,0 +1,158 @@
+package analyze
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+func podFlow(ns, workload string, at time.Time, dst string) schema.Flow {
+	return schema.Flow{Time: at, Verdict: schema.VerdictForwarded, Direction: schema.DirectionEgress, Protocol: "TCP",
+		SrcIP: netip.MustParseAddr("10.0.0.1"), DstIP: netip.MustParseAddr(dst), DstPort: 80,
+		Src: schema.Endpoint{Namespace: ns, Pod: workload + "-abc", Workload: workload, WorkloadKind: "Deployment"},
+		Dst: schema.Endpoint{Workload: "world", WorkloadKind: schema.KindReserved, Identity: 2}}
+}
+
+// A metadata probe pages at once (early firing), not when its window ends.
+func TestMetadataFiresOnFirstFlow(t *testing.T) {
+	var c Collector
+	e, err := NewEngine(DefaultConfig(), &c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = e.Write(context.Background(), podFlow("shop", "web", t0.Add(10*time.Second), "169.254.169.254"))
+	got := c.Findings()
+	if len(got) != 1 || got[0].Detector != DetectorMetadataAccess || got[0].Severity != schema.SeverityCritical || got[0].Status != schema.FindingOpen {
+		t.Fatalf("after one probe: %+v", got)
+	}
+	if got[0].Evidence.Flows != 1 || len(got[0].Evidence.Samples) != 1 {
+		t.Fatalf("evidence %+v", got[0].Evidence)
+	}
+	// Quiet for resolveAfter windows: resolved.
+	_ = e.Write(context.Background(), podFlow("shop", "web", t0.Add(10*time.Minute), "1.1.1.1"))
+	if got := c.Findings(); got[0].Status != schema.FindingResolved || got[0].Evidence.Flows != 1 {
+		t.Fatalf("after quiet windows: %+v", got[0])
+	}
+}
+
+// Keys beyond MaxKeys are evicted, counted, and memory stays bounded.
+func TestKeysAreBounded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxKeys = 100
+	m := NewMetrics(nil)
+	e, err := NewEngine(cfg, &Collector{}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		_ = e.Write(context.Background(), podFlow(fmt.Sprintf("ns%d", i), "w", t0.Add(time.Duration(i)*time.Millisecond), "1.1.1.1"))
+	}
+	for _, d := range e.detectors {
+		if d.Keys() > 100 {
+			t.Errorf("%s tracks %d keys, limit 100", d.Name(), d.Keys())
+		}
+	}
+	if n := testutil.ToFloat64(m.Evictions.WithLabelValues(DetectorEgressSpike)); n != 900 {
+		t.Errorf("egress-spike evictions %v, want 900", n)
+	}
+}
+
+// Event time: the same flows give the same findings however they are
+// batched and whatever the wall clock does.
+func TestFindingsDependOnEventTimeOnly(t *testing.T) {
+	flows := scenarioFlows(t, "cross-namespace-scan")
+	run := func(batch int) []schema.Finding {
+		var c Collector
+		e, _ := NewEngine(DefaultConfig(), &c, nil)
+		for i := 0; i < len(flows); i += batch {
+			_ = e.Write(context.Background(), flows[i:min(i+batch, len(flows))]...)
+			if i%(batch*7) == 0 {
+				time.Sleep(time.Microsecond)
+			}
+		}
+		e.Flush()
+		return c.Findings()
+	}
+	a, b := run(1), run(997)
+	if len(a) != 3 || !reflect.DeepEqual(a, b) {
+		t.Fatalf("one flow at a time: %d findings; batches of 997: %d; equal: %v", len(a), len(b), reflect.DeepEqual(a, b))
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.EgressSpike.Factor = 0.5
+	cfg.MetadataAccess.Addresses = append(cfg.MetadataAccess.Addresses, "not-an-ip")
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("bad config accepted")
+	}
+}
+
+func scenarioFlows(t testing.TB, name string) []schema.Flow {
+	t.Helper()
+	var flows []schema.Flow
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
+	path := filepath.Join("..", "testdata", "scenarios", name+".jsonl.gz")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := hubble.ReadFile(context.Background(), path, 1, sink, &ingest.Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	return flows
+}
+
+// BenchmarkEngine pushes replayed real flows (the busy-day scenario, each
+// pass an hour later) through all detectors on one goroutine.
+func BenchmarkEngine(b *testing.B) {
+	flows := scenarioFlows(b, "benign-busy-day")
+	var c Collector
+	e, _ := NewEngine(DefaultConfig(), &c, nil)
+	batch := make([]schema.Flow, 0, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; {
+		batch = batch[:0]
+		for j := 0; j < cap(batch) && i < b.N; j++ {
+			f := flows[i%len(flows)]
+			f.Time = f.Time.Add(time.Duration(i/len(flows)) * time.Hour)
+			batch = append(batch, f)
+			i++
+		}
+		_ = e.Write(context.Background(), batch...)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
+
+// BenchmarkMemoryPerKey measures the heap each tracked workload costs
+// across all detectors.
+func BenchmarkMemoryPerKey(b *testing.B) {
+	const keys = 50000
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		e, _ := NewEngine(DefaultConfig(), &Collector{}, nil)
+		for k := 0; k < keys; k++ {
+			_ = e.Write(context.Background(), podFlow("ns", fmt.Sprintf("workload-%d", k), t0.Add(time.Duration(k)*time.Microsecond), "10.1.1.1"))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(e.Keys()), "bytes/key")
+		runtime.KeepAlive(e)
+	}
+}
