@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -55,7 +55,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 
 	var mu sync.Mutex
 	injected := map[string]time.Time{} // workload → arrival
-	byID := map[string]string{}         // finding ID → workload, until measured
+	byID := map[string]string{}        // finding ID → workload, until measured
 	measured := map[string]bool{}
 	var latencies []time.Duration
 	sender.OnDelivered(func(ids []string, at time.Time) {
