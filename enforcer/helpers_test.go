@@ -1,0 +1,5 @@
+package enforcer
+
+import "k8s.io/apimachinery/pkg/util/intstr"
+
+func intOrStr(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }
