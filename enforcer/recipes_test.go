@@ -35,8 +35,8 @@ const example = "93.184.216.34" // www.example.com in the recipes
 
 var recipes = map[string]recipe{
 	"01 deny all traffic to an application": {
-		files: []string{"01-deny-all-traffic-to-an-application-0.yaml"},
-		pods:  map[string]string{"default/web": "app=web", "default/test": ""},
+		files:  []string{"01-deny-all-traffic-to-an-application-0.yaml"},
+		pods:   map[string]string{"default/web": "app=web", "default/test": ""},
 		checks: []recipeCheck{{"default/test", "default/web", 80, "TCP", false}},
 	},
 	"02 limit traffic to an application": {
