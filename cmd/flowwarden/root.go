@@ -64,6 +64,8 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 		newReplayCommand(g),
 		newQueryCommand(g),
 		newDetectCommand(g),
+		newRecommendCommand(g),
+		newVerifyCommand(g),
 		newVersionCommand(),
 		newEmbeddedCommand(g),
 	)

@@ -1,0 +1,159 @@
+package enforcer
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// PeerKind says what an edge's end is.
+type PeerKind int
+
+// Peer kinds.
+const (
+	PeerWorkload PeerKind = iota // a pod of a workload
+	PeerExternal                 // an address outside the cluster (or unknown)
+	PeerNode                     // a node address (remote node, API server)
+)
+
+// Peer is one end of an observed edge.
+type Peer struct {
+	Kind     PeerKind
+	Workload string     // "ns/name" for PeerWorkload
+	Addr     netip.Addr // for PeerExternal and PeerNode
+	Name     string     // a DNS name for the address, when seen
+}
+
+// Edge is observed traffic from one peer to another on one port.
+type Edge struct {
+	From, To Peer
+	Port     uint16
+	Protocol string
+}
+
+// EdgeStats is the evidence for an edge.
+type EdgeStats struct {
+	Flows       uint64
+	First, Last time.Time
+}
+
+// Graph is the observed-edge graph: who talks to whom, on which ports.
+type Graph struct {
+	Workloads map[string]*Workload
+	// NamespaceLabels are the labels Cilium mirrored from each namespace.
+	NamespaceLabels map[string]map[string]string
+	Edges           map[Edge]*EdgeStats
+	// Ignored counts flows left out, by reason.
+	Ignored map[string]uint64
+}
+
+// NewGraph returns an empty graph.
+func NewGraph() *Graph {
+	return &Graph{Workloads: map[string]*Workload{}, NamespaceLabels: map[string]map[string]string{},
+		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}}
+}
+
+// Counts reports whether a flow is evidence of allowed traffic: forwarded
+// or audited, not a reply.
+func Counts(f *schema.Flow) bool {
+	return !f.IsReply && (f.Verdict == schema.VerdictForwarded || f.Verdict == schema.VerdictAudit)
+}
+
+// Add records a flow.
+func (g *Graph) Add(f *schema.Flow) {
+	if !Counts(f) {
+		g.Ignored["not forwarded, or a reply"]++
+		return
+	}
+	e, why := EdgeOf(f)
+	if why != "" {
+		g.Ignored[why]++
+		return
+	}
+	g.learn(&f.Src)
+	g.learn(&f.Dst)
+	g.AddEdge(e, 1, f.Time, f.Time)
+}
+
+// EdgeOf maps a flow to its edge; why says why it has none.
+func EdgeOf(f *schema.Flow) (Edge, string) {
+	switch f.Protocol {
+	case "TCP", "UDP", "SCTP":
+	default:
+		return Edge{}, "protocol NetworkPolicy cannot express (" + f.Protocol + ")"
+	}
+	from, ok := peerOf(&f.Src, f.SrcIP, nil)
+	if !ok {
+		return Edge{}, "from the local node (always allowed)"
+	}
+	to, ok := peerOf(&f.Dst, f.DstIP, f.DstNames)
+	if !ok {
+		return Edge{}, "to the local node (always allowed)"
+	}
+	if from.Kind != PeerWorkload && to.Kind != PeerWorkload {
+		return Edge{}, "neither end is a pod"
+	}
+	return Edge{From: from, To: to, Port: f.DstPort, Protocol: f.Protocol}, ""
+}
+
+// AddEdge records aggregated evidence for an edge (from the rollups).
+func (g *Graph) AddEdge(e Edge, flows uint64, first, last time.Time) {
+	st := g.Edges[e]
+	if st == nil {
+		st = &EdgeStats{First: first, Last: last}
+		g.Edges[e] = st
+	}
+	st.Flows += flows
+	if first.Before(st.First) {
+		st.First = first
+	}
+	if last.After(st.Last) {
+		st.Last = last
+	}
+}
+
+// learn records the identity of a pod endpoint and its namespace's labels.
+func (g *Graph) learn(e *schema.Endpoint) {
+	w, ok := WorkloadOf(e)
+	if !ok {
+		return
+	}
+	key := w.Key()
+	if old, seen := g.Workloads[key]; seen {
+		for k, v := range old.Labels {
+			if w.Labels[k] != v {
+				// Pods of one workload differ on this label: not stable.
+				delete(old.Labels, k)
+			}
+		}
+	} else {
+		g.Workloads[key] = &w
+	}
+	if nl := NamespaceLabels(e.Labels); len(nl) > 0 && g.NamespaceLabels[e.Namespace] == nil {
+		g.NamespaceLabels[e.Namespace] = nl
+	}
+}
+
+// peerOf classifies an endpoint; false for the local node (reserved:host),
+// whose traffic NetworkPolicy always allows.
+func peerOf(e *schema.Endpoint, ip netip.Addr, names []string) (Peer, bool) {
+	if w, ok := WorkloadOf(e); ok {
+		return Peer{Kind: PeerWorkload, Workload: w.Key()}, true
+	}
+	if e.WorkloadKind == schema.KindReserved {
+		switch {
+		case e.Workload == schema.ReservedHost || e.Workload == "health":
+			return Peer{}, false
+		case strings.HasPrefix(e.Workload, schema.ReservedWorld):
+		default: // remote-node, kube-apiserver, ingress...
+			return Peer{Kind: PeerNode, Addr: ip.Unmap()}, true
+		}
+	}
+	p := Peer{Kind: PeerExternal, Addr: ip.Unmap()}
+	if len(names) > 0 {
+		p.Name = names[0]
+	}
+	return p, true
+}
