@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -229,4 +231,84 @@ func endpointString(e schema.Endpoint, ip string) string {
 		return e.Workload + " " + ip
 	}
 	return ip
+}
+
+func newEnforceCommand(g *globals) *cobra.Command {
+	var (
+		src       flowSource
+		cfg       = enforcer.DefaultConfig()
+		pr        enforcer.PullRequest
+		bodyFile  string
+		gh        enforcer.GitHub
+		tokenFile string
+	)
+	cmd := &cobra.Command{
+		Use:   "enforce --repo PATH --branch NAME (--since D | --hubble-file F...)",
+		Short: "Deliver proven least-privilege policies as a pull request (git branch + commit, optionally on GitHub)",
+		Long: `Generates the policies as recommend does, writes them to policies/<namespace>/<workload>.yaml
+in a git working copy on a new branch, commits, and writes the pull request body
+(Markdown with the evidence per allow) to --pr-body or stdout. With --github
+owner/repo it pushes the branch and opens the pull request through the GitHub
+REST API, with the token from --github-token-file or $GITHUB_TOKEN.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pr.Repo == "" || pr.Branch == "" {
+				return errors.New("give --repo and --branch")
+			}
+			if gh.Repo != "" {
+				switch {
+				case tokenFile != "":
+					b, err := os.ReadFile(tokenFile)
+					if err != nil {
+						return fmt.Errorf("--github-token-file: %w", err)
+					}
+					gh.Token = strings.TrimSpace(string(b))
+				default:
+					gh.Token = os.Getenv("GITHUB_TOKEN")
+				}
+			}
+			res, _, err := recommend(cmd.Context(), g, &src, cfg)
+			if err != nil {
+				return err
+			}
+			out, err := enforcer.Deliver(pr, res, cfg.NamePrefix)
+			if err != nil {
+				return err
+			}
+			if bodyFile != "" {
+				if err := os.WriteFile(bodyFile, []byte(out.Body), 0o644); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(cmd.OutOrStdout(), out.Body)
+			}
+			g.log.Info("policy branch committed", "repo", pr.Repo, "branch", pr.Branch, "commit", out.Commit, "files", len(out.Files), "removed", len(out.Removed))
+			if gh.Repo != "" {
+				title := pr.Title
+				if title == "" {
+					title = "flowwarden: least-privilege network policies"
+				}
+				url, err := gh.Open(cmd.Context(), pr.Repo, pr.Branch, out.Base, title, out.Body)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "pull request:", url)
+			}
+			return nil
+		},
+	}
+	src.flags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&pr.Repo, "repo", "", "git working copy to commit the policies into")
+	f.StringVar(&pr.Branch, "branch", "", "new branch for the change")
+	f.StringVar(&pr.Title, "title", "", "pull request title")
+	f.StringVar(&bodyFile, "pr-body", "", "write the pull request body (Markdown) here instead of stdout")
+	f.StringVar(&gh.Repo, "github", "", "owner/repo: push the branch and open the pull request on GitHub")
+	f.StringVar(&tokenFile, "github-token-file", "", "file holding the GitHub token (default: $GITHUB_TOKEN)")
+	f.StringVar(&gh.API, "github-api", "https://api.github.com", "GitHub REST API base URL")
+	f.StringVar(&gh.Remote, "git-remote", "origin", "git remote to push the branch to")
+	f.Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
+	f.StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
+	f.StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
+	return cmd
 }

@@ -66,6 +66,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 		newDetectCommand(g),
 		newRecommendCommand(g),
 		newVerifyCommand(g),
+		newEnforceCommand(g),
 		newVersionCommand(),
 		newEmbeddedCommand(g),
 	)

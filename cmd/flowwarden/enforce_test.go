@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/flowwarden/flowwarden/enforcer"
+)
+
+func sampleArgs() []string {
+	files, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
+	var args []string
+	for _, f := range files {
+		args = append(args, "--hubble-file", f)
+	}
+	return args
+}
+
+func initRepo(t *testing.T) (string, *git.Repository) {
+	dir := t.TempDir()
+	repo, err := git.PlainInit(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte("cluster config\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wt, _ := repo.Worktree()
+	_, _ = wt.Add("README.md")
+	sig := &object.Signature{Name: "ops", Email: "ops@example.com", When: time.Now()}
+	if _, err := wt.Commit("initial", &git.CommitOptions{Author: sig}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, repo
+}
+
+// TestEnforceCreatesPolicyBranch checks the branch, its files and commit,
+// and the pull request opened against a stand-in GitHub API.
+func TestEnforceCreatesPolicyBranch(t *testing.T) {
+	dir, repo := initRepo(t)
+	head, _ := repo.Head()
+	// A bare repository stands in for GitHub's git remote.
+	remote := t.TempDir()
+	if _, err := git.PlainInit(remote, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{remote}}); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		auth string
+		body map[string]string
+	}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/repos/acme/cluster/pulls" {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		got.auth = r.Header.Get("Authorization")
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &got.body)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"html_url":"https://github.example/acme/cluster/pull/7"}`))
+	}))
+	defer api.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	const token = "ghp_testtoken_do_not_leak"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body := filepath.Join(t.TempDir(), "body.md")
+	args := append([]string{"enforce", "--repo", dir, "--branch", "flowwarden/policies", "--pr-body", body,
+		"--github", "acme/cluster", "--github-token-file", tokenFile, "--github-api", api.URL, "--log-level", "warn"}, sampleArgs()...)
+	out, err := run(t, args...)
+	if err != nil {
+		t.Fatalf("enforce: %v\n%s", err, out)
+	}
+	ref, err := repo.Reference(plumbing.NewBranchReferenceName("flowwarden/policies"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit, _ := repo.CommitObject(ref.Hash())
+	if len(commit.ParentHashes) != 1 || commit.ParentHashes[0] != head.Hash() {
+		t.Fatalf("branch is not one commit on top of the base")
+	}
+	if !strings.HasPrefix(commit.Message, "flowwarden: least-privilege network policies") {
+		t.Errorf("commit message %q", commit.Message)
+	}
+	tree, _ := commit.Tree()
+	var files []string
+	_ = tree.Files().ForEach(func(f *object.File) error { files = append(files, f.Name); return nil })
+	sort.Strings(files)
+	for _, want := range []string{"README.md", "policies/bookinfo/default-deny.yaml", "policies/bookinfo/productpage-v1.yaml", "policies/istio-system/prometheus.yaml"} {
+		if i := sort.SearchStrings(files, want); i == len(files) || files[i] != want {
+			t.Errorf("commit lacks %s (has %v)", want, files)
+		}
+	}
+	// Every committed policy parses and is a NetworkPolicy flowwarden manages.
+	f, _ := tree.File("policies/bookinfo/productpage-v1.yaml")
+	content, _ := f.Contents()
+	nps, err := enforcer.ParsePolicies([]byte(content))
+	if err != nil || len(nps) != 1 || nps[0].Labels["app.kubernetes.io/managed-by"] != "flowwarden" {
+		t.Fatalf("committed policy: %v %+v", err, nps)
+	}
+	md, _ := os.ReadFile(body)
+	for _, want := range []string{"### What changes", "### Evidence per allow", "| bookinfo/flowwarden-productpage-v1 |", "```sql"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("PR body lacks %q", want)
+		}
+	}
+	if got.auth != "Bearer "+token || got.body["head"] != "flowwarden/policies" || got.body["base"] != "master" || got.body["body"] != string(md) {
+		t.Errorf("pull request request: auth set=%v head=%v base=%v", got.auth != "", got.body["head"], got.body["base"])
+	}
+	if strings.Contains(string(md), token) || strings.Contains(out, token) {
+		t.Error("the token leaked into the PR body or output")
+	}
+	// The branch reached the remote.
+	bare, _ := git.PlainOpen(remote)
+	if _, err := bare.Reference(plumbing.NewBranchReferenceName("flowwarden/policies"), true); err != nil {
+		t.Errorf("branch not pushed: %v", err)
+	}
+}

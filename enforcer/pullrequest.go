@@ -1,0 +1,270 @@
+package enforcer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// PolicyDir is where policies go inside the repository.
+const PolicyDir = "policies"
+
+// PullRequest describes a policy change delivered as a git branch.
+type PullRequest struct {
+	Repo   string // path of a git working copy
+	Branch string // new branch
+	Title  string
+	// Author of the commit.
+	AuthorName, AuthorEmail string
+	// Now stamps the commit (default time.Now).
+	Now time.Time
+}
+
+// PRResult is what Deliver did.
+type PRResult struct {
+	Commit  string
+	Base    string
+	Files   []string // written, relative to the repository
+	Removed []string
+	Body    string
+}
+
+// Deliver writes the policies into policies/<namespace>/<workload>.yaml on
+// a new branch from the current HEAD, removes policies flowwarden generated
+// earlier that are no longer wanted, and commits. The working copy is left
+// on the new branch. The PR body (Markdown) is returned, not committed.
+func Deliver(pr PullRequest, res *Result, prefix string) (*PRResult, error) {
+	if pr.Branch == "" {
+		return nil, errors.New("pull request: a branch name is required")
+	}
+	repo, err := git.PlainOpen(pr.Repo)
+	if err != nil {
+		return nil, fmt.Errorf("open git repository %s: %w", pr.Repo, err)
+	}
+	head, err := repo.Head()
+	if err != nil {
+		return nil, fmt.Errorf("repository %s has no HEAD commit: %w", pr.Repo, err)
+	}
+	branch := plumbing.NewBranchReferenceName(pr.Branch)
+	if _, err := repo.Reference(branch, false); err == nil {
+		return nil, fmt.Errorf("branch %s already exists", pr.Branch)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		return nil, err
+	}
+	if st, err := wt.Status(); err == nil && !st.IsClean() {
+		return nil, fmt.Errorf("working copy %s has uncommitted changes", pr.Repo)
+	}
+	if err := wt.Checkout(&git.CheckoutOptions{Branch: branch, Create: true, Hash: head.Hash()}); err != nil {
+		return nil, fmt.Errorf("create branch %s: %w", pr.Branch, err)
+	}
+	out := &PRResult{Base: head.Name().Short()}
+	dir := filepath.Join(pr.Repo, PolicyDir)
+	old, _ := generatedFiles(dir)
+	paths, err := WriteDir(dir, res.Policies, prefix)
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{}
+	for _, p := range paths {
+		rel := filepath.ToSlash(filepath.Join(PolicyDir, p))
+		keep[rel] = true
+		out.Files = append(out.Files, rel)
+		if _, err := wt.Add(rel); err != nil {
+			return nil, fmt.Errorf("git add %s: %w", rel, err)
+		}
+	}
+	for _, rel := range old {
+		if !keep[rel] {
+			if _, err := wt.Remove(rel); err != nil {
+				return nil, fmt.Errorf("git rm %s: %w", rel, err)
+			}
+			out.Removed = append(out.Removed, rel)
+		}
+	}
+	if pr.Title == "" {
+		pr.Title = "flowwarden: least-privilege network policies"
+	}
+	if pr.AuthorName == "" {
+		pr.AuthorName, pr.AuthorEmail = "flowwarden", "flowwarden@localhost"
+	}
+	if pr.Now.IsZero() {
+		pr.Now = time.Now()
+	}
+	msg := fmt.Sprintf("%s\n\n%d policies written, %d removed, from %d observed allows.\nGenerated and proven against the observed traffic by flowwarden.\n",
+		pr.Title, len(out.Files), len(out.Removed), len(res.Evidence))
+	sig := &object.Signature{Name: pr.AuthorName, Email: pr.AuthorEmail, When: pr.Now}
+	hash, err := wt.Commit(msg, &git.CommitOptions{Author: sig, Committer: sig})
+	if err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	out.Commit = hash.String()
+	out.Body = PRBody(pr.Title, res, out)
+	return out, nil
+}
+
+// generatedFiles lists the policy files flowwarden wrote before (they carry
+// its managed-by label), relative to the repository.
+func generatedFiles(dir string) ([]string, error) {
+	var out []string
+	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() || !strings.HasSuffix(path, ".yaml") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.Contains(b, []byte("app.kubernetes.io/managed-by: flowwarden")) {
+			rel, _ := filepath.Rel(filepath.Dir(dir), path)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+// PRBody renders the pull request description: what changes, and the
+// evidence behind every allow, with a query to see the flows.
+func PRBody(title string, res *Result, pr *PRResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## %s\n\n", title)
+	fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Left out*.\n\n")
+	fmt.Fprintf(&b, "### What changes\n\n")
+	nsPolicies := map[string][]networkingv1.NetworkPolicy{}
+	for _, np := range res.Policies {
+		nsPolicies[np.Namespace] = append(nsPolicies[np.Namespace], np)
+	}
+	for _, ns := range sortedKeys(nsPolicies) {
+		fmt.Fprintf(&b, "- namespace `%s`: default deny of ingress and egress (DNS allowed), %d workload policies\n", ns, len(nsPolicies[ns])-1)
+	}
+	for _, f := range pr.Files {
+		fmt.Fprintf(&b, "  - `%s`\n", f)
+	}
+	for _, f := range pr.Removed {
+		fmt.Fprintf(&b, "  - removed `%s` (no longer observed)\n", f)
+	}
+	fmt.Fprintf(&b, "\n### Evidence per allow\n\n| policy | direction | peer | port | flows | first seen | last seen |\n|---|---|---|---|---|---|---|\n")
+	ev := append([]RuleEvidence(nil), res.Evidence...)
+	sort.Slice(ev, func(i, j int) bool {
+		return ev[i].Policy+ev[i].Direction+ev[i].Peer+ev[i].Port < ev[j].Policy+ev[j].Direction+ev[j].Peer+ev[j].Port
+	})
+	for _, e := range ev {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s |\n", e.Policy, e.Direction, e.Peer, e.Port, e.Stats.Flows,
+			e.Stats.First.UTC().Format(time.RFC3339), e.Stats.Last.UTC().Format(time.RFC3339))
+	}
+	if len(ev) > 0 {
+		e := ev[0]
+		ns, name, _ := strings.Cut(e.Policy, "/")
+		fmt.Fprintf(&b, "\nTo see the flows behind an allow, for example the first one:\n\n```sql\nSELECT time, src_pod, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict\nFROM flows\nWHERE %s_namespace = '%s' AND %s_workload = '%s' AND dst_port = %s AND NOT is_reply\nORDER BY time DESC\nLIMIT 50\n```\n",
+			sideOf(e.Direction), ns, sideOf(e.Direction), strings.TrimPrefix(name, "flowwarden-"), portNumber(e.Port))
+	}
+	if len(res.Skipped) > 0 {
+		fmt.Fprintf(&b, "\n### Left out\n\nObserved, but not allowed by these policies:\n\n")
+		for _, s := range res.Skipped {
+			fmt.Fprintf(&b, "- %s (%d flows): %s\n", EdgeKey(s.Edge), s.Stats.Flows, s.Reason)
+		}
+	}
+	return b.String()
+}
+
+func sideOf(direction string) string {
+	if direction == "ingress" {
+		return "dst"
+	}
+	return "src"
+}
+
+func portNumber(p string) string {
+	_, n, _ := strings.Cut(p, "/")
+	return n
+}
+
+// GitHub opens the pull request on GitHub after pushing the branch.
+type GitHub struct {
+	// Repo is "owner/name".
+	Repo string
+	// Token authenticates the push and the API call; it never appears in
+	// errors or logs.
+	Token string
+	// API is the REST API base (default https://api.github.com).
+	API string
+	// Remote is the git remote to push to (default "origin").
+	Remote string
+	Client *http.Client
+}
+
+// Open pushes the branch and creates the pull request; it returns its URL.
+func (gh GitHub) Open(ctx context.Context, repoPath, branch, base, title, body string) (string, error) {
+	if gh.Repo == "" || !strings.Contains(gh.Repo, "/") {
+		return "", fmt.Errorf("github: %q is not owner/name", gh.Repo)
+	}
+	if gh.API == "" {
+		gh.API = "https://api.github.com"
+	}
+	if gh.Remote == "" {
+		gh.Remote = "origin"
+	}
+	if gh.Client == nil {
+		gh.Client = &http.Client{Timeout: 30 * time.Second}
+	}
+	repo, err := git.PlainOpen(repoPath)
+	if err != nil {
+		return "", err
+	}
+	ref := config.RefSpec("refs/heads/" + branch + ":refs/heads/" + branch)
+	push := &git.PushOptions{RemoteName: gh.Remote, RefSpecs: []config.RefSpec{ref}}
+	if gh.Token != "" {
+		push.Auth = &githttp.BasicAuth{Username: "x-access-token", Password: gh.Token}
+	}
+	if err := repo.PushContext(ctx, push); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return "", fmt.Errorf("push %s to %s: %s", branch, gh.Remote, redact(err.Error(), gh.Token))
+	}
+	payload, _ := json.Marshal(map[string]any{"title": title, "head": branch, "base": base, "body": body})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(gh.API, "/")+"/repos/"+gh.Repo+"/pulls", bytes.NewReader(payload))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "application/vnd.github+json")
+	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
+	req.Header.Set("Content-Type", "application/json")
+	if gh.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+gh.Token)
+	}
+	resp, err := gh.Client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("github: %s", redact(err.Error(), gh.Token))
+	}
+	defer resp.Body.Close()
+	respBody, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("github: creating the pull request: %s: %s", resp.Status, redact(string(respBody), gh.Token))
+	}
+	var created struct {
+		HTMLURL string `json:"html_url"`
+	}
+	_ = json.Unmarshal(respBody, &created)
+	return created.HTMLURL, nil
+}
+
+func redact(s, secret string) string {
+	if secret == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, secret, "xxxxx")
+}
