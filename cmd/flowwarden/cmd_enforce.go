@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/ingest"
@@ -65,9 +68,10 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 
 func newRecommendCommand(g *globals) *cobra.Command {
 	var (
-		src flowSource
-		out string
-		cfg = enforcer.DefaultConfig()
+		src     flowSource
+		out     string
+		current string
+		cfg     = enforcer.DefaultConfig()
 	)
 	cmd := &cobra.Command{
 		Use:   "recommend (--since D | --hubble-file F...) --out DIR",
@@ -94,11 +98,15 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			for _, s := range res.Skipped {
 				fmt.Fprintf(w, "  left out: %s → %s %s/%d: %s\n", peerString(s.Edge.From), peerString(s.Edge.To), s.Edge.Protocol, s.Edge.Port, s.Reason)
 			}
+			if current != "" {
+				return printTightening(w, current, res, graph)
+			}
 			return nil
 		},
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "directory for the policies (<namespace>/<workload>.yaml)")
+	cmd.Flags().StringVar(&current, "current", "", "directory of the policies in force: report their unused rules and the semantic diff to the proposal")
 	cmd.Flags().Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
 	cmd.Flags().IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
 	cmd.Flags().StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
@@ -311,4 +319,129 @@ REST API, with the token from --github-token-file or $GITHUB_TOKEN.`,
 	f.StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
 	f.StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
 	return cmd
+}
+
+func newReportCommand(g *globals) *cobra.Command {
+	var (
+		src      flowSource
+		policies string
+		out      string
+	)
+	cmd := &cobra.Command{
+		Use:   "report (--since 2160h | --hubble-file F...) --policies DIR --out DIR",
+		Short: "Write the least-privilege report (Markdown, HTML, service-graph SVG)",
+		Long: `Per namespace: the allowed-but-unused rules of the policies in force (the
+least-privilege gap), top talkers, denied traffic and new edges, with a
+service graph coloured by verdict. Writes report.md, report.html (self-contained)
+and service-graph.svg into --out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("give --out DIR")
+			}
+			var nps []networkingv1.NetworkPolicy
+			if policies != "" {
+				var err error
+				if nps, err = enforcer.LoadDir(policies); err != nil {
+					return err
+				}
+			}
+			b := enforcer.NewReportBuilder()
+			if err := src.each(cmd.Context(), g, b.Add); err != nil {
+				return err
+			}
+			r, err := b.Build(nps, time.Now())
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			var md, page strings.Builder
+			if err := r.WriteMarkdown(&md); err != nil {
+				return err
+			}
+			if err := r.WriteHTML(&page); err != nil {
+				return err
+			}
+			for name, content := range map[string]string{"report.md": md.String(), "report.html": page.String(), "service-graph.svg": string(r.SVG)} {
+				if err := os.WriteFile(filepath.Join(out, name), []byte(content), 0o644); err != nil {
+					return err
+				}
+			}
+			unused := 0
+			for _, n := range r.Namespaces {
+				unused += len(n.Unused)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces written to %s (%d policy rules allowed but unused)\n", len(r.Namespaces), out, unused)
+			return nil
+		},
+	}
+	src.flags(cmd)
+	cmd.Flags().StringVar(&policies, "policies", "", "directory of the NetworkPolicies in force")
+	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html and service-graph.svg")
+	return cmd
+}
+
+// printTightening reports, for the policies in force, what they allow that
+// nothing used, and how access changes with the proposed set.
+func printTightening(w io.Writer, current string, res *enforcer.Result, graph *enforcer.Graph) error {
+	nps, err := enforcer.LoadDir(current)
+	if err != nil {
+		return err
+	}
+	usage, err := enforcer.Usage(nps, graph)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nleast-privilege gap of the %d policies in %s:\n", len(nps), current)
+	for _, u := range usage {
+		if u.Flows == 0 {
+			fmt.Fprintf(w, "  unused: %s %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
+		}
+	}
+	changes, err := enforcer.SemanticDiff(nps, res.Policies, graph)
+	if err != nil {
+		return err
+	}
+	// One line per peer pair and direction of change, ports listed.
+	type pair struct {
+		from, to string
+		gains    bool
+	}
+	ports := map[pair][]string{}
+	observed := map[pair]uint64{}
+	var order []pair
+	gains, losses := 0, 0
+	for _, c := range changes {
+		k := pair{c.From, c.To, c.Gains}
+		if _, ok := ports[k]; !ok {
+			order = append(order, k)
+		}
+		ports[k] = append(ports[k], c.Port)
+		observed[k] += c.Observed
+		if c.Gains {
+			gains++
+		} else {
+			losses++
+		}
+	}
+	const maxLines = 40
+	for i, k := range order {
+		if i == maxLines {
+			fmt.Fprintf(w, "  … and %d more pairs\n", len(order)-maxLines)
+			break
+		}
+		verb := "loses"
+		if k.gains {
+			verb = "gains"
+		}
+		list := ports[k]
+		if len(list) > 6 {
+			list = append(list[:6:6], fmt.Sprintf("(+%d ports)", len(ports[k])-6))
+		}
+		fmt.Fprintf(w, "  %s → %s %s %s (observed flows: %d)\n", k.from, k.to, verb, strings.Join(list, " "), observed[k])
+	}
+	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access, %d gain it\n", losses, gains)
+	return nil
 }

@@ -67,6 +67,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 		newRecommendCommand(g),
 		newVerifyCommand(g),
 		newEnforceCommand(g),
+		newReportCommand(g),
 		newVersionCommand(),
 		newEmbeddedCommand(g),
 	)

@@ -1,0 +1,231 @@
+package enforcer
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// RuleUsage says how much observed traffic one rule of an existing policy
+// carried. A rule that carried none is the least-privilege gap: access that
+// is granted and that nobody used in the window.
+type RuleUsage struct {
+	Policy    string // namespace/name
+	Direction string // ingress or egress
+	Index     int    // rule index within the direction
+	Rule      string // human description
+	Flows     uint64
+	Edges     int
+}
+
+// Usage measures every rule of the policies against the observed graph.
+func Usage(policies []networkingv1.NetworkPolicy, g *Graph) ([]RuleUsage, error) {
+	ev, err := NewEvaluator(policies, func(ns string) map[string]string { return g.NamespaceLabels[ns] })
+	if err != nil {
+		return nil, err
+	}
+	var out []RuleUsage
+	for pi := range ev.policies {
+		p := &ev.policies[pi]
+		name := p.np.Namespace + "/" + p.np.Name
+		for dir, rules := range map[string][]compiledRule{"ingress": p.inRules, "egress": p.egRules} {
+			specs := describeRules(p.np, dir)
+			for ri, r := range rules {
+				u := RuleUsage{Policy: name, Direction: dir, Index: ri, Rule: specs[ri]}
+				for e, st := range g.Edges {
+					c := Connection{Src: g.endpoint(e.From), Dst: g.endpoint(e.To), Port: int32(e.Port), Protocol: corev1.Protocol(e.Protocol)}
+					self, peer := c.Dst, c.Src
+					if dir == "egress" {
+						self, peer = c.Src, c.Dst
+					}
+					if self.Pod == nil || self.Pod.Namespace != p.np.Namespace || !p.selector.Matches(labels.Set(self.Pod.Labels)) {
+						continue
+					}
+					if ev.ruleAllows(r, p.np.Namespace, peer, c) {
+						u.Flows += st.Flows
+						u.Edges++
+					}
+				}
+				out = append(out, u)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Policy != b.Policy {
+			return a.Policy < b.Policy
+		}
+		if a.Direction != b.Direction {
+			return a.Direction < b.Direction
+		}
+		return a.Index < b.Index
+	})
+	return out, nil
+}
+
+func describeRules(np *networkingv1.NetworkPolicy, dir string) []string {
+	var out []string
+	describePorts := func(ports []networkingv1.NetworkPolicyPort) string {
+		if len(ports) == 0 {
+			return "any port"
+		}
+		var s []string
+		for _, p := range ports {
+			proto := "TCP"
+			if p.Protocol != nil {
+				proto = string(*p.Protocol)
+			}
+			switch {
+			case p.Port == nil:
+				s = append(s, proto+"/any")
+			case p.EndPort != nil:
+				s = append(s, fmt.Sprintf("%s/%s-%d", proto, p.Port.String(), *p.EndPort))
+			default:
+				s = append(s, proto+"/"+p.Port.String())
+			}
+		}
+		return strings.Join(s, ",")
+	}
+	describePeers := func(peers []networkingv1.NetworkPolicyPeer) string {
+		if len(peers) == 0 {
+			return "anyone"
+		}
+		var s []string
+		for _, p := range peers {
+			var parts []string
+			if p.IPBlock != nil {
+				b := p.IPBlock.CIDR
+				if len(p.IPBlock.Except) > 0 {
+					b += " except " + strings.Join(p.IPBlock.Except, ",")
+				}
+				parts = append(parts, b)
+			}
+			if p.NamespaceSelector != nil {
+				parts = append(parts, "namespaces "+selectorString(p.NamespaceSelector.MatchLabels))
+			}
+			if p.PodSelector != nil {
+				parts = append(parts, "pods "+selectorString(p.PodSelector.MatchLabels))
+			}
+			s = append(s, strings.Join(parts, " & "))
+		}
+		return strings.Join(s, " | ")
+	}
+	if dir == "ingress" {
+		for _, r := range np.Spec.Ingress {
+			out = append(out, "from "+describePeers(r.From)+" on "+describePorts(r.Ports))
+		}
+	} else {
+		for _, r := range np.Spec.Egress {
+			out = append(out, "to "+describePeers(r.To)+" on "+describePorts(r.Ports))
+		}
+	}
+	return out
+}
+
+func selectorString(m map[string]string) string {
+	if len(m) == 0 {
+		return "{all}"
+	}
+	var s []string
+	for _, k := range sortedKeys(m) {
+		s = append(s, k+"="+m[k])
+	}
+	return "{" + strings.Join(s, ",") + "}"
+}
+
+// Change is one difference in access between two policy sets.
+type Change struct {
+	From, To string
+	Port     string
+	Gains    bool // true: newly allowed; false: newly denied
+	Observed uint64
+}
+
+// SemanticDiff compares what two policy sets allow between the observed
+// workloads (and observed external peers), on every port either set or the
+// traffic mentions for that pair. It answers "which pod pairs and ports gain
+// or lose access", not how the YAML changed.
+func SemanticDiff(before, after []networkingv1.NetworkPolicy, g *Graph) ([]Change, error) {
+	nsl := func(ns string) map[string]string { return g.NamespaceLabels[ns] }
+	evA, err := NewEvaluator(before, nsl)
+	if err != nil {
+		return nil, err
+	}
+	evB, err := NewEvaluator(after, nsl)
+	if err != nil {
+		return nil, err
+	}
+	ports := map[string]bool{}
+	for e := range g.Edges {
+		ports[fmt.Sprintf("%s/%d", e.Protocol, e.Port)] = true
+	}
+	for _, set := range [][]networkingv1.NetworkPolicy{before, after} {
+		for _, np := range set {
+			for _, r := range np.Spec.Ingress {
+				addPorts(ports, r.Ports)
+			}
+			for _, r := range np.Spec.Egress {
+				addPorts(ports, r.Ports)
+			}
+		}
+	}
+	var peers []Peer
+	for _, k := range sortedKeys(g.Workloads) {
+		peers = append(peers, Peer{Kind: PeerWorkload, Workload: k})
+	}
+	seen := map[string]bool{}
+	for e := range g.Edges {
+		for _, p := range []Peer{e.From, e.To} {
+			if p.Kind != PeerWorkload && !seen[p.Addr.String()] {
+				seen[p.Addr.String()] = true
+				peers = append(peers, Peer{Kind: p.Kind, Addr: p.Addr})
+			}
+		}
+	}
+	var out []Change
+	for _, from := range peers {
+		for _, to := range peers {
+			if from.Kind != PeerWorkload && to.Kind != PeerWorkload {
+				continue
+			}
+			if from == to {
+				continue
+			}
+			for _, pk := range sortedKeys(ports) {
+				proto, port, _ := strings.Cut(pk, "/")
+				var n int32
+				fmt.Sscan(port, &n)
+				c := Connection{Src: g.endpoint(from), Dst: g.endpoint(to), Port: n, Protocol: corev1.Protocol(proto)}
+				a, b := evA.Evaluate(c).Allowed, evB.Evaluate(c).Allowed
+				if a == b {
+					continue
+				}
+				var observed uint64
+				for e, st := range g.Edges {
+					if e.From == from && e.To.Kind == to.Kind && e.To.Workload == to.Workload && e.To.Addr == to.Addr && e.Port == uint16(n) && e.Protocol == proto {
+						observed += st.Flows
+					}
+				}
+				out = append(out, Change{From: from.String(), To: to.String(), Port: pk, Gains: b, Observed: observed})
+			}
+		}
+	}
+	return out, nil
+}
+
+func addPorts(ports map[string]bool, ps []networkingv1.NetworkPolicyPort) {
+	for _, p := range ps {
+		if p.Port == nil || p.Port.Type != 0 {
+			continue
+		}
+		proto := "TCP"
+		if p.Protocol != nil {
+			proto = string(*p.Protocol)
+		}
+		ports[fmt.Sprintf("%s/%d", proto, p.Port.IntVal)] = true
+	}
+}

@@ -1,0 +1,302 @@
+package enforcer
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// ReportBuilder collects a window of flows for the least-privilege report.
+type ReportBuilder struct {
+	Graph  *Graph              // forwarded traffic
+	Denied map[Edge]*EdgeStats // dropped traffic
+	From   time.Time           // first flow seen
+	To     time.Time           // last flow seen
+}
+
+// NewReportBuilder returns an empty builder.
+func NewReportBuilder() *ReportBuilder {
+	return &ReportBuilder{Graph: NewGraph(), Denied: map[Edge]*EdgeStats{}}
+}
+
+// Add records a flow.
+func (b *ReportBuilder) Add(f *schema.Flow) {
+	if b.From.IsZero() || f.Time.Before(b.From) {
+		b.From = f.Time
+	}
+	if f.Time.After(b.To) {
+		b.To = f.Time
+	}
+	if f.Verdict == schema.VerdictDropped && !f.IsReply {
+		if e, why := EdgeOf(f); why == "" {
+			st := b.Denied[e]
+			if st == nil {
+				st = &EdgeStats{First: f.Time}
+				b.Denied[e] = st
+			}
+			st.Flows++
+			st.Last = f.Time
+		}
+		b.Graph.learn(&f.Src)
+		b.Graph.learn(&f.Dst)
+		return
+	}
+	b.Graph.Add(f)
+}
+
+// EdgeRow is one line of a report table.
+type EdgeRow struct {
+	From, To, Port string
+	Flows          uint64
+	First, Last    time.Time
+}
+
+// NamespaceReport is the report of one namespace.
+type NamespaceReport struct {
+	Name       string
+	Unused     []RuleUsage
+	Used       int
+	TopTalkers []EdgeRow
+	Denied     []EdgeRow
+	NewEdges   []EdgeRow
+}
+
+// Report is the quarterly least-privilege report.
+type Report struct {
+	Generated  time.Time
+	From, To   time.Time
+	Policies   int
+	Namespaces []NamespaceReport
+	SVG        template.HTML
+}
+
+// NewEdgeWindow: edges first seen this close to the end of the window are "new".
+const NewEdgeWindow = 30 * 24 * time.Hour
+
+// Build assembles the report against the policies in force.
+func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Time) (*Report, error) {
+	usage, err := Usage(policies, b.Graph)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{Generated: now, From: b.From, To: b.To, Policies: len(policies)}
+	byNS := map[string]*NamespaceReport{}
+	ns := func(name string) *NamespaceReport {
+		if name == "" {
+			name = "(outside the cluster)"
+		}
+		if byNS[name] == nil {
+			byNS[name] = &NamespaceReport{Name: name}
+		}
+		return byNS[name]
+	}
+	for _, u := range usage {
+		n, _, _ := strings.Cut(u.Policy, "/")
+		if u.Flows == 0 {
+			ns(n).Unused = append(ns(n).Unused, u)
+		} else {
+			ns(n).Used++
+		}
+	}
+	for e, st := range b.Graph.Edges {
+		row := EdgeRow{From: e.From.String(), To: peerLabel(e.To), Port: fmt.Sprintf("%s/%d", e.Protocol, e.Port), Flows: st.Flows, First: st.First, Last: st.Last}
+		owner := ns(nsOf(e.From))
+		if e.From.Kind != PeerWorkload {
+			owner = ns(nsOf(e.To))
+		}
+		owner.TopTalkers = append(owner.TopTalkers, row)
+		if st.First.After(b.To.Add(-NewEdgeWindow)) && b.To.Sub(b.From) > NewEdgeWindow {
+			owner.NewEdges = append(owner.NewEdges, row)
+		}
+	}
+	for e, st := range b.Denied {
+		row := EdgeRow{From: e.From.String(), To: peerLabel(e.To), Port: fmt.Sprintf("%s/%d", e.Protocol, e.Port), Flows: st.Flows, First: st.First, Last: st.Last}
+		owner := ns(nsOf(e.To))
+		if e.To.Kind != PeerWorkload {
+			owner = ns(nsOf(e.From))
+		}
+		owner.Denied = append(owner.Denied, row)
+	}
+	for _, k := range sortedKeys(byNS) {
+		n := byNS[k]
+		sortRows(n.TopTalkers)
+		if len(n.TopTalkers) > 10 {
+			n.TopTalkers = n.TopTalkers[:10]
+		}
+		sortRows(n.Denied)
+		sortRows(n.NewEdges)
+		r.Namespaces = append(r.Namespaces, *n)
+	}
+	r.SVG = template.HTML(ServiceGraphSVG(b.Graph, b.Denied))
+	return r, nil
+}
+
+func peerLabel(p Peer) string {
+	if p.Name != "" {
+		return p.Addr.String() + " (" + strings.TrimSuffix(p.Name, ".") + ")"
+	}
+	return p.String()
+}
+
+func sortRows(rows []EdgeRow) {
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Flows != rows[j].Flows {
+			return rows[i].Flows > rows[j].Flows
+		}
+		return rows[i].From+rows[i].To+rows[i].Port < rows[j].From+rows[j].To+rows[j].Port
+	})
+}
+
+// WriteMarkdown renders the report as Markdown.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("# Least-privilege report\n\nTraffic from %s to %s, against %d policies. Generated %s.\n\n",
+		r.From.UTC().Format(time.RFC3339), r.To.UTC().Format(time.RFC3339), r.Policies, r.Generated.UTC().Format(time.RFC3339))
+	p("![service graph](service-graph.svg)\n\n")
+	table := func(title string, rows []EdgeRow) {
+		if len(rows) == 0 {
+			return
+		}
+		p("### %s\n\n| from | to | port | flows | first seen | last seen |\n|---|---|---|---|---|---|\n", title)
+		for _, row := range rows {
+			p("| %s | %s | %s | %d | %s | %s |\n", row.From, row.To, row.Port, row.Flows, row.First.UTC().Format(time.DateTime), row.Last.UTC().Format(time.DateTime))
+		}
+		p("\n")
+	}
+	for _, n := range r.Namespaces {
+		p("## %s\n\n", n.Name)
+		if len(n.Unused)+n.Used > 0 {
+			p("### Allowed but unused (%d of %d rules)\n\n", len(n.Unused), len(n.Unused)+n.Used)
+			for _, u := range n.Unused {
+				p("- `%s` %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
+			}
+			p("\n")
+		}
+		table("Top talkers", n.TopTalkers)
+		table("Denied traffic", n.Denied)
+		table("New edges (first seen in the last 30 days)", n.NewEdges)
+	}
+	return nil
+}
+
+var reportHTML = template.Must(template.New("report").Funcs(template.FuncMap{
+	"ts":  func(t time.Time) string { return t.UTC().Format(time.DateTime) },
+	"inc": func(i int) int { return i + 1 },
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>flowwarden least-privilege report</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem;color:#1b1b1b;max-width:1200px}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;font-size:.9rem;text-align:left}
+th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margin-top:2.5rem}.unused{color:#a15c00}
+.graph{border:1px solid #ddd;overflow:auto}
+</style></head><body>
+<h1>Least-privilege report</h1>
+<p>Traffic from {{ts .From}} to {{ts .To}} (UTC), against {{.Policies}} policies. Generated {{ts .Generated}}.</p>
+<div class="graph">{{.SVG}}</div>
+{{range .Namespaces}}
+<h2>{{.Name}}</h2>
+{{if or .Unused .Used}}<h3>Allowed but unused ({{len .Unused}} rules unused, {{.Used}} used)</h3>
+<ul>{{range .Unused}}<li class="unused"><code>{{.Policy}}</code> {{.Direction}} rule {{inc .Index}}: {{.Rule}}</li>{{end}}</ul>{{end}}
+{{with .TopTalkers}}<h3>Top talkers</h3><table><tr><th>from</th><th>to</th><th>port</th><th>flows</th><th>first seen</th><th>last seen</th></tr>
+{{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{ts .First}}</td><td>{{ts .Last}}</td></tr>{{end}}</table>{{end}}
+{{with .Denied}}<h3>Denied traffic</h3><table><tr><th>from</th><th>to</th><th>port</th><th>flows</th><th>first seen</th><th>last seen</th></tr>
+{{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{ts .First}}</td><td>{{ts .Last}}</td></tr>{{end}}</table>{{end}}
+{{with .NewEdges}}<h3>New edges (first seen in the last 30 days)</h3><table><tr><th>from</th><th>to</th><th>port</th><th>flows</th><th>first seen</th><th>last seen</th></tr>
+{{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{ts .First}}</td><td>{{ts .Last}}</td></tr>{{end}}</table>{{end}}
+{{end}}
+</body></html>
+`))
+
+// WriteHTML renders the report as one self-contained HTML page.
+func (r *Report) WriteHTML(w io.Writer) error { return reportHTML.Execute(w, r) }
+
+// ServiceGraphSVG draws workloads as boxes grouped in one column per
+// namespace (outside peers in the last column), and edges coloured by
+// verdict (green forwarded, red dropped) with thickness by volume.
+func ServiceGraphSVG(g *Graph, denied map[Edge]*EdgeStats) string {
+	type node struct{ x, y float64 }
+	columns := map[string][]string{}
+	add := func(p Peer) {
+		col, id := nsOf(p), p.String()
+		if p.Kind != PeerWorkload {
+			col = "~outside"
+		}
+		for _, n := range columns[col] {
+			if n == id {
+				return
+			}
+		}
+		columns[col] = append(columns[col], id)
+	}
+	for e := range g.Edges {
+		add(e.From)
+		add(e.To)
+	}
+	for e := range denied {
+		add(e.From)
+		add(e.To)
+	}
+	const colW, rowH, boxW, boxH, top = 240.0, 46.0, 190.0, 30.0, 50.0
+	nodes := map[string]node{}
+	cols := sortedKeys(columns)
+	height := top
+	var b strings.Builder
+	var body strings.Builder
+	for ci, col := range cols {
+		ids := columns[col]
+		sort.Strings(ids)
+		x := 20 + float64(ci)*colW
+		title := col
+		if col == "~outside" {
+			title = "outside the cluster"
+		}
+		fmt.Fprintf(&body, `<text x="%.0f" y="28" font-size="14" font-weight="bold">%s</text>`, x, template.HTMLEscapeString(title))
+		for i, id := range ids {
+			y := top + float64(i)*rowH
+			nodes[id] = node{x, y}
+			label := id
+			if _, name, ok := strings.Cut(id, "/"); ok && col != "~outside" {
+				label = name
+			}
+			fmt.Fprintf(&body, `<g class="node" data-id="%s"><rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" rx="6" fill="#eef3fb" stroke="#4a6fa5"/><text x="%.0f" y="%.0f" font-size="12">%s</text></g>`,
+				template.HTMLEscapeString(id), x, y, boxW, boxH, x+8, y+19, template.HTMLEscapeString(label))
+			height = max(height, y+boxH+20)
+		}
+	}
+	width := 40 + float64(len(cols))*colW
+	edge := func(e Edge, st *EdgeStats, color, verdict string) string {
+		a, b := nodes[e.From.String()], nodes[e.To.String()]
+		x1, y1 := a.x+boxW, a.y+boxH/2
+		x2, y2 := b.x, b.y+boxH/2
+		if b.x <= a.x {
+			x1, x2 = a.x, b.x+boxW
+		}
+		w := 1 + math.Log10(float64(st.Flows)+1)
+		mx := (x1 + x2) / 2
+		return fmt.Sprintf(`<path class="edge %s" d="M%.0f,%.0f C%.0f,%.0f %.0f,%.0f %.0f,%.0f" stroke="%s" stroke-width="%.1f" fill="none" opacity="0.75"><title>%s → %s %s/%d: %d flows</title></path>`,
+			verdict, x1, y1, mx, y1, mx, y2, x2, y2, color, w, template.HTMLEscapeString(e.From.String()), template.HTMLEscapeString(e.To.String()), e.Protocol, e.Port, st.Flows)
+	}
+	var edges []string
+	for e, st := range g.Edges {
+		edges = append(edges, edge(e, st, "#2e7d32", "forwarded"))
+	}
+	for e, st := range denied {
+		edges = append(edges, edge(e, st, "#c62828", "dropped"))
+	}
+	sort.Strings(edges)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" id="service-graph">`, width, height, width, height)
+	b.WriteString(strings.Join(edges, ""))
+	b.WriteString(body.String())
+	fmt.Fprintf(&b, `<g font-size="11"><line x1="20" y1="%.0f" x2="50" y2="%.0f" stroke="#2e7d32" stroke-width="3"/><text x="55" y="%.0f">forwarded</text><line x1="140" y1="%.0f" x2="170" y2="%.0f" stroke="#c62828" stroke-width="3"/><text x="175" y="%.0f">dropped</text></g>`,
+		height-6, height-6, height-2, height-6, height-6, height-2)
+	b.WriteString(`</svg>`)
+	return b.String()
+}

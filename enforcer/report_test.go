@@ -1,0 +1,101 @@
+package enforcer
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+func TestUsageFindsTheLeastPrivilegeGap(t *testing.T) {
+	flows := sampleFlows(t)
+	g, _ := generate(t, flows, DefaultConfig())
+	current, err := LoadDir("../testdata/netpol/current")
+	if err != nil || len(current) != 2 {
+		t.Fatalf("load: %v (%d policies)", err, len(current))
+	}
+	usage, err := Usage(current, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, u := range usage {
+		got[u.Policy+" "+u.Direction+" "+u.Rule] = u.Flows
+	}
+	if n, ok := got["bookinfo/bookinfo-open ingress from anyone on TCP/3306"]; !ok || n != 0 {
+		t.Errorf("the port 3306 rule should be unused: %v", got)
+	}
+	if n := got["bookinfo/bookinfo-open ingress from namespaces {all} on any port"]; n == 0 {
+		t.Errorf("the any-namespace rule carried the bookinfo traffic: %v", got)
+	}
+}
+
+func TestSemanticDiffNeverTakesObservedTrafficAway(t *testing.T) {
+	flows := sampleFlows(t)
+	g, res := generate(t, flows, DefaultConfig())
+	current, _ := LoadDir("../testdata/netpol/current")
+	changes, err := SemanticDiff(current, res.Policies, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	intended := map[string]bool{}
+	for _, s := range res.Skipped {
+		intended[s.Edge.From.String()+" "+s.Edge.To.String()] = true
+	}
+	losses := 0
+	for _, c := range changes {
+		if !c.Gains {
+			losses++
+			if c.Observed > 0 && !intended[c.From+" "+c.To] {
+				t.Errorf("observed traffic loses access: %+v", c)
+			}
+		}
+	}
+	if losses == 0 {
+		t.Fatal("tightening an allow-all namespace must take unused access away")
+	}
+}
+
+func TestReportOnSamples(t *testing.T) {
+	flows := sampleFlows(t)
+	dropped := filepath.Join("..", "testdata", "hubble", "cilium-pr40519-dropped-world.jsonl")
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
+	if err := hubble.ReadFile(context.Background(), dropped, 1, sink, &ingest.Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	_, res := generate(t, flows, DefaultConfig())
+	b := NewReportBuilder()
+	for i := range flows {
+		b.Add(&flows[i])
+	}
+	r, err := b.Build(res.Policies, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md, page strings.Builder
+	if err := r.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## bookinfo", "### Top talkers", "### Denied traffic", "cilium-test-5/client", "1.1.1.1"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("Markdown lacks %q", want)
+		}
+	}
+	html := page.String()
+	for _, want := range []string{`<svg xmlns="http://www.w3.org/2000/svg"`, `data-id="bookinfo/productpage-v1"`, `class="edge forwarded"`, `class="edge dropped"`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("HTML lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "<script") {
+		t.Error("the report must be static HTML")
+	}
+}
