@@ -70,6 +70,8 @@ type Result struct {
 	Policies []networkingv1.NetworkPolicy
 	Evidence []RuleEvidence
 	Skipped  []Skipped
+	// Warnings name generation choices a reviewer should look at.
+	Warnings []string
 }
 
 // Generate writes the least-privilege policies for the observed graph: per
@@ -203,6 +205,9 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 	}
 	for _, key := range sortedKeys(g.Workloads) {
 		w := g.Workloads[key]
+		if len(sel[key]) == 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("workload %s has no stable labels: its selector matches every pod of namespace %s", key, w.Namespace))
+		}
 		if system[w.Namespace] {
 			continue
 		}

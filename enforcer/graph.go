@@ -47,12 +47,15 @@ type Graph struct {
 	Edges           map[Edge]*EdgeStats
 	// Ignored counts flows left out, by reason.
 	Ignored map[string]uint64
+	pods    map[podKey]struct{}
 }
+
+type podKey struct{ namespace, pod string }
 
 // NewGraph returns an empty graph.
 func NewGraph() *Graph {
 	return &Graph{Workloads: map[string]*Workload{}, NamespaceLabels: map[string]map[string]string{},
-		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}}
+		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}, pods: map[podKey]struct{}{}}
 }
 
 // Counts reports whether a flow is evidence of allowed traffic: forwarded
@@ -114,8 +117,19 @@ func (g *Graph) AddEdge(e Edge, flows uint64, first, last time.Time) {
 	}
 }
 
-// learn records the identity of a pod endpoint and its namespace's labels.
+// learn records the identity of a pod endpoint and its namespace's labels,
+// once per pod.
 func (g *Graph) learn(e *schema.Endpoint) {
+	if len(e.Labels) == 0 {
+		return // labels unknown (a minimal endpoint), not absent
+	}
+	if e.Pod != "" {
+		pk := podKey{e.Namespace, e.Pod}
+		if _, seen := g.pods[pk]; seen {
+			return
+		}
+		g.pods[pk] = struct{}{}
+	}
 	w, ok := WorkloadOf(e)
 	if !ok {
 		return
@@ -139,8 +153,8 @@ func (g *Graph) learn(e *schema.Endpoint) {
 // peerOf classifies an endpoint; false for the local node (reserved:host),
 // whose traffic NetworkPolicy always allows.
 func peerOf(e *schema.Endpoint, ip netip.Addr, names []string) (Peer, bool) {
-	if w, ok := WorkloadOf(e); ok {
-		return Peer{Kind: PeerWorkload, Workload: w.Key()}, true
+	if isWorkload(e) {
+		return Peer{Kind: PeerWorkload, Workload: e.Namespace + "/" + e.Workload}, true
 	}
 	if e.WorkloadKind == schema.KindReserved {
 		switch {

@@ -67,9 +67,13 @@ func NamespaceLabels(l map[string]string) map[string]string {
 	return out
 }
 
+func isWorkload(e *schema.Endpoint) bool {
+	return e.Namespace != "" && e.WorkloadKind != schema.KindReserved && e.Workload != ""
+}
+
 // WorkloadOf is the identity of a flow endpoint that is a pod.
 func WorkloadOf(e *schema.Endpoint) (Workload, bool) {
-	if e.Namespace == "" || e.WorkloadKind == schema.KindReserved || e.Workload == "" {
+	if !isWorkload(e) {
 		return Workload{}, false
 	}
 	return Workload{Namespace: e.Namespace, Name: e.Workload, Labels: StableLabels(e.Labels)}, true

@@ -98,6 +98,9 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			for _, s := range res.Skipped {
 				fmt.Fprintf(w, "  left out: %s → %s %s/%d: %s\n", peerString(s.Edge.From), peerString(s.Edge.To), s.Edge.Protocol, s.Edge.Port, s.Reason)
 			}
+			for _, warn := range res.Warnings {
+				fmt.Fprintf(w, "  warning: %s\n", warn)
+			}
 			if current != "" {
 				return printTightening(w, current, res, graph)
 			}

@@ -1,0 +1,92 @@
+package enforcer
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// BenchmarkRecommend builds the graph from 10 million flows among 5,000
+// workloads (shaped like the published samples: pods with app/version
+// labels and Cilium's namespace mirrors, talking to a few peers on one or
+// two ports, some to the world), then generates and proves the policies.
+// FW_BENCH_FLOWS overrides the flow count. Reports time per phase and the
+// peak heap.
+func BenchmarkRecommend(b *testing.B) {
+	total := 10_000_000
+	if v, err := strconv.Atoi(os.Getenv("FW_BENCH_FLOWS")); err == nil && v > 0 {
+		total = v
+	}
+	const workloads, namespaces = 5000, 100
+	type wl struct {
+		ep schema.Endpoint
+		ip netip.Addr
+	}
+	ws := make([]wl, workloads)
+	for i := range ws {
+		ns := fmt.Sprintf("team-%02d", i%namespaces)
+		name := fmt.Sprintf("svc-%04d", i)
+		labels := map[string]string{"app": name, "version": "v1", "io.cilium.k8s.policy.cluster": "default",
+			"io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name": ns, "io.kubernetes.pod.namespace": ns}
+		ws[i] = wl{ep: schema.Endpoint{Namespace: ns, Pod: name + "-7d9f8b6c5d-x2x9z", Workload: name, WorkloadKind: "Deployment", Labels: labels, Identity: uint32(10000 + i)},
+			ip: netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 10})}
+	}
+	world := schema.Endpoint{Workload: "world", WorkloadKind: schema.KindReserved, Identity: 2}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for it := 0; it < b.N; it++ {
+		runtime.GC()
+		var peak uint64
+		sample := func() {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapInuse)
+		}
+		start := time.Now()
+		g := NewGraph()
+		var f schema.Flow
+		for i := 0; i < total; i++ {
+			src := &ws[(i*7919)%workloads]
+			// Each workload talks to 4 fixed peers (a neighbour in its own
+			// namespace, two elsewhere, one outside the cluster).
+			k := (i / workloads) % 4
+			si := (i * 7919) % workloads
+			f = schema.Flow{Time: t0.Add(time.Duration(i) * time.Millisecond), Verdict: schema.VerdictForwarded, Protocol: "TCP",
+				Src: src.ep, SrcIP: src.ip, DstPort: uint16(8080 + k%2)}
+			if k == 3 {
+				f.Dst, f.DstIP, f.DstPort = world, netip.AddrFrom4([4]byte{203, 0, byte(si % 7), byte(si % 200)}), 443
+			} else {
+				d := &ws[(si+namespaces*(k+1)+k)%workloads]
+				f.Dst, f.DstIP = d.ep, d.ip
+			}
+			g.Add(&f)
+			if i%1_000_000 == 0 {
+				sample()
+			}
+		}
+		graphTime := time.Since(start)
+		res, err := Generate(g, DefaultConfig())
+		if err != nil {
+			b.Fatal(err)
+		}
+		genTime := time.Since(start) - graphTime
+		sample()
+		v, err := Prove(g, res)
+		if err != nil || len(v) != 0 {
+			b.Fatalf("proof: %v, %d violations", err, len(v))
+		}
+		sample()
+		b.ReportMetric(graphTime.Seconds(), "graph-s")
+		b.ReportMetric(genTime.Seconds(), "generate-s")
+		b.ReportMetric(time.Since(start).Seconds(), "total-s")
+		b.ReportMetric(float64(total)/graphTime.Seconds(), "flows/s")
+		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		b.ReportMetric(float64(len(g.Workloads)), "workloads")
+		b.ReportMetric(float64(len(res.Policies)), "policies")
+	}
+}
