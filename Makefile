@@ -10,7 +10,9 @@ LISTEN        ?= 127.0.0.1:9965
 DATA_DIR      ?= ./flowwarden-data
 BENCHTIME     ?= 2s
 
-.PHONY: all build deps test test-short bench lint run clean
+FUZZTIME      ?= 20s
+
+.PHONY: all build deps test bench fuzz lint run clean
 
 all: build
 
@@ -43,6 +45,12 @@ lint:
 # Benchmarks: each reports a ratio against its baseline measured in the same run.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./...
+
+# Fuzz targets, each for FUZZTIME (CI runs them briefly; crashes land in
+# testdata/fuzz/ of the package and become regression tests).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/hubble
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./cmd/flowwarden
 
 # Replay the published Hubble samples over real gRPC and store them in the
 # embedded ClickHouse; query from another terminal while it runs.
