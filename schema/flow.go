@@ -5,6 +5,7 @@ package schema
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -142,3 +143,10 @@ var tcpFlagStrings = func() []string {
 	}
 	return out
 }()
+
+// FlowKey identifies a flow event well enough to recognise the same event
+// delivered twice (a stream resumed at a timestamp it had reached).
+func FlowKey(f *Flow) string {
+	return f.Time.UTC().Format(time.RFC3339Nano) + "|" + f.Node + "|" + string(f.Verdict) + "|" + strconv.FormatBool(f.IsReply) + "|" +
+		f.Protocol + "|" + f.SrcIP.Unmap().String() + ":" + strconv.Itoa(int(f.SrcPort)) + ">" + f.DstIP.Unmap().String() + ":" + strconv.Itoa(int(f.DstPort))
+}

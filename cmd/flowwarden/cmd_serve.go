@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		sinceIn time.Duration
 		detect  bool
 		amCfg   alerting.Config
+		noSpool bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --hubble ADDR",
@@ -52,6 +54,9 @@ func newServeCommand(g *globals) *cobra.Command {
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			if wcfg.SpoolDir == "" && !noSpool {
+				wcfg.SpoolDir = filepath.Join(g.dataDir, "spool")
+			}
 			w, err := clickhouse.NewWriter(wcfg, st.dsn, clickhouse.NewWriterMetrics(reg), g.log)
 			if err != nil {
 				return err
@@ -59,14 +64,11 @@ func newServeCommand(g *globals) *cobra.Command {
 			if sinceIn > 0 {
 				obsCfg.Since = time.Now().Add(-sinceIn)
 			}
+			var resumeAt time.Time
+			var resumeKeys []string
 			if resume {
-				last, err := clickhouse.LastFlowTime(ctx, st.conn, "hubble")
-				if err != nil {
+				if resumeAt, resumeKeys, err = w.ResumePoint(ctx, st.conn, "hubble"); err != nil {
 					return err
-				}
-				if last.After(obsCfg.Since) {
-					obsCfg.Since = last
-					g.log.Info("resuming the Hubble stream after the newest stored flow", "since", last)
 				}
 			}
 			hubbleStats := &ingest.Stats{}
@@ -95,6 +97,10 @@ func newServeCommand(g *globals) *cobra.Command {
 			obs, err := hubble.NewObserver(obsCfg, sink, hubbleStats, g.log)
 			if err != nil {
 				return err
+			}
+			if resumeAt.After(obsCfg.Since) {
+				obs.Resume(resumeAt, resumeKeys)
+				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", resumeAt, "already_held_at_that_time", len(resumeKeys))
 			}
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
@@ -167,6 +173,10 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&amCfg.Cluster, "cluster", "", "value of the cluster label on alerts")
 	f.DurationVar(&amCfg.ResendInterval, "alert-resend-interval", 30*time.Second, "how often firing alerts are re-sent")
 	f.IntVar(&wcfg.BatchSize, "batch-size", wcfg.BatchSize, "rows per ClickHouse insert")
+	f.StringVar(&wcfg.SpoolDir, "spool-dir", "", "on-disk spool that makes accepted flows durable until inserted (default <data-dir>/spool)")
+	f.BoolVar(&noSpool, "no-spool", false, "insert from memory only (an outage longer than the queue slows the source; a crash loses what is queued)")
+	f.Int64Var(&wcfg.SpoolMaxBytes, "spool-max-bytes", wcfg.SpoolMaxBytes, "spool size cap; at the cap the sources are slowed")
+	f.BoolVar(&wcfg.SpoolFsync, "spool-fsync", wcfg.SpoolFsync, "fsync every spool append")
 	f.DurationVar(&wcfg.FlushInterval, "flush-interval", wcfg.FlushInterval, "longest wait before a partial batch is inserted")
 	return cmd
 }

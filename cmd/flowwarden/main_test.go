@@ -3,19 +3,42 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
 )
 
-func TestMain(m *testing.M) { chtest.Main(m) }
+func TestMain(m *testing.M) {
+	// The fault tests run the CLI as a separate process (so that it can be
+	// killed with SIGKILL): the test binary then acts as flowwarden.
+	if args := os.Getenv("FLOWWARDEN_TEST_RUN_CLI"); args != "" {
+		embedded.RunChildIfRequested()
+		var argv []string
+		_ = json.Unmarshal([]byte(args), &argv)
+		cmd := newRootCommand()
+		cmd.SetArgs(argv)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := cmd.ExecuteContext(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "flowwarden:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	chtest.Main(m)
+}
 
 // run executes the CLI in-process and returns its standard output.
 func run(t *testing.T, args ...string) (string, error) {

@@ -45,7 +45,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			g.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			slog.SetDefault(g.log)
 			return nil
 		},

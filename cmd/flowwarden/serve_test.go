@@ -70,7 +70,7 @@ func TestServeDetectsAndPages(t *testing.T) {
 		cmd.SetErr(&logs)
 		cmd.SetArgs([]string{"serve", "--clickhouse", dsn, "--hubble", replay.Addr(), "--listen", listen,
 			"--alertmanager", "http://" + amAddr, "--cluster", "test", "--alert-resend-interval", "1s",
-			"--flush-interval", "200ms", "--log-level", "warn"})
+			"--flush-interval", "200ms", "--log-level", "warn", "--data-dir", t.TempDir()})
 		serveDone <- cmd.ExecuteContext(serveCtx)
 	}()
 

@@ -70,6 +70,9 @@ type Observer struct {
 	atLast   []*flowpb.Flow // flows received with time == last
 	repeats  []*flowpb.Flow // flows at last that a resumed stream will send again
 	connects atomic.Int32
+	// resumeKeys are the FlowKeys of flows at last that were stored before
+	// this process started (see Resume).
+	resumeKeys map[string]int
 }
 
 // NewObserver validates the config; it does no I/O.
@@ -84,6 +87,17 @@ func NewObserver(cfg ObserverConfig, sink ingest.Sink, stats *ingest.Stats, log 
 		stats = &ingest.Stats{}
 	}
 	return &Observer{cfg: cfg, sink: sink, stats: stats, log: log.With("component", "hubble-observer", "addr", cfg.Addr), last: cfg.Since}, nil
+}
+
+// Resume makes the stream start at since, dropping the flows at exactly
+// that time whose FlowKey is among keys (with multiplicity): they are
+// already stored. Call before Run.
+func (o *Observer) Resume(since time.Time, keys []string) {
+	o.last = since
+	o.resumeKeys = map[string]int{}
+	for _, k := range keys {
+		o.resumeKeys[k]++
+	}
 }
 
 // LastFlowTime is the time of the newest flow received (zero before any).
@@ -223,6 +237,13 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 			if err != nil {
 				o.stats.Reject(RejectReason(err), fmt.Sprintf("%s: %v", o.cfg.Addr, err))
 				continue
+			}
+			if len(o.resumeKeys) > 0 && rec.Time.Equal(o.last) {
+				if k := schema.FlowKey(&rec); o.resumeKeys[k] > 0 {
+					o.resumeKeys[k]--
+					o.stats.Skip()
+					continue
+				}
 			}
 			batch = append(batch, rec)
 			if len(batch) == cap(batch) {

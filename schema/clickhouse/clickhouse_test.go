@@ -101,3 +101,15 @@ func TestQueryIsReadOnly(t *testing.T) {
 		t.Error("result row limit not enforced")
 	}
 }
+
+func TestRedactDSN(t *testing.T) {
+	for _, dsn := range []string{
+		"clickhouse://user:hunter2@host:9000/db",
+		"clickhouse://user:hunter2@host:9000/db?password=hunter2&dial_timeout=1s",
+		"clickhouse://host:9000/db?secret=hunter2",
+	} {
+		if got := clickhouse.RedactDSN(dsn); strings.Contains(got, "hunter2") || !strings.Contains(got, "host:9000") {
+			t.Errorf("RedactDSN(%q) = %q", dsn, got)
+		}
+	}
+}

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	chgo "github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowwarden/flowwarden/schema"
@@ -30,13 +35,23 @@ type WriterConfig struct {
 	ShutdownTimeout time.Duration
 	// Inserters is how many inserts may run at once (default 2).
 	Inserters int
+	// SpoolDir, when set, makes every accepted flow durable before it is
+	// inserted: flows are appended to segment files there and inserted
+	// segment by segment, oldest first, each with a deduplication token
+	// derived from its name. An outage or a crash loses nothing accepted;
+	// the spool is replayed when ClickHouse answers again.
+	SpoolDir string
+	// SpoolMaxBytes caps the spool; at the cap Write blocks (default 1 GiB).
+	SpoolMaxBytes int64
+	// SpoolFsync syncs every append to disk (default true via DefaultWriterConfig).
+	SpoolFsync bool
 	// Table is the table flows are inserted into (default "flows").
 	Table string
 }
 
 // DefaultWriterConfig returns the defaults.
 func DefaultWriterConfig() WriterConfig {
-	return WriterConfig{Inserters: 2, BatchSize: 50000, FlushInterval: 2 * time.Second, QueueBatches: 4, MaxBackoff: 10 * time.Second, ShutdownTimeout: 30 * time.Second, Table: "flows"}
+	return WriterConfig{Inserters: 2, SpoolMaxBytes: 1 << 30, SpoolFsync: true, BatchSize: 50000, FlushInterval: 2 * time.Second, QueueBatches: 4, MaxBackoff: 10 * time.Second, ShutdownTimeout: 30 * time.Second, Table: "flows"}
 }
 
 func (c *WriterConfig) validate() error {
@@ -55,6 +70,9 @@ func (c *WriterConfig) validate() error {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = d.ShutdownTimeout
+	}
+	if c.SpoolMaxBytes == 0 {
+		c.SpoolMaxBytes = d.SpoolMaxBytes
 	}
 	if c.Inserters == 0 {
 		c.Inserters = d.Inserters
@@ -128,6 +146,7 @@ type Writer struct {
 
 	queue chan pending
 	pool  sync.Pool
+	spool *spool // nil without SpoolDir
 
 	doneMu   sync.Mutex
 	doneCond *sync.Cond
@@ -160,7 +179,23 @@ func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.L
 	w.doneCond = sync.NewCond(&w.doneMu)
 	w.pool.New = func() any { return newColumns() }
 	w.cur = w.newColumns()
+	if cfg.SpoolDir != "" {
+		sp, err := openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, cfg.SpoolFsync, cfg.BatchSize, w.log)
+		if err != nil {
+			return nil, err
+		}
+		w.spool = sp
+	}
 	return w, nil
+}
+
+// SpooledUntil is the time of the newest flow in the spool (zero without
+// one): with the newest stored flow, the point a source may resume from.
+func (w *Writer) SpooledUntil() time.Time {
+	if w.spool == nil {
+		return time.Time{}
+	}
+	return w.spool.newestTime()
 }
 
 func (w *Writer) newColumns() *columns { return w.pool.Get().(*columns) }
@@ -169,6 +204,15 @@ func (w *Writer) newColumns() *columns { return w.pool.Get().(*columns) }
 // (backpressure) and fails only after the writer has stopped; accepted flows
 // are then the writer's responsibility.
 func (w *Writer) Write(_ context.Context, flows ...schema.Flow) error {
+	if w.spool != nil {
+		w.mu.Lock()
+		closed := w.closed
+		w.mu.Unlock()
+		if closed {
+			return ErrWriterClosed
+		}
+		return w.spool.append(flows)
+	}
 	for i := range flows {
 		w.mu.Lock()
 		if w.closed {
@@ -255,6 +299,9 @@ func (w *Writer) markDone(seq uint64) {
 // Inserts in flight when ctx ends are allowed to finish; retries go on for
 // at most ShutdownTimeout after ctx ends.
 func (w *Writer) Run(ctx context.Context) error {
+	if w.spool != nil {
+		return w.runSpool(ctx)
+	}
 	ictx, icancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer icancel()
 	var lost atomic.Int64
@@ -383,4 +430,143 @@ func (w *Writer) insertOnce(ctx context.Context, client **chgo.Client, cols *col
 		w.metrics.Written.WithLabelValues(k[0], k[1]).Add(float64(n))
 	}
 	return nil
+}
+
+// runSpool drains the spool: sealed segments are inserted oldest first by
+// Inserters drainers; the open segment is sealed after FlushInterval. When
+// ctx ends, the open segment is sealed and draining goes on for at most
+// ShutdownTimeout; what is left stays in the spool for the next start.
+func (w *Writer) runSpool(ctx context.Context) error {
+	ictx, icancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer icancel()
+	stopping := make(chan struct{})
+	var wg sync.WaitGroup
+	for range w.cfg.Inserters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var client *chgo.Client
+			defer func() {
+				if client != nil {
+					client.Close()
+				}
+			}()
+			for {
+				name := w.spool.claim()
+				if name == "" {
+					select {
+					case <-stopping:
+						if sealed, _ := w.spool.pending(); sealed == 0 {
+							return
+						}
+					case <-ictx.Done():
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					continue
+				}
+				if err := w.insertSegment(ictx, &client, name); err != nil {
+					w.spool.unclaim(name)
+					if ictx.Err() != nil {
+						return
+					}
+					w.log.Error("spool segment not inserted", "segment", name, "err", err)
+				}
+			}
+		}()
+	}
+	tick := time.NewTicker(max(w.cfg.FlushInterval/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if err := w.spool.seal(w.cfg.FlushInterval); err != nil {
+				w.log.Error("sealing spool segment", "err", err)
+			}
+			sealed, _ := w.spool.pending()
+			w.metrics.QueuedBatches.Set(float64(sealed))
+		case <-ctx.Done():
+			w.mu.Lock()
+			w.closed = true
+			w.mu.Unlock()
+			if err := w.spool.seal(0); err != nil {
+				w.log.Error("sealing spool segment", "err", err)
+			}
+			timer := time.AfterFunc(w.cfg.ShutdownTimeout, icancel)
+			defer timer.Stop()
+			close(stopping)
+			wg.Wait()
+			if sealed, _ := w.spool.pending(); sealed > 0 {
+				w.log.Warn("flows left in the spool for the next start", "segments", sealed, "dir", w.cfg.SpoolDir)
+			}
+			return nil
+		}
+	}
+}
+
+// insertSegment inserts one spool segment (retrying until it succeeds or
+// ctx ends) and deletes it.
+func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name string) error {
+	flows, err := readSegment(filepath.Join(w.cfg.SpoolDir, name))
+	if err != nil {
+		// A torn tail after a crash: insert what decoded; the rest was
+		// never acknowledged and the source resumes after what is stored.
+		w.log.Warn("spool segment cut short", "err", err)
+	}
+	cols := w.newColumns()
+	defer func() { cols.reset(); w.pool.Put(cols) }()
+	for i := range flows {
+		cols.add(&flows[i])
+	}
+	cols.dedupToken = "spool-" + strings.TrimSuffix(name, segmentSuffix)
+	if err := w.insertWithRetry(ctx, client, cols); err != nil {
+		return err
+	}
+	return w.spool.remove(name)
+}
+
+// ResumePoint is where a source should resume after a restart: the newest
+// flow time that is durable (stored in ClickHouse or in the spool), and the
+// identities (FlowKey) of the flows already held at exactly that time, which
+// the source will send again and must drop.
+func (w *Writer) ResumePoint(ctx context.Context, conn driver.Conn, source string) (time.Time, []string, error) {
+	stored, err := LastFlowTime(ctx, conn, source)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	last := stored
+	if sp := w.SpooledUntil(); sp.After(last) {
+		last = sp
+	}
+	if last.IsZero() {
+		return last, nil, nil
+	}
+	var keys []string
+	if last.Equal(stored) {
+		rows, err := conn.Query(ctx, `SELECT time, node, verdict, is_reply, protocol, src_ip, dst_ip, src_port, dst_port
+			FROM flows WHERE source = ? AND toUnixTimestamp64Nano(time) = ?`, source, last.UnixNano())
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("flows at the resume point: %w", err)
+		}
+		for rows.Next() {
+			var f schema.Flow
+			var verdict string
+			var src, dst net.IP
+			if err := rows.Scan(&f.Time, &f.Node, &verdict, &f.IsReply, &f.Protocol, &src, &dst, &f.SrcPort, &f.DstPort); err != nil {
+				rows.Close()
+				return time.Time{}, nil, err
+			}
+			f.Verdict = schema.Verdict(verdict)
+			f.SrcIP, _ = netip.AddrFromSlice(src)
+			f.DstIP, _ = netip.AddrFromSlice(dst)
+			keys = append(keys, schema.FlowKey(&f))
+		}
+		rows.Close()
+	}
+	if w.spool != nil {
+		for _, f := range w.spool.flowsAt(last) {
+			keys = append(keys, schema.FlowKey(&f))
+		}
+	}
+	return last, keys, nil
 }

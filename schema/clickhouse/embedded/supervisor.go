@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -145,16 +146,25 @@ func (s *Server) launch() error {
 	cmd.Stderr = logFile
 	// The child dies with us, whatever way we go.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("embedded clickhouse: start child: %w", err)
-	}
+	// Pdeathsig fires when the forking thread exits, not the process (Go
+	// issue 27505): fork from a locked thread that lives as long as the child.
 	exited := make(chan struct{})
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		logFile.Close()
 		close(exited)
 	}()
+	if err := <-started; err != nil {
+		logFile.Close()
+		return fmt.Errorf("embedded clickhouse: start child: %w", err)
+	}
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()

@@ -88,13 +88,15 @@ CREATE TABLE IF NOT EXISTS edges_5m
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind, dst_address, protocol, dst_port, verdict, is_reply, time)
-{{if .RollupTTLDays}}TTL time + INTERVAL {{.RollupTTLDays}} DAY{{end}};
+{{if .RollupTTLDays}}TTL time + INTERVAL {{.RollupTTLDays}} DAY{{end}}
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS edges_1d AS edges_5m
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind, dst_address, protocol, dst_port, verdict, is_reply, time)
-{{if .RollupTTLDays}}TTL time + INTERVAL {{.RollupTTLDays}} DAY{{end}};
+{{if .RollupTTLDays}}TTL time + INTERVAL {{.RollupTTLDays}} DAY{{end}}
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS edges_5m_mv TO edges_5m AS
 SELECT

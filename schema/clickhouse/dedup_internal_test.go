@@ -1,0 +1,50 @@
+package clickhouse
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	chgo "github.com/ClickHouse/ch-go"
+
+	"github.com/flowwarden/flowwarden/schema"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+)
+
+// A batch inserted twice with its token is stored once, rollups included.
+func TestInsertDeduplicationToken(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	ctx := context.Background()
+	conn, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := Migrate(ctx, conn, SchemaConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(WriterConfig{}, dsn, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := newColumns()
+	for i := 0; i < 10; i++ {
+		cols.add(&schema.Flow{Time: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC), Source: schema.SourceHubble, Verdict: schema.VerdictForwarded,
+			SrcIP: netip.MustParseAddr("10.0.0.1"), DstIP: netip.MustParseAddr("10.0.0.2"), Protocol: "TCP"})
+	}
+	cols.dedupToken = "spool-test-1"
+	var client *chgo.Client
+	for i := 0; i < 3; i++ {
+		if err := w.insertOnce(ctx, &client, cols); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n, e uint64
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count() FROM flows), (SELECT sum(flows) FROM edges_5m)").Scan(&n, &e); err != nil {
+		t.Fatal(err)
+	}
+	if n != 10 || e != 10 {
+		t.Fatalf("three inserts of one batch gave %d rows and %d rolled-up flows, want 10 and 10", n, e)
+	}
+}
