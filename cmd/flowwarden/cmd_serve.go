@@ -33,6 +33,8 @@ func newServeCommand(g *globals) *cobra.Command {
 		detect  bool
 		amCfg   alerting.Config
 		noSpool bool
+		tlsCert string
+		tlsKey  string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --hubble ADDR",
@@ -44,6 +46,9 @@ func newServeCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if obsCfg.Addr == "" {
 				return errors.New("no flow source: give --hubble ADDR")
+			}
+			if (tlsCert == "") != (tlsKey == "") {
+				return errors.New("--tls-cert and --tls-key go together")
 			}
 			ctx := cmd.Context()
 			st, err := openStorage(ctx, g)
@@ -136,7 +141,12 @@ func newServeCommand(g *globals) *cobra.Command {
 				grp.Go(func() error { return sender.Run(wctx) })
 			}
 			grp.Go(func() error {
-				err := httpSrv.Serve(lis)
+				var err error
+				if tlsCert != "" {
+					err = httpSrv.ServeTLS(lis, tlsCert, tlsKey)
+				} else {
+					err = httpSrv.Serve(lis)
+				}
 				if errors.Is(err, http.ErrServerClosed) {
 					return nil
 				}
@@ -163,7 +173,9 @@ func newServeCommand(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for /metrics and /healthz")
+	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for /metrics and /healthz (read-only endpoints)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve /metrics and /healthz over TLS with this certificate")
+	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
 	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")

@@ -38,7 +38,9 @@ func sampleReplay(t *testing.T, rate float64) *hubble.Replay {
 }
 
 // countFlows returns count() and the number of distinct flow events.
-func countFlows(t *testing.T, dsn string) (rows, distinct uint64) {
+func countFlows(t *testing.T, dsn string) (rows, distinct uint64) { return countFlowsB(t, dsn) }
+
+func countFlowsB(t testing.TB, dsn string) (rows, distinct uint64) {
 	t.Helper()
 	conn, err := clickhouse.Open(context.Background(), dsn)
 	if err != nil {

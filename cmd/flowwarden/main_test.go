@@ -41,7 +41,9 @@ func TestMain(m *testing.M) {
 }
 
 // run executes the CLI in-process and returns its standard output.
-func run(t *testing.T, args ...string) (string, error) {
+func run(t *testing.T, args ...string) (string, error) { return runB(t, args...) }
+
+func runB(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	cmd := newRootCommand()
 	var out bytes.Buffer

@@ -242,12 +242,9 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 		}
 		return nil
 	}
-	var tick <-chan time.Time
-	if r.cfg.Rate > 0 {
-		t := time.NewTicker(time.Duration(float64(time.Second) / r.cfg.Rate))
-		defer t.Stop()
-		tick = t.C
-	}
+	// Pacing by elapsed time rather than a ticker per flow: tickers cannot
+	// fire every 50 µs, so high rates are sent in small bursts.
+	began := time.Now()
 	sent := uint64(0)
 	for i := 0; r.cfg.Loop || i < len(r.flows); i++ {
 		resp := r.flowAt(i)
@@ -258,11 +255,13 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 		if !until.IsZero() && ft.After(until) {
 			break
 		}
-		if tick != nil {
-			select {
-			case <-tick:
-			case <-ctx.Done():
-				return ctx.Err()
+		if r.cfg.Rate > 0 {
+			if ahead := time.Duration(float64(sent)/r.cfg.Rate*float64(time.Second)) - time.Since(began); ahead > time.Millisecond {
+				select {
+				case <-time.After(ahead):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 		}
 		if err := stream.Send(resp); err != nil {

@@ -46,6 +46,8 @@ type columns struct {
 	policyNames                                  *proto.ColArr[string]
 	traceID                                      proto.ColStr
 	input                                        proto.Input
+	// oldest is the earliest flow time in the batch (for the latency metric).
+	oldest time.Time
 	// counts tallies rows by source and verdict for the metrics.
 	counts map[[2]string]int
 	// dedupToken identifies this batch's content for ClickHouse's insert
@@ -92,6 +94,9 @@ func newColumns() *columns {
 func (c *columns) len() int { return c.n }
 
 func (c *columns) add(f *schema.Flow) {
+	if c.n == 0 || f.Time.Before(c.oldest) {
+		c.oldest = f.Time
+	}
 	c.n++
 	c.counts[[2]string{string(f.Source), string(f.Verdict)}]++
 	c.time.Append(f.Time)
@@ -141,6 +146,7 @@ func (c *columns) add(f *schema.Flow) {
 func (c *columns) reset() {
 	c.input.Reset()
 	c.n = 0
+	c.oldest = time.Time{}
 	c.dedupToken = ""
 	clear(c.counts)
 }

@@ -94,6 +94,10 @@ type WriterMetrics struct {
 	BatchRows     prometheus.Histogram
 	InsertSeconds prometheus.Histogram
 	QueuedBatches prometheus.Gauge
+	// Latency is, per inserted batch, the time from its oldest flow's event
+	// time to the insert's acknowledgement: an upper bound of end-to-end
+	// latency for every flow of the batch.
+	Latency prometheus.Histogram
 }
 
 // NewWriterMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -110,10 +114,13 @@ func NewWriterMetrics(reg prometheus.Registerer) *WriterMetrics {
 		InsertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flowwarden_clickhouse_insert_duration_seconds",
 			Help: "Time to insert one batch.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		QueuedBatches: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flowwarden_clickhouse_queued_batches",
-			Help: "Full batches waiting to be inserted."}),
+			Help: "Full batches (or spool segments) waiting to be inserted."}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flowwarden_ingest_latency_seconds",
+			Help:    "Per inserted batch, event time of its oldest flow to insert acknowledgement.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60, 300}}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Written, m.Dropped, m.InsertErrors, m.BatchRows, m.InsertSeconds, m.QueuedBatches)
+		reg.MustRegister(m.Written, m.Dropped, m.InsertErrors, m.BatchRows, m.InsertSeconds, m.QueuedBatches, m.Latency)
 	}
 	return m
 }
@@ -426,6 +433,9 @@ func (w *Writer) insertOnce(ctx context.Context, client **chgo.Client, cols *col
 	}
 	w.metrics.InsertSeconds.Observe(time.Since(start).Seconds())
 	w.metrics.BatchRows.Observe(float64(cols.len()))
+	if !cols.oldest.IsZero() {
+		w.metrics.Latency.Observe(time.Since(cols.oldest).Seconds())
+	}
 	for k, n := range cols.counts {
 		w.metrics.Written.WithLabelValues(k[0], k[1]).Add(float64(n))
 	}
