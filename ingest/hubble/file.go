@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/jsonscan"
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -21,7 +22,7 @@ import (
 func RejectReason(err error) string {
 	msg := err.Error()
 	switch {
-	case errors.Is(err, errEOF):
+	case errors.Is(err, jsonscan.ErrEOF):
 		return "truncated JSON"
 	case strings.Contains(msg, "exceeds the"):
 		return "line too long"

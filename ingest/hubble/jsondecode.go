@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/flowwarden/flowwarden/ingest/jsonscan"
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -21,7 +22,7 @@ import (
 // test proves they agree on every published sample. A Decoder is not safe for
 // concurrent use.
 type Decoder struct {
-	s       scanner
+	s       jsonscan.Scanner
 	strings map[string]string
 	labels  map[string]labelSet
 }
@@ -93,7 +94,7 @@ func (d *Decoder) Decode(line []byte) (schema.Flow, error) {
 	if len(line) > MaxLineBytes {
 		return out, fmt.Errorf("line of %d bytes exceeds the %d-byte limit", len(line), MaxLineBytes)
 	}
-	d.s = scanner{b: line, scratch: d.s.scratch}
+	d.s.Reset(line)
 	s := &d.s
 	var (
 		haveFlow  bool
@@ -102,10 +103,10 @@ func (d *Decoder) Decode(line []byte) (schema.Flow, error) {
 		ff        flowFields
 	)
 	ff.out = &out
-	err := s.object(func(key []byte) error {
+	err := s.Object(func(key []byte) error {
 		switch string(key) {
 		case "flow":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
 			haveFlow = true
@@ -115,21 +116,21 @@ func (d *Decoder) Decode(line []byte) (schema.Flow, error) {
 			outerNode = v
 			return err
 		case "time":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
 			t, err := d.timestamp()
 			outerTime = t
 			return err
 		default:
-			return s.skip()
+			return s.Skip()
 		}
 	})
 	if err != nil {
 		return schema.Flow{}, err
 	}
-	if s.peek() != 0 {
-		return schema.Flow{}, s.errAt("unexpected data after the JSON object")
+	if s.Peek() != 0 {
+		return schema.Flow{}, s.Errf("unexpected data after the JSON object")
 	}
 	if !haveFlow {
 		return schema.Flow{}, ErrNoFlow
@@ -180,10 +181,10 @@ func (e *endpointFields) finish() schema.Endpoint {
 func (d *Decoder) flow(ff *flowFields) error {
 	s := &d.s
 	out := ff.out
-	return s.object(func(key []byte) error {
+	return s.Object(func(key []byte) error {
 		switch string(key) {
 		case "time":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
 			t, err := d.timestamp()
@@ -194,10 +195,10 @@ func (d *Decoder) flow(ff *flowFields) error {
 			ff.verdict = v
 			return err
 		case "drop_reason", "dropReason":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
-			v, err := s.uint(1<<32 - 1)
+			v, err := s.Uint(1<<32 - 1)
 			ff.dropReason = uint32(v)
 			return err
 		case "drop_reason_desc", "dropReasonDesc":
@@ -209,17 +210,17 @@ func (d *Decoder) flow(ff *flowFields) error {
 			ff.direction = v
 			return err
 		case "reply":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
-			v, err := s.boolean()
+			v, err := s.Bool()
 			ff.reply = v
 			return err
 		case "is_reply", "isReply":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
-			v, err := s.boolean()
+			v, err := s.Bool()
 			ff.isReply, ff.haveIsReply = v, true
 			return err
 		case "node_name", "nodeName":
@@ -246,17 +247,17 @@ func (d *Decoder) flow(ff *flowFields) error {
 		case "trace_context", "traceContext":
 			return d.traceContext(out)
 		default:
-			return s.skip()
+			return s.Skip()
 		}
 	})
 }
 
 func (d *Decoder) ip(ff *flowFields) error {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return nil
 	}
-	return s.object(func(key []byte) error {
+	return s.Object(func(key []byte) error {
 		switch string(key) {
 		case "source":
 			a, err := d.addr("IP.source")
@@ -271,16 +272,16 @@ func (d *Decoder) ip(ff *flowFields) error {
 			ff.ipVersion = v
 			return err
 		default:
-			return s.skip()
+			return s.Skip()
 		}
 	})
 }
 
 func (d *Decoder) addr(field string) (netip.Addr, error) {
-	if d.s.null() {
+	if d.s.Null() {
 		return netip.Addr{}, nil
 	}
-	b, err := d.s.str()
+	b, err := d.s.Str()
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -293,11 +294,11 @@ func (d *Decoder) addr(field string) (netip.Addr, error) {
 
 func (d *Decoder) l4(out *schema.Flow) error {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return nil
 	}
-	return s.object(func(key []byte) error {
-		if s.null() {
+	return s.Object(func(key []byte) error {
+		if s.Null() {
 			return nil
 		}
 		switch string(key) {
@@ -319,31 +320,31 @@ func (d *Decoder) l4(out *schema.Flow) error {
 		case "IGMP":
 			out.Protocol = "IGMP"
 		}
-		return s.skip()
+		return s.Skip()
 	})
 }
 
 func (d *Decoder) ports(out *schema.Flow, tcp bool) error {
 	s := &d.s
-	return s.object(func(key []byte) error {
-		if s.null() {
+	return s.Object(func(key []byte) error {
+		if s.Null() {
 			return nil
 		}
 		switch string(key) {
 		case "source_port", "sourcePort":
-			v, err := s.uint(1<<32 - 1)
+			v, err := s.Uint(1<<32 - 1)
 			out.SrcPort = uint16(v)
 			return err
 		case "destination_port", "destinationPort":
-			v, err := s.uint(1<<32 - 1)
+			v, err := s.Uint(1<<32 - 1)
 			out.DstPort = uint16(v)
 			return err
 		case "flags":
 			if !tcp {
-				return s.skip()
+				return s.Skip()
 			}
 			var bits uint16
-			err := s.object(func(key []byte) error {
+			err := s.Object(func(key []byte) error {
 				bit := -1
 				for i, n := range schema.TCPFlagNames {
 					if string(key) == n {
@@ -351,13 +352,13 @@ func (d *Decoder) ports(out *schema.Flow, tcp bool) error {
 						break
 					}
 				}
-				if s.null() {
+				if s.Null() {
 					return nil
 				}
 				if bit < 0 {
-					return s.skip()
+					return s.Skip()
 				}
-				v, err := s.boolean()
+				v, err := s.Bool()
 				if v {
 					bits |= 1 << bit
 				}
@@ -366,17 +367,17 @@ func (d *Decoder) ports(out *schema.Flow, tcp bool) error {
 			out.TCPFlags = schema.TCPFlagsString(bits)
 			return err
 		default:
-			return s.skip()
+			return s.Skip()
 		}
 	})
 }
 
 func (d *Decoder) endpoint(e *endpointFields) error {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return nil
 	}
-	return s.object(func(key []byte) error {
+	return s.Object(func(key []byte) error {
 		switch string(key) {
 		case "namespace":
 			v, err := d.stringOrNull()
@@ -387,31 +388,31 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 			e.ep.Pod = v
 			return err
 		case "identity":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
-			v, err := s.uint(1<<32 - 1)
+			v, err := s.Uint(1<<32 - 1)
 			e.ep.Identity = uint32(v)
 			return err
 		case "labels":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
 			return d.labelArray(e)
 		case "workloads":
-			if s.null() {
+			if s.Null() {
 				return nil
 			}
 			first := true
-			return s.array(func() error {
+			return s.Array(func() error {
 				if !first {
-					return s.skip()
+					return s.Skip()
 				}
 				first = false
-				if s.null() {
+				if s.Null() {
 					return nil
 				}
-				return s.object(func(key []byte) error {
+				return s.Object(func(key []byte) error {
 					switch string(key) {
 					case "name":
 						v, err := d.stringOrNull()
@@ -422,11 +423,11 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 						e.ep.WorkloadKind = v
 						return err
 					}
-					return s.skip()
+					return s.Skip()
 				})
 			})
 		default:
-			return s.skip()
+			return s.Skip()
 		}
 	})
 }
@@ -436,20 +437,21 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 // are never modified after creation).
 func (d *Decoder) labelArray(e *endpointFields) error {
 	s := &d.s
-	s.ws()
-	start := s.i
-	if err := s.skip(); err != nil {
+	s.SkipSpace()
+	start := s.Pos()
+	if err := s.Skip(); err != nil {
 		return err
 	}
-	key := s.b[start:s.i]
+	key := s.Bytes(start, s.Pos())
 	if ls, ok := d.labels[string(key)]; ok {
 		e.ep.Labels, e.reserved = ls.m, ls.reserved
 		return nil
 	}
 	var raw []string
-	sub := scanner{b: key}
-	if err := sub.array(func() error {
-		b, err := sub.str()
+	var sub jsonscan.Scanner
+	sub.Reset(key)
+	if err := sub.Array(func() error {
+		b, err := sub.Str()
 		raw = append(raw, string(b))
 		return err
 	}); err != nil {
@@ -473,79 +475,79 @@ func (d *Decoder) labelArray(e *endpointFields) error {
 
 func (d *Decoder) l7(out *schema.Flow) error {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return nil
 	}
-	return s.object(func(key []byte) error {
-		if s.null() {
+	return s.Object(func(key []byte) error {
+		if s.Null() {
 			return nil
 		}
 		switch string(key) {
 		case "latency_ns", "latencyNs":
-			v, err := s.uint(1<<64 - 1)
+			v, err := s.Uint(1<<64 - 1)
 			out.DurationMs = uint32(v / 1e6)
 			return err
 		case "dns":
 			out.L7Type = "dns"
-			return s.object(func(key []byte) error {
-				if s.null() {
+			return s.Object(func(key []byte) error {
+				if s.Null() {
 					return nil
 				}
 				switch string(key) {
 				case "query":
-					v, err := s.str()
+					v, err := s.Str()
 					out.DNSQuery = d.intern(string(v))
 					return err
 				case "rcode":
-					v, err := s.uint(1<<32 - 1)
+					v, err := s.Uint(1<<32 - 1)
 					out.DNSRCode = uint16(v)
 					return err
 				}
-				return s.skip()
+				return s.Skip()
 			})
 		case "http":
 			out.L7Type = "http"
-			return s.object(func(key []byte) error {
-				if s.null() {
+			return s.Object(func(key []byte) error {
+				if s.Null() {
 					return nil
 				}
 				switch string(key) {
 				case "method":
-					v, err := s.str()
+					v, err := s.Str()
 					out.HTTPMethod = d.intern(string(v))
 					return err
 				case "url":
-					v, err := s.str()
+					v, err := s.Str()
 					out.HTTPPath = urlPath(string(v))
 					return err
 				case "code":
-					v, err := s.uint(1<<32 - 1)
+					v, err := s.Uint(1<<32 - 1)
 					out.HTTPStatus = uint16(v)
 					return err
 				}
-				return s.skip()
+				return s.Skip()
 			})
 		case "kafka":
 			out.L7Type = "kafka"
-			return s.skip()
+			return s.Skip()
 		default:
-			return s.skip()
+			return s.Skip()
 		}
 	})
 }
 
 func (d *Decoder) policies(out *schema.Flow) error {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return nil
 	}
-	return s.array(func() error {
+	return s.Array(func() error {
 		var ns, name string
-		if s.null() {
+		if s.Null() {
 			out.PolicyNames = append(out.PolicyNames, "")
 			return nil
 		}
-		err := s.object(func(key []byte) error {
+		err := s.Object(func(key []byte) error {
 			switch string(key) {
 			case "name":
 				v, err := d.stringOrNull()
@@ -556,7 +558,7 @@ func (d *Decoder) policies(out *schema.Flow) error {
 				ns = v
 				return err
 			}
-			return s.skip()
+			return s.Skip()
 		})
 		out.PolicyNames = append(out.PolicyNames, policyName(ns, name))
 		return err
@@ -565,16 +567,16 @@ func (d *Decoder) policies(out *schema.Flow) error {
 
 func (d *Decoder) traceContext(out *schema.Flow) error {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return nil
 	}
-	return s.object(func(key []byte) error {
-		if string(key) != "parent" || s.null() {
-			return s.skip()
+	return s.Object(func(key []byte) error {
+		if string(key) != "parent" || s.Null() {
+			return s.Skip()
 		}
-		return s.object(func(key []byte) error {
+		return s.Object(func(key []byte) error {
 			if string(key) != "trace_id" && string(key) != "traceId" {
-				return s.skip()
+				return s.Skip()
 			}
 			v, err := d.stringOrNull()
 			out.TraceID = v
@@ -584,10 +586,10 @@ func (d *Decoder) traceContext(out *schema.Flow) error {
 }
 
 func (d *Decoder) stringOrNull() (string, error) {
-	if d.s.null() {
+	if d.s.Null() {
 		return "", nil
 	}
-	b, err := d.s.str()
+	b, err := d.s.Str()
 	if err != nil {
 		return "", err
 	}
@@ -596,10 +598,10 @@ func (d *Decoder) stringOrNull() (string, error) {
 
 func (d *Decoder) stringArray(dst []string) ([]string, error) {
 	s := &d.s
-	if s.null() {
+	if s.Null() {
 		return dst, nil
 	}
-	err := s.array(func() error {
+	err := s.Array(func() error {
 		v, err := d.stringOrNull()
 		dst = append(dst, v)
 		return err
@@ -624,19 +626,19 @@ func (d *Decoder) intern(s string) string {
 // names read as 0, as protojson's DiscardUnknown does.
 func (d *Decoder) enum(values map[string]int32) (int32, error) {
 	s := &d.s
-	switch c := s.peek(); {
+	switch c := s.Peek(); {
 	case c == 'n':
-		if s.null() {
+		if s.Null() {
 			return 0, nil
 		}
 	case c == '"':
-		b, err := s.str()
+		b, err := s.Str()
 		if err != nil {
 			return 0, err
 		}
 		return values[string(b)], nil
 	case c == '-' || (c >= '0' && c <= '9'):
-		tok, err := s.number()
+		tok, err := s.Number()
 		if err != nil {
 			return 0, err
 		}
@@ -647,7 +649,7 @@ func (d *Decoder) enum(values map[string]int32) (int32, error) {
 		}
 		for _, c := range tok {
 			if c < '0' || c > '9' || v > 1<<31 {
-				return 0, s.errAt("enum value %q is not an int32", tok)
+				return 0, s.Errf("enum value %q is not an int32", tok)
 			}
 			v = v*10 + int64(c-'0')
 		}
@@ -655,21 +657,21 @@ func (d *Decoder) enum(values map[string]int32) (int32, error) {
 			v = -v
 		}
 		if v > 1<<31-1 || v < -(1<<31) {
-			return 0, s.errAt("enum value out of range")
+			return 0, s.Errf("enum value out of range")
 		}
 		return int32(v), nil
 	}
-	if c := s.peek(); c == 0 {
-		return 0, errEOF
+	if c := s.Peek(); c == 0 {
+		return 0, jsonscan.ErrEOF
 	}
-	return 0, s.errAt("expected an enum name or number")
+	return 0, s.Errf("expected an enum name or number")
 }
 
 // timestamp reads an RFC 3339 timestamp string. The common Hubble shape
 // (UTC, "Z", up to nanoseconds) is parsed by hand; anything else goes through
 // time.Parse.
 func (d *Decoder) timestamp() (time.Time, error) {
-	b, err := d.s.str()
+	b, err := d.s.Str()
 	if err != nil {
 		return time.Time{}, err
 	}

@@ -1,4 +1,9 @@
-package hubble
+// Package jsonscan is a minimal, allocation-free JSON reader for one line
+// at a time: the fast paths of the Hubble and Envoy decoders are built on it.
+// It validates the syntax of everything it reads or skips; strings are
+// returned as slices of the input (unescaped into a scratch buffer only when
+// they contain escapes), valid until the next call.
+package jsonscan
 
 import (
 	"errors"
@@ -13,23 +18,38 @@ import (
 // validates the syntax of everything it reads or skips; values are returned
 // as slices of the input (strings are unescaped into a scratch buffer only
 // when they contain escapes).
-type scanner struct {
+type Scanner struct {
 	b       []byte
 	i       int
 	scratch []byte
 	depth   int
 }
 
-// maxDepth bounds nesting so hostile input cannot exhaust the stack.
-const maxDepth = 64
+// Reset points the scanner at a new input, keeping its scratch buffer.
+func (s *Scanner) Reset(b []byte) {
+	*s = Scanner{b: b, scratch: s.scratch}
+}
 
-var errEOF = errors.New("unexpected end of input (truncated line?)")
+// Pos is the offset of the next byte to read.
+func (s *Scanner) Pos() int { return s.i }
 
-func (s *scanner) errAt(format string, args ...any) error {
+// Bytes returns the input between two offsets.
+func (s *Scanner) Bytes(from, to int) []byte { return s.b[from:to] }
+
+// SkipSpace advances past white space.
+func (s *Scanner) SkipSpace() { s.ws() }
+
+// MaxDepth bounds nesting so hostile input cannot exhaust the stack.
+const MaxDepth = 64
+
+// ErrEOF reports input that ends inside a value: a truncated line.
+var ErrEOF = errors.New("unexpected end of input (truncated line?)")
+
+func (s *Scanner) Errf(format string, args ...any) error {
 	return fmt.Errorf("offset %d: %s", s.i, fmt.Sprintf(format, args...))
 }
 
-func (s *scanner) ws() {
+func (s *Scanner) ws() {
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
 		case ' ', '\t', '\n', '\r':
@@ -41,7 +61,7 @@ func (s *scanner) ws() {
 }
 
 // peek returns the next non-space byte without consuming it (0 at the end).
-func (s *scanner) peek() byte {
+func (s *Scanner) Peek() byte {
 	s.ws()
 	if s.i >= len(s.b) {
 		return 0
@@ -49,20 +69,20 @@ func (s *scanner) peek() byte {
 	return s.b[s.i]
 }
 
-func (s *scanner) expect(c byte) error {
+func (s *Scanner) Expect(c byte) error {
 	s.ws()
 	if s.i >= len(s.b) {
-		return errEOF
+		return ErrEOF
 	}
 	if s.b[s.i] != c {
-		return s.errAt("expected %q, found %q", c, s.b[s.i])
+		return s.Errf("expected %q, found %q", c, s.b[s.i])
 	}
 	s.i++
 	return nil
 }
 
 // null consumes a JSON null if it is next.
-func (s *scanner) null() bool {
+func (s *Scanner) Null() bool {
 	s.ws()
 	if len(s.b)-s.i >= 4 && string(s.b[s.i:s.i+4]) == "null" {
 		s.i += 4
@@ -73,55 +93,55 @@ func (s *scanner) null() bool {
 
 // object iterates the members of an object, calling fn with each key; fn
 // must consume the value.
-func (s *scanner) object(fn func(key []byte) error) error {
-	if err := s.expect('{'); err != nil {
+func (s *Scanner) Object(fn func(key []byte) error) error {
+	if err := s.Expect('{'); err != nil {
 		return err
 	}
 	s.depth++
-	if s.depth > maxDepth {
-		return s.errAt("nesting deeper than %d", maxDepth)
+	if s.depth > MaxDepth {
+		return s.Errf("nesting deeper than %d", MaxDepth)
 	}
 	defer func() { s.depth-- }()
-	if s.peek() == '}' {
+	if s.Peek() == '}' {
 		s.i++
 		return nil
 	}
 	for {
-		key, err := s.str()
+		key, err := s.Str()
 		if err != nil {
 			return err
 		}
-		if err := s.expect(':'); err != nil {
+		if err := s.Expect(':'); err != nil {
 			return err
 		}
 		if err := fn(key); err != nil {
 			return err
 		}
-		switch s.peek() {
+		switch s.Peek() {
 		case ',':
 			s.i++
 		case '}':
 			s.i++
 			return nil
 		case 0:
-			return errEOF
+			return ErrEOF
 		default:
-			return s.errAt("expected ',' or '}' in object, found %q", s.b[s.i])
+			return s.Errf("expected ',' or '}' in object, found %q", s.b[s.i])
 		}
 	}
 }
 
 // array iterates the elements of an array; fn must consume each element.
-func (s *scanner) array(fn func() error) error {
-	if err := s.expect('['); err != nil {
+func (s *Scanner) Array(fn func() error) error {
+	if err := s.Expect('['); err != nil {
 		return err
 	}
 	s.depth++
-	if s.depth > maxDepth {
-		return s.errAt("nesting deeper than %d", maxDepth)
+	if s.depth > MaxDepth {
+		return s.Errf("nesting deeper than %d", MaxDepth)
 	}
 	defer func() { s.depth-- }()
-	if s.peek() == ']' {
+	if s.Peek() == ']' {
 		s.i++
 		return nil
 	}
@@ -129,29 +149,29 @@ func (s *scanner) array(fn func() error) error {
 		if err := fn(); err != nil {
 			return err
 		}
-		switch s.peek() {
+		switch s.Peek() {
 		case ',':
 			s.i++
 		case ']':
 			s.i++
 			return nil
 		case 0:
-			return errEOF
+			return ErrEOF
 		default:
-			return s.errAt("expected ',' or ']' in array, found %q", s.b[s.i])
+			return s.Errf("expected ',' or ']' in array, found %q", s.b[s.i])
 		}
 	}
 }
 
 // str reads a string. The result aliases the input or the scratch buffer and
 // is valid until the next call.
-func (s *scanner) str() ([]byte, error) {
+func (s *Scanner) Str() ([]byte, error) {
 	s.ws()
 	if s.i >= len(s.b) {
-		return nil, errEOF
+		return nil, ErrEOF
 	}
 	if s.b[s.i] != '"' {
-		return nil, s.errAt("expected a string, found %q", s.b[s.i])
+		return nil, s.Errf("expected a string, found %q", s.b[s.i])
 	}
 	s.i++
 	start := s.i
@@ -163,22 +183,22 @@ func (s *scanner) str() ([]byte, error) {
 			out := s.b[start:s.i]
 			s.i++
 			if !ascii && !utf8.Valid(out) {
-				return nil, s.errAt("invalid UTF-8 in string")
+				return nil, s.Errf("invalid UTF-8 in string")
 			}
 			return out, nil
 		case c == '\\':
 			return s.strEscaped(start)
 		case c < 0x20:
-			return nil, s.errAt("control character in string")
+			return nil, s.Errf("control character in string")
 		case c >= 0x80:
 			ascii = false
 		}
 		s.i++
 	}
-	return nil, errEOF
+	return nil, ErrEOF
 }
 
-func (s *scanner) strEscaped(start int) ([]byte, error) {
+func (s *Scanner) strEscaped(start int) ([]byte, error) {
 	buf := append(s.scratch[:0], s.b[start:s.i]...)
 	for s.i < len(s.b) {
 		c := s.b[s.i]
@@ -187,11 +207,11 @@ func (s *scanner) strEscaped(start int) ([]byte, error) {
 			s.i++
 			s.scratch = buf
 			if !utf8.Valid(buf) {
-				return nil, s.errAt("invalid UTF-8 in string")
+				return nil, s.Errf("invalid UTF-8 in string")
 			}
 			return buf, nil
 		case c < 0x20:
-			return nil, s.errAt("control character in string")
+			return nil, s.Errf("control character in string")
 		case c != '\\':
 			buf = append(buf, c)
 			s.i++
@@ -199,7 +219,7 @@ func (s *scanner) strEscaped(start int) ([]byte, error) {
 		}
 		s.i++
 		if s.i >= len(s.b) {
-			return nil, errEOF
+			return nil, ErrEOF
 		}
 		e := s.b[s.i]
 		s.i++
@@ -234,19 +254,19 @@ func (s *scanner) strEscaped(start int) ([]byte, error) {
 				}
 			}
 			if r == utf8.RuneError {
-				return nil, s.errAt("invalid \\u escape (lone surrogate)")
+				return nil, s.Errf("invalid \\u escape (lone surrogate)")
 			}
 			buf = utf8.AppendRune(buf, r)
 		default:
-			return nil, s.errAt("invalid escape \\%c", e)
+			return nil, s.Errf("invalid escape \\%c", e)
 		}
 	}
-	return nil, errEOF
+	return nil, ErrEOF
 }
 
-func (s *scanner) hex4() (rune, error) {
+func (s *Scanner) hex4() (rune, error) {
 	if len(s.b)-s.i < 4 {
-		return 0, errEOF
+		return 0, ErrEOF
 	}
 	var r rune
 	for _, c := range s.b[s.i : s.i+4] {
@@ -259,7 +279,7 @@ func (s *scanner) hex4() (rune, error) {
 		case c >= 'A' && c <= 'F':
 			r |= rune(c - 'A' + 10)
 		default:
-			return 0, s.errAt("invalid hex in \\u escape")
+			return 0, s.Errf("invalid hex in \\u escape")
 		}
 	}
 	s.i += 4
@@ -267,7 +287,7 @@ func (s *scanner) hex4() (rune, error) {
 }
 
 // number reads a JSON number token and returns its text.
-func (s *scanner) number() ([]byte, error) {
+func (s *Scanner) Number() ([]byte, error) {
 	s.ws()
 	start := s.i
 	if s.i < len(s.b) && s.b[s.i] == '-' {
@@ -285,14 +305,14 @@ func (s *scanner) number() ([]byte, error) {
 		s.i++
 	} else if digits() == 0 {
 		if s.i >= len(s.b) {
-			return nil, errEOF
+			return nil, ErrEOF
 		}
-		return nil, s.errAt("invalid number")
+		return nil, s.Errf("invalid number")
 	}
 	if s.i < len(s.b) && s.b[s.i] == '.' {
 		s.i++
 		if digits() == 0 {
-			return nil, s.errAt("invalid number")
+			return nil, s.Errf("invalid number")
 		}
 	}
 	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
@@ -301,7 +321,7 @@ func (s *scanner) number() ([]byte, error) {
 			s.i++
 		}
 		if digits() == 0 {
-			return nil, s.errAt("invalid number")
+			return nil, s.Errf("invalid number")
 		}
 	}
 	return s.b[start:s.i], nil
@@ -309,13 +329,13 @@ func (s *scanner) number() ([]byte, error) {
 
 // uint reads an unsigned integer given as a JSON number or a quoted decimal
 // (as protojson accepts), bounded by max.
-func (s *scanner) uint(max uint64) (uint64, error) {
+func (s *Scanner) Uint(max uint64) (uint64, error) {
 	var tok []byte
 	var err error
-	if s.peek() == '"' {
-		tok, err = s.str()
+	if s.Peek() == '"' {
+		tok, err = s.Str()
 	} else {
-		tok, err = s.number()
+		tok, err = s.Number()
 	}
 	if err != nil {
 		return 0, err
@@ -325,17 +345,17 @@ func (s *scanner) uint(max uint64) (uint64, error) {
 		// protojson also accepts integral values in float notation ("1e3").
 		f, ferr := strconv.ParseFloat(string(tok), 64)
 		if ferr != nil || f < 0 || f != math.Trunc(f) || f > float64(max) {
-			return 0, s.errAt("%q is not an unsigned integer", tok)
+			return 0, s.Errf("%q is not an unsigned integer", tok)
 		}
 		v = uint64(f)
 	}
 	if v > max {
-		return 0, s.errAt("%d out of range (max %d)", v, max)
+		return 0, s.Errf("%d out of range (max %d)", v, max)
 	}
 	return v, nil
 }
 
-func (s *scanner) boolean() (bool, error) {
+func (s *Scanner) Bool() (bool, error) {
 	s.ws()
 	switch {
 	case len(s.b)-s.i >= 4 && string(s.b[s.i:s.i+4]) == "true":
@@ -345,35 +365,35 @@ func (s *scanner) boolean() (bool, error) {
 		s.i += 5
 		return false, nil
 	case s.i >= len(s.b):
-		return false, errEOF
+		return false, ErrEOF
 	}
-	return false, s.errAt("expected true or false")
+	return false, s.Errf("expected true or false")
 }
 
 // skip consumes and validates any JSON value.
-func (s *scanner) skip() error {
-	switch c := s.peek(); {
+func (s *Scanner) Skip() error {
+	switch c := s.Peek(); {
 	case c == '{':
-		return s.object(func([]byte) error { return s.skip() })
+		return s.Object(func([]byte) error { return s.Skip() })
 	case c == '[':
-		return s.array(s.skip)
+		return s.Array(s.Skip)
 	case c == '"':
-		_, err := s.str()
+		_, err := s.Str()
 		return err
 	case c == 't' || c == 'f':
-		_, err := s.boolean()
+		_, err := s.Bool()
 		return err
 	case c == 'n':
-		if s.null() {
+		if s.Null() {
 			return nil
 		}
-		return s.errAt("invalid literal")
+		return s.Errf("invalid literal")
 	case c == '-' || (c >= '0' && c <= '9'):
-		_, err := s.number()
+		_, err := s.Number()
 		return err
 	case c == 0:
-		return errEOF
+		return ErrEOF
 	default:
-		return s.errAt("unexpected %q", c)
+		return s.Errf("unexpected %q", c)
 	}
 }
