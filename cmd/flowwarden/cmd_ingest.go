@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/envoy"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
@@ -17,6 +18,7 @@ import (
 func newIngestCommand(g *globals) *cobra.Command {
 	var (
 		hubbleFiles []string
+		envoyFiles  []string
 		batchSize   int
 		workers     int
 	)
@@ -27,8 +29,8 @@ func newIngestCommand(g *globals) *cobra.Command {
   flowwarden ingest --hubble-file a.json --hubble-file b.json.gz --flows-ttl 0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(hubbleFiles) == 0 {
-				return errors.New("nothing to ingest: give --hubble-file")
+			if len(hubbleFiles)+len(envoyFiles) == 0 {
+				return errors.New("nothing to ingest: give --hubble-file or --envoy-file")
 			}
 			ctx := cmd.Context()
 			st, err := openStorage(ctx, g)
@@ -50,10 +52,26 @@ func newIngestCommand(g *globals) *cobra.Command {
 			start := time.Now()
 			var readErr error
 			var accepted, rejected int64
+			// Hubble flows teach the identity cache who owns each pod IP; the
+			// Envoy files, read after them, are attributed from it.
+			identities := ingest.NewIdentityCache(time.Hour, 0)
+			hubbleSink := ingest.Fanout{identities, w}
 			for _, f := range hubbleFiles {
 				var stats ingest.Stats
 				stopProgress := reportProgress(g, f, &stats, start)
-				if err := hubble.ReadFile(ctx, f, workers, w, &stats); err != nil {
+				if err := hubble.ReadFile(ctx, f, workers, hubbleSink, &stats); err != nil {
+					readErr = errors.Join(readErr, err)
+				}
+				stopProgress()
+				s := stats.Snapshot()
+				accepted += s.Accepted
+				rejected += s.RejectedTotal()
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
+			}
+			for _, f := range envoyFiles {
+				var stats ingest.Stats
+				stopProgress := reportProgress(g, f, &stats, start)
+				if err := envoy.ReadFile(ctx, f, identities, w, &stats); err != nil {
 					readErr = errors.Join(readErr, err)
 				}
 				stopProgress()
@@ -72,6 +90,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&hubbleFiles, "hubble-file", nil, "Hubble exporter / `hubble observe -o json` file (repeatable; .gz is read compressed)")
+	cmd.Flags().StringArrayVar(&envoyFiles, "envoy-file", nil, "Istio/Envoy access log, text or JSON (repeatable; - for stdin)")
 	cmd.Flags().IntVar(&batchSize, "batch-size", 50000, "rows per ClickHouse insert")
 	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each file (1: in file order)")
 	return cmd

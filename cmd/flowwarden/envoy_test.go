@@ -1,0 +1,45 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+)
+
+// TestEnvoyJoinsHubble ingests Hubble flows and an Istio access log of the
+// same pods: the Envoy flows are attributed from the Hubble-learned identity
+// cache and one SQL query answers "which requests did this pod make" from
+// both views.
+func TestEnvoyJoinsHubble(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	// productpage-v1-6b746f74dc-ffh56 (10.156.2.8) calls reviews-v1 (10.156.0.10:9080) in the samples.
+	log := strings.Join([]string{
+		`[2021-10-04T14:31:02.100Z] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 295 7 6 "-" "python-requests/2.21.0" "6f1f7d4c-1" "reviews:9080" "10.156.0.10:9080" outbound|9080||reviews.bookinfo.svc.cluster.local 10.156.2.8:40112 10.0.3.17:9080 10.156.2.8:40110 - default`,
+		`[2021-10-04T14:31:05.400Z] "GET /reviews/0 HTTP/1.1" 200 - via_upstream - "-" 0 295 9 8 "-" "python-requests/2.21.0" "6f1f7d4c-2" "reviews:9080" "10.156.0.10:9080" outbound|9080||reviews.bookinfo.svc.cluster.local 10.156.2.8:40116 10.0.3.17:9080 10.156.2.8:40114 - default`,
+		`{"start_time":"2021-10-04T14:31:07.000Z","method":"GET","path":"/reviews/1","protocol":"HTTP/1.1","response_code":200,"response_flags":"-","bytes_received":0,"bytes_sent":301,"duration":5,"upstream_host":"10.156.0.10:9080","upstream_cluster":"outbound|9080||reviews.bookinfo.svc.cluster.local","downstream_remote_address":"10.156.2.8:40118","downstream_local_address":"10.0.3.17:9080","authority":"reviews:9080"}`,
+	}, "\n")
+	path := filepath.Join(t.TempDir(), "istio-proxy.log")
+	if err := os.WriteFile(path, []byte(log+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "ingest", "--clickhouse", dsn, "--flows-ttl", "0", "--log-level", "warn",
+		"--hubble-file", "../../testdata/hubble/basic-sample-348-http-flows.json", "--envoy-file", path)
+	if err != nil {
+		t.Fatalf("ingest: %v\n%s", err, out)
+	}
+	res, err := run(t, "query", "--clickhouse", dsn, "--format", "csv", "--log-level", "warn", `
+		SELECT source, count() AS flows, countIf(http_path = '/reviews/0') AS reviews0
+		FROM flows
+		WHERE src_pod = 'productpage-v1-6b746f74dc-ffh56' AND dst_workload = 'reviews-v1' AND NOT is_reply
+		GROUP BY source ORDER BY source`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(res), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[1], "envoy,3,2") || !strings.HasPrefix(lines[2], "hubble,") {
+		t.Fatalf("want one row per view (envoy: 3 requests, 2 to /reviews/0; hubble), got:\n%s", res)
+	}
+}

@@ -1,0 +1,154 @@
+package envoy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// sampleFiles are the published samples: the documentation examples copied
+// into testdata, and the third-party captures of unrecorded licence read
+// from ../shared when it is beside the repository (as in CI).
+func sampleFiles(t testing.TB) []string {
+	files, _ := filepath.Glob("../../testdata/istio-envoy/*")
+	shared, _ := filepath.Glob("../../../shared/data/istio-envoy/*")
+	for _, f := range shared {
+		if strings.Contains(f, "third-party") || strings.Contains(f, "blog") || strings.Contains(f, "book") {
+			files = append(files, f)
+		}
+	}
+	if len(files) < 3 {
+		t.Fatalf("no Envoy samples found")
+	}
+	return files
+}
+
+type golden struct {
+	Format    string   `json:"format"`
+	Start     string   `json:"start"`
+	Request   string   `json:"request"`
+	Code      int      `json:"code"`
+	Flags     string   `json:"flags,omitempty"`
+	Cluster   Cluster  `json:"cluster"`
+	Direction string   `json:"direction"`
+	Verdict   string   `json:"verdict"`
+	Drop      string   `json:"drop_reason,omitempty"`
+	Src       string   `json:"src"`
+	Dst       string   `json:"dst"`
+	DstNames  []string `json:"dst_names,omitempty"`
+	Bytes     uint64   `json:"bytes"`
+	Duration  uint32   `json:"duration_ms"`
+	HTTPPath  string   `json:"http_path,omitempty"`
+	MTLS      bool     `json:"mtls,omitempty"`
+}
+
+// TestSamplesGolden parses every line of every sample into the right fields.
+func TestSamplesGolden(t *testing.T) {
+	var p Parser
+	total := 0
+	for _, file := range sampleFiles(t) {
+		fh, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, MaxLineBytes), MaxLineBytes)
+		for n := 1; sc.Scan(); n++ {
+			if strings.TrimSpace(sc.Text()) == "" {
+				continue
+			}
+			a, err := p.Parse(sc.Bytes())
+			if err != nil {
+				t.Errorf("%s:%d: %v", filepath.Base(file), n, err)
+				continue
+			}
+			total++
+			f := ToFlow(&a)
+			g := golden{Format: a.Format, Start: a.StartTime.Format("2006-01-02T15:04:05.000Z"), Request: strings.TrimSpace(a.Method + " " + a.Path + " " + a.Protocol),
+				Code: a.ResponseCode, Flags: a.ResponseFlags, Cluster: ParseCluster(a.UpstreamCluster), Direction: string(f.Direction),
+				Verdict: string(f.Verdict), Drop: f.DropReason, Src: addrPort(f.SrcIP.String(), f.SrcPort), Dst: addrPort(f.DstIP.String(), f.DstPort),
+				DstNames: f.DstNames, Bytes: f.Bytes, Duration: f.DurationMs, HTTPPath: f.HTTPPath, MTLS: f.MTLS}
+			b, _ := json.Marshal(g)
+			out.Write(b)
+			out.WriteByte('\n')
+		}
+		fh.Close()
+		path := filepath.Join("../../testdata/golden/envoy", filepath.Base(file)+".golden.jsonl")
+		if *update {
+			if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(want) != out.String() {
+			t.Errorf("%s differs from its golden file:\n%s", filepath.Base(file), out.String())
+		}
+	}
+	if total < 30 {
+		t.Fatalf("only %d lines parsed", total)
+	}
+}
+
+func addrPort(a string, p uint16) string {
+	if a == "invalid IP" {
+		return ""
+	}
+	return a + ":" + itoa(p)
+}
+
+func itoa(p uint16) string { b, _ := json.Marshal(p); return string(b) }
+
+func TestSpecificFields(t *testing.T) {
+	var p Parser
+	a, err := p.Parse([]byte(`[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 3 1 "-" "curl/7.73.0-DEV" "84961386-6d84-929d-98bd-c5aee93b5c88" "httpbin:8000" "127.0.0.1:80" inbound|8000|| 127.0.0.1:41854 10.44.1.27:80 10.44.1.23:37652 outbound_.8000_._.httpbin.foo.svc.cluster.local default`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := ToFlow(&a)
+	if f.Direction != schema.DirectionIngress || f.SrcIP.String() != "10.44.1.23" || f.DstIP.String() != "10.44.1.27" || f.DstPort != 80 ||
+		!f.MTLS || f.HTTPStatus != 418 || f.HTTPMethod != "GET" || f.Bytes != 135 || f.DurationMs != 3 {
+		t.Fatalf("inbound entry: %+v", f)
+	}
+	c := ParseCluster("outbound|9080|v2|reviews.bookinfo.svc.cluster.local")
+	if c.Direction != "outbound" || c.Port != 9080 || c.Subset != "v2" || c.Host != "reviews.bookinfo.svc.cluster.local" {
+		t.Fatalf("cluster %+v", c)
+	}
+}
+
+func TestMalformedLinesCounted(t *testing.T) {
+	good := `[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 4 4 "-" "curl/7.73.0-DEV" "84961386" "httpbin:8000" "10.44.1.27:80" outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default`
+	input := strings.Join([]string{
+		good,
+		`{"start_time":"2023-05-02T01:45:04.158Z","response_code":"teapot"}`,
+		`[not a time] "GET / HTTP/1.1" 200`,
+		`{"start_time":"2023-05-02T01:45:04.158Z","bytes_sent":`,
+		"just some text",
+		`[2020-11-25T21:26:18.409Z] "GET / HTTP/1.1" 200 - 0 1`,
+		strings.Repeat("x", MaxLineBytes+5),
+		good,
+	}, "\n")
+	var flows []schema.Flow
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
+	var stats ingest.Stats
+	if err := ReadLines(context.Background(), strings.NewReader(input), "mixed", nil, sink, &stats); err != nil {
+		t.Fatal(err)
+	}
+	s := stats.Snapshot()
+	if len(flows) != 2 || s.Accepted != 2 || s.RejectedTotal() != 6 {
+		t.Fatalf("want 2 flows and 6 rejects: %d flows, %s", len(flows), s)
+	}
+}

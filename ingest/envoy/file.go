@@ -1,0 +1,111 @@
+package envoy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/jsonscan"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// MaxLineBytes is the longest access-log line accepted.
+const MaxLineBytes = 256 << 10
+
+// RejectReason classifies a parse error for counting.
+func RejectReason(err error) string {
+	switch {
+	case errors.Is(err, ErrNotAccessLog):
+		return "not an access log entry"
+	case errors.Is(err, jsonscan.ErrEOF):
+		return "truncated JSON"
+	case strings.Contains(err.Error(), "too long"):
+		return "line too long"
+	case strings.Contains(err.Error(), "time"):
+		return "invalid time"
+	case strings.Contains(err.Error(), "fields"), strings.Contains(err.Error(), "request"), strings.Contains(err.Error(), "quoted"):
+		return "malformed text line"
+	}
+	return "wrong field type or value"
+}
+
+// Enricher fills in flow endpoints from elsewhere (the identity cache).
+type Enricher interface {
+	Enrich(f *schema.Flow)
+}
+
+// ReadLines reads access-log lines to the end, writing flows to sink.
+func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
+	br := bufio.NewReaderSize(r, MaxLineBytes)
+	var p Parser
+	batch := make([]schema.Flow, 0, 256)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := sink.Write(ctx, batch...); err != nil {
+			return err
+		}
+		for range batch {
+			stats.Accept()
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for lineNo := 1; ; lineNo++ {
+		line, err := br.ReadSlice('\n')
+		tooLong := false
+		for errors.Is(err, bufio.ErrBufferFull) {
+			tooLong = true
+			_, err = br.ReadSlice('\n')
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 || tooLong {
+			stats.Read()
+			switch a, perr := p.Parse(t); {
+			case tooLong:
+				stats.Reject("line too long", fmt.Sprintf("%s:%d: longer than %d bytes", name, lineNo, MaxLineBytes))
+			case perr != nil:
+				stats.Reject(RejectReason(perr), fmt.Sprintf("%s:%d: %v", name, lineNo, perr))
+			default:
+				f := ToFlow(&a)
+				if enrich != nil {
+					enrich.Enrich(&f)
+				}
+				batch = append(batch, f)
+				if len(batch) == cap(batch) {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err == io.EOF {
+			return flush()
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// ReadFile reads one access-log file to the end ("-": standard input).
+func ReadFile(ctx context.Context, path string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
+	if path == "-" {
+		return ReadLines(ctx, os.Stdin, "stdin", enrich, sink, stats)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open access log: %w", err)
+	}
+	defer f.Close()
+	return ReadLines(ctx, f, path, enrich, sink, stats)
+}

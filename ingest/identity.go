@@ -1,0 +1,108 @@
+package ingest
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// IdentityCache maps pod IPs to the endpoints Hubble reported for them
+// (namespace, pod, labels, workload), so that sources that see only
+// addresses (Envoy, conntrack) can be attributed. Entries expire: an IP is
+// trusted only within TTL of the flow time it was learned at, since pod IPs
+// are reused. It is safe for concurrent use, and a Sink that learns.
+type IdentityCache struct {
+	ttl time.Duration
+	max int
+
+	mu sync.RWMutex
+	m  map[netip.Addr]identity
+}
+
+type identity struct {
+	ep   schema.Endpoint
+	seen time.Time
+}
+
+// NewIdentityCache returns a cache; ttl 0 means 10 minutes, max 0 means 100,000 addresses.
+func NewIdentityCache(ttl time.Duration, max int) *IdentityCache {
+	if ttl <= 0 {
+		ttl = 10 * time.Minute
+	}
+	if max <= 0 {
+		max = 100000
+	}
+	return &IdentityCache{ttl: ttl, max: max, m: map[netip.Addr]identity{}}
+}
+
+// Write learns from flows (it implements Sink).
+func (c *IdentityCache) Write(_ context.Context, flows ...schema.Flow) error {
+	for i := range flows {
+		c.Learn(&flows[i])
+	}
+	return nil
+}
+
+// Learn records the pod endpoints of a flow.
+func (c *IdentityCache) Learn(f *schema.Flow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, side := range []struct {
+		ep *schema.Endpoint
+		ip netip.Addr
+	}{{&f.Src, f.SrcIP}, {&f.Dst, f.DstIP}} {
+		if side.ep.Pod == "" || side.ep.Namespace == "" || !side.ip.IsValid() {
+			continue
+		}
+		if old, ok := c.m[side.ip]; ok && old.seen.After(f.Time) {
+			continue
+		}
+		if len(c.m) >= c.max {
+			c.evictOldest()
+		}
+		c.m[side.ip] = identity{ep: *side.ep, seen: f.Time}
+	}
+}
+
+func (c *IdentityCache) evictOldest() {
+	var oldest netip.Addr
+	var t time.Time
+	for a, id := range c.m {
+		if t.IsZero() || id.seen.Before(t) {
+			oldest, t = a, id.seen
+		}
+	}
+	delete(c.m, oldest)
+}
+
+// Enrich fills a flow's endpoints that carry no identity from the cache.
+func (c *IdentityCache) Enrich(f *schema.Flow) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, side := range []struct {
+		ep *schema.Endpoint
+		ip netip.Addr
+	}{{&f.Src, f.SrcIP}, {&f.Dst, f.DstIP}} {
+		if side.ep.Namespace != "" {
+			continue
+		}
+		id, ok := c.m[side.ip]
+		if !ok {
+			continue
+		}
+		if d := f.Time.Sub(id.seen); d > c.ttl || d < -c.ttl {
+			continue
+		}
+		*side.ep = id.ep
+	}
+}
+
+// Len is the number of addresses known.
+func (c *IdentityCache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m)
+}
