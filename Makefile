@@ -50,6 +50,7 @@ bench: deps
 # testdata/fuzz/ of the package and become regression tests).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/hubble
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/envoy
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./cmd/flowwarden
 
 # Replay the published Hubble samples over real gRPC and store them in the

@@ -20,6 +20,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 // PolicyDir is where policies go inside the repository.
@@ -171,8 +173,8 @@ func PRBody(title string, res *Result, pr *PRResult) string {
 	if len(ev) > 0 {
 		e := ev[0]
 		ns, name, _ := strings.Cut(e.Policy, "/")
-		fmt.Fprintf(&b, "\nTo see the flows behind an allow, for example the first one:\n\n```sql\nSELECT time, src_pod, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict\nFROM flows\nWHERE %s_namespace = '%s' AND %s_workload = '%s' AND dst_port = %s AND NOT is_reply\nORDER BY time DESC\nLIMIT 50\n```\n",
-			sideOf(e.Direction), ns, sideOf(e.Direction), strings.TrimPrefix(name, "flowwarden-"), portNumber(e.Port))
+		fmt.Fprintf(&b, "\nTo see the flows behind an allow, for example the first one:\n\n```sql\nSELECT time, src_pod, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict\nFROM flows\nWHERE %s_namespace = %s AND %s_workload = %s AND dst_port = %s AND NOT is_reply\nORDER BY time DESC\nLIMIT 50\n```\n",
+			sideOf(e.Direction), clickhouse.QuoteString(ns), sideOf(e.Direction), clickhouse.QuoteString(strings.TrimPrefix(name, "flowwarden-")), portNumber(e.Port))
 	}
 	if len(res.Skipped) > 0 {
 		fmt.Fprintf(&b, "\n### Left out\n\nObserved, but not allowed by these policies:\n\n")
