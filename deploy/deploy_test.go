@@ -1,0 +1,222 @@
+// Package deploy holds the Kubernetes manifests; this test proves they are
+// valid API objects and that the kustomizations render.
+package deploy
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	amconfig "github.com/prometheus/alertmanager/config"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flowwarden/flowwarden/enforcer"
+)
+
+// render runs kustomize on a directory, as `kubectl apply -k` would.
+func render(t *testing.T, dir string) [][]byte {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize %s: %v", dir, err)
+	}
+	out, err := m.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs [][]byte
+	for _, d := range bytes.Split(out, []byte("\n---\n")) {
+		if len(bytes.TrimSpace(d)) > 0 {
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+// strict decodes a manifest into its API type, rejecting unknown fields.
+func strict(t *testing.T, doc []byte) any {
+	t.Helper()
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		t.Fatal(err)
+	}
+	var obj any
+	switch head.APIVersion + "/" + head.Kind {
+	case "v1/Namespace":
+		obj = &corev1.Namespace{}
+	case "v1/ServiceAccount":
+		obj = &corev1.ServiceAccount{}
+	case "v1/Service":
+		obj = &corev1.Service{}
+	case "apps/v1/Deployment":
+		obj = &appsv1.Deployment{}
+	case "apps/v1/DaemonSet":
+		obj = &appsv1.DaemonSet{}
+	case "rbac.authorization.k8s.io/v1/ClusterRole":
+		obj = &rbacv1.ClusterRole{}
+	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+		obj = &rbacv1.ClusterRoleBinding{}
+	case "networking.k8s.io/v1/NetworkPolicy":
+		obj = &networkingv1.NetworkPolicy{}
+	case "monitoring.coreos.com/v1/ServiceMonitor":
+		obj = &monitoringv1.ServiceMonitor{}
+	case "monitoring.coreos.com/v1/PrometheusRule":
+		obj = &monitoringv1.PrometheusRule{}
+	default:
+		t.Fatalf("no API type for %s %s", head.APIVersion, head.Kind)
+	}
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		t.Fatalf("%s: %v\n%s", head.Kind, err, doc)
+	}
+	return obj
+}
+
+func TestKustomizationRendersValidObjects(t *testing.T) {
+	kinds := map[string]int{}
+	var deploy *appsv1.Deployment
+	var policies []networkingv1.NetworkPolicy
+	for _, doc := range render(t, ".") {
+		switch o := strict(t, doc).(type) {
+		case *appsv1.Deployment:
+			deploy = o
+			kinds["Deployment"]++
+		case *networkingv1.NetworkPolicy:
+			if o.Namespace != "flowwarden" {
+				t.Errorf("policy %s not in the flowwarden namespace", o.Name)
+			}
+			policies = append(policies, *o)
+			kinds["NetworkPolicy"]++
+		default:
+			kinds[fmt.Sprintf("%T", o)]++
+		}
+	}
+	if deploy == nil || len(policies) != 2 || len(kinds) < 8 {
+		t.Fatalf("rendered %v", kinds)
+	}
+	// Pod security: non-root, read-only root filesystem, no capabilities.
+	sc := deploy.Spec.Template.Spec.Containers[0].SecurityContext
+	psc := deploy.Spec.Template.Spec.SecurityContext
+	if psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 0 {
+		t.Errorf("serve's security context is not locked down: %+v %+v", psc, sc)
+	}
+	// Eat our own cooking: judge flowwarden's traffic with its own policies.
+	labels := deploy.Spec.Template.Labels
+	ev, err := enforcer.NewEvaluator(policies, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := &enforcer.Pod{Namespace: "flowwarden", Name: "flowwarden-0", Labels: labels}
+	pod := func(ns string, l map[string]string) enforcer.Endpoint {
+		return enforcer.Endpoint{Pod: &enforcer.Pod{Namespace: ns, Name: "x", Labels: l}}
+	}
+	cases := []struct {
+		conn    enforcer.Connection
+		allowed bool
+	}{
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: pod("kube-system", map[string]string{"k8s-app": "hubble-relay"}), Port: 4245}, true},
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: pod("kube-system", map[string]string{"k8s-app": "kube-dns"}), Port: 53, Protocol: "UDP"}, true},
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: pod("clickhouse", map[string]string{"app.kubernetes.io/name": "clickhouse"}), Port: 9000}, true},
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: pod("monitoring", map[string]string{"app.kubernetes.io/name": "alertmanager"}), Port: 9093}, true},
+		{enforcer.Connection{Src: pod("monitoring", map[string]string{"app.kubernetes.io/name": "prometheus"}), Dst: enforcer.Endpoint{Pod: self}, Port: 9965}, true},
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("169.254.169.254")}, Port: 80}, false},
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("1.1.1.1")}, Port: 443}, false},
+		{enforcer.Connection{Src: pod("default", map[string]string{"app": "x"}), Dst: enforcer.Endpoint{Pod: self}, Port: 9965}, false},
+	}
+	for _, c := range cases {
+		if d := ev.Evaluate(c.conn); d.Allowed != c.allowed {
+			t.Errorf("%s → %s:%d: allowed=%v, want %v (%s)", c.conn.Src, c.conn.Dst, c.conn.Port, d.Allowed, c.allowed, d.Reason)
+		}
+	}
+}
+
+func TestNodeDaemonSetNeedsOnlyNetAdmin(t *testing.T) {
+	docs := render(t, "node")
+	if len(docs) != 1 {
+		t.Fatalf("%d objects", len(docs))
+	}
+	ds := strict(t, docs[0]).(*appsv1.DaemonSet)
+	sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+	if !ds.Spec.Template.Spec.HostNetwork || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_ADMIN" ||
+		sc.Privileged != nil && *sc.Privileged {
+		t.Fatalf("node agent must run on the host network with NET_ADMIN only: %+v", sc)
+	}
+}
+
+func TestKyvernoGeneratesAValidDefaultDeny(t *testing.T) {
+	raw, err := os.ReadFile("kyverno/default-deny.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Spec       struct {
+			Rules []struct {
+				Generate struct {
+					APIVersion string `json:"apiVersion"`
+					Kind       string `json:"kind"`
+					Data       struct {
+						Spec networkingv1.NetworkPolicySpec `json:"spec"`
+					} `json:"data"`
+				} `json:"generate"`
+			} `json:"rules"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(raw, &cp); err != nil {
+		t.Fatal(err)
+	}
+	if cp.APIVersion != "kyverno.io/v1" || cp.Kind != "ClusterPolicy" || len(cp.Spec.Rules) != 1 || cp.Spec.Rules[0].Generate.Kind != "NetworkPolicy" {
+		t.Fatalf("not a Kyverno generate policy: %+v", cp)
+	}
+	// The generated policy isolates both directions and allows only DNS.
+	spec := cp.Spec.Rules[0].Generate.Data.Spec
+	np := networkingv1.NetworkPolicy{Spec: spec}
+	np.Namespace, np.Name = "tenant", "default-deny"
+	ev, _ := enforcer.NewEvaluator([]networkingv1.NetworkPolicy{np}, nil)
+	a := &enforcer.Pod{Namespace: "tenant", Name: "a", Labels: map[string]string{"app": "a"}}
+	dns := &enforcer.Pod{Namespace: "kube-system", Name: "dns", Labels: map[string]string{"k8s-app": "kube-dns"}}
+	if !ev.Evaluate(enforcer.Connection{Src: enforcer.Endpoint{Pod: a}, Dst: enforcer.Endpoint{Pod: dns}, Port: 53, Protocol: "UDP"}).Allowed {
+		t.Error("DNS must stay allowed")
+	}
+	if ev.Evaluate(enforcer.Connection{Src: enforcer.Endpoint{Pod: a}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("1.1.1.1")}, Port: 443}).Allowed {
+		t.Error("egress must be denied")
+	}
+}
+
+func TestAlertmanagerRouteExample(t *testing.T) {
+	raw, err := os.ReadFile("alertmanager/route.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := amconfig.Load(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A critical flowwarden alert pages.
+	var pager bool
+	for _, r := range cfg.Route.Routes {
+		for _, m := range r.Matchers {
+			if m.Name == "severity" && m.Value == "critical" && strings.Contains(r.Receiver, "pager") {
+				pager = true
+			}
+		}
+	}
+	if !pager {
+		t.Fatal("no route pages on severity=critical")
+	}
+}
