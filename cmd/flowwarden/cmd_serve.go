@@ -15,9 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/flowwarden/flowwarden/alerting"
 	"github.com/flowwarden/flowwarden/analyze"
+	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
@@ -25,16 +28,17 @@ import (
 
 func newServeCommand(g *globals) *cobra.Command {
 	var (
-		listen  string
-		obsCfg  hubble.ObserverConfig
-		wcfg    = clickhouse.DefaultWriterConfig()
-		resume  bool
-		sinceIn time.Duration
-		detect  bool
-		amCfg   alerting.Config
-		noSpool bool
-		tlsCert string
-		tlsKey  string
+		listen     string
+		obsCfg     hubble.ObserverConfig
+		wcfg       = clickhouse.DefaultWriterConfig()
+		resume     bool
+		sinceIn    time.Duration
+		detect     bool
+		amCfg      alerting.Config
+		noSpool    bool
+		tlsCert    string
+		tlsKey     string
+		currentDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --hubble ADDR",
@@ -121,6 +125,13 @@ func newServeCommand(g *globals) *cobra.Command {
 					"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal(),
 				})
 			})
+			var current []networkingv1.NetworkPolicy
+			if currentDir != "" {
+				if current, err = enforcer.LoadDir(currentDir); err != nil {
+					return err
+				}
+			}
+			mux.Handle("GET /{$}", webui.New(webui.Config{Current: current}, st.conn, g.log))
 			httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 			// The writer outlives the sources so that it flushes what they gave it.
@@ -173,8 +184,9 @@ func newServeCommand(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for /metrics and /healthz (read-only endpoints)")
-	f.StringVar(&tlsCert, "tls-cert", "", "serve /metrics and /healthz over TLS with this certificate")
+	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics and /healthz (all read-only)")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve the page, /metrics and /healthz over TLS with this certificate")
+	f.StringVar(&currentDir, "current-policies", "", "directory of the NetworkPolicies in force, for the page's semantic diff")
 	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)

@@ -1,0 +1,99 @@
+package webui
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+)
+
+func TestMain(m *testing.M) { chtest.Main(m) }
+
+const chromium = "/usr/bin/chromium"
+
+// TestPageInHeadlessChromium stores the cross-namespace-scan scenario,
+// serves the page, and opens it in real headless Chromium: the DOM must
+// hold the service map with the sample workloads and both kinds of edges,
+// the findings and the recommendation; a screenshot is saved.
+func TestPageInHeadlessChromium(t *testing.T) {
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("headless Chromium is needed (apt-get install chromium): %v", err)
+	}
+	dsn, _ := chtest.Database(t)
+	ctx := context.Background()
+	conn, err := clickhouse.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var flows []schema.Flow
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
+	if err := hubble.ReadFile(ctx, "../../testdata/scenarios/cross-namespace-scan.jsonl.gz", 1, sink, &ingest.Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	// The hour of the scenario, ending now.
+	now := time.Now().UTC()
+	shift := now.Sub(flows[len(flows)-1].Time) - time.Second
+	for i := range flows {
+		flows[i].Time = flows[i].Time.Add(shift)
+	}
+	w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: 5000, FlushInterval: 50 * time.Millisecond}, dsn, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	if err := w.Write(ctx, flows...); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, `INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)
+		VALUES ('f1', 'cross-namespace-denial', 'warning', 'tenant-a', '', 'bookinfo', 'policy denied 300 flows from namespace tenant-a to namespace bookinfo', now64(9), now64(9), 'open', 300, '{}', 'SELECT * FROM flows WHERE src_namespace = ''tenant-a''', now64(6))`); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(Config{Window: 2 * time.Hour}, conn, nil))
+	defer srv.Close()
+
+	dir := t.TempDir()
+	if d := os.Getenv("FW_SCREENSHOT_DIR"); d != "" {
+		dir = d
+	}
+	shot := filepath.Join(dir, "flowwarden-page.png")
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--user-data-dir=" + t.TempDir(), "--window-size=1500,1400"}
+	dom, err := exec.CommandContext(ctx, chromium, append(base, "--dump-dom", srv.URL+"/")...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	page := string(dom)
+	for _, want := range []string{`id="service-map"`, `<svg`, `data-id="bookinfo/productpage-v1"`, `data-id="tenant-a/scanner"`,
+		`class="edge forwarded"`, `class="edge dropped"`, `id="findings"`, "policy denied 300 flows", "Recommended policies", `id="changes"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page as Chromium rendered it lacks %q", want)
+		}
+	}
+	if out, err := exec.CommandContext(ctx, chromium, append(base, "--screenshot="+shot, srv.URL+"/")...).CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(shot); err != nil || st.Size() < 10000 {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	t.Logf("screenshot: %s", shot)
+}
