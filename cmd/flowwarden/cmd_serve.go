@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
+	nftlib "github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	ctpkg "github.com/ti-mo/conntrack"
 	"golang.org/x/sync/errgroup"
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -22,23 +25,28 @@ import (
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/conntrack"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/ingest/nftables"
+	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 func newServeCommand(g *globals) *cobra.Command {
 	var (
-		listen     string
-		obsCfg     hubble.ObserverConfig
-		wcfg       = clickhouse.DefaultWriterConfig()
-		resume     bool
-		sinceIn    time.Duration
-		detect     bool
-		amCfg      alerting.Config
-		noSpool    bool
-		tlsCert    string
-		tlsKey     string
-		currentDir string
+		listen        string
+		obsCfg        hubble.ObserverConfig
+		wcfg          = clickhouse.DefaultWriterConfig()
+		resume        bool
+		sinceIn       time.Duration
+		detect        bool
+		amCfg         alerting.Config
+		noSpool       bool
+		tlsCert       string
+		tlsKey        string
+		currentDir    string
+		withConntrack bool
+		withNftables  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --hubble ADDR",
@@ -48,8 +56,8 @@ func newServeCommand(g *globals) *cobra.Command {
       --hubble-tls-server-name instance.hubble-relay.cilium.io`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if obsCfg.Addr == "" {
-				return errors.New("no flow source: give --hubble ADDR")
+			if obsCfg.Addr == "" && !withConntrack && !withNftables {
+				return errors.New("no flow source: give --hubble ADDR, --conntrack or --nftables")
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return errors.New("--tls-cert and --tls-key go together")
@@ -103,6 +111,10 @@ func newServeCommand(g *globals) *cobra.Command {
 				}
 				sink = ingest.Fanout{w, eng}
 			}
+			hubbleAddr := obsCfg.Addr
+			if hubbleAddr == "" {
+				obsCfg.Addr = "unused:0"
+			}
 			obs, err := hubble.NewObserver(obsCfg, sink, hubbleStats, g.log)
 			if err != nil {
 				return err
@@ -143,7 +155,34 @@ func newServeCommand(g *globals) *cobra.Command {
 			if st.server != nil {
 				grp.Go(func() error { return st.server.Run(wctx) })
 			}
-			grp.Go(func() error { return obs.Run(gctx) })
+			if hubbleAddr != "" {
+				grp.Go(func() error { return obs.Run(gctx) })
+			}
+			node, _ := os.Hostname()
+			if withConntrack {
+				ctConn, err := ctpkg.Dial(nil)
+				if err != nil {
+					return fmt.Errorf("--conntrack needs CAP_NET_ADMIN: %w", err)
+				}
+				defer ctConn.Close()
+				p := &conntrack.Poller{Conn: ctConn, Node: node, Sink: func(flows []schema.Flow) error { return sink.Write(gctx, flows...) }}
+				grp.Go(func() error { return p.Run(gctx.Done()) })
+			}
+			if withNftables {
+				nft, err := nftlib.New()
+				if err != nil {
+					return fmt.Errorf("--nftables needs CAP_NET_ADMIN: %w", err)
+				}
+				p := &nftables.Poller{Conn: nft, Log: g.log, Store: func(ctx context.Context, samples []nftables.Sample) error {
+					rows := make([]clickhouse.CounterRow, 0, len(samples))
+					for _, s := range samples {
+						rows = append(rows, clickhouse.CounterRow{Time: s.Time, Node: node, Family: s.Family, Table: s.Table, Chain: s.Chain,
+							Name: s.Name, Comment: s.Comment, Handle: s.Handle, Drop: s.Drop, Packets: s.Packets, Bytes: s.Bytes})
+					}
+					return clickhouse.InsertCounters(ctx, st.conn, rows)
+				}}
+				grp.Go(func() error { return p.Run(gctx) })
+			}
 			if eng != nil {
 				grp.Go(func() error { return store.Run(wctx) })
 				grp.Go(func() error { return advanceOnWallClock(gctx, eng, obs) })
@@ -189,6 +228,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&currentDir, "current-policies", "", "directory of the NetworkPolicies in force, for the page's semantic diff")
 	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
+	f.BoolVar(&withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
+	f.BoolVar(&withNftables, "nftables", false, "poll this node's nftables counters into nft_counters (needs CAP_NET_ADMIN)")
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
 	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")
 	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored")

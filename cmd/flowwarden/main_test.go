@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowwarden/flowwarden/ingest/netnstest"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
 )
@@ -36,6 +37,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	}
+	if os.Getenv("FLOWWARDEN_NETNS_TRAFFIC") != "" {
+		netnstest.Main(m) // generates traffic and exits
 	}
 	chtest.Main(m)
 }

@@ -50,3 +50,53 @@ func Dump(conn *ct.Conn, node string, now time.Time) ([]schema.Flow, error) {
 	}
 	return out, nil
 }
+
+// Poller dumps the table every Interval and hands over each connection the
+// first time it is seen (with the counters it had then); entries that
+// disappeared are forgotten. Conntrack events (ti-mo/conntrack Listen on
+// DESTROY) would give final counters; the dump needs no extra socket
+// privileges beyond CAP_NET_ADMIN and sees connections that predate start.
+type Poller struct {
+	Conn     *ct.Conn
+	Node     string
+	Interval time.Duration
+	Sink     func(flows []schema.Flow) error
+	seen     map[uint32]bool
+}
+
+// Run polls until ctx's done channel closes.
+func (p *Poller) Run(done <-chan struct{}) error {
+	if p.Interval <= 0 {
+		p.Interval = 10 * time.Second
+	}
+	p.seen = map[uint32]bool{}
+	t := time.NewTicker(p.Interval)
+	defer t.Stop()
+	for {
+		entries, err := p.Conn.Dump(nil)
+		if err != nil {
+			return fmt.Errorf("conntrack dump: %w", err)
+		}
+		now := time.Now()
+		current := make(map[uint32]bool, len(entries))
+		var fresh []schema.Flow
+		for i := range entries {
+			id := entries[i].ID
+			current[id] = true
+			if !p.seen[id] {
+				fresh = append(fresh, ToFlow(&entries[i], p.Node, now))
+			}
+		}
+		p.seen = current
+		if len(fresh) > 0 {
+			if err := p.Sink(fresh); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-done:
+			return nil
+		case <-t.C:
+		}
+	}
+}

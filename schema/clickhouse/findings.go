@@ -116,3 +116,34 @@ func (s *FindingStore) insert(ctx context.Context, batch []schema.Finding) error
 	}
 	return nil
 }
+
+// CounterRow is one nftables counter reading for the nft_counters table.
+type CounterRow struct {
+	Time                             time.Time
+	Node, Family, Table, Chain, Name string
+	Comment                          string
+	Handle                           uint64
+	Drop                             bool
+	Packets, Bytes                   uint64
+}
+
+// InsertCounters stores counter readings.
+func InsertCounters(ctx context.Context, conn driver.Conn, rows []CounterRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO nft_counters (time, node, family, `table`, chain, handle, name, comment, drop, packets, bytes)")
+	if err != nil {
+		return fmt.Errorf("store nftables counters: %w", err)
+	}
+	for _, r := range rows {
+		if err := b.Append(r.Time, r.Node, r.Family, r.Table, r.Chain, r.Handle, r.Name, r.Comment, r.Drop, r.Packets, r.Bytes); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("store nftables counters: %w", err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("store nftables counters: %w", err)
+	}
+	return nil
+}
