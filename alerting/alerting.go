@@ -151,7 +151,7 @@ func (s *Sender) OnDelivered(fn func(ids []string, at time.Time)) {
 
 // Finding records a finding's new state and wakes the sender.
 func (s *Sender) Finding(f schema.Finding) {
-	if rank(f.Severity) < rank(s.cfg.MinSeverity) {
+	if f.Severity.Rank() < s.cfg.MinSeverity.Rank() {
 		return
 	}
 	s.mu.Lock()
@@ -351,18 +351,6 @@ func Description(f schema.Finding) string {
 			strings.Trim(sf.Dst.Namespace+"/"+sf.Dst.Pod, "/"), sf.DstIP, sf.DstPort, sf.Protocol, sf.Verdict)
 	}
 	return b.String()
-}
-
-func rank(s schema.Severity) int {
-	switch s {
-	case schema.SeverityCritical:
-		return 3
-	case schema.SeverityWarning:
-		return 2
-	case schema.SeverityInfo:
-		return 1
-	}
-	return 0
 }
 
 func minTime(a, b time.Time) time.Time {

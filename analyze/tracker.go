@@ -187,7 +187,7 @@ func (t *tracker) close(st *keyState) {
 		if v.observed >= f.Evidence.Observed {
 			f.Evidence.Observed, f.Evidence.Baseline, f.Evidence.Threshold = v.observed, v.baseline, v.threshold
 		}
-		if rank(v.severity) > rank(f.Severity) {
+		if v.severity.Rank() > f.Severity.Rank() {
 			f.Severity = v.severity
 		}
 		for _, s := range w.samples {
@@ -251,18 +251,6 @@ func (t *tracker) evict(st *keyState) {
 }
 
 func (t *tracker) keys() int { return len(t.states) }
-
-func rank(s schema.Severity) int {
-	switch s {
-	case schema.SeverityCritical:
-		return 3
-	case schema.SeverityWarning:
-		return 2
-	case schema.SeverityInfo:
-		return 1
-	}
-	return 0
-}
 
 // findingID is stable per detector and key: Alertmanager deduplicates on it.
 func findingID(detector, k string) string {

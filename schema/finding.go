@@ -12,6 +12,19 @@ const (
 	SeverityCritical Severity = "critical"
 )
 
+// Rank orders severities: info < warning < critical (0 for unknown).
+func (s Severity) Rank() int {
+	switch s {
+	case SeverityCritical:
+		return 3
+	case SeverityWarning:
+		return 2
+	case SeverityInfo:
+		return 1
+	}
+	return 0
+}
+
 // FindingStatus says whether a finding's condition still holds.
 type FindingStatus string
 

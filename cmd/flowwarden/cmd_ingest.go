@@ -56,30 +56,22 @@ func newIngestCommand(g *globals) *cobra.Command {
 			// Envoy files, read after them, are attributed from it.
 			identities := ingest.NewIdentityCache(time.Hour, 0)
 			hubbleSink := ingest.Fanout{identities, w}
-			for _, f := range hubbleFiles {
-				var stats ingest.Stats
-				stopProgress := reportProgress(g, f, &stats, start)
-				if err := hubble.ReadFile(ctx, f, workers, hubbleSink, &stats); err != nil {
-					readErr = errors.Join(readErr, err)
+			each := func(files []string, read func(f string, stats *ingest.Stats) error) {
+				for _, f := range files {
+					var stats ingest.Stats
+					stopProgress := reportProgress(g, f, &stats, start)
+					if err := read(f, &stats); err != nil {
+						readErr = errors.Join(readErr, err)
+					}
+					stopProgress()
+					s := stats.Snapshot()
+					accepted += s.Accepted
+					rejected += s.RejectedTotal()
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
 				}
-				stopProgress()
-				s := stats.Snapshot()
-				accepted += s.Accepted
-				rejected += s.RejectedTotal()
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
 			}
-			for _, f := range envoyFiles {
-				var stats ingest.Stats
-				stopProgress := reportProgress(g, f, &stats, start)
-				if err := envoy.ReadFile(ctx, f, identities, w, &stats); err != nil {
-					readErr = errors.Join(readErr, err)
-				}
-				stopProgress()
-				s := stats.Snapshot()
-				accepted += s.Accepted
-				rejected += s.RejectedTotal()
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
-			}
+			each(hubbleFiles, func(f string, stats *ingest.Stats) error { return hubble.ReadFile(ctx, f, workers, hubbleSink, stats) })
+			each(envoyFiles, func(f string, stats *ingest.Stats) error { return envoy.ReadFile(ctx, f, identities, w, stats) })
 			stopWriter()
 			werr := <-wdone
 			written := accepted - int64(counterValue(metrics.Dropped))
