@@ -2,18 +2,19 @@ package ingest
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// StatsCollector exports a source's Stats as Prometheus metrics.
+// StatsCollector exports the sources' Stats as Prometheus metrics.
 type StatsCollector struct {
-	source   string
-	stats    *Stats
+	sources  map[string]*Stats
 	records  *prometheus.Desc
 	rejected *prometheus.Desc
 }
 
-// NewStatsCollector returns a collector for one source's stats.
-func NewStatsCollector(source string, stats *Stats) *StatsCollector {
+// NewStatsCollector returns one collector for the stats of every source
+// (source name → stats): the metrics share their names, so one collector
+// serves them all.
+func NewStatsCollector(sources map[string]*Stats) *StatsCollector {
 	return &StatsCollector{
-		source: source, stats: stats,
+		sources: sources,
 		records: prometheus.NewDesc("flowwarden_ingest_records_total",
 			"Input records by outcome: read, accepted (became a flow), skipped (well-formed, not a flow).",
 			[]string{"source", "outcome"}, nil),
@@ -30,11 +31,13 @@ func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *StatsCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.stats.Snapshot()
-	ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.Read), c.source, "read")
-	ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.Accepted), c.source, "accepted")
-	ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.Skipped), c.source, "skipped")
-	for reason, n := range s.Rejected {
-		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), c.source, reason)
+	for source, stats := range c.sources {
+		s := stats.Snapshot()
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.Read), source, "read")
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.Accepted), source, "accepted")
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.Skipped), source, "skipped")
+		for reason, n := range s.Rejected {
+			ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(n), source, reason)
+		}
 	}
 }

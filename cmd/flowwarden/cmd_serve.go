@@ -26,6 +26,7 @@ import (
 	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/conntrack"
+	"github.com/flowwarden/flowwarden/ingest/envoy"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/ingest/nftables"
 	"github.com/flowwarden/flowwarden/schema"
@@ -47,6 +48,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		currentDir    string
 		withConntrack bool
 		withNftables  bool
+		envoyFiles    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --hubble ADDR",
@@ -56,8 +58,8 @@ func newServeCommand(g *globals) *cobra.Command {
       --hubble-tls-server-name instance.hubble-relay.cilium.io`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if obsCfg.Addr == "" && !withConntrack && !withNftables {
-				return errors.New("no flow source: give --hubble ADDR, --conntrack or --nftables")
+			if obsCfg.Addr == "" && !withConntrack && !withNftables && len(envoyFiles) == 0 {
+				return errors.New("no flow source: give --hubble ADDR, --envoy-file, --conntrack or --nftables")
 			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return errors.New("--tls-cert and --tls-key go together")
@@ -89,7 +91,8 @@ func newServeCommand(g *globals) *cobra.Command {
 				}
 			}
 			hubbleStats := &ingest.Stats{}
-			reg.MustRegister(ingest.NewStatsCollector("hubble", hubbleStats))
+			envoyStats := &ingest.Stats{}
+			reg.MustRegister(ingest.NewStatsCollector(map[string]*ingest.Stats{"hubble": hubbleStats, "envoy": envoyStats}))
 
 			// Detectors see every flow the writer stores; findings go to the
 			// findings table and, when configured, to Alertmanager.
@@ -111,11 +114,15 @@ func newServeCommand(g *globals) *cobra.Command {
 				}
 				sink = ingest.Fanout{w, eng}
 			}
+			// Hubble teaches the identity cache; Envoy and conntrack flows are
+			// attributed from it.
+			identities := ingest.NewIdentityCache(10*time.Minute, 0)
+			learnSink := ingest.Fanout{identities, sink}
 			hubbleAddr := obsCfg.Addr
 			if hubbleAddr == "" {
 				obsCfg.Addr = "unused:0"
 			}
-			obs, err := hubble.NewObserver(obsCfg, sink, hubbleStats, g.log)
+			obs, err := hubble.NewObserver(obsCfg, learnSink, hubbleStats, g.log)
 			if err != nil {
 				return err
 			}
@@ -158,6 +165,9 @@ func newServeCommand(g *globals) *cobra.Command {
 			if hubbleAddr != "" {
 				grp.Go(func() error { return obs.Run(gctx) })
 			}
+			for _, f := range envoyFiles {
+				grp.Go(func() error { return envoy.Follow(gctx, f, false, 0, identities, sink, envoyStats) })
+			}
 			node, _ := os.Hostname()
 			if withConntrack {
 				ctConn, err := ctpkg.Dial(nil)
@@ -165,7 +175,12 @@ func newServeCommand(g *globals) *cobra.Command {
 					return fmt.Errorf("--conntrack needs CAP_NET_ADMIN: %w", err)
 				}
 				defer ctConn.Close()
-				p := &conntrack.Poller{Conn: ctConn, Node: node, Sink: func(flows []schema.Flow) error { return sink.Write(gctx, flows...) }}
+				p := &conntrack.Poller{Conn: ctConn, Node: node, Sink: func(flows []schema.Flow) error {
+					for i := range flows {
+						identities.Enrich(&flows[i])
+					}
+					return sink.Write(gctx, flows...)
+				}}
 				grp.Go(func() error { return p.Run(gctx.Done()) })
 			}
 			if withNftables {
@@ -228,6 +243,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&currentDir, "current-policies", "", "directory of the NetworkPolicies in force, for the page's semantic diff")
 	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
+	f.StringArrayVar(&envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable)")
 	f.BoolVar(&withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
 	f.BoolVar(&withNftables, "nftables", false, "poll this node's nftables counters into nft_counters (needs CAP_NET_ADMIN)")
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/alerting/amtest"
 
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
@@ -41,5 +47,49 @@ func TestEnvoyJoinsHubble(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(res), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[1], "envoy,3,2") || !strings.HasPrefix(lines[2], "hubble,") {
 		t.Fatalf("want one row per view (envoy: 3 requests, 2 to /reviews/0; hubble), got:\n%s", res)
+	}
+}
+
+// TestServeFollowsEnvoyLog runs serve on an access log that grows while it
+// runs: the lines land as envoy flows, counted in /metrics.
+func TestServeFollowsEnvoyLog(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	path := filepath.Join(t.TempDir(), "istio-proxy.log")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listen := amtest.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		cmd := newRootCommand()
+		cmd.SetArgs([]string{"serve", "--clickhouse", dsn, "--envoy-file", path, "--listen", listen, "--data-dir", t.TempDir(),
+			"--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn"})
+		done <- cmd.ExecuteContext(ctx)
+	}()
+	time.Sleep(time.Second)
+	sample, err := os.ReadFile("../../testdata/istio-envoy/istio-text-accesslog-official-docs.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.Write(sample)
+	f.Close()
+	waitUntil(t, 20*time.Second, "the followed lines in ClickHouse", func() bool { n, _ := countFlows(t, dsn); return n == 2 })
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `flowwarden_ingest_records_total{outcome="accepted",source="envoy"} 2`) {
+		t.Errorf("envoy lines not counted in /metrics")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

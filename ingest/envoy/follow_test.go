@@ -1,0 +1,87 @@
+package envoy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+func logLine(i int) string {
+	return fmt.Sprintf(`[2020-11-25T21:26:%02d.409Z] "GET /item/%d HTTP/1.1" 200 - via_upstream - "-" 0 135 4 4 "-" "curl" "id-%d" "httpbin:8000" "10.44.1.27:80" outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default`, i%60, i, i) + "\n"
+}
+
+// TestFollowAcrossRotation appends, rotates by rename, recreates, appends
+// again and truncates: every line written after the follower started is
+// read exactly once.
+func TestFollowAcrossRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "istio-proxy.log")
+	if err := os.WriteFile(path, []byte(logLine(0)), 0o644); err != nil { // before start: not read
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range fs {
+			seen[f.HTTPPath]++
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stats ingest.Stats
+	go func() { done <- Follow(ctx, path, false, 20*time.Millisecond, nil, sink, &stats) }()
+	time.Sleep(100 * time.Millisecond)
+	appendLines := func(from, to int) {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i < to; i++ {
+			_, _ = f.WriteString(logLine(i))
+		}
+		f.Close()
+	}
+	appendLines(1, 11)
+	time.Sleep(100 * time.Millisecond)
+	if err := os.Rename(path, path+".1"); err != nil { // logrotate
+		t.Fatal(err)
+	}
+	appendLines(11, 21) // the new file
+	time.Sleep(150 * time.Millisecond)
+	if err := os.Truncate(path, 0); err != nil { // copytruncate
+		t.Fatal(err)
+	}
+	appendLines(21, 26)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n >= 25 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 26; i++ {
+		if seen[fmt.Sprintf("/item/%d", i)] != 1 {
+			t.Errorf("line %d read %d times", i, seen[fmt.Sprintf("/item/%d", i)])
+		}
+	}
+	if seen["/item/0"] != 0 {
+		t.Error("a line written before the follower started was read")
+	}
+}
