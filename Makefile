@@ -60,6 +60,7 @@ run: deps build
 	  replay=$$!; trap 'kill $$replay 2>/dev/null' EXIT INT TERM; \
 	  echo ""; \
 	  echo "flowwarden: replaying $(words $(SAMPLES)) Hubble sample files on $(REPLAY_ADDR) into ClickHouse under $(DATA_DIR)."; \
+	  echo "  page:     http://$(LISTEN)/  (service map, findings, recommended policies)"; \
 	  echo "  metrics:  curl http://$(LISTEN)/metrics"; \
 	  echo "  query:    $(BIN) query --data-dir $(DATA_DIR) \"SELECT verdict, count() FROM flows GROUP BY verdict\""; \
 	  echo "  stop:     Ctrl-C"; echo ""; \
