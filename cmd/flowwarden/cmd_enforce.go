@@ -71,6 +71,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 		src     flowSource
 		out     string
 		current string
+		flavor  string
 		cfg     = enforcer.DefaultConfig()
 	)
 	cmd := &cobra.Command{
@@ -81,11 +82,19 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if out == "" {
 				return errors.New("give --out DIR")
 			}
+			if flavor != "kubernetes" && flavor != "cilium" {
+				return fmt.Errorf("--flavor %q: want kubernetes or cilium", flavor)
+			}
 			res, graph, err := recommend(cmd.Context(), g, &src, cfg)
 			if err != nil {
 				return err
 			}
-			paths, err := enforcer.WriteDir(out, res.Policies, cfg.NamePrefix)
+			var paths []string
+			if flavor == "cilium" {
+				paths, err = writeCilium(out, enforcer.ToCilium(res, graph), cfg.NamePrefix)
+			} else {
+				paths, err = enforcer.WriteDir(out, res.Policies, cfg.NamePrefix)
+			}
 			if err != nil {
 				return err
 			}
@@ -109,6 +118,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "directory for the policies (<namespace>/<workload>.yaml)")
+	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy) or cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS)")
 	cmd.Flags().StringVar(&current, "current", "", "directory of the policies in force: report their unused rules and the semantic diff to the proposal")
 	cmd.Flags().Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
 	cmd.Flags().IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
@@ -447,4 +457,26 @@ func printTightening(w io.Writer, current string, res *enforcer.Result, graph *e
 	}
 	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access, %d gain it\n", losses, gains)
 	return nil
+}
+
+// writeCilium writes CiliumNetworkPolicies as <namespace>/<workload>.yaml.
+func writeCilium(dir string, cps []enforcer.CiliumPolicy, prefix string) ([]string, error) {
+	var paths []string
+	for _, cp := range cps {
+		b, err := enforcer.MarshalCilium(cp)
+		if err != nil {
+			return nil, err
+		}
+		ns, _ := cp.Metadata["namespace"].(string)
+		name, _ := cp.Metadata["name"].(string)
+		rel := filepath.Join(ns, strings.TrimPrefix(name, prefix)+".yaml")
+		if err := os.MkdirAll(filepath.Join(dir, ns), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
+			return nil, err
+		}
+		paths = append(paths, rel)
+	}
+	return paths, nil
 }
