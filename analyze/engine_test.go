@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema"
 )
@@ -104,13 +102,8 @@ func TestConfigValidation(t *testing.T) {
 
 func scenarioFlows(t testing.TB, name string) []schema.Flow {
 	t.Helper()
-	var flows []schema.Flow
-	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
-	path := filepath.Join("..", "testdata", "scenarios", name+".jsonl.gz")
-	if _, err := os.Stat(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := hubble.ReadFile(context.Background(), path, 1, sink, &ingest.Stats{}); err != nil {
+	flows, err := hubble.ReadFlows(context.Background(), filepath.Join("..", "testdata", "scenarios", name+".jsonl.gz"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	return flows

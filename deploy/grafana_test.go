@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
-	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
@@ -72,9 +70,8 @@ func TestDashboardPanelsReturnRows(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
 	// The scenario with a cross-namespace scan has denials and world egress.
-	var flows []schema.Flow
-	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
-	if err := hubble.ReadFile(ctx, "../testdata/scenarios/cross-namespace-scan.jsonl.gz", 1, sink, &ingest.Stats{}); err != nil {
+	flows, err := hubble.ReadFlows(ctx, "../testdata/scenarios/cross-namespace-scan.jsonl.gz")
+	if err != nil {
 		t.Fatal(err)
 	}
 	shift := time.Now().Add(-2 * time.Hour).Sub(flows[0].Time)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema"
 )
@@ -22,12 +21,9 @@ var update = flag.Bool("update", false, "rewrite the golden policies")
 func sampleFlows(t testing.TB) []schema.Flow {
 	t.Helper()
 	files, _ := filepath.Glob("../testdata/hubble/basic-sample-*.json")
-	var flows []schema.Flow
-	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
-	for _, f := range files {
-		if err := hubble.ReadFile(context.Background(), f, 1, sink, &ingest.Stats{}); err != nil {
-			t.Fatal(err)
-		}
+	flows, err := hubble.ReadFlows(context.Background(), files...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(flows) != 1916 {
 		t.Fatalf("%d sample flows", len(flows))

@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
-	"github.com/flowwarden/flowwarden/schema"
 )
 
 func TestUsageFindsTheLeastPrivilegeGap(t *testing.T) {
@@ -64,10 +62,11 @@ func TestSemanticDiffNeverTakesObservedTrafficAway(t *testing.T) {
 func TestReportOnSamples(t *testing.T) {
 	flows := sampleFlows(t)
 	dropped := filepath.Join("..", "testdata", "hubble", "cilium-pr40519-dropped-world.jsonl")
-	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
-	if err := hubble.ReadFile(context.Background(), dropped, 1, sink, &ingest.Stats{}); err != nil {
+	more, err := hubble.ReadFlows(context.Background(), dropped)
+	if err != nil {
 		t.Fatal(err)
 	}
+	flows = append(flows, more...)
 	_, res := generate(t, flows, DefaultConfig())
 	b := NewReportBuilder()
 	for i := range flows {

@@ -33,9 +33,8 @@ func BenchmarkAlertLatency(b *testing.B) {
 	amAddr := amtest.FreeAddr(b)
 	amtest.Start(b, hs.URL, amAddr, b.TempDir())
 
-	var background []schema.Flow
-	collect := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { background = append(background, fs...); return nil })
-	if err := hubble.ReadFile(context.Background(), filepath.Join(scenarioDir, "benign-busy-day.jsonl.gz"), 1, collect, &ingest.Stats{}); err != nil {
+	background, err := hubble.ReadFlows(context.Background(), filepath.Join(scenarioDir, "benign-busy-day.jsonl.gz"))
+	if err != nil {
 		b.Fatal(err)
 	}
 	dsn, _ := chtest.Database(b)

@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
-	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
@@ -39,9 +37,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var flows []schema.Flow
-	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
-	if err := hubble.ReadFile(ctx, "../../testdata/scenarios/cross-namespace-scan.jsonl.gz", 1, sink, &ingest.Stats{}); err != nil {
+	flows, err := hubble.ReadFlows(ctx, "../../testdata/scenarios/cross-namespace-scan.jsonl.gz")
+	if err != nil {
 		t.Fatal(err)
 	}
 	// The hour of the scenario, ending now.

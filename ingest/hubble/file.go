@@ -253,3 +253,24 @@ func readParallel(ctx context.Context, r io.Reader, name string, workers int, si
 	}
 	return nil
 }
+
+// ReadFlows reads whole files, in order, into memory. Unlike ReadFile it
+// treats a rejected line as an error: it is meant for recordings known to be
+// clean (tests, scenario tooling), not for untrusted input.
+func ReadFlows(ctx context.Context, paths ...string) ([]schema.Flow, error) {
+	var flows []schema.Flow
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error {
+		flows = append(flows, fs...)
+		return nil
+	})
+	for _, p := range paths {
+		var stats ingest.Stats
+		if err := ReadFile(ctx, p, 1, sink, &stats); err != nil {
+			return nil, err
+		}
+		if s := stats.Snapshot(); s.RejectedTotal() > 0 {
+			return nil, fmt.Errorf("%s: %s", p, s)
+		}
+	}
+	return flows, nil
+}
