@@ -58,7 +58,23 @@ const maxExamples = 20
 func (s *Stats) Read() { s.mu.Lock(); s.read++; s.mu.Unlock() }
 
 // Accept counts a record that became a flow.
-func (s *Stats) Accept() { s.mu.Lock(); s.accepted++; s.mu.Unlock() }
+func (s *Stats) Accept() { s.AcceptN(1) }
+
+// AcceptN counts n records that became flows.
+func (s *Stats) AcceptN(n int) { s.mu.Lock(); s.accepted += int64(n); s.mu.Unlock() }
+
+// Deliver writes flows to sink and, once the sink took them, counts them
+// as accepted in stats. Every source hands its flows over through it.
+func Deliver(ctx context.Context, sink Sink, stats *Stats, flows ...schema.Flow) error {
+	if len(flows) == 0 {
+		return nil
+	}
+	if err := sink.Write(ctx, flows...); err != nil {
+		return err
+	}
+	stats.AcceptN(len(flows))
+	return nil
+}
 
 // Skip counts a well-formed record that carries no flow (e.g. lost-events notices).
 func (s *Stats) Skip() { s.mu.Lock(); s.skipped++; s.mu.Unlock() }

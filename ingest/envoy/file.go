@@ -46,17 +46,9 @@ func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, s
 	var p Parser
 	batch := make([]schema.Flow, 0, 256)
 	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := sink.Write(ctx, batch...); err != nil {
-			return err
-		}
-		for range batch {
-			stats.Accept()
-		}
+		err := ingest.Deliver(ctx, sink, stats, batch...)
 		batch = batch[:0]
-		return nil
+		return err
 	}
 	for lineNo := 1; ; lineNo++ {
 		line, err := br.ReadSlice('\n')

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
-	"github.com/flowwarden/flowwarden/schema"
 )
 
 // Follow reads an access log like `tail -F`: from its current end (or the
@@ -83,11 +82,7 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 		if enrich != nil {
 			enrich.Enrich(&fl)
 		}
-		if err := sink.Write(ctx, []schema.Flow{fl}...); err != nil {
-			return err
-		}
-		stats.Accept()
-		return nil
+		return ingest.Deliver(ctx, sink, stats, fl)
 	}
 	// drain reads the open file to its current end.
 	drain := func() error {

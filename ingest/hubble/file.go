@@ -130,19 +130,6 @@ func decodeInto(d *Decoder, line []byte, name string, lineNo int, batch []schema
 	return batch
 }
 
-func writeBatch(ctx context.Context, sink ingest.Sink, batch []schema.Flow, stats *ingest.Stats) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := sink.Write(ctx, batch...); err != nil {
-		return err
-	}
-	for range batch {
-		stats.Accept()
-	}
-	return nil
-}
-
 // ReadLines is ReadFile over any reader, in order, on the caller's
 // goroutine; name labels rejection examples.
 func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, stats *ingest.Stats) error {
@@ -152,7 +139,7 @@ func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, 
 	for {
 		line, err := lr.next()
 		if err == io.EOF {
-			return writeBatch(ctx, sink, batch, stats)
+			return ingest.Deliver(ctx, sink, stats, batch...)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -162,7 +149,7 @@ func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, 
 		}
 		batch = decodeInto(d, line, name, lr.lineNo, batch, stats)
 		if len(batch) == cap(batch) {
-			if err := writeBatch(ctx, sink, batch, stats); err != nil {
+			if err := ingest.Deliver(ctx, sink, stats, batch...); err != nil {
 				return err
 			}
 			batch = batch[:0]
@@ -197,7 +184,7 @@ func readParallel(ctx context.Context, r io.Reader, name string, workers int, si
 					batch = decodeInto(d, c.data[start:end], name, c.lineNos[i], batch, stats)
 					start = end
 				}
-				if err := writeBatch(ctx, sink, batch, stats); err != nil {
+				if err := ingest.Deliver(ctx, sink, stats, batch...); err != nil {
 					cancel(err)
 				}
 				batch = batch[:0]

@@ -187,14 +187,8 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	batch := make([]schema.Flow, 0, o.cfg.BatchSize)
 	delivered := 0
 	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := o.sink.Write(ctx, batch...); err != nil {
+		if err := ingest.Deliver(ctx, o.sink, o.stats, batch...); err != nil {
 			return err
-		}
-		for range batch {
-			o.stats.Accept()
 		}
 		delivered += len(batch)
 		batch = batch[:0]
