@@ -4,12 +4,15 @@
 package netnstest
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +24,16 @@ const envTraffic = "FLOWWARDEN_NETNS_TRAFFIC"
 // Main lets the test binary serve as the traffic generator; call it from TestMain.
 func Main(m *testing.M) {
 	if spec := os.Getenv(envTraffic); spec != "" {
-		if err := traffic(spec); err != nil {
+		var err error
+		switch mode, arg, _ := strings.Cut(spec, ":"); mode {
+		case "serve":
+			err = serve(arg)
+		case "dial":
+			err = dial(arg)
+		default:
+			err = traffic(spec)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "netnstest traffic:", err)
 			os.Exit(1)
 		}
@@ -111,5 +123,113 @@ func traffic(spec string) error {
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
+	return nil
+}
+
+// Pair is two namespaces joined by a veth pair, so that traffic between them
+// arrives on a real interface (not loopback): Node has NodeAddr on fwnode0,
+// Client has ClientAddr on fwclient0, both in 10.199.0.0/24.
+type Pair struct {
+	Node, Client         *NS
+	NodeAddr, ClientAddr netip.Addr
+}
+
+// NewPair creates the two namespaces and the veth pair between them.
+func NewPair(t *testing.T) *Pair {
+	t.Helper()
+	p := &Pair{Node: New(t), Client: New(t), NodeAddr: netip.MustParseAddr("10.199.0.1"), ClientAddr: netip.MustParseAddr("10.199.0.2")}
+	for _, args := range [][]string{
+		{"-n", p.Node.Name, "link", "add", "fwnode0", "type", "veth", "peer", "name", "fwclient0", "netns", p.Client.Name},
+		{"-n", p.Node.Name, "addr", "add", p.NodeAddr.String() + "/24", "dev", "fwnode0"},
+		{"-n", p.Client.Name, "addr", "add", p.ClientAddr.String() + "/24", "dev", "fwclient0"},
+		{"-n", p.Node.Name, "link", "set", "fwnode0", "up"},
+		{"-n", p.Client.Name, "link", "set", "fwclient0", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	return p
+}
+
+// Serve runs TCP echo servers on the given ports (all addresses) inside the
+// namespace until the test ends.
+func (ns *NS) Serve(t *testing.T, ports ...int) {
+	t.Helper()
+	spec := make([]string, len(ports))
+	for i, p := range ports {
+		spec[i] = strconv.Itoa(p)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envTraffic+"=serve:"+strings.Join(spec, ","))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("servers in %s did not start: %q %v", ns.Name, line, err)
+	}
+}
+
+// Dial makes conns connections from inside the namespace to addr, each
+// sending size bytes and reading the echo; the error says which failed (a
+// dropped SYN shows as a timeout after one second).
+func (ns *NS) Dial(addr netip.AddrPort, conns, size int) error {
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=dial:%s,%d,%d", envTraffic, addr, conns, size))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("dial %s from %s: %v: %s", addr, ns.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func serve(spec string) error {
+	for _, p := range strings.Split(spec, ",") {
+		l, err := net.Listen("tcp", ":"+p)
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { _, _ = io.Copy(c, c); c.Close() }()
+			}
+		}()
+	}
+	fmt.Println("ready")
+	select {} // until killed
+}
+
+func dial(spec string) error {
+	parts := strings.Split(spec, ",")
+	if len(parts) != 3 {
+		return fmt.Errorf("dial spec %q", spec)
+	}
+	conns, _ := strconv.Atoi(parts[1])
+	size, _ := strconv.Atoi(parts[2])
+	buf := make([]byte, size)
+	for i := 0; i < conns; i++ {
+		c, err := net.DialTimeout("tcp", parts[0], time.Second)
+		if err != nil {
+			return err
+		}
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		c.Close()
+	}
 	return nil
 }
