@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -48,6 +47,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		currentDir    string
 		withConntrack bool
 		withNftables  bool
+		host          hostSources
 		envoyFiles    []string
 	)
 	cmd := &cobra.Command{
@@ -168,14 +168,24 @@ func newServeCommand(g *globals) *cobra.Command {
 			for _, f := range envoyFiles {
 				grp.Go(func() error { return envoy.Follow(gctx, f, false, 0, identities, sink, envoyStats) })
 			}
-			node, _ := os.Hostname()
+			node := host.node
+			if withConntrack || withNftables {
+				if err := host.open(); err != nil {
+					return err
+				}
+				defer host.close()
+			}
 			if withConntrack {
-				ctConn, err := ctpkg.Dial(nil)
+				ctConn, err := ctpkg.Dial(host.netlinkConfig())
 				if err != nil {
 					return fmt.Errorf("--conntrack needs CAP_NET_ADMIN: %w", err)
 				}
 				defer ctConn.Close()
-				p := &conntrack.Poller{Conn: ctConn, Node: node, Sink: func(flows []schema.Flow) error {
+				events, err := ctpkg.Dial(host.netlinkConfig())
+				if err != nil {
+					return fmt.Errorf("--conntrack events: %w", err)
+				}
+				p := &conntrack.Poller{Conn: ctConn, Events: events, Node: node, Interval: host.ctInterval, Report: host.ctReport, Log: g.log, Sink: func(flows []schema.Flow) error {
 					for i := range flows {
 						identities.Enrich(&flows[i])
 					}
@@ -184,11 +194,11 @@ func newServeCommand(g *globals) *cobra.Command {
 				grp.Go(func() error { return p.Run(gctx.Done()) })
 			}
 			if withNftables {
-				nft, err := nftlib.New()
+				nft, err := nftlib.New(host.nftOptions()...)
 				if err != nil {
 					return fmt.Errorf("--nftables needs CAP_NET_ADMIN: %w", err)
 				}
-				p := &nftables.Poller{Conn: nft, Log: g.log, Store: func(ctx context.Context, samples []nftables.Sample) error {
+				p := &nftables.Poller{Conn: nft, Interval: host.nftInterval, Log: g.log, Store: func(ctx context.Context, samples []nftables.Sample) error {
 					rows := make([]clickhouse.CounterRow, 0, len(samples))
 					for _, s := range samples {
 						rows = append(rows, clickhouse.CounterRow{Time: s.Time, Node: node, Family: s.Family, Table: s.Table, Chain: s.Chain,
@@ -246,6 +256,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringArrayVar(&envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable)")
 	f.BoolVar(&withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
 	f.BoolVar(&withNftables, "nftables", false, "poll this node's nftables counters into nft_counters (needs CAP_NET_ADMIN)")
+	host.flags(f)
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
 	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")
 	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored")

@@ -6,7 +6,11 @@ package conntrack
 
 import (
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"time"
+
+	"github.com/ti-mo/netfilter"
 
 	ct "github.com/ti-mo/conntrack"
 
@@ -51,52 +55,177 @@ func Dump(conn *ct.Conn, node string, now time.Time) ([]schema.Flow, error) {
 	return out, nil
 }
 
-// Poller dumps the table every Interval and hands over each connection the
-// first time it is seen (with the counters it had then); entries that
-// disappeared are forgotten. Conntrack events (ti-mo/conntrack Listen on
-// DESTROY) would give final counters; the dump needs no extra socket
-// privileges beyond CAP_NET_ADMIN and sees connections that predate start.
+// Poller reports the connections of the conntrack table as flows: a flow
+// when a connection ends (from the kernel's DESTROY event, with its final
+// counters), and one every Report for connections that stay open, carrying
+// the bytes and packets since the previous report, so the flows of one
+// connection add up to its totals. The table is dumped every Interval; that
+// also catches connections that predate the start and, when an event was
+// lost (or Events is nil), connections that vanished between dumps.
 type Poller struct {
-	Conn     *ct.Conn
+	Conn *ct.Conn
+	// Events, when set, is a second socket the poller subscribes to DESTROY
+	// events on; the poller closes it when it returns.
+	Events   *ct.Conn
 	Node     string
-	Interval time.Duration
+	Interval time.Duration // default 10s
+	Report   time.Duration // default 60s
 	Sink     func(flows []schema.Flow) error
-	seen     map[uint32]bool
+	Log      *slog.Logger
+
+	// Counts of flows reported, by cause; read them after Run returns.
+	Ended, Vanished, Open uint64
+
+	state map[connKey]*tracked
 }
 
-// Run polls until ctx's done channel closes.
+// connKey tells connections apart: the kernel reuses IDs.
+type connKey struct {
+	id           uint32
+	src, dst     netip.Addr
+	sport, dport uint16
+	proto        uint8
+}
+
+type tracked struct {
+	last                   ct.Flow
+	sentBytes, sentPackets uint64
+	lastReport             time.Time
+	goneSince              time.Time
+}
+
+func keyOf(f *ct.Flow) connKey {
+	o := f.TupleOrig
+	return connKey{f.ID, o.IP.SourceAddress, o.IP.DestinationAddress, o.Proto.SourcePort, o.Proto.DestinationPort, o.Proto.Protocol}
+}
+
+// delta is the flow of f's counters not yet reported.
+func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, bool) {
+	out := ToFlow(f, p.Node, now)
+	if st != nil {
+		if out.Bytes < st.sentBytes || out.Packets < st.sentPackets {
+			return out, false // counters went backwards: a reused entry; report nothing twice
+		}
+		out.Bytes -= st.sentBytes
+		out.Packets -= st.sentPackets
+		st.sentBytes += out.Bytes
+		st.sentPackets += out.Packets
+		st.lastReport = now
+	}
+	return out, true
+}
+
+// Run reports until ctx's done channel closes.
 func (p *Poller) Run(done <-chan struct{}) error {
 	if p.Interval <= 0 {
 		p.Interval = 10 * time.Second
 	}
-	p.seen = map[uint32]bool{}
+	if p.Report <= 0 {
+		p.Report = 60 * time.Second
+	}
+	if p.Log == nil {
+		p.Log = slog.New(slog.DiscardHandler)
+	}
+	p.state = map[connKey]*tracked{}
+	var events chan ct.Event
+	var errs chan error
+	if p.Events != nil {
+		events = make(chan ct.Event, 4096)
+		var err error
+		if errs, err = p.Events.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy}); err != nil {
+			p.Events.Close()
+			return fmt.Errorf("conntrack: subscribe to destroy events: %w", err)
+		}
+		defer p.Events.Close()
+	}
 	t := time.NewTicker(p.Interval)
 	defer t.Stop()
 	for {
-		entries, err := p.Conn.Dump(nil)
-		if err != nil {
-			return fmt.Errorf("conntrack dump: %w", err)
-		}
-		now := time.Now()
-		current := make(map[uint32]bool, len(entries))
-		var fresh []schema.Flow
-		for i := range entries {
-			id := entries[i].ID
-			current[id] = true
-			if !p.seen[id] {
-				fresh = append(fresh, ToFlow(&entries[i], p.Node, now))
-			}
-		}
-		p.seen = current
-		if len(fresh) > 0 {
-			if err := p.Sink(fresh); err != nil {
-				return err
-			}
+		if err := p.poll(time.Now()); err != nil {
+			return err
 		}
 		select {
 		case <-done:
 			return nil
 		case <-t.C:
+		case ev := <-events:
+			if err := p.destroyed(ev, events); err != nil {
+				return err
+			}
+		case err := <-errs:
+			p.Log.Warn("conntrack events stopped; relying on dumps", "err", err)
+			events, errs = nil, nil
 		}
 	}
+}
+
+// destroyed reports the connections whose DESTROY events are queued.
+func (p *Poller) destroyed(first ct.Event, queue chan ct.Event) error {
+	now := time.Now()
+	var out []schema.Flow
+	for ev, more := first, true; more; {
+		if ev.Type == ct.EventDestroy && ev.Flow != nil {
+			k := keyOf(ev.Flow)
+			if f, ok := p.delta(ev.Flow, p.state[k], now); ok {
+				out = append(out, f)
+				p.Ended++
+			}
+			delete(p.state, k)
+		}
+		select {
+		case ev = <-queue:
+		default:
+			more = false
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return p.Sink(out)
+}
+
+func (p *Poller) poll(now time.Time) error {
+	entries, err := p.Conn.Dump(nil)
+	if err != nil {
+		return fmt.Errorf("conntrack dump: %w", err)
+	}
+	present := make(map[connKey]bool, len(entries))
+	var out []schema.Flow
+	for i := range entries {
+		k := keyOf(&entries[i])
+		present[k] = true
+		st := p.state[k]
+		if st == nil {
+			st = &tracked{lastReport: now}
+			p.state[k] = st
+		}
+		st.last, st.goneSince = entries[i], time.Time{}
+		if now.Sub(st.lastReport) >= p.Report {
+			if f, ok := p.delta(&entries[i], st, now); ok && (f.Bytes > 0 || f.Packets > 0) {
+				out = append(out, f)
+				p.Open++
+			}
+		}
+	}
+	// Gone without an event: report what was last seen. With events on,
+	// wait two intervals for the event that has the final counters.
+	for k, st := range p.state {
+		if present[k] {
+			continue
+		}
+		if st.goneSince.IsZero() {
+			st.goneSince = now
+		}
+		if p.Events == nil || now.Sub(st.goneSince) >= 2*p.Interval {
+			if f, ok := p.delta(&st.last, st, now); ok {
+				out = append(out, f)
+				p.Vanished++
+			}
+			delete(p.state, k)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return p.Sink(out)
 }

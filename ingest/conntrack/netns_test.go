@@ -1,6 +1,8 @@
 package conntrack
 
 import (
+	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	ct "github.com/ti-mo/conntrack"
 
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 func TestMain(m *testing.M) { netnstest.Main(m) }
@@ -20,23 +23,7 @@ func TestMain(m *testing.M) { netnstest.Main(m) }
 // them in the conntrack dump with the right tuples.
 func TestDumpSeesRealConnections(t *testing.T) {
 	ns := netnstest.New(t)
-	nft, err := nftables.New(nftables.WithNetNSFd(ns.FD))
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := nft.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "fwtest"})
-	policy := nftables.ChainPolicyAccept
-	chain := nft.AddChain(&nftables.Chain{Name: "output", Table: table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
-	nft.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-		&expr.Counter{},
-	}})
-	if err := nft.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	trackOutput(t, ns)
 	ns.Traffic(t, 18090, 3, 2048, 0)
 	conn, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
 	if err != nil {
@@ -58,5 +45,125 @@ func TestDumpSeesRealConnections(t *testing.T) {
 	}
 	if n != 3 {
 		t.Fatalf("%d conntrack entries to port 18090, want 3 (of %d entries)", n, len(flows))
+	}
+}
+
+// TestPollerReportsEachConnectionOnceWithFinalCounters runs short TCP
+// connections in a namespace with accounting on and short TIME_WAIT, and
+// gets exactly one flow per connection from the DESTROY events, carrying the
+// bytes of both directions.
+func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
+	ns := netnstest.New(t)
+	for _, kv := range []string{"net.netfilter.nf_conntrack_acct=1", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"} {
+		if out, err := exec.Command("ip", "netns", "exec", ns.Name, "sysctl", "-w", kv).CombinedOutput(); err != nil {
+			t.Fatalf("sysctl %s: %v: %s", kv, err, out)
+		}
+	}
+	trackOutput(t, ns)
+	dump, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dump.Close()
+	events, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []schema.Flow
+	p := &Poller{Conn: dump, Events: events, Node: "node-1", Interval: 200 * time.Millisecond, Report: time.Hour,
+		Sink: func(flows []schema.Flow) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, f := range flows {
+				if f.DstPort == 18091 {
+					got = append(got, f)
+				}
+			}
+			return nil
+		}}
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(done) }()
+	ns.Traffic(t, 18091, 4, 3000, 0)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // any duplicate would arrive now
+	close(done)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 4 {
+		t.Fatalf("%d flows for 4 connections: %+v", len(got), got)
+	}
+	if p.Ended < 4 || p.Vanished != 0 {
+		t.Errorf("%d flows from DESTROY events, %d from vanished entries: the events were not used", p.Ended, p.Vanished)
+	}
+	ports := map[uint16]bool{}
+	for _, f := range got {
+		ports[f.SrcPort] = true
+		// 3000 bytes each way plus TCP/IP headers of the handshake and teardown.
+		if f.Bytes < 6000 || f.Bytes > 6000+40*60 || f.Packets < 6 {
+			t.Errorf("flow counters %d bytes %d packets, want both directions of 3000 bytes: %+v", f.Bytes, f.Packets, f)
+		}
+	}
+	if len(ports) != 4 {
+		t.Errorf("source ports %v: want 4 distinct connections", ports)
+	}
+}
+
+// trackOutput turns conntrack on in the namespace.
+func trackOutput(t *testing.T, ns *netnstest.NS) {
+	t.Helper()
+	nft, err := nftables.New(nftables.WithNetNSFd(ns.FD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := nft.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "fwtest"})
+	policy := nftables.ChainPolicyAccept
+	chain := nft.AddChain(&nftables.Chain{Name: "output", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
+	nft.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		&expr.Counter{},
+	}})
+	if err := nft.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReportsAddUp: a long-lived connection reported three times (open, open,
+// destroyed) yields flows whose bytes and packets sum to its totals.
+func TestReportsAddUp(t *testing.T) {
+	p := &Poller{Node: "n"}
+	st := &tracked{}
+	var bytes, packets uint64
+	for _, c := range []uint64{100, 250, 1000} {
+		f := ct.Flow{CountersOrig: ct.Counter{Bytes: c, Packets: c / 10}, CountersReply: ct.Counter{Bytes: 2 * c, Packets: c / 5}}
+		out, ok := p.delta(&f, st, time.Now())
+		if !ok {
+			t.Fatal("delta refused growing counters")
+		}
+		bytes += out.Bytes
+		packets += out.Packets
+	}
+	if bytes != 3000 || packets != 300 {
+		t.Errorf("reports sum to %d bytes %d packets, want 3000 and 300", bytes, packets)
+	}
+	shrunk := ct.Flow{CountersOrig: ct.Counter{Bytes: 5}}
+	if _, ok := p.delta(&shrunk, st, time.Now()); ok {
+		t.Error("counters that went backwards were reported")
 	}
 }
