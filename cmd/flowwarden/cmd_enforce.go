@@ -73,6 +73,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 		current string
 		flavor  string
 		cfg     = enforcer.DefaultConfig()
+		host    hostFirewall
 	)
 	cmd := &cobra.Command{
 		Use:   "recommend (--since D | --hubble-file F...) --out DIR",
@@ -81,6 +82,9 @@ func newRecommendCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return errors.New("give --out DIR")
+			}
+			if host.enabled {
+				return host.recommend(cmd, g, &src, out)
 			}
 			if flavor != "kubernetes" && flavor != "cilium" {
 				return fmt.Errorf("--flavor %q: want kubernetes or cilium", flavor)
@@ -124,6 +128,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
 	cmd.Flags().StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
 	cmd.Flags().StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
+	host.flags(cmd, false)
 	return cmd
 }
 
@@ -262,17 +267,31 @@ func newEnforceCommand(g *globals) *cobra.Command {
 		bodyFile  string
 		gh        enforcer.GitHub
 		tokenFile string
+		host      hostFirewall
+		nftFile   string
 	)
 	cmd := &cobra.Command{
-		Use:   "enforce --repo PATH --branch NAME (--since D | --hubble-file F...)",
-		Short: "Deliver proven least-privilege policies as a pull request (git branch + commit, optionally on GitHub)",
+		Use:   "enforce (--repo PATH --branch NAME (--since D | --hubble-file F...) | --host --since D [--apply])",
+		Short: "Deliver proven least-privilege policies as a pull request, or apply the node's host firewall",
 		Long: `Generates the policies as recommend does, writes them to policies/<namespace>/<workload>.yaml
 in a git working copy on a new branch, commits, and writes the pull request body
 (Markdown with the evidence per allow) to --pr-body or stdout. With --github
 owner/repo it pushes the branch and opens the pull request through the GitHub
-REST API, with the token from --github-token-file or $GITHUB_TOKEN.`,
+REST API, with the token from --github-token-file or $GITHUB_TOKEN.
+
+With --host it builds the node's host firewall (table inet flowwarden) from the
+inbound traffic conntrack saw over --since, and checks it in a scratch network
+namespace (the dry run). With --apply it then replaces table inet flowwarden
+atomically through netlink and waits --confirm-timeout for "yes" on stdin; without
+it (or on ^C, SIGTERM, SIGHUP) the previous table is restored.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if host.enabled {
+				if pr.Repo != "" || gh.Repo != "" {
+					return errors.New("--host works on this node's nftables, not on a git repository: drop --repo/--github")
+				}
+				return host.enforce(cmd, g, &src, nftFile)
+			}
 			if pr.Repo == "" || pr.Branch == "" {
 				return errors.New("give --repo and --branch")
 			}
@@ -331,6 +350,8 @@ REST API, with the token from --github-token-file or $GITHUB_TOKEN.`,
 	f.Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
 	f.StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
 	f.StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
+	host.flags(cmd, true)
+	f.StringVar(&nftFile, "nft-file", "", "--host: also write the ruleset as an nft -f file here")
 	return cmd
 }
 

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 
@@ -40,29 +38,11 @@ func nftConn(t *testing.T, ns *netnstest.NS) *nftables.Conn {
 	return conn
 }
 
-// trackConnections turns conntrack on in the namespace (a table whose only
-// rule looks at ct state), as any stateful firewall on a node does.
-func trackConnections(t *testing.T, conn *nftables.Conn) {
-	t.Helper()
-	tbl := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "observe"})
-	policy := nftables.ChainPolicyAccept
-	ch := conn.AddChain(&nftables.Chain{Name: "input", Table: tbl, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
-	conn.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-	}})
-	if err := conn.Flush(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // observe runs real traffic from the client to the served port and builds
 // the ruleset from the node's conntrack table.
 func observe(t *testing.T, p *netnstest.Pair) *Ruleset {
 	t.Helper()
-	trackConnections(t, nftConn(t, p.Node))
+	p.Node.TrackConnections(t)
 	p.Node.Serve(t, servedPort, quietPort)
 	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, servedPort), 3, 1024); err != nil {
 		t.Fatal(err)

@@ -1,14 +1,10 @@
 package conntrack
 
 import (
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 
@@ -23,7 +19,7 @@ func TestMain(m *testing.M) { netnstest.Main(m) }
 // them in the conntrack dump with the right tuples.
 func TestDumpSeesRealConnections(t *testing.T) {
 	ns := netnstest.New(t)
-	trackOutput(t, ns)
+	ns.TrackConnections(t)
 	ns.Traffic(t, 18090, 3, 2048, 0)
 	conn, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
 	if err != nil {
@@ -54,12 +50,8 @@ func TestDumpSeesRealConnections(t *testing.T) {
 // bytes of both directions.
 func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
 	ns := netnstest.New(t)
-	for _, kv := range []string{"net.netfilter.nf_conntrack_acct=1", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"} {
-		if out, err := exec.Command("ip", "netns", "exec", ns.Name, "sysctl", "-w", kv).CombinedOutput(); err != nil {
-			t.Fatalf("sysctl %s: %v: %s", kv, err, out)
-		}
-	}
-	trackOutput(t, ns)
+	ns.TrackConnections(t)
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1")
 	dump, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
 	if err != nil {
 		t.Fatal(err)
@@ -119,28 +111,6 @@ func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
 	}
 	if len(ports) != 4 {
 		t.Errorf("source ports %v: want 4 distinct connections", ports)
-	}
-}
-
-// trackOutput turns conntrack on in the namespace.
-func trackOutput(t *testing.T, ns *netnstest.NS) {
-	t.Helper()
-	nft, err := nftables.New(nftables.WithNetNSFd(ns.FD))
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := nft.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "fwtest"})
-	policy := nftables.ChainPolicyAccept
-	chain := nft.AddChain(&nftables.Chain{Name: "output", Table: table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policy})
-	nft.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-		&expr.Counter{},
-	}})
-	if err := nft.Flush(); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
@@ -232,4 +235,51 @@ func dial(spec string) error {
 		c.Close()
 	}
 	return nil
+}
+
+// TrackConnections turns connection tracking on in the namespace, as any
+// stateful firewall does: a table "observe" whose input and output chains
+// look at ct state and accept everything; byte accounting is on.
+func (ns *NS) TrackConnections(t *testing.T) {
+	t.Helper()
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_acct=1")
+	conn, err := nftables.New(nftables.WithNetNSFd(ns.FD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "observe"})
+	policy := nftables.ChainPolicyAccept
+	for _, hook := range []struct {
+		name string
+		num  *nftables.ChainHook
+	}{{"input", nftables.ChainHookInput}, {"output", nftables.ChainHookOutput}} {
+		ch := conn.AddChain(&nftables.Chain{Name: hook.name, Table: tbl, Type: nftables.ChainTypeFilter,
+			Hooknum: hook.num, Priority: nftables.ChainPriorityFilter, Policy: &policy})
+		conn.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+			&expr.Counter{},
+		}})
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("track connections in %s: %v", ns.Name, err)
+	}
+}
+
+// Sysctl sets namespace-local sysctls ("key=value"); e.g.
+// net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 makes ended TCP
+// connections leave the conntrack table (and their DESTROY events come)
+// within a second.
+func (ns *NS) Sysctl(t *testing.T, settings ...string) {
+	t.Helper()
+	for _, kv := range settings {
+		key, value, _ := strings.Cut(kv, "=")
+		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+		// /proc/sys/net is the namespace's own for a process inside it.
+		cmd := exec.Command("ip", "netns", "exec", ns.Name, "sh", "-c", `echo "$1" > "$2"`, "sh", value, path)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("sysctl %s in %s: %v: %s", kv, ns.Name, err, out)
+		}
+	}
 }

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	nftlib "github.com/google/nftables"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/flowwarden/flowwarden/enforcer/hostfw"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// hostFirewall holds the flags of `recommend --host` and `enforce --host`.
+type hostFirewall struct {
+	enabled  bool
+	addrs    []string
+	podCIDRs []string
+	cni      []string
+	cfg      hostfw.Config
+	ns       hostSources
+
+	apply   bool
+	timeout time.Duration
+}
+
+func (h *hostFirewall) flags(cmd *cobra.Command, enforce bool) {
+	h.cfg = hostfw.DefaultConfig()
+	f := cmd.Flags()
+	f.BoolVar(&h.enabled, "host", false, "the node's host firewall (nftables, from the inbound traffic conntrack saw) instead of NetworkPolicies")
+	f.StringArrayVar(&h.addrs, "node-address", nil, "--host: an address or prefix the node is reached on (repeatable; default: the addresses of its interfaces)")
+	f.StringArrayVar(&h.podCIDRs, "pod-cidr", nil, "--host: the cluster's pod range, left to the CNI (repeatable)")
+	f.StringSliceVar(&h.cni, "cni-interface", h.cfg.CNIInterfaces, "--host: interfaces whose traffic is the CNI's and left alone (trailing * matches a prefix)")
+	f.IntVar(&h.cfg.CollapseHosts, "collapse-hosts", h.cfg.CollapseHosts, "--host: allow a whole /24 (IPv6 /64) once this many of its hosts used a port (0: never)")
+	hostname, _ := os.Hostname()
+	f.StringVar(&h.ns.node, "node", hostname, "--host: the node whose conntrack flows are used")
+	f.StringVar(&h.ns.netns, "netns", "", "--host: the network namespace the node addresses are read from (and, with --apply, the rules applied in)")
+	if enforce {
+		f.BoolVar(&h.apply, "apply", false, "--host: apply the rules through netlink (dry run first; rolled back unless confirmed on stdin)")
+		f.DurationVar(&h.timeout, "confirm-timeout", time.Minute, "--host --apply: time to confirm before the previous ruleset is restored")
+	}
+}
+
+// build reads the conntrack flows and writes the ruleset.
+func (h *hostFirewall) build(ctx context.Context, g *globals, src *flowSource) (*hostfw.Ruleset, error) {
+	if len(src.files) > 0 {
+		return nil, errors.New("--host needs the conntrack flows stored in ClickHouse: give --since, not --hubble-file")
+	}
+	if err := h.ns.open(); err != nil {
+		return nil, err
+	}
+	cfg := h.cfg
+	cfg.Node = h.ns.node
+	cfg.CNIInterfaces = h.cni
+	cfg.MinFlows = 1
+	var err error
+	if cfg.PodCIDRs, err = parsePrefixes(h.podCIDRs, "--pod-cidr"); err != nil {
+		return nil, err
+	}
+	if cfg.Addresses, err = parsePrefixes(h.addrs, "--node-address"); err != nil {
+		return nil, err
+	}
+	if len(cfg.Addresses) == 0 {
+		if cfg.Addresses, err = interfaceAddresses(h.ns.nsFD); err != nil {
+			return nil, err
+		}
+		g.log.Info("node addresses from the interfaces", "addresses", fmt.Sprint(cfg.Addresses))
+	}
+	b, err := hostfw.NewBuilder(cfg)
+	if err != nil {
+		return nil, err
+	}
+	conntrackFlows := 0
+	err = src.each(ctx, g, func(f *schema.Flow) {
+		if f.Source == schema.SourceConntrack {
+			conntrackFlows++
+			b.Add(f)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	rs := b.Build()
+	if conntrackFlows == 0 {
+		return nil, fmt.Errorf("no conntrack flows in the window: run `serve --conntrack` on the node first (a ruleset from no traffic would allow only the fixed rules)")
+	}
+	if rs.Observed == 0 {
+		return nil, fmt.Errorf("none of %d conntrack flows was inbound to node %q at %v: check --node and --node-address", conntrackFlows, cfg.Node, cfg.Addresses)
+	}
+	return rs, nil
+}
+
+func parsePrefixes(in []string, flag string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			return nil, fmt.Errorf("%s %q: want an address or a prefix", flag, s)
+		}
+	}
+	return out, nil
+}
+
+// interfaceAddresses lists the non-loopback addresses of the interfaces in
+// the namespace nsFD (0: this process's), from a thread that enters it.
+func interfaceAddresses(nsFD int) ([]netip.Prefix, error) {
+	type result struct {
+		addrs []net.Addr
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if nsFD > 0 {
+			if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
+				ch <- result{err: fmt.Errorf("enter the network namespace: %w", err)}
+				return // the thread stays locked and ends with the goroutine
+			}
+		}
+		addrs, err := net.InterfaceAddrs()
+		ch <- result{addrs, err}
+		// Leaving the thread locked retires it, namespace and all.
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, fmt.Errorf("node addresses: %w", r.err)
+	}
+	var out []netip.Prefix
+	for _, a := range r.addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(ipn.IP)
+		ip = ip.Unmap()
+		if ip.IsLoopback() || !ip.IsValid() {
+			continue
+		}
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	if len(out) == 0 {
+		return nil, errors.New("node addresses: no interface has one; give --node-address")
+	}
+	return out, nil
+}
+
+func (h *hostFirewall) fileName() string {
+	node := h.ns.node
+	if node == "" {
+		node = "node"
+	}
+	return "host-" + strings.NewReplacer("/", "_", " ", "_").Replace(node) + ".nft"
+}
+
+func (h *hostFirewall) summary(w io.Writer, rs *hostfw.Ruleset, where string) {
+	observed := 0
+	for _, r := range rs.Rules {
+		if r.Hosts > 0 {
+			observed++
+		}
+	}
+	fmt.Fprintf(w, "host firewall for node %s: %d rules (%d for observed service ports) from %d inbound conntrack flows; %s\n",
+		h.ns.node, len(rs.Rules), observed, rs.Observed, where)
+}
+
+// recommendHost writes <out>/host-<node>.nft.
+func (h *hostFirewall) recommend(cmd *cobra.Command, g *globals, src *flowSource, out string) error {
+	defer h.ns.close()
+	rs, err := h.build(cmd.Context(), g, src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	var text bytes.Buffer
+	if err := rs.WriteText(&text, time.Now()); err != nil {
+		return err
+	}
+	path := filepath.Join(out, h.fileName())
+	if err := os.WriteFile(path, text.Bytes(), 0o644); err != nil {
+		return err
+	}
+	h.summary(cmd.OutOrStdout(), rs, "written to "+path+" (load with nft -f, or flowwarden enforce --host --apply)")
+	return nil
+}
+
+// enforce dry-runs the ruleset and, with --apply, applies it with rollback.
+func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, out string) error {
+	defer h.ns.close()
+	rs, err := h.build(cmd.Context(), g, src)
+	if err != nil {
+		return err
+	}
+	var text bytes.Buffer
+	if err := rs.WriteText(&text, time.Now()); err != nil {
+		return err
+	}
+	if out != "" {
+		if err := os.WriteFile(out, text.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
+	w := cmd.OutOrStdout()
+	if !h.apply {
+		n, err := hostfw.DryRun(rs)
+		if err != nil {
+			return err
+		}
+		if out == "" {
+			_, _ = w.Write(text.Bytes())
+		}
+		h.summary(w, rs, fmt.Sprintf("dry run passed (the kernel accepted all %d rules in a scratch namespace); nothing applied: add --apply", n))
+		return nil
+	}
+	conn, err := nftlib.New(h.ns.nftOptions()...)
+	if err != nil {
+		return fmt.Errorf("nftables (needs CAP_NET_ADMIN): %w", err)
+	}
+	// A dropped SSH session (SIGHUP), ^C or SIGTERM rolls back too.
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGHUP)
+	defer stop()
+	prompt := cmd.ErrOrStderr()
+	confirm := func(ctx context.Context) error {
+		fmt.Fprintf(prompt, "The new host firewall is in force. Check that you can still open NEW connections to the node\n"+
+			"(a second SSH session), then type yes within %s, or the previous ruleset is restored: ", h.timeout)
+		return confirmFrom(ctx, cmd.InOrStdin())
+	}
+	if err := hostfw.Apply(ctx, conn, rs, h.timeout, confirm, g.log); err != nil {
+		return err
+	}
+	h.summary(w, rs, "applied and confirmed")
+	return nil
+}
+
+// confirmFrom waits for a line "yes" on r. The reading goroutine ends with
+// r (or the process): a blocked read on stdin cannot be interrupted.
+func confirmFrom(ctx context.Context, r io.Reader) error {
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			select {
+			case lines <- strings.TrimSpace(sc.Text()):
+			default:
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no confirmation: %w", context.Cause(ctx))
+		case l, ok := <-lines:
+			if !ok {
+				return errors.New("stdin closed without confirmation")
+			}
+			if strings.EqualFold(l, "yes") {
+				return nil
+			}
+		}
+	}
+}

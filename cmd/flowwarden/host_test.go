@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/flowwarden/flowwarden/alerting/amtest"
+	"github.com/flowwarden/flowwarden/enforcer/hostfw"
+	"github.com/flowwarden/flowwarden/ingest/netnstest"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+)
+
+// runIn executes the CLI in-process with stdin.
+func runIn(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetIn(stdin)
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+// TestHostFirewallEndToEnd is the host layer through the CLI: serve --conntrack
+// --nftables reads a node namespace's conntrack table and counters into
+// ClickHouse while a client uses one port over a veth pair; recommend --host
+// writes the nft file; enforce --host dry-runs it, then --apply is rolled back
+// when nobody confirms and kept when "yes" is typed, after which the used
+// port answers and a listening port nobody used does not.
+func TestHostFirewallEndToEnd(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	p := netnstest.NewPair(t)
+	p.Node.TrackConnections(t)
+	p.Node.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1")
+	p.Node.Serve(t, 18100, 18101)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := runIn(ctx, strings.NewReader(""), "serve", "--clickhouse", dsn, "--conntrack", "--nftables", "--netns", p.Node.Name,
+			"--node", "node-1", "--conntrack-interval", "200ms", "--nftables-interval", "200ms", "--detect=false",
+			"--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, 18100), 3, 5000); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := clickhouse.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var flows, bytesSum, counterRows uint64
+	waitUntil(t, 30*time.Second, "3 conntrack flows with their bytes, and counter readings", func() bool {
+		_ = conn.QueryRow(context.Background(), `SELECT count(), sum(bytes) FROM flows
+			WHERE source = 'conntrack' AND node = 'node-1' AND dst_port = 18100 AND src_ip = toIPv6('10.199.0.2')`).Scan(&flows, &bytesSum)
+		_ = conn.QueryRow(context.Background(), `SELECT count() FROM nft_counters WHERE node = 'node-1' AND table = 'observe'`).Scan(&counterRows)
+		return flows >= 3 && counterRows > 0
+	})
+	time.Sleep(time.Second) // a duplicate report would land now
+	_ = conn.QueryRow(context.Background(), `SELECT count(), sum(bytes) FROM flows WHERE source = 'conntrack' AND dst_port = 18100`).Scan(&flows, &bytesSum)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if flows != 3 || bytesSum < 3*2*5000 {
+		t.Fatalf("%d conntrack flows with %d bytes for 3 connections of 5000 bytes each way", flows, bytesSum)
+	}
+
+	// recommend --host: node addresses from the namespace's interfaces.
+	dir := t.TempDir()
+	common := []string{"--host", "--since", "1h", "--clickhouse", dsn, "--node", "node-1", "--netns", p.Node.Name, "--log-level", "warn"}
+	out, err := runIn(context.Background(), nil, append([]string{"recommend", "--out", dir}, common...)...)
+	if err != nil {
+		t.Fatalf("recommend --host: %v\n%s", err, out)
+	}
+	file, err := os.ReadFile(filepath.Join(dir, "host-node-1.nft"))
+	if err != nil {
+		t.Fatalf("%v (output: %s)", err, out)
+	}
+	if !strings.Contains(string(file), `ip saddr 10.199.0.2 tcp dport 18100 counter accept comment "observed 3 flows from 1 host`) ||
+		strings.Contains(string(file), "18101") {
+		t.Errorf("host-node-1.nft:\n%s", file)
+	}
+	if !strings.Contains(out, "1 for observed service ports") {
+		t.Errorf("recommend --host said: %s", out)
+	}
+
+	nft, err := nftables.New(nftables.WithNetNSFd(p.Node.FD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tableNow := func() string { d, _ := hostfw.Describe(nft); return d }
+	reachable := func(port uint16) error { return p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, port), 1, 64) }
+
+	// enforce --host without --apply: a dry run, nothing changes.
+	out, err = runIn(context.Background(), nil, append([]string{"enforce"}, common...)...)
+	if err != nil || !strings.Contains(out, "dry run passed") || !strings.Contains(out, "table inet flowwarden {") {
+		t.Fatalf("enforce --host dry run: %v\n%s", err, out)
+	}
+	if d := tableNow(); !strings.HasPrefix(d, "(no table") {
+		t.Fatalf("the dry run changed the namespace:\n%s", d)
+	}
+
+	// --apply, nobody answers: rolled back.
+	silent, keepOpen := io.Pipe()
+	defer keepOpen.Close()
+	start := time.Now()
+	out, err = runIn(context.Background(), silent, append([]string{"enforce", "--apply", "--confirm-timeout", "2s"}, common...)...)
+	if err == nil || !errors.Is(err, hostfw.ErrNotConfirmed) {
+		t.Fatalf("unconfirmed apply: %v\n%s", err, out)
+	}
+	if time.Since(start) < 2*time.Second || !strings.Contains(out, "type yes within 2s") {
+		t.Errorf("the rollback did not wait for the confirmation timeout (%s): %s", time.Since(start), out)
+	}
+	if d := tableNow(); !strings.HasPrefix(d, "(no table") {
+		t.Fatalf("after rollback:\n%s", d)
+	}
+	if err := reachable(18101); err != nil {
+		t.Fatalf("after rollback the quiet port should answer again: %v", err)
+	}
+
+	// --apply, confirmed: kept, and it enforces.
+	out, err = runIn(context.Background(), strings.NewReader("yes\n"), append([]string{"enforce", "--apply", "--confirm-timeout", "30s"}, common...)...)
+	if err != nil || !strings.Contains(out, "applied and confirmed") {
+		t.Fatalf("confirmed apply: %v\n%s", err, out)
+	}
+	if err := reachable(18100); err != nil {
+		t.Errorf("the observed port is blocked: %v", err)
+	}
+	if err := reachable(18101); err == nil {
+		t.Error("the never-used port still answers")
+	}
+}
