@@ -98,6 +98,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			// findings table and, when configured, to Alertmanager.
 			var sink ingest.Sink = w
 			var eng *analyze.Engine
+			var dropRate *analyze.DropRate // nftables drop-rule spikes, fed by --nftables
 			findingSinks := analyze.Fanout{}
 			store := clickhouse.NewFindingStore(st.conn, reg, g.log)
 			var sender *alerting.Sender
@@ -109,7 +110,11 @@ func newServeCommand(g *globals) *cobra.Command {
 					}
 					findingSinks = append(findingSinks, sender)
 				}
-				if eng, err = analyze.NewEngine(analyze.DefaultConfig(), findingSinks, analyze.NewMetrics(reg)); err != nil {
+				detectorMetrics := analyze.NewMetrics(reg)
+				if eng, err = analyze.NewEngine(analyze.DefaultConfig(), findingSinks, detectorMetrics); err != nil {
+					return err
+				}
+				if dropRate, err = analyze.NewDropRate(analyze.DefaultDropRateConfig(), findingSinks, detectorMetrics); err != nil {
 					return err
 				}
 				sink = ingest.Fanout{w, eng}
@@ -198,13 +203,11 @@ func newServeCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--nftables needs CAP_NET_ADMIN: %w", err)
 				}
-				p := &nftables.Poller{Conn: nft, Interval: host.nftInterval, Log: g.log, Store: func(ctx context.Context, samples []nftables.Sample) error {
-					rows := make([]clickhouse.CounterRow, 0, len(samples))
-					for _, s := range samples {
-						rows = append(rows, clickhouse.CounterRow{Time: s.Time, Node: node, Family: s.Family, Table: s.Table, Chain: s.Chain,
-							Name: s.Name, Comment: s.Comment, Handle: s.Handle, Drop: s.Drop, Packets: s.Packets, Bytes: s.Bytes})
+				p := &nftables.Poller{Conn: nft, Node: node, Interval: host.nftInterval, Log: g.log, Store: func(ctx context.Context, samples []schema.CounterSample) error {
+					if dropRate != nil {
+						dropRate.Observe(samples)
 					}
-					return clickhouse.InsertCounters(ctx, st.conn, rows)
+					return clickhouse.InsertCounters(ctx, st.conn, samples)
 				}}
 				grp.Go(func() error { return p.Run(gctx) })
 			}

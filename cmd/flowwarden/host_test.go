@@ -144,4 +144,50 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	if err := reachable(18101); err == nil {
 		t.Error("the never-used port still answers")
 	}
+
+	// A scan of the closed port spikes the final drop rule's counter:
+	// serve --nftables opens an nft-drop-spike finding whose SQL shows the
+	// readings behind it.
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		_, err := runIn(ctx, strings.NewReader(""), "serve", "--clickhouse", dsn, "--nftables", "--netns", p.Node.Name,
+			"--node", "node-1", "--nftables-interval", "200ms",
+			"--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--flows-ttl", "0", "--log-level", "warn")
+		done <- err
+	}()
+	time.Sleep(1500 * time.Millisecond) // a few quiet readings teach the baseline
+	if n, err := p.Client.Probe(netip.AddrPortFrom(p.NodeAddr, 18101), 60); err != nil || n != 0 {
+		t.Fatalf("scan: %d of 60 connected, %v", n, err)
+	}
+	var summary, query string
+	waitUntil(t, 20*time.Second, "an nft-drop-spike finding", func() bool {
+		return conn.QueryRow(context.Background(), `SELECT summary, query FROM findings FINAL
+			WHERE detector = 'nft-drop-spike' AND workload = 'node-1' ORDER BY updated_at DESC LIMIT 1`).Scan(&summary, &query) == nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(summary, `"flowwarden: not observed"`) {
+		t.Errorf("finding summary: %s", summary)
+	}
+	rows, err := conn.Query(context.Background(), query)
+	if err != nil {
+		t.Fatalf("the finding's query fails: %v\n%s", err, query)
+	}
+	var dropped uint64
+	for rows.Next() {
+		var at time.Time
+		var comment string
+		var packets, bytes uint64
+		var since int64
+		if err := rows.Scan(&at, &comment, &packets, &bytes, &since); err != nil {
+			t.Fatal(err)
+		}
+		dropped += uint64(since)
+	}
+	rows.Close()
+	if dropped < 60 {
+		t.Errorf("the finding's query shows %d dropped packets for a 60-SYN scan:\n%s", dropped, query)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/flowwarden/flowwarden/ingest/conntrack"
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
 	nftcounters "github.com/flowwarden/flowwarden/ingest/nftables"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 func TestMain(m *testing.M) { netnstest.Main(m) }
@@ -78,9 +79,9 @@ func reachable(p *netnstest.Pair, port uint16) error {
 	return p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, port), 1, 64)
 }
 
-func counter(t *testing.T, conn *nftables.Conn, comment string) nftcounters.Sample {
+func counter(t *testing.T, conn *nftables.Conn, comment string) schema.CounterSample {
 	t.Helper()
-	samples, err := nftcounters.Read(conn, time.Now())
+	samples, err := nftcounters.Read(conn, "node-1", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func counter(t *testing.T, conn *nftables.Conn, comment string) nftcounters.Samp
 		}
 	}
 	t.Fatalf("no counter with comment %q", comment)
-	return nftcounters.Sample{}
+	return schema.CounterSample{}
 }
 
 // TestGeneratedRulesetEnforcesObservedTraffic is the host layer end to end:

@@ -33,6 +33,8 @@ func Main(m *testing.M) {
 			err = serve(arg)
 		case "dial":
 			err = dial(arg)
+		case "probe":
+			err = probe(arg)
 		default:
 			err = traffic(spec)
 		}
@@ -282,4 +284,43 @@ func (ns *NS) Sysctl(t *testing.T, settings ...string) {
 			t.Fatalf("sysctl %s in %s: %v: %s", kv, ns.Name, err, out)
 		}
 	}
+}
+
+// Probe makes n connection attempts to addr at once from inside the
+// namespace (each gives up after a second) and returns how many connected:
+// a port scan in miniature.
+func (ns *NS) Probe(addr netip.AddrPort, n int) (int, error) {
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=probe:%s,%d", envTraffic, addr, n))
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("probe %s from %s: %w", addr, ns.Name, err)
+	}
+	return strconv.Atoi(strings.TrimSpace(string(out)))
+}
+
+func probe(spec string) error {
+	addr, count, _ := strings.Cut(spec, ",")
+	n, err := strconv.Atoi(count)
+	if err != nil {
+		return err
+	}
+	results := make(chan bool, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			results <- err == nil
+		}()
+	}
+	ok := 0
+	for i := 0; i < n; i++ {
+		if <-results {
+			ok++
+		}
+	}
+	fmt.Println(ok)
+	return nil
 }

@@ -12,30 +12,17 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-)
 
-// Sample is one counter's value at one time.
-type Sample struct {
-	Time    time.Time
-	Family  string
-	Table   string
-	Chain   string // empty for named counters
-	Handle  uint64 // rule handle; 0 for named counters
-	Name    string // named counter's name; empty for rule counters
-	Comment string // rule comment
-	Packets uint64
-	Bytes   uint64
-	// Drop says the rule's verdict is drop (for drop-rate alerts).
-	Drop bool
-}
+	"github.com/flowwarden/flowwarden/schema"
+)
 
 var families = map[nftables.TableFamily]string{
 	nftables.TableFamilyINet: "inet", nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6",
 	nftables.TableFamilyARP: "arp", nftables.TableFamilyNetdev: "netdev", nftables.TableFamilyBridge: "bridge",
 }
 
-// Read takes one reading of every counter in every table.
-func Read(conn *nftables.Conn, now time.Time) ([]Sample, error) {
+// Read takes one reading of every counter in every table (on node).
+func Read(conn *nftables.Conn, node string, now time.Time) ([]schema.CounterSample, error) {
 	tables, err := conn.ListTables()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list tables: %w", err)
@@ -44,7 +31,7 @@ func Read(conn *nftables.Conn, now time.Time) ([]Sample, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
-	var out []Sample
+	var out []schema.CounterSample
 	for _, t := range tables {
 		fam := families[t.Family]
 		objs, err := conn.GetObjects(t)
@@ -53,7 +40,7 @@ func Read(conn *nftables.Conn, now time.Time) ([]Sample, error) {
 		}
 		for _, o := range objs {
 			if c, ok := o.(*nftables.CounterObj); ok {
-				out = append(out, Sample{Time: now, Family: fam, Table: t.Name, Name: c.Name, Packets: c.Packets, Bytes: c.Bytes})
+				out = append(out, schema.CounterSample{Time: now, Node: node, Family: fam, Table: t.Name, Name: c.Name, Packets: c.Packets, Bytes: c.Bytes})
 			}
 		}
 		for _, ch := range chains {
@@ -74,7 +61,7 @@ func Read(conn *nftables.Conn, now time.Time) ([]Sample, error) {
 				}
 				for _, e := range r.Exprs {
 					if c, ok := e.(*expr.Counter); ok {
-						out = append(out, Sample{Time: now, Family: fam, Table: t.Name, Chain: ch.Name, Handle: r.Handle,
+						out = append(out, schema.CounterSample{Time: now, Node: node, Family: fam, Table: t.Name, Chain: ch.Name, Handle: r.Handle,
 							Comment: comment, Packets: c.Packets, Bytes: c.Bytes, Drop: drop})
 					}
 				}
@@ -87,8 +74,9 @@ func Read(conn *nftables.Conn, now time.Time) ([]Sample, error) {
 // Poller reads the counters every Interval and hands the samples over.
 type Poller struct {
 	Conn     *nftables.Conn
+	Node     string
 	Interval time.Duration
-	Store    func(ctx context.Context, samples []Sample) error
+	Store    func(ctx context.Context, samples []schema.CounterSample) error
 	Log      *slog.Logger
 }
 
@@ -100,7 +88,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	t := time.NewTicker(p.Interval)
 	defer t.Stop()
 	for {
-		samples, err := Read(p.Conn, time.Now())
+		samples, err := Read(p.Conn, p.Node, time.Now())
 		if err == nil {
 			err = p.Store(ctx, samples)
 		}

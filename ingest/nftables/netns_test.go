@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 func TestMain(m *testing.M) { netnstest.Main(m) }
@@ -59,23 +60,23 @@ func TestCountersMoveWithRealTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	installTestRules(t, conn, 18080, 18081)
-	before, err := Read(conn, time.Now())
+	before, err := Read(conn, "node-1", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns.Traffic(t, 18080, 5, 4096, 18081)
-	after, err := Read(conn, time.Now())
+	after, err := Read(conn, "node-1", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func(samples []Sample, name, comment string) Sample {
+	get := func(samples []schema.CounterSample, name, comment string) schema.CounterSample {
 		for _, s := range samples {
 			if s.Table == "fwtest" && (name != "" && s.Name == name || comment != "" && s.Comment == comment) {
 				return s
 			}
 		}
 		t.Fatalf("no counter %q/%q in %+v", name, comment, samples)
-		return Sample{}
+		return schema.CounterSample{}
 	}
 	if b, a := get(before, "served_in", ""), get(after, "served_in", ""); a.Packets < b.Packets+5 || a.Bytes <= b.Bytes {
 		t.Errorf("named counter did not move with 5 connections: before %+v after %+v", b, a)

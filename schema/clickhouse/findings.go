@@ -117,18 +117,8 @@ func (s *FindingStore) insert(ctx context.Context, batch []schema.Finding) error
 	return nil
 }
 
-// CounterRow is one nftables counter reading for the nft_counters table.
-type CounterRow struct {
-	Time                             time.Time
-	Node, Family, Table, Chain, Name string
-	Comment                          string
-	Handle                           uint64
-	Drop                             bool
-	Packets, Bytes                   uint64
-}
-
 // InsertCounters stores counter readings.
-func InsertCounters(ctx context.Context, conn driver.Conn, rows []CounterRow) error {
+func InsertCounters(ctx context.Context, conn driver.Conn, rows []schema.CounterSample) error {
 	if len(rows) == 0 {
 		return nil
 	}
