@@ -20,6 +20,9 @@ type globals struct {
 	logLevel   string
 	flowsTTL   time.Duration
 	rollupTTL  time.Duration
+	cluster    string
+	replicated bool
+	clusterDDL string
 	log        *slog.Logger
 }
 
@@ -57,6 +60,9 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows by flow time (0: forever); applies when the tables are created")
 	pf.DurationVar(&g.rollupTTL, "rollup-ttl", 400*24*time.Hour, "retention of the edges rollups (0: forever); applies when the tables are created")
+	pf.StringVar(&g.cluster, "clickhouse-cluster", "", "ClickHouse cluster (remote_servers name): shard-local <table>_local tables with Distributed <table> tables over them")
+	pf.BoolVar(&g.replicated, "clickhouse-replicated", true, "--clickhouse-cluster: Replicated*MergeTree local tables (needs Keeper and the {shard}/{replica} macros)")
+	pf.StringVar(&g.clusterDDL, "clickhouse-cluster-ddl", "on-cluster", "--clickhouse-cluster: create the tables with ON CLUSTER DDL (on-cluster) or by connecting to every host (each-host)")
 
 	root.AddCommand(
 		newIngestCommand(g),

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
@@ -24,6 +26,20 @@ type storage struct {
 // when server is non-nil it should also supervise it (server.Run).
 func openStorage(ctx context.Context, g *globals) (*storage, error) {
 	st := &storage{dsn: g.clickhouse}
+	cfg := clickhouse.SchemaConfig{FlowsTTL: g.flowsTTL, RollupTTL: g.rollupTTL}
+	if g.cluster != "" {
+		if st.dsn == "" {
+			return nil, errors.New("--clickhouse-cluster needs --clickhouse: the embedded ClickHouse is a single server")
+		}
+		switch g.clusterDDL {
+		case "on-cluster":
+		case "each-host":
+			cfg.EachHost = true
+		default:
+			return nil, fmt.Errorf("--clickhouse-cluster-ddl %q: want on-cluster or each-host", g.clusterDDL)
+		}
+		cfg.Cluster, cfg.Replicated = g.cluster, g.replicated
+	}
 	if st.dsn == "" {
 		if r, err := embedded.FindRunning(g.dataDir); err == nil {
 			st.dsn = "clickhouse://default@" + r.Native + "/" + clickhouse.DefaultDatabase
@@ -46,8 +62,13 @@ func openStorage(ctx context.Context, g *globals) (*storage, error) {
 		return nil, err
 	}
 	st.conn = conn
-	cfg := clickhouse.SchemaConfig{FlowsTTL: g.flowsTTL, RollupTTL: g.rollupTTL}
-	if err := clickhouse.Migrate(ctx, conn, cfg, g.log); err != nil {
+	migrate := clickhouse.Migrate
+	if cfg.EachHost {
+		migrate = func(ctx context.Context, conn driver.Conn, cfg clickhouse.SchemaConfig, log *slog.Logger) error {
+			return clickhouse.MigrateEachHost(ctx, conn, st.dsn, cfg, log)
+		}
+	}
+	if err := migrate(ctx, conn, cfg, g.log); err != nil {
 		st.close()
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
 	"sort"
 	"strconv"
@@ -37,6 +38,18 @@ type SchemaConfig struct {
 	FlowsTTL time.Duration
 	// RollupTTL is how long the edges_* rollups are kept; 0 keeps them forever.
 	RollupTTL time.Duration
+	// Cluster, when set, lays the tables out for a ClickHouse cluster of
+	// that name (remote_servers): each table is a shard-local <name>_local
+	// and <name> is a Distributed table over them, so that every query and
+	// insert keeps using the plain names.
+	Cluster string
+	// Replicated makes the local tables Replicated*MergeTree (with the
+	// {shard} and {replica} macros; needs ClickHouse Keeper).
+	Replicated bool
+	// EachHost runs the DDL on every host of the cluster over its own
+	// connection instead of ON CLUSTER (for clusters without distributed
+	// DDL, such as the embedded test cluster). See MigrateEachHost.
+	EachHost bool
 }
 
 // DefaultSchemaConfig keeps raw flows 90 days and rollups 400 days (a full
@@ -164,6 +177,7 @@ func Migrations(cfg SchemaConfig) ([]Migration, error) {
 		"FlowsTTLDays":  int(cfg.FlowsTTL / (24 * time.Hour)),
 		"RollupTTLDays": int(cfg.RollupTTL / (24 * time.Hour)),
 	}
+	funcs := cfg.templateFuncs()
 	var out []Migration
 	for _, n := range names {
 		base := strings.TrimSuffix(n[len("migrations/"):], ".sql")
@@ -177,7 +191,7 @@ func Migrations(cfg SchemaConfig) ([]Migration, error) {
 			return nil, err
 		}
 		sum := sha256.Sum256(raw)
-		tmpl, err := template.New(n).Option("missingkey=error").Parse(string(raw))
+		tmpl, err := template.New(n).Option("missingkey=error").Funcs(funcs).Parse(string(raw))
 		if err != nil {
 			return nil, fmt.Errorf("migration %s: %w", n, err)
 		}
@@ -188,6 +202,50 @@ func Migrations(cfg SchemaConfig) ([]Migration, error) {
 		out = append(out, Migration{Version: v, Name: name, Statements: splitStatements(buf.String()), Checksum: hex.EncodeToString(sum[:8])})
 	}
 	return out, nil
+}
+
+// templateFuncs are the layout helpers of the migrations:
+//
+//	{{local "flows"}}             the storage table: flows, or flows_local on a cluster
+//	{{onCluster}}                 "", or ON CLUSTER "name" (unless EachHost)
+//	{{engine "MergeTree" "flows"}} the engine, Replicated* on a replicated cluster;
+//	                              more arguments are the engine's own
+//	{{distributed "flows" "key"}} on a cluster, the statement creating the
+//	                              Distributed table "flows" sharded by key
+func (cfg SchemaConfig) templateFuncs() template.FuncMap {
+	local := func(name string) string {
+		if cfg.Cluster == "" {
+			return name
+		}
+		return name + "_local"
+	}
+	onCluster := func() string {
+		if cfg.Cluster == "" || cfg.EachHost {
+			return ""
+		}
+		return " ON CLUSTER " + QuoteIdent(cfg.Cluster)
+	}
+	return template.FuncMap{
+		"local":     local,
+		"onCluster": onCluster,
+		"engine": func(engine, table string, args ...string) string {
+			if cfg.Cluster != "" && cfg.Replicated {
+				path := QuoteString("/clickhouse/tables/{shard}/{database}/" + local(table))
+				return "Replicated" + engine + "(" + strings.Join(append([]string{path, "'{replica}'"}, args...), ", ") + ")"
+			}
+			if len(args) == 0 {
+				return engine
+			}
+			return engine + "(" + strings.Join(args, ", ") + ")"
+		},
+		"distributed": func(table, key string) string {
+			if cfg.Cluster == "" {
+				return ""
+			}
+			return "CREATE TABLE IF NOT EXISTS " + table + onCluster() + " AS " + local(table) + "\n" +
+				"ENGINE = Distributed(" + QuoteString(cfg.Cluster) + ", currentDatabase(), " + local(table) + ", " + key + ");"
+		},
+	}
 }
 
 // splitStatements splits a migration on semicolons that end a line, dropping
@@ -219,6 +277,20 @@ func splitStatements(sql string) []string {
 func Migrate(ctx context.Context, conn driver.Conn, cfg SchemaConfig, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.Cluster != "" {
+		if _, err := clusterHosts(ctx, conn, cfg.Cluster); err != nil {
+			return err
+		}
+		if !cfg.EachHost {
+			var db string
+			if err := conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&db); err != nil {
+				return fmt.Errorf("current database: %w", err)
+			}
+			if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+QuoteIdent(db)+" ON CLUSTER "+QuoteIdent(cfg.Cluster)); err != nil {
+				return fmt.Errorf("create database %s on cluster %s: %w", db, cfg.Cluster, err)
+			}
+		}
 	}
 	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations
 (version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))
@@ -265,6 +337,60 @@ ENGINE = MergeTree ORDER BY version`); err != nil {
 		log.Info("applied migration", "version", m.Version, "name", m.Name)
 	}
 	return nil
+}
+
+// MigrateEachHost applies the migrations on every host of cfg.Cluster, each
+// over a connection of its own (the DSN's user and database, the host's
+// native port from system.clusters), for clusters that do not run
+// distributed DDL. Every host records its own schema_migrations.
+func MigrateEachHost(ctx context.Context, conn driver.Conn, dsn string, cfg SchemaConfig, log *slog.Logger) error {
+	hosts, err := clusterHosts(ctx, conn, cfg.Cluster)
+	if err != nil {
+		return err
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("ClickHouse DSN %s: want clickhouse://user@host:port/db to reach the other hosts", RedactDSN(dsn))
+	}
+	for _, h := range hosts {
+		hu := *u
+		hu.Host = h
+		c, err := Open(ctx, hu.String())
+		if err != nil {
+			return fmt.Errorf("cluster %s host %s: %w", cfg.Cluster, h, err)
+		}
+		err = Migrate(ctx, c, cfg, log)
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("cluster %s host %s: %w", cfg.Cluster, h, err)
+		}
+	}
+	return nil
+}
+
+// clusterHosts lists host:port (native protocol) of every replica of the cluster.
+func clusterHosts(ctx context.Context, conn driver.Conn, cluster string) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT host_address, port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cluster)
+	if err != nil {
+		return nil, fmt.Errorf("read system.clusters: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var host string
+		var port uint16
+		if err := rows.Scan(&host, &port); err != nil {
+			return nil, fmt.Errorf("read system.clusters: %w", err)
+		}
+		out = append(out, net.JoinHostPort(host, strconv.Itoa(int(port))))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("cluster %q is not defined on this server (remote_servers in its configuration; see system.clusters)", cluster)
+	}
+	return out, nil
 }
 
 // ErrNotReadOnly is returned by Query for statements that could change data.

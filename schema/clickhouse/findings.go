@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -98,7 +99,7 @@ func (s *FindingStore) Flush(ctx context.Context) error {
 }
 
 func (s *FindingStore) insert(ctx context.Context, batch []schema.Finding) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)")
+	b, err := s.conn.PrepareBatch(foreground(ctx), "INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)")
 	if err != nil {
 		return fmt.Errorf("store findings: %w", err)
 	}
@@ -122,7 +123,7 @@ func InsertCounters(ctx context.Context, conn driver.Conn, rows []schema.Counter
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO nft_counters (time, node, family, `table`, chain, handle, name, comment, drop, packets, bytes)")
+	b, err := conn.PrepareBatch(foreground(ctx), "INSERT INTO nft_counters (time, node, family, `table`, chain, handle, name, comment, drop, packets, bytes)")
 	if err != nil {
 		return fmt.Errorf("store nftables counters: %w", err)
 	}
@@ -136,4 +137,10 @@ func InsertCounters(ctx context.Context, conn driver.Conn, rows []schema.Counter
 		return fmt.Errorf("store nftables counters: %w", err)
 	}
 	return nil
+}
+
+// foreground makes an insert into a Distributed table (a cluster) return
+// only when the shards have the rows.
+func foreground(ctx context.Context) context.Context {
+	return ch.Context(ctx, ch.WithSettings(ch.Settings{"distributed_foreground_insert": 1}))
 }

@@ -422,6 +422,9 @@ func (w *Writer) insertOnce(ctx context.Context, client **chgo.Client, cols *col
 			// must not be inserted twice when retried, nor counted twice in
 			// the rollups.
 			chgo.SettingInt("deduplicate_blocks_in_dependent_materialized_views", 1),
+			// Into a Distributed table (a cluster), return only when the
+			// shards have the rows: the spool may then let go of them.
+			chgo.SettingInt("distributed_foreground_insert", 1),
 			{Key: "insert_deduplication_token", Value: cols.token(), Important: true},
 		},
 	})

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -112,4 +114,81 @@ func Exec(httpAddr, sql string) error {
 		return fmt.Errorf("clickhouse: %s: %s", resp.Status, body)
 	}
 	return nil
+}
+
+// Shard is one server of a test cluster.
+type Shard struct {
+	Native, HTTP string
+}
+
+// Cluster starts n embedded ClickHouse servers that know each other as the
+// cluster name (n shards of one replica each, from a remote_servers file
+// every server loads) and stops them when the test ends. There is no
+// Keeper: the cluster has Distributed tables but neither replication nor
+// ON CLUSTER DDL.
+func Cluster(t testing.TB, name string, n int) []Shard {
+	t.Helper()
+	if os.Getenv("FLOWWARDEN_TEST_CLICKHOUSE") != "" {
+		t.Log("FLOWWARDEN_TEST_CLICKHOUSE is set, but a cluster test starts embedded servers of its own")
+	}
+	dir := t.TempDir()
+	free := freePorts(t, 2*n)
+	ports := make([][2]int, n)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "<clickhouse>\n  <remote_servers>\n    <%s>\n", name)
+	for i := range ports {
+		ports[i] = [2]int{free[2*i], free[2*i+1]}
+		fmt.Fprintf(&cfg, "      <shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>\n", ports[i][0])
+	}
+	fmt.Fprintf(&cfg, "    </%s>\n  </remote_servers>\n</clickhouse>\n", name)
+	configFile := filepath.Join(dir, "cluster.xml")
+	if err := os.WriteFile(configFile, []byte(cfg.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	servers := make([]*embedded.Server, n)
+	for i := range servers {
+		s, err := embedded.New(embedded.Config{DataDir: filepath.Join(dir, fmt.Sprintf("shard%d", i+1)), TCPPort: ports[i][0], HTTPPort: ports[i][1],
+			ConfigFile: configFile}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = s
+	}
+	return startAll(t, servers)
+}
+
+func startAll(t testing.TB, servers []*embedded.Server) []Shard {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		t.Cleanup(s.Stop)
+		go func() { errs <- s.Start(ctx) }()
+	}
+	for range servers {
+		if err := <-errs; err != nil {
+			t.Fatalf("start a cluster server: %v", err)
+		}
+	}
+	out := make([]Shard, len(servers))
+	for i, s := range servers {
+		out[i] = Shard{Native: s.NativeAddr(), HTTP: s.HTTPAddr()}
+	}
+	return out
+}
+
+// freePorts picks k distinct free loopback ports.
+func freePorts(t testing.TB, k int) []int {
+	t.Helper()
+	out := make([]int, k)
+	for i := range out {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are picked, so none repeats
+		out[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return out
 }

@@ -21,10 +21,11 @@ import (
 // Environment variables that turn a flowwarden (or test) binary into the
 // embedded server child. The parent sets them; nobody else needs to.
 const (
-	envChild    = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_CHILD"
-	envChildDir = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_DIR"
-	envTCPPort  = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_TCP_PORT"
-	envHTTPPort = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_HTTP_PORT"
+	envChild      = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_CHILD"
+	envChildDir   = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_DIR"
+	envTCPPort    = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_TCP_PORT"
+	envHTTPPort   = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_HTTP_PORT"
+	envConfigFile = "FLOWWARDEN_EMBEDDED_CLICKHOUSE_CONFIG"
 	// EnvLibPath names libchdb.so explicitly.
 	EnvLibPath = "CHDB_LIB_PATH"
 )
@@ -85,14 +86,15 @@ func RunChildIfRequested() {
 	}
 	tcp, _ := strconv.Atoi(os.Getenv(envTCPPort))
 	httpPort, _ := strconv.Atoi(os.Getenv(envHTTPPort))
-	err := ServeForever(os.Getenv(envChildDir), tcp, httpPort)
+	err := ServeForever(os.Getenv(envChildDir), tcp, httpPort, os.Getenv(envConfigFile))
 	fmt.Fprintln(os.Stderr, "embedded clickhouse:", err)
 	os.Exit(3)
 }
 
 // ServeForever loads libchdb.so and serves ClickHouse on 127.0.0.1 with data
-// in dir. It returns only on failure.
-func ServeForever(dir string, tcpPort, httpPort int) error {
+// in dir (and the configuration file configFile, if not empty). It returns
+// only on failure.
+func ServeForever(dir string, tcpPort, httpPort int, configFile string) error {
 	if dir == "" || tcpPort <= 0 || httpPort <= 0 {
 		return fmt.Errorf("embedded server needs a data dir and ports (dir=%q tcp=%d http=%d)", dir, tcpPort, httpPort)
 	}
@@ -119,6 +121,9 @@ func ServeForever(dir string, tcpPort, httpPort int) error {
 		"--listen_host=127.0.0.1",
 		"--multiquery",
 		"--query=" + keepAliveQuery,
+	}
+	if configFile != "" {
+		args = append(args[:1], append([]string{"--config-file=" + configFile}, args[1:]...)...)
 	}
 	cargs := make([]*byte, len(args)+1)
 	keep := make([][]byte, len(args))

@@ -28,6 +28,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// RestartBackoff is the pause before restarting a child that died.
 	RestartBackoff time.Duration
+	// ConfigFile is an extra ClickHouse configuration file (XML or YAML)
+	// merged over the defaults, e.g. remote_servers for a local cluster.
+	ConfigFile string
 	// Command is the program (and arguments) to run as the child; it must call
 	// RunChildIfRequested early. Defaults to this executable.
 	Command []string
@@ -140,6 +143,7 @@ func (s *Server) launch() error {
 		envChildDir+"="+filepath.Join(s.cfg.DataDir, "clickhouse"),
 		envTCPPort+"="+strconv.Itoa(s.cfg.TCPPort),
 		envHTTPPort+"="+strconv.Itoa(s.cfg.HTTPPort),
+		envConfigFile+"="+s.cfg.ConfigFile,
 	)
 	cmd.Dir = s.cfg.DataDir
 	cmd.Stdout = logFile

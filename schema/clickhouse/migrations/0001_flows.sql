@@ -2,7 +2,10 @@
 -- Ordered for the forensic questions people ask ("what did this workload talk
 -- to, when, with which verdict"); skip indexes serve the reverse direction and
 -- address look-ups. Partitioned by day so that retention drops whole parts.
-CREATE TABLE IF NOT EXISTS flows
+-- On a cluster (--clickhouse-cluster) each table here is a shard-local
+-- <name>_local, and <name> is a Distributed table over them; flows are
+-- sharded by source workload so that one workload stays on one shard.
+CREATE TABLE IF NOT EXISTS {{local "flows"}}{{onCluster}}
 (
     time              DateTime64(9, 'UTC') CODEC(DoubleDelta, ZSTD(1)),
     node              LowCardinality(String),
@@ -55,18 +58,19 @@ CREATE TABLE IF NOT EXISTS flows
     INDEX idx_verdict       verdict       TYPE set(16)          GRANULARITY 4,
     INDEX idx_dst_names     dst_names     TYPE bloom_filter(0.01) GRANULARITY 4
 )
-ENGINE = MergeTree
+ENGINE = {{engine "MergeTree" "flows"}}
 PARTITION BY toDate(time)
 ORDER BY (src_namespace, src_workload, time)
 {{if .FlowsTTLDays}}TTL toDateTime(time) + INTERVAL {{.FlowsTTLDays}} DAY{{end}}
 SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000;
+{{distributed "flows" "cityHash64(src_namespace, if(src_workload = '', IPv6NumToString(src_ip), src_workload))"}}
 
 -- Who talked to whom, in 5-minute and 1-day buckets. dst_address names peers
 -- that are not pods (world, host, unknown): a DNS name when Hubble saw one,
 -- else the address. Query with GROUP BY and sum()/min()/max(). Labels are
 -- not rolled up (aggregating the label maps doubled the cost of every
 -- insert); read them from flows.
-CREATE TABLE IF NOT EXISTS edges_5m
+CREATE TABLE IF NOT EXISTS {{local "edges_5m"}}{{onCluster}}
 (
     time              DateTime('UTC'),
     src_namespace     LowCardinality(String),
@@ -85,20 +89,23 @@ CREATE TABLE IF NOT EXISTS edges_5m
     first_seen        SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
     last_seen         SimpleAggregateFunction(max, DateTime64(9, 'UTC'))
 )
-ENGINE = AggregatingMergeTree
+ENGINE = {{engine "AggregatingMergeTree" "edges_5m"}}
 PARTITION BY toYYYYMM(time)
 ORDER BY (src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind, dst_address, protocol, dst_port, verdict, is_reply, time)
 {{if .RollupTTLDays}}TTL time + INTERVAL {{.RollupTTLDays}} DAY{{end}}
 SETTINGS non_replicated_deduplication_window = 10000;
+{{distributed "edges_5m" "cityHash64(src_namespace, src_workload)"}}
 
-CREATE TABLE IF NOT EXISTS edges_1d AS edges_5m
-ENGINE = AggregatingMergeTree
+CREATE TABLE IF NOT EXISTS {{local "edges_1d"}}{{onCluster}} AS {{local "edges_5m"}}
+ENGINE = {{engine "AggregatingMergeTree" "edges_1d"}}
 PARTITION BY toYYYYMM(time)
 ORDER BY (src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind, dst_address, protocol, dst_port, verdict, is_reply, time)
 {{if .RollupTTLDays}}TTL time + INTERVAL {{.RollupTTLDays}} DAY{{end}}
 SETTINGS non_replicated_deduplication_window = 10000;
+{{distributed "edges_1d" "cityHash64(src_namespace, src_workload)"}}
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS edges_5m_mv TO edges_5m AS
+-- On a cluster the views run on each shard, over its local tables.
+CREATE MATERIALIZED VIEW IF NOT EXISTS edges_5m_mv{{onCluster}} TO {{local "edges_5m"}} AS
 SELECT
     toStartOfFiveMinutes(f.time) AS time,
     f.src_namespace AS src_namespace, f.src_workload AS src_workload, f.src_workload_kind AS src_workload_kind,
@@ -106,19 +113,19 @@ SELECT
     if(f.dst_workload_kind IN ('reserved', '') , if(notEmpty(f.dst_names), f.dst_names[1], f.dst_addr), '') AS dst_address,
     f.protocol AS protocol, f.dst_port AS dst_port, f.verdict AS verdict, f.is_reply AS is_reply,
     count() AS flows, sum(f.bytes) AS bytes, min(f.time) AS first_seen, max(f.time) AS last_seen
-FROM flows AS f
+FROM {{local "flows"}} AS f
 GROUP BY time, src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind,
          dst_address, protocol, dst_port, verdict, is_reply;
 
 -- The daily rollup is fed from the 5-minute one: each insert into edges_5m
 -- is already aggregated, so this view sees far fewer rows than flows gets.
-CREATE MATERIALIZED VIEW IF NOT EXISTS edges_1d_mv TO edges_1d AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS edges_1d_mv{{onCluster}} TO {{local "edges_1d"}} AS
 SELECT
     toStartOfDay(e.time) AS time,
     e.src_namespace AS src_namespace, e.src_workload AS src_workload, e.src_workload_kind AS src_workload_kind,
     e.dst_namespace AS dst_namespace, e.dst_workload AS dst_workload, e.dst_workload_kind AS dst_workload_kind,
     e.dst_address AS dst_address, e.protocol AS protocol, e.dst_port AS dst_port, e.verdict AS verdict, e.is_reply AS is_reply,
     sum(e.flows) AS flows, sum(e.bytes) AS bytes, min(e.first_seen) AS first_seen, max(e.last_seen) AS last_seen
-FROM edges_5m AS e
+FROM {{local "edges_5m"}} AS e
 GROUP BY time, src_namespace, src_workload, src_workload_kind, dst_namespace, dst_workload, dst_workload_kind,
          dst_address, protocol, dst_port, verdict, is_reply;

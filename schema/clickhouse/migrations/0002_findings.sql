@@ -1,6 +1,6 @@
 -- Findings as they open, change and resolve; the newest version of each
 -- (id, start) wins: query with FINAL.
-CREATE TABLE IF NOT EXISTS findings
+CREATE TABLE IF NOT EXISTS {{local "findings"}}{{onCluster}}
 (
     id          String,
     detector    LowCardinality(String),
@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS findings
     query       String CODEC(ZSTD(3)),
     updated_at  DateTime64(6, 'UTC')
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = {{engine "ReplacingMergeTree" "findings" "updated_at"}}
 PARTITION BY toYYYYMM(start)
 ORDER BY (id, start)
 {{if .RollupTTLDays}}TTL toDateTime(start) + INTERVAL {{.RollupTTLDays}} DAY{{end}};
+-- All versions of a finding go to one shard, so FINAL sees them together.
+{{distributed "findings" "cityHash64(id)"}}
