@@ -3,11 +3,14 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
@@ -26,8 +29,25 @@ func grafanaMacros(sql string) string {
 
 // TestDashboardPanelsReturnRows runs every panel's SQL against the real
 // ClickHouse holding the published samples (re-timed into the last days,
-// with a dropped cross-namespace flow and an old edge added).
+// with a dropped cross-namespace flow and an old edge added), on one server
+// and on a two-shard cluster, where the panels must give as many rows.
 func TestDashboardPanelsReturnRows(t *testing.T) {
+	native, _ := chtest.Server(t)
+	single := panelRows(t, "clickhouse://default@"+native+"/flowwarden", clickhouse.SchemaConfig{}, nil) // the panels name the database
+	shards := chtest.Cluster(t, "fw", 2)
+	clustered := panelRows(t, "clickhouse://default@"+shards[0].Native+"/flowwarden", clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}, clickhouse.MigrateEachHost)
+	for title, n := range single {
+		if clustered[title] != n {
+			t.Errorf("%s: %d rows on one server, %d on the two-shard cluster", title, n, clustered[title])
+		}
+	}
+}
+
+// panelRows loads the data into a fresh flowwarden database at dsn and
+// returns the number of rows each panel's query gives.
+func panelRows(t *testing.T, dsn string, cfg clickhouse.SchemaConfig,
+	migrateEachHost func(context.Context, driver.Conn, string, clickhouse.SchemaConfig, *slog.Logger) error) map[string]int {
+	t.Helper()
 	raw, err := os.ReadFile("grafana/flowwarden-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +63,6 @@ func TestDashboardPanelsReturnRows(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatal(err)
 	}
-	native, _ := chtest.Server(t)
-	dsn := "clickhouse://default@" + native + "/flowwarden" // the panels name the database
 	ctx := context.Background()
 	conn, err := clickhouse.Open(ctx, dsn)
 	if err != nil {
@@ -59,7 +77,12 @@ func TestDashboardPanelsReturnRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
+	if migrateEachHost != nil {
+		err = migrateEachHost(ctx, conn, dsn, cfg, nil)
+	} else {
+		err = clickhouse.Migrate(ctx, conn, cfg, nil)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: 1000, FlushInterval: 50 * time.Millisecond}, dsn, nil, nil)
@@ -90,12 +113,13 @@ func TestDashboardPanelsReturnRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := conn.Exec(ctx, `INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)
-		VALUES ('f1', 'egress-denial-spike', 'critical', 'tenant-a', 'scanner', '', 'scan', now64(9), now64(9), 'open', 300, '{}', 'SELECT 1', now64(6))`); err != nil {
+		SETTINGS distributed_foreground_insert = 1 VALUES ('f1', 'egress-denial-spike', 'critical', 'tenant-a', 'scanner', '', 'scan', now64(9), now64(9), 'open', 300, '{}', 'SELECT 1', now64(6))`); err != nil {
 		t.Fatal(err)
 	}
 	if len(dash.Panels) != 5 {
 		t.Fatalf("%d panels", len(dash.Panels))
 	}
+	rows := map[string]int{}
 	for _, p := range dash.Panels {
 		sql := grafanaMacros(p.Targets[0].RawSQL)
 		if strings.Contains(sql, "$__") {
@@ -109,5 +133,7 @@ func TestDashboardPanelsReturnRows(t *testing.T) {
 		if len(res.Rows) == 0 {
 			t.Errorf("%s: no rows", p.Title)
 		}
+		rows[p.Title] = len(res.Rows)
 	}
+	return rows
 }
