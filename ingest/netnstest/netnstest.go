@@ -93,33 +93,13 @@ func traffic(spec string) error {
 	if _, err := fmt.Sscanf(spec, "%d,%d,%d,%d", &port, &conns, &size, &blocked); err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	l, err := listenEcho("127.0.0.1:" + strconv.Itoa(port))
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, c); c.Close() }()
-		}
-	}()
-	buf := make([]byte, size)
-	for i := 0; i < conns; i++ {
-		c, err := net.DialTimeout("tcp", l.Addr().String(), 2*time.Second)
-		if err != nil {
-			return err
-		}
-		if _, err := c.Write(buf); err != nil {
-			return err
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return err
-		}
-		c.Close()
+	if err := exchange(l.Addr().String(), conns, size, 2*time.Second); err != nil {
+		return err
 	}
 	if blocked > 0 {
 		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(blocked), 300*time.Millisecond); err == nil {
@@ -196,19 +176,9 @@ func (ns *NS) Dial(addr netip.AddrPort, conns, size int) error {
 
 func serve(spec string) error {
 	for _, p := range strings.Split(spec, ",") {
-		l, err := net.Listen("tcp", ":"+p)
-		if err != nil {
+		if _, err := listenEcho(":" + p); err != nil {
 			return err
 		}
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() { _, _ = io.Copy(c, c); c.Close() }()
-			}
-		}()
 	}
 	fmt.Println("ready")
 	select {} // until killed
@@ -221,20 +191,45 @@ func dial(spec string) error {
 	}
 	conns, _ := strconv.Atoi(parts[1])
 	size, _ := strconv.Atoi(parts[2])
+	return exchange(parts[0], conns, size, time.Second)
+}
+
+// listenEcho serves TCP echo on addr until the listener is closed.
+func listenEcho(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return l, nil
+}
+
+// exchange makes conns connections to addr (each dial giving up after
+// timeout), sending size bytes on each and reading the echo.
+func exchange(addr string, conns, size int, timeout time.Duration) error {
 	buf := make([]byte, size)
 	for i := 0; i < conns; i++ {
-		c, err := net.DialTimeout("tcp", parts[0], time.Second)
+		c, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
 			return err
 		}
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write(buf); err != nil {
-			return err
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return err
+		_, err = c.Write(buf)
+		if err == nil {
+			_, err = io.ReadFull(c, buf)
 		}
 		c.Close()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
