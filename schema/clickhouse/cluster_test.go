@@ -2,6 +2,7 @@ package clickhouse_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -227,4 +228,72 @@ func TestReplicatedClusterDDL(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkDistributedInsert writes the same 100,000 flows (the samples
+// with their workloads spread over 200 namespaces) through the writer into
+// a single server and into the Distributed table of a two-shard cluster on
+// the same machine, alternately, and reports the cluster's rate as a ratio.
+func BenchmarkDistributedInsert(b *testing.B) {
+	ctx := context.Background()
+	paths, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
+	sample, err := hubble.ReadFlows(ctx, paths...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const rows = 100000
+	flows := make([]schema.Flow, rows)
+	for i := range flows {
+		flows[i] = sample[i%len(sample)]
+		flows[i].Src.Namespace = fmt.Sprintf("ns-%d", i%200)
+		flows[i].Time = flows[i].Time.Add(time.Duration(i) * time.Microsecond)
+	}
+	single, _ := chtest.Database(b)
+	shards := chtest.Cluster(b, "fw", 2)
+	cluster := "clickhouse://default@" + shards[0].Native + "/fwbench"
+	for _, target := range []struct {
+		dsn string
+		cfg clickhouse.SchemaConfig
+	}{{single, clickhouse.SchemaConfig{}}, {cluster, clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}}} {
+		conn, err := clickhouse.Open(ctx, target.dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if target.cfg.EachHost {
+			err = clickhouse.MigrateEachHost(ctx, conn, target.dsn, target.cfg, nil)
+		} else {
+			err = clickhouse.Migrate(ctx, conn, target.cfg, nil)
+		}
+		conn.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	write := func(dsn string) time.Duration {
+		t0 := time.Now()
+		w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: 50000}, dsn, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(wctx) }()
+		if err := w.Write(ctx, flows...); err != nil {
+			b.Fatal(err)
+		}
+		stop()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	var one, two time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		one += write(single)
+		two += write(cluster)
+	}
+	b.ReportMetric(float64(b.N*rows)/one.Seconds(), "single-flows/s")
+	b.ReportMetric(float64(b.N*rows)/two.Seconds(), "2shard-flows/s")
+	b.ReportMetric(one.Seconds()/two.Seconds(), "cluster/single")
 }
