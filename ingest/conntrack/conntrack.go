@@ -133,10 +133,12 @@ func (p *Poller) Run(done <-chan struct{}) error {
 		events = make(chan ct.Event, 4096)
 		var err error
 		if errs, err = p.Events.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy}); err != nil {
+			p.Log.Warn("conntrack: no destroy events; connections are reported when they vanish from the dumps", "err", err)
 			p.Events.Close()
-			return fmt.Errorf("conntrack: subscribe to destroy events: %w", err)
+			p.Events, events = nil, nil
+		} else {
+			defer p.Events.Close()
 		}
-		defer p.Events.Close()
 	}
 	t := time.NewTicker(p.Interval)
 	defer t.Stop()
