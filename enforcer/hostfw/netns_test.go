@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 
@@ -248,5 +250,62 @@ func TestTextAndNetlinkAgree(t *testing.T) {
 	// Netlink install reads back as the same number of rules.
 	if n, err := DryRun(rs); err != nil || n != len(rs.Rules) {
 		t.Errorf("dry run: %d rules, %v", n, err)
+	}
+}
+
+// TestRedirectedPortIsAllowedWhereTheInputChainSeesIt: the node redirects
+// port 18300 to 18100 (as kube-proxy's NodePorts and local redirects do).
+// conntrack's reply tuple names 18100, the port the input chain sees after
+// the redirect, so the generated rule opens 18100 and connections to 18300
+// keep working under the firewall.
+func TestRedirectedPortIsAllowedWhereTheInputChainSeesIt(t *testing.T) {
+	p := netnstest.NewPair(t)
+	p.Node.TrackConnections(t)
+	conn := nftConn(t, p.Node)
+	nat := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "redirect"})
+	ch := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: nat, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	conn.AddRule(&nftables.Rule{Table: nat, Chain: ch, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(18300)},
+		&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(servedPort)},
+		&expr.Redir{RegisterProtoMin: 1},
+	}})
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p.Node.Serve(t, servedPort, quietPort)
+	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, 18300), 2, 512); err != nil {
+		t.Fatal(err)
+	}
+	ctc, err := ct.Dial(&netlink.Config{NetNS: p.Node.FD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctc.Close()
+	flows, err := conntrack.Dump(ctc, "node-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Addresses = []netip.Prefix{netip.PrefixFrom(p.NodeAddr, 32)}
+	b, _ := NewBuilder(cfg)
+	for i := range flows {
+		b.Add(&flows[i])
+	}
+	rs := b.Build()
+	if got := observedRules(rs); len(got) != 1 || !strings.HasPrefix(got[0], "ip saddr 10.199.0.2 tcp dport 18100 ") {
+		t.Fatalf("rules for the redirected connections: %q", got)
+	}
+	if err := Apply(context.Background(), conn, rs, 5*time.Second, func(context.Context) error { return nil }, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if err := reachable(p, 18300); err != nil {
+		t.Errorf("the redirected port is blocked by the generated ruleset: %v", err)
+	}
+	if err := reachable(p, quietPort); err == nil {
+		t.Error("the never-used port answers")
 	}
 }

@@ -19,14 +19,23 @@ import (
 
 var protocols = map[uint8]string{6: "TCP", 17: "UDP", 132: "SCTP", 1: "ICMPv4", 58: "ICMPv6"}
 
-// ToFlow maps a conntrack entry to a flow seen at now (on node).
+// ToFlow maps a conntrack entry to a flow seen at now (on node). The source
+// is the original tuple's (the initiator, before any SNAT); the destination
+// is the reply tuple's source, the peer that actually answered: after a
+// DNAT (a Service address, a NodePort, a redirect) that is the backend and
+// its port, which is also what the node's input chain sees. Without NAT the
+// two tuples mirror each other.
 func ToFlow(f *ct.Flow, node string, now time.Time) schema.Flow {
-	o := f.TupleOrig
+	o, r := f.TupleOrig, f.TupleReply
+	dst, dport := o.IP.DestinationAddress, o.Proto.DestinationPort
+	if r.IP.SourceAddress.IsValid() && r.Proto.Protocol == o.Proto.Protocol {
+		dst, dport = r.IP.SourceAddress, r.Proto.SourcePort
+	}
 	out := schema.Flow{
 		Time: now, Node: node, Source: schema.SourceConntrack, Verdict: schema.VerdictForwarded,
 		Direction: schema.DirectionUnknown,
-		SrcIP:     o.IP.SourceAddress.Unmap(), DstIP: o.IP.DestinationAddress.Unmap(),
-		SrcPort: o.Proto.SourcePort, DstPort: o.Proto.DestinationPort,
+		SrcIP:     o.IP.SourceAddress.Unmap(), DstIP: dst.Unmap(),
+		SrcPort: o.Proto.SourcePort, DstPort: dport,
 		Protocol: protocols[o.Proto.Protocol],
 		Bytes:    f.CountersOrig.Bytes + f.CountersReply.Bytes,
 		Packets:  f.CountersOrig.Packets + f.CountersReply.Packets,
