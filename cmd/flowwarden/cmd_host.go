@@ -136,7 +136,10 @@ func interfaceAddresses(nsFD int) ([]netip.Prefix, error) {
 		}
 		addrs, err := net.InterfaceAddrs()
 		ch <- result{addrs, err}
-		// Leaving the thread locked retires it, namespace and all.
+		if nsFD <= 0 {
+			runtime.UnlockOSThread()
+		}
+		// Otherwise the thread stays locked and is retired, namespace and all.
 	}()
 	r := <-ch
 	if r.err != nil {
