@@ -52,6 +52,83 @@ type PRResult struct {
 // earlier that are no longer wanted, and commits. The working copy is left
 // on the new branch. The PR body (Markdown) is returned, not committed.
 func Deliver(pr PullRequest, res *Result, prefix string) (*PRResult, error) {
+	if pr.Title == "" {
+		pr.Title = "flowwarden: least-privilege network policies"
+	}
+	write := func(wt *git.Worktree, out *PRResult) error {
+		dir := filepath.Join(pr.Repo, PolicyDir)
+		old, _ := generatedFiles(dir)
+		paths, err := WriteDir(dir, res.Policies, prefix)
+		if err != nil {
+			return err
+		}
+		keep := map[string]bool{}
+		for _, p := range paths {
+			rel := filepath.ToSlash(filepath.Join(PolicyDir, p))
+			keep[rel] = true
+			out.Files = append(out.Files, rel)
+			if _, err := wt.Add(rel); err != nil {
+				return fmt.Errorf("git add %s: %w", rel, err)
+			}
+		}
+		for _, rel := range old {
+			if !keep[rel] {
+				if _, err := wt.Remove(rel); err != nil {
+					return fmt.Errorf("git rm %s: %w", rel, err)
+				}
+				out.Removed = append(out.Removed, rel)
+			}
+		}
+		return nil
+	}
+	out, err := commitOnBranch(&pr, write, func(out *PRResult) string {
+		return fmt.Sprintf("%s\n\n%d policies written, %d removed, from %d observed allows.\nGenerated and proven against the observed traffic by flowwarden.\n",
+			pr.Title, len(out.Files), len(out.Removed), len(res.Evidence))
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Body = PRBody(pr.Title, res, out)
+	return out, nil
+}
+
+// DeliverFiles commits files (path relative to the repository → content)
+// on a new branch from the current HEAD, with the commit message summary
+// under the title; the caller writes the PR body.
+func DeliverFiles(pr PullRequest, files map[string][]byte, summary string) (*PRResult, error) {
+	if pr.Title == "" {
+		pr.Title = "flowwarden: host firewall"
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	write := func(wt *git.Worktree, out *PRResult) error {
+		for _, rel := range names {
+			if filepath.IsAbs(rel) || strings.HasPrefix(filepath.Clean(rel), "..") {
+				return fmt.Errorf("pull request: %s is not inside the repository", rel)
+			}
+			path := filepath.Join(pr.Repo, rel)
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(path, files[rel], 0o644); err != nil {
+				return err
+			}
+			if _, err := wt.Add(filepath.ToSlash(rel)); err != nil {
+				return fmt.Errorf("git add %s: %w", rel, err)
+			}
+			out.Files = append(out.Files, filepath.ToSlash(rel))
+		}
+		return nil
+	}
+	return commitOnBranch(&pr, write, func(*PRResult) string { return pr.Title + "\n\n" + summary + "\n" })
+}
+
+// commitOnBranch creates pr.Branch from HEAD in a clean working copy, lets
+// write change it, and commits with the message message returns.
+func commitOnBranch(pr *PullRequest, write func(*git.Worktree, *PRResult) error, message func(*PRResult) string) (*PRResult, error) {
 	if pr.Branch == "" {
 		return nil, errors.New("pull request: a branch name is required")
 	}
@@ -78,31 +155,8 @@ func Deliver(pr PullRequest, res *Result, prefix string) (*PRResult, error) {
 		return nil, fmt.Errorf("create branch %s: %w", pr.Branch, err)
 	}
 	out := &PRResult{Base: head.Name().Short()}
-	dir := filepath.Join(pr.Repo, PolicyDir)
-	old, _ := generatedFiles(dir)
-	paths, err := WriteDir(dir, res.Policies, prefix)
-	if err != nil {
+	if err := write(wt, out); err != nil {
 		return nil, err
-	}
-	keep := map[string]bool{}
-	for _, p := range paths {
-		rel := filepath.ToSlash(filepath.Join(PolicyDir, p))
-		keep[rel] = true
-		out.Files = append(out.Files, rel)
-		if _, err := wt.Add(rel); err != nil {
-			return nil, fmt.Errorf("git add %s: %w", rel, err)
-		}
-	}
-	for _, rel := range old {
-		if !keep[rel] {
-			if _, err := wt.Remove(rel); err != nil {
-				return nil, fmt.Errorf("git rm %s: %w", rel, err)
-			}
-			out.Removed = append(out.Removed, rel)
-		}
-	}
-	if pr.Title == "" {
-		pr.Title = "flowwarden: least-privilege network policies"
 	}
 	if pr.AuthorName == "" {
 		pr.AuthorName, pr.AuthorEmail = "flowwarden", "flowwarden@localhost"
@@ -110,15 +164,12 @@ func Deliver(pr PullRequest, res *Result, prefix string) (*PRResult, error) {
 	if pr.Now.IsZero() {
 		pr.Now = time.Now()
 	}
-	msg := fmt.Sprintf("%s\n\n%d policies written, %d removed, from %d observed allows.\nGenerated and proven against the observed traffic by flowwarden.\n",
-		pr.Title, len(out.Files), len(out.Removed), len(res.Evidence))
 	sig := &object.Signature{Name: pr.AuthorName, Email: pr.AuthorEmail, When: pr.Now}
-	hash, err := wt.Commit(msg, &git.CommitOptions{Author: sig, Committer: sig})
+	hash, err := wt.Commit(message(out), &git.CommitOptions{Author: sig, Committer: sig})
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	out.Commit = hash.String()
-	out.Body = PRBody(pr.Title, res, out)
 	return out, nil
 }
 

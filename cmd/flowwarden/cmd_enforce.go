@@ -271,7 +271,7 @@ func newEnforceCommand(g *globals) *cobra.Command {
 		nftFile   string
 	)
 	cmd := &cobra.Command{
-		Use:   "enforce (--repo PATH --branch NAME (--since D | --hubble-file F...) | --host --since D [--apply])",
+		Use:   "enforce (--repo PATH --branch NAME (--since D | --hubble-file F...) | --host --since D [--apply | --repo PATH --branch NAME])",
 		Short: "Deliver proven least-privilege policies as a pull request, or apply the node's host firewall",
 		Long: `Generates the policies as recommend does, writes them to policies/<namespace>/<workload>.yaml
 in a git working copy on a new branch, commits, and writes the pull request body
@@ -280,20 +280,24 @@ owner/repo it pushes the branch and opens the pull request through the GitHub
 REST API, with the token from --github-token-file or $GITHUB_TOKEN.
 
 With --host it builds the node's host firewall (table inet flowwarden) from the
-inbound traffic conntrack saw over --since, and checks it in a scratch network
-namespace (the dry run). With --apply it then replaces table inet flowwarden
+inbound traffic conntrack saw over --since. With --repo and --branch it commits
+it as hosts/<node>.nft with the evidence in the PR body; otherwise it checks it
+in a scratch network namespace (the dry run) and prints it. With --apply it then replaces table inet flowwarden
 atomically through netlink and waits --confirm-timeout for "yes" on stdin; without
 it (or on ^C, SIGTERM, SIGHUP) the previous table is restored.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if host.enabled {
-				if pr.Repo != "" || gh.Repo != "" {
-					return errors.New("--host works on this node's nftables, not on a git repository: drop --repo/--github")
+			if host.enabled && pr.Repo == "" {
+				if gh.Repo != "" {
+					return errors.New("--github needs --repo and --branch")
 				}
 				return host.enforce(cmd, g, &src, nftFile)
 			}
 			if pr.Repo == "" || pr.Branch == "" {
 				return errors.New("give --repo and --branch")
+			}
+			if host.enabled && host.apply {
+				return errors.New("--apply works on the node, --repo delivers a pull request: give one of them")
 			}
 			if gh.Repo != "" {
 				switch {
@@ -307,13 +311,20 @@ it (or on ^C, SIGTERM, SIGHUP) the previous table is restored.`,
 					gh.Token = os.Getenv("GITHUB_TOKEN")
 				}
 			}
-			res, _, err := recommend(cmd.Context(), g, &src, cfg)
-			if err != nil {
-				return err
-			}
-			out, err := enforcer.Deliver(pr, res, cfg.NamePrefix)
-			if err != nil {
-				return err
+			var out *enforcer.PRResult
+			if host.enabled {
+				var err error
+				if out, err = host.pullRequest(cmd.Context(), g, &src, pr); err != nil {
+					return err
+				}
+			} else {
+				res, _, err := recommend(cmd.Context(), g, &src, cfg)
+				if err != nil {
+					return err
+				}
+				if out, err = enforcer.Deliver(pr, res, cfg.NamePrefix); err != nil {
+					return err
+				}
 			}
 			if bodyFile != "" {
 				if err := os.WriteFile(bodyFile, []byte(out.Body), 0o644); err != nil {
@@ -325,7 +336,11 @@ it (or on ^C, SIGTERM, SIGHUP) the previous table is restored.`,
 			g.log.Info("policy branch committed", "repo", pr.Repo, "branch", pr.Branch, "commit", out.Commit, "files", len(out.Files), "removed", len(out.Removed))
 			if gh.Repo != "" {
 				title := pr.Title
-				if title == "" {
+				switch {
+				case title != "":
+				case host.enabled:
+					title = "flowwarden: host firewall for " + host.ns.node
+				default:
 					title = "flowwarden: least-privilege network policies"
 				}
 				url, err := gh.Open(cmd.Context(), pr.Repo, pr.Branch, out.Base, title, out.Body)

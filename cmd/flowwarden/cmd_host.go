@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/hostfw"
 	"github.com/flowwarden/flowwarden/schema"
 )
@@ -251,6 +252,35 @@ func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, 
 	}
 	h.summary(w, rs, "applied and confirmed")
 	return nil
+}
+
+// pullRequest commits hosts/<node>.nft on a new branch; the body lists the
+// rules with their evidence.
+func (h *hostFirewall) pullRequest(ctx context.Context, g *globals, src *flowSource, pr enforcer.PullRequest) (*enforcer.PRResult, error) {
+	defer h.ns.close()
+	rs, err := h.build(ctx, g, src)
+	if err != nil {
+		return nil, err
+	}
+	if pr.Title == "" {
+		pr.Title = "flowwarden: host firewall for " + h.ns.node
+	}
+	var text bytes.Buffer
+	if err := rs.WriteText(&text, time.Now()); err != nil {
+		return nil, err
+	}
+	path := "hosts/" + h.fileName()
+	out, err := enforcer.DeliverFiles(pr, map[string][]byte{path: text.Bytes()},
+		fmt.Sprintf("%d rules from %d inbound connections seen by conntrack on %s.", len(rs.Rules), rs.Observed, h.ns.node))
+	if err != nil {
+		return nil, err
+	}
+	var body strings.Builder
+	if err := rs.WriteMarkdown(&body, pr.Title, path); err != nil {
+		return nil, err
+	}
+	out.Body = body.String()
+	return out, nil
 }
 
 // confirmFrom waits for a line "yes" on r. The reading goroutine ends with

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/google/nftables"
 
 	"github.com/flowwarden/flowwarden/alerting/amtest"
@@ -97,6 +98,35 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(out, "1 for observed service ports") {
 		t.Errorf("recommend --host said: %s", out)
+	}
+
+	// enforce --host --repo: the same ruleset as a pull request.
+	repoDir, repo := initRepo(t)
+	bodyFile := filepath.Join(t.TempDir(), "body.md")
+	out, err = runIn(context.Background(), nil, append([]string{"enforce", "--repo", repoDir, "--branch", "host-fw", "--pr-body", bodyFile}, common...)...)
+	if err != nil {
+		t.Fatalf("enforce --host --repo: %v\n%s", err, out)
+	}
+	ref, err := repo.Reference(plumbing.NewBranchReferenceName("host-fw"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit, _ := repo.CommitObject(ref.Hash())
+	tree, _ := commit.Tree()
+	committed, err := tree.File("hosts/host-node-1.nft")
+	if err != nil {
+		t.Fatalf("the branch lacks hosts/host-node-1.nft: %v", err)
+	}
+	content, _ := committed.Contents()
+	// The same rules as recommend wrote (the header's timestamp aside).
+	rulesOf := func(s string) string { _, after, _ := strings.Cut(s, "table inet flowwarden\n"); return after }
+	if rulesOf(content) != rulesOf(string(file)) || rulesOf(content) == "" {
+		t.Errorf("the committed ruleset differs from recommend's:\n%s\n---\n%s", content, file)
+	}
+	body, _ := os.ReadFile(bodyFile)
+	t.Logf("pull request body:\n%s", body)
+	if !strings.Contains(string(body), "| tcp/18100 | `10.199.0.2/32` | 3 |") || !strings.Contains(string(body), "flowwarden enforce --host --apply") {
+		t.Errorf("pull request body:\n%s", body)
 	}
 
 	nft, err := nftables.New(nftables.WithNetNSFd(p.Node.FD))

@@ -84,3 +84,53 @@ table inet ` + TableName + ` {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// WriteMarkdown writes a pull request body for the ruleset committed at
+// path: what it allows and on what evidence, what it leaves alone, and how
+// to apply it.
+func (rs *Ruleset) WriteMarkdown(w io.Writer, title, path string) error {
+	var b strings.Builder
+	addrs := make([]string, len(rs.Addresses))
+	for i, a := range rs.Addresses {
+		addrs[i] = "`" + a.String() + "`"
+	}
+	fmt.Fprintf(&b, "# %s\n\n", title)
+	fmt.Fprintf(&b, "`%s` replaces table `inet %s` on node `%s` (%s) with an inbound default deny. "+
+		"It was made from %d inbound flows conntrack saw", path, TableName, rs.Node, strings.Join(addrs, ", "), rs.Observed)
+	if rs.Observed > 0 {
+		fmt.Fprintf(&b, " from %s to %s", rs.First.UTC().Format(time.RFC3339), rs.Last.UTC().Format(time.RFC3339))
+	}
+	b.WriteString(".\n\n## Allowed because they were used\n\n| protocol/port | from | flows | first seen | last seen |\n|---|---|---|---|---|\n")
+	n := 0
+	for _, r := range rs.Rules {
+		if r.Hosts == 0 {
+			continue
+		}
+		n++
+		port := r.Protocol
+		if r.Port != 0 {
+			port += "/" + strconv.Itoa(int(r.Port))
+		}
+		from := "`" + r.Src.String() + "`"
+		if r.Hosts > 1 {
+			from += fmt.Sprintf(" (%d hosts)", r.Hosts)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s |\n", port, from, r.Flows,
+			r.First.UTC().Format(time.RFC3339), r.Last.UTC().Format(time.RFC3339))
+	}
+	if n == 0 {
+		b.WriteString("| (none) | | | | |\n")
+	}
+	b.WriteString("\n## Always allowed\n\n```\n")
+	for _, r := range rs.Rules {
+		if r.Hosts == 0 && r.Verdict == "accept" {
+			b.WriteString(r.String() + "\n")
+		}
+	}
+	b.WriteString("```\n\nEverything else is counted and dropped by the last rule (`flowwarden: not observed`); " +
+		"`serve --nftables` stores its counter and the `nft-drop-spike` detector pages on a surge.\n\n" +
+		"## Applying it\n\nOn the node, as root: `flowwarden enforce --host --apply --since …` (dry run in a scratch " +
+		"network namespace, then rolled back unless confirmed), or `nft -f " + path + "`.\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
