@@ -31,6 +31,7 @@ type hostFirewall struct {
 	enabled  bool
 	addrs    []string
 	podCIDRs []string
+	nodeCIDR []string
 	cni      []string
 	cfg      hostfw.Config
 	ns       hostSources
@@ -45,6 +46,7 @@ func (h *hostFirewall) flags(cmd *cobra.Command, enforce bool) {
 	f.BoolVar(&h.enabled, "host", false, "the node's host firewall (nftables, from the inbound traffic conntrack saw) instead of NetworkPolicies")
 	f.StringArrayVar(&h.addrs, "node-address", nil, "--host: an address or prefix the node is reached on (repeatable; default: the addresses of its interfaces)")
 	f.StringArrayVar(&h.podCIDRs, "pod-cidr", nil, "--host: the cluster's pod range, left to the CNI (repeatable)")
+	f.StringArrayVar(&h.nodeCIDR, "node-cidr", nil, "--host: the range the cluster's nodes are in; the overlay's tunnel ports accept only it (repeatable; default: from anywhere)")
 	f.StringSliceVar(&h.cni, "cni-interface", h.cfg.CNIInterfaces, "--host: interfaces whose traffic is the CNI's and left alone (trailing * matches a prefix)")
 	f.IntVar(&h.cfg.CollapseHosts, "collapse-hosts", h.cfg.CollapseHosts, "--host: allow a whole /24 (IPv6 /64) once this many of its hosts used a port (0: never)")
 	hostname, _ := os.Hostname()
@@ -70,6 +72,9 @@ func (h *hostFirewall) build(ctx context.Context, g *globals, src *flowSource) (
 	cfg.MinFlows = 1
 	var err error
 	if cfg.PodCIDRs, err = parsePrefixes(h.podCIDRs, "--pod-cidr"); err != nil {
+		return nil, err
+	}
+	if cfg.NodeCIDRs, err = parsePrefixes(h.nodeCIDR, "--node-cidr"); err != nil {
 		return nil, err
 	}
 	if cfg.Addresses, err = parsePrefixes(h.addrs, "--node-address"); err != nil {

@@ -40,8 +40,12 @@ type Config struct {
 	// whose traffic is the CNI's and is left alone.
 	CNIInterfaces []string
 	// OverlayUDPPorts are the tunnel ports of the overlay (VXLAN, Geneve,
-	// WireGuard), accepted from anywhere.
+	// WireGuard): accepted from NodeCIDRs, or from anywhere if none is given.
 	OverlayUDPPorts []uint16
+	// NodeCIDRs are the ranges the cluster's nodes are in: the only sources
+	// the overlay's tunnel ports accept when set (an open VXLAN port lets
+	// anyone inject packets into the pod network).
+	NodeCIDRs []netip.Prefix
 	// MinFlows is how many flows a (port, source) needs before it is allowed.
 	MinFlows uint64
 	// CollapseHosts: when at least this many hosts of one /24 (IPv6: /64)
@@ -208,7 +212,12 @@ func (b *Builder) Build() *Ruleset {
 		rs.Rules = append(rs.Rules, Rule{Src: p.Masked(), Verdict: "accept", Comment: "pod network: left alone"})
 	}
 	for _, port := range b.cfg.OverlayUDPPorts {
-		rs.Rules = append(rs.Rules, Rule{Protocol: "udp", Port: port, Verdict: "accept", Comment: "overlay tunnel: left alone"})
+		if len(b.cfg.NodeCIDRs) == 0 {
+			rs.Rules = append(rs.Rules, Rule{Protocol: "udp", Port: port, Verdict: "accept", Comment: "overlay tunnel: left alone (give the node CIDRs to narrow it)"})
+		}
+		for _, p := range b.cfg.NodeCIDRs {
+			rs.Rules = append(rs.Rules, Rule{Src: p.Masked(), Protocol: "udp", Port: port, Verdict: "accept", Comment: "overlay tunnel between nodes"})
+		}
 	}
 	// IPv6 cannot work without neighbour discovery; ICMPv4 errors arrive as
 	// related traffic.

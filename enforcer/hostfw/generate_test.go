@@ -95,7 +95,7 @@ func TestBuilderKeepsOnlyInboundNodeTraffic(t *testing.T) {
 	}
 	for _, s := range []string{"table inet flowwarden {", "type filter hook input priority filter; policy drop;",
 		`iifname "cilium_*" accept comment "CNI/overlay: left alone"`, `ip saddr 10.244.0.0/16 accept comment "pod network: left alone"`,
-		`udp dport 8472 accept comment "overlay tunnel: left alone"`, "delete table inet flowwarden\n"} {
+		`udp dport 8472 accept comment "overlay tunnel: left alone (give the node CIDRs to narrow it)"`, "delete table inet flowwarden\n"} {
 		if !strings.Contains(text.String(), s) {
 			t.Errorf("nft file lacks %q:\n%s", s, text.String())
 		}
@@ -117,6 +117,23 @@ func TestBuilderRefusesBadConfig(t *testing.T) {
 		if _, err := r.exprs(); err == nil {
 			t.Errorf("rule %q encoded without error", r)
 		}
+	}
+}
+
+func TestOverlayPortsOnlyFromNodes(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Addresses = []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32")}
+	cfg.NodeCIDRs = []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("fd00:1::/64")}
+	b, _ := NewBuilder(cfg)
+	var overlay []string
+	for _, r := range b.Build().Rules {
+		if r.Protocol == "udp" && r.Hosts == 0 {
+			overlay = append(overlay, r.String())
+		}
+	}
+	if len(overlay) != 2*len(cfg.OverlayUDPPorts) || overlay[0] != `ip saddr 192.168.1.0/24 udp dport 4789 accept comment "overlay tunnel between nodes"` ||
+		overlay[1] != `ip6 saddr fd00:1::/64 udp dport 4789 accept comment "overlay tunnel between nodes"` {
+		t.Errorf("overlay rules: %q", overlay)
 	}
 }
 

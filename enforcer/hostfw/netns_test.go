@@ -196,6 +196,7 @@ func TestTextAndNetlinkAgree(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Addresses = []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("fd00:1::10/128")}
 	cfg.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/56")}
+	cfg.NodeCIDRs = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/22")}
 	b, _ := NewBuilder(cfg)
 	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 	for _, f := range []struct {
