@@ -20,6 +20,8 @@ type ReportBuilder struct {
 	Denied map[Edge]*EdgeStats // dropped traffic
 	From   time.Time           // first flow seen
 	To     time.Time           // last flow seen
+
+	hostRules []HostRule
 }
 
 // NewReportBuilder returns an empty builder.
@@ -69,17 +71,38 @@ type NamespaceReport struct {
 	NewEdges   []EdgeRow
 }
 
+// HostRule is one counted accept rule of a node's host firewall and the
+// packets it let in over the report's window.
+type HostRule struct {
+	Node, Rule string // Rule: its comment (what it allows and why)
+	Handle     uint64
+	Packets    uint64
+}
+
+// HostReport is the least-privilege gap of one node's host firewall.
+type HostReport struct {
+	Node   string
+	Unused []HostRule
+	Used   int
+}
+
 // Report is the quarterly least-privilege report.
 type Report struct {
 	Generated  time.Time
 	From, To   time.Time
 	Policies   int
 	Namespaces []NamespaceReport
-	SVG        template.HTML
+	// Hosts is set when host firewall counters were given (AddHostRules).
+	Hosts []HostReport
+	SVG   template.HTML
 }
 
 // NewEdgeWindow: edges first seen this close to the end of the window are "new".
 const NewEdgeWindow = 30 * 24 * time.Hour
+
+// AddHostRules adds the host firewall rules with their use in the window:
+// the report lists, per node, those that let nothing in.
+func (b *ReportBuilder) AddHostRules(rules []HostRule) { b.hostRules = append(b.hostRules, rules...) }
 
 // Build assembles the report against the policies in force.
 func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Time) (*Report, error) {
@@ -135,6 +158,20 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 		sortRows(n.NewEdges)
 		r.Namespaces = append(r.Namespaces, *n)
 	}
+	byNode := map[string]*HostReport{}
+	for _, h := range b.hostRules {
+		if byNode[h.Node] == nil {
+			byNode[h.Node] = &HostReport{Node: h.Node}
+		}
+		if h.Packets == 0 {
+			byNode[h.Node].Unused = append(byNode[h.Node].Unused, h)
+		} else {
+			byNode[h.Node].Used++
+		}
+	}
+	for _, k := range sortedKeys(byNode) {
+		r.Hosts = append(r.Hosts, *byNode[k])
+	}
 	r.SVG = template.HTML(ServiceGraphSVG(b.Graph, b.Denied))
 	return r, nil
 }
@@ -184,6 +221,16 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		table("Denied traffic", n.Denied)
 		table("New edges (first seen in the last 30 days)", n.NewEdges)
 	}
+	if len(r.Hosts) > 0 {
+		p("## Host firewalls\n\n")
+		for _, h := range r.Hosts {
+			p("### %s: allowed but unused (%d of %d rules)\n\n", h.Node, len(h.Unused), len(h.Unused)+h.Used)
+			for _, u := range h.Unused {
+				p("- handle %d: %s\n", u.Handle, u.Rule)
+			}
+			p("\n")
+		}
+	}
 	return nil
 }
 
@@ -212,6 +259,9 @@ th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margi
 {{with .NewEdges}}<h3>New edges (first seen in the last 30 days)</h3><table><tr><th>from</th><th>to</th><th>port</th><th>flows</th><th>first seen</th><th>last seen</th></tr>
 {{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{ts .First}}</td><td>{{ts .Last}}</td></tr>{{end}}</table>{{end}}
 {{end}}
+{{with .Hosts}}<h2>Host firewalls</h2>
+{{range .}}<h3>{{.Node}}: allowed but unused ({{len .Unused}} rules unused, {{.Used}} used)</h3>
+<ul>{{range .Unused}}<li class="unused">handle {{.Handle}}: {{.Rule}}</li>{{end}}</ul>{{end}}{{end}}
 </body></html>
 `))
 

@@ -399,6 +399,12 @@ and service-graph.svg into --out.`,
 			if err := src.each(cmd.Context(), g, b.Add); err != nil {
 				return err
 			}
+			if src.since > 0 {
+				// The host firewalls' rules, from the counters serve --nftables stored.
+				if err := addHostRules(cmd.Context(), g, b, time.Now().Add(-src.since)); err != nil {
+					return err
+				}
+			}
 			r, err := b.Build(nps, time.Now())
 			if err != nil {
 				return err
@@ -422,7 +428,10 @@ and service-graph.svg into --out.`,
 			for _, n := range r.Namespaces {
 				unused += len(n.Unused)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces written to %s (%d policy rules allowed but unused)\n", len(r.Namespaces), out, unused)
+			for _, h := range r.Hosts {
+				unused += len(h.Unused)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces and %d host firewalls written to %s (%d rules allowed but unused)\n", len(r.Namespaces), len(r.Hosts), out, unused)
 			return nil
 		},
 	}
@@ -430,6 +439,25 @@ and service-graph.svg into --out.`,
 	cmd.Flags().StringVar(&policies, "policies", "", "directory of the NetworkPolicies in force")
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html and service-graph.svg")
 	return cmd
+}
+
+// addHostRules reads the use of every counted host firewall rule.
+func addHostRules(ctx context.Context, g *globals, b *enforcer.ReportBuilder, since time.Time) error {
+	st, err := openStorage(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	usage, err := clickhouse.HostRuleUsage(ctx, st.conn, since)
+	if err != nil {
+		return err
+	}
+	rules := make([]enforcer.HostRule, len(usage))
+	for i, u := range usage {
+		rules[i] = enforcer.HostRule{Node: u.Node, Rule: u.Comment, Handle: u.Handle, Packets: u.Packets}
+	}
+	b.AddHostRules(rules)
+	return nil
 }
 
 // printTightening reports, for the policies in force, what they allow that

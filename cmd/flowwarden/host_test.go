@@ -45,7 +45,7 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	p := netnstest.NewPair(t)
 	p.Node.TrackConnections(t)
 	p.Node.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1")
-	p.Node.Serve(t, 18100, 18101)
+	p.Node.Serve(t, 18100, 18101, 18102)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -57,6 +57,11 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	}()
 	time.Sleep(500 * time.Millisecond)
 	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, 18100), 3, 5000); err != nil {
+		t.Fatal(err)
+	}
+	// 18102 is used once while we watch, and never again: the report
+	// later finds its rule unused.
+	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, 18102), 1, 100); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := clickhouse.Open(context.Background(), dsn)
@@ -92,11 +97,11 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v (output: %s)", err, out)
 	}
-	if !strings.Contains(string(file), `ip saddr 10.199.0.2 tcp dport 18100 counter accept comment "observed 3 flows from 1 host`) ||
+	if !strings.Contains(string(file), `ip saddr 10.199.0.2 tcp dport 18100 counter accept comment "tcp/18100 from 10.199.0.2/32: 3 flows from 1 host`) ||
 		strings.Contains(string(file), "18101") {
 		t.Errorf("host-node-1.nft:\n%s", file)
 	}
-	if !strings.Contains(out, "1 for observed service ports") {
+	if !strings.Contains(out, "2 for observed service ports") {
 		t.Errorf("recommend --host said: %s", out)
 	}
 
@@ -200,6 +205,18 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(summary, `"flowwarden: not observed"`) {
 		t.Errorf("finding summary: %s", summary)
+	}
+
+	// The quarterly report lists the host rule nobody used since it was applied.
+	reportDir := t.TempDir()
+	out, err = runIn(context.Background(), nil, "report", "--since", "1h", "--clickhouse", dsn, "--out", reportDir, "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	md, _ := os.ReadFile(filepath.Join(reportDir, "report.md"))
+	if !strings.Contains(string(md), "### node-1: allowed but unused (1 of 2 rules)") || !strings.Contains(string(md), ": tcp/18102 from 10.199.0.2/32: 1 flows from 1 host") ||
+		strings.Contains(string(md), "tcp/18100 from") {
+		t.Errorf("report.md on the host firewall:\n%s", md)
 	}
 	rows, err := conn.Query(context.Background(), query)
 	if err != nil {

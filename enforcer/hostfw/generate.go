@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -293,11 +294,21 @@ func (b *Builder) portRules(k portKey) []Rule {
 	return out
 }
 
-// evidenceComment fits the evidence into nft's 128-byte comment.
+// evidenceComment names the rule and its evidence within nft's 128-byte
+// comment, so that its counter in nft_counters says which rule it is:
+// "tcp/22 from 10.0.9.4/32: 17 flows from 1 host, 2026-11-02T00:00Z to ...".
 func evidenceComment(r Rule) string {
-	s := fmt.Sprintf("observed %d flows from %d host", r.Flows, r.Hosts)
+	what := r.Protocol
+	if r.Port != 0 {
+		what += "/" + strconv.Itoa(int(r.Port))
+	}
+	s := fmt.Sprintf("%s from %s: %d flows from %d host", what, r.Src, r.Flows, r.Hosts)
 	if r.Hosts != 1 {
 		s += "s"
 	}
-	return s + ", " + r.First.UTC().Format("2006-01-02T15:04Z") + " to " + r.Last.UTC().Format("2006-01-02T15:04Z")
+	s += ", " + r.First.UTC().Format("2006-01-02T15:04Z") + " to " + r.Last.UTC().Format("2006-01-02T15:04Z")
+	if len(s) > 127 {
+		s = s[:127]
+	}
+	return s
 }

@@ -67,11 +67,11 @@ func TestBuilderKeepsOnlyInboundNodeTraffic(t *testing.T) {
 	rs := b.Build()
 	got := observedRules(rs)
 	want := []string{
-		`ip saddr 192.168.1.5 meta l4proto icmp counter accept comment "observed 1 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
-		`ip saddr 192.168.1.5 tcp dport 22 counter accept comment "observed 2 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T11:00Z"`,
-		`ip saddr 203.0.113.9 tcp dport 80 counter accept comment "observed 1 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
-		`ip6 saddr fd00:1::99 tcp dport 9100 counter accept comment "observed 1 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
-		`ip saddr 192.168.2.0/24 tcp dport 10250 counter accept comment "observed 4 flows from 4 hosts, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
+		`ip saddr 192.168.1.5 meta l4proto icmp counter accept comment "icmp from 192.168.1.5/32: 1 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
+		`ip saddr 192.168.1.5 tcp dport 22 counter accept comment "tcp/22 from 192.168.1.5/32: 2 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T11:00Z"`,
+		`ip saddr 203.0.113.9 tcp dport 80 counter accept comment "tcp/80 from 203.0.113.9/32: 1 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
+		`ip6 saddr fd00:1::99 tcp dport 9100 counter accept comment "tcp/9100 from fd00:1::99/128: 1 flows from 1 host, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
+		`ip saddr 192.168.2.0/24 tcp dport 10250 counter accept comment "tcp/10250 from 192.168.2.0/24: 4 flows from 4 hosts, 2026-11-20T10:00Z to 2026-11-20T10:00Z"`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("observed rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -71,7 +71,7 @@ func observe(t *testing.T, p *netnstest.Pair) *Ruleset {
 	}
 	rs := b.Build()
 	got := observedRules(rs)
-	if len(got) != 1 || !strings.HasPrefix(got[0], "ip saddr 10.199.0.2 tcp dport 18100 counter accept comment \"observed 3 flows from 1 host") {
+	if len(got) != 1 || !strings.HasPrefix(got[0], "ip saddr 10.199.0.2 tcp dport 18100 counter accept comment \"tcp/18100 from 10.199.0.2/32: 3 flows from 1 host") {
 		t.Fatalf("observed rules from %d conntrack entries: %q", len(flows), got)
 	}
 	return rs
@@ -117,7 +117,7 @@ func TestGeneratedRulesetEnforcesObservedTraffic(t *testing.T) {
 	if err := reachable(p, quietPort); err == nil {
 		t.Error("a connection to the never-observed port got through")
 	}
-	if c := counter(t, conn, "observed 3 flows"); c.Packets == 0 {
+	if c := counter(t, conn, "tcp/18100 from 10.199.0.2/32: 3 flows"); c.Packets == 0 {
 		t.Errorf("the observed port's counter did not move: %+v", c)
 	}
 	if c := counter(t, conn, "flowwarden: not observed"); c.Packets == 0 || !c.Drop {

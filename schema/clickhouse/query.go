@@ -187,3 +187,41 @@ func EachFlow(ctx context.Context, conn driver.Conn, since time.Time, fn func(*s
 	}
 	return rows.Err()
 }
+
+// RuleUsage is the traffic one counted accept rule of the host firewall
+// (table inet flowwarden) let in over a window, from its counter readings.
+type RuleUsage struct {
+	Node, Chain, Comment string
+	Handle               uint64
+	// Packets the rule matched in the window: the growth of its counter, or
+	// its whole count when the rule first appeared inside the window (it
+	// started at zero then).
+	Packets     uint64
+	First, Last time.Time // first and last reading
+}
+
+// HostRuleUsage reads, per node and rule, how much each counted accept rule
+// of table inet flowwarden was used since a time (nft_counters, from serve
+// --nftables). A rule replaced by a reload has a new handle and is a rule
+// of its own.
+func HostRuleUsage(ctx context.Context, conn driver.Conn, since time.Time) ([]RuleUsage, error) {
+	rows, err := conn.Query(ctx, "SELECT node, chain, handle, argMax(comment, time),\n"+
+		"       if(min(time) > fromUnixTimestamp64Milli(toInt64(?), 'UTC') + INTERVAL 1 MINUTE, max(packets), max(packets) - min(packets)),\n"+
+		"       min(time), max(time)\n"+
+		"FROM nft_counters\n"+
+		"WHERE family = 'inet' AND `table` = 'flowwarden' AND chain != '' AND NOT drop AND time >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')\n"+
+		"GROUP BY node, chain, handle ORDER BY node, chain, handle", since.UnixMilli(), since.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("read host rule counters: %w", err)
+	}
+	defer rows.Close()
+	var out []RuleUsage
+	for rows.Next() {
+		var u RuleUsage
+		if err := rows.Scan(&u.Node, &u.Chain, &u.Handle, &u.Comment, &u.Packets, &u.First, &u.Last); err != nil {
+			return nil, fmt.Errorf("read host rule counters: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
