@@ -33,9 +33,10 @@ func grafanaMacros(sql string) string {
 // and on a two-shard cluster, where the panels must give as many rows.
 func TestDashboardPanelsReturnRows(t *testing.T) {
 	native, _ := chtest.Server(t)
-	single := panelRows(t, "clickhouse://default@"+native+"/flowwarden", clickhouse.SchemaConfig{}, nil) // the panels name the database
+	now := time.Now() // both get the very same flows, so the same time buckets
+	single := panelRows(t, now, "clickhouse://default@"+native+"/flowwarden", clickhouse.SchemaConfig{}, nil) // the panels name the database
 	shards := chtest.Cluster(t, "fw", 2)
-	clustered := panelRows(t, "clickhouse://default@"+shards[0].Native+"/flowwarden", clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}, clickhouse.MigrateEachHost)
+	clustered := panelRows(t, now, "clickhouse://default@"+shards[0].Native+"/flowwarden", clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}, clickhouse.MigrateEachHost)
 	for title, n := range single {
 		if clustered[title] != n {
 			t.Errorf("%s: %d rows on one server, %d on the two-shard cluster", title, n, clustered[title])
@@ -45,7 +46,7 @@ func TestDashboardPanelsReturnRows(t *testing.T) {
 
 // panelRows loads the data into a fresh flowwarden database at dsn and
 // returns the number of rows each panel's query gives.
-func panelRows(t *testing.T, dsn string, cfg clickhouse.SchemaConfig,
+func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaConfig,
 	migrateEachHost func(context.Context, driver.Conn, string, clickhouse.SchemaConfig, *slog.Logger) error) map[string]int {
 	t.Helper()
 	raw, err := os.ReadFile("grafana/flowwarden-dashboard.json")
@@ -97,12 +98,12 @@ func panelRows(t *testing.T, dsn string, cfg clickhouse.SchemaConfig,
 	if err != nil {
 		t.Fatal(err)
 	}
-	shift := time.Now().Add(-2 * time.Hour).Sub(flows[0].Time)
+	shift := now.Add(-2 * time.Hour).Sub(flows[0].Time)
 	for i := range flows {
 		flows[i].Time = flows[i].Time.Add(shift)
 	}
 	old := flows[0]
-	old.Time = time.Now().Add(-60 * 24 * time.Hour) // an edge last used two months ago
+	old.Time = now.Add(-60 * 24 * time.Hour) // an edge last used two months ago
 	old.Src.Workload, old.Src.Namespace = "retired-batch", "bookinfo"
 	flows = append(flows, old)
 	if err := w.Write(ctx, flows...); err != nil {
