@@ -93,11 +93,11 @@ func ParseText(line string) (AccessLog, error) {
 	if end < 0 {
 		return a, errors.New("unterminated [START_TIME]")
 	}
-	t, err := time.Parse(time.RFC3339Nano, line[1:end])
+	t, err := parseStartTime(line[1:end])
 	if err != nil {
-		return a, fmt.Errorf("start time %q: %w", truncate(line[1:end], 40), err)
+		return a, err
 	}
-	a.StartTime = t.UTC()
+	a.StartTime = t
 	f, err := fields(line[end+1:])
 	if err != nil {
 		return a, err
@@ -222,4 +222,18 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// parseStartTime reads an RFC 3339 start time; one before 1970 (the zero
+// time of a broken clock or a hostile line) is refused, since it would
+// pass for "no time" downstream.
+func parseStartTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("start time %q: %w", truncate(s, 40), err)
+	}
+	if t.Before(time.Unix(0, 0)) {
+		return time.Time{}, fmt.Errorf("start time %q: before 1970", truncate(s, 40))
+	}
+	return t.UTC(), nil
 }

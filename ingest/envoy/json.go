@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/flowwarden/flowwarden/ingest/jsonscan"
 )
@@ -102,11 +101,11 @@ func (p *JSONParser) Parse(line []byte) (AccessLog, error) {
 	if !seen {
 		return a, fmt.Errorf("%w: no start_time", ErrNotAccessLog)
 	}
-	t, err := time.Parse(time.RFC3339Nano, start)
+	t, err := parseStartTime(start)
 	if err != nil {
-		return a, fmt.Errorf("start_time %q: %w", truncate(start, 40), err)
+		return a, err
 	}
-	a.StartTime = t.UTC()
+	a.StartTime = t
 	return a, nil
 }
 
