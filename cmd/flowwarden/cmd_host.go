@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	nftlib "github.com/google/nftables"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -239,11 +238,8 @@ func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, 
 		h.summary(w, rs, fmt.Sprintf("dry run passed (the kernel accepted all %d rules in a scratch namespace); nothing applied: add --apply", n))
 		return nil
 	}
-	conn, err := nftlib.New(h.ns.nftOptions()...)
-	if err != nil {
-		return fmt.Errorf("nftables (needs CAP_NET_ADMIN): %w", err)
-	}
-	// A dropped SSH session (SIGHUP), ^C or SIGTERM rolls back too.
+	// A dropped SSH session (SIGHUP), ^C or SIGTERM rolls back too; so
+	// does this process dying, as a guard process makes the change.
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGHUP)
 	defer stop()
 	prompt := cmd.ErrOrStderr()
@@ -252,7 +248,7 @@ func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, 
 			"(a second SSH session), then type yes within %s, or the previous ruleset is restored: ", h.timeout)
 		return confirmFrom(ctx, cmd.InOrStdin())
 	}
-	if err := hostfw.Apply(ctx, conn, rs, h.timeout, confirm, g.log); err != nil {
+	if err := hostfw.ApplyGuarded(ctx, h.ns.nsPath, rs, h.timeout, confirm, g.log); err != nil {
 		return err
 	}
 	h.summary(w, rs, "applied and confirmed")

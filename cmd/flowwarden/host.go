@@ -21,7 +21,8 @@ type hostSources struct {
 	ctReport    time.Duration
 	nftInterval time.Duration
 
-	nsFD int // open while in use; 0: the process's own namespace
+	nsFD   int    // open while in use; 0: the process's own namespace
+	nsPath string // the namespace's path, when one was given
 }
 
 func (h *hostSources) flags(f *pflag.FlagSet) {
@@ -46,7 +47,7 @@ func (h *hostSources) open() error {
 	if err != nil {
 		return fmt.Errorf("--netns %s: %w", h.netns, err)
 	}
-	h.nsFD = fd
+	h.nsFD, h.nsPath = fd, path
 	return nil
 }
 

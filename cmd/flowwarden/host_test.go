@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,6 +169,29 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	}
 	if err := reachable(18101); err != nil {
 		t.Fatalf("after rollback the quiet port should answer again: %v", err)
+	}
+
+	// --apply, and the applying process is killed while it waits: its guard
+	// rolls back.
+	js, _ := json.Marshal(append([]string{"enforce", "--apply", "--confirm-timeout", "60s"}, common...))
+	victim := exec.Command(os.Args[0], "-test.run=^$")
+	victim.Env = append(os.Environ(), "FLOWWARDEN_TEST_RUN_CLI="+string(js))
+	victimIn, _ := victim.StdinPipe()
+	defer victimIn.Close()
+	var victimOut syncBuffer
+	victim.Stdout, victim.Stderr = &victimOut, &victimOut
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "the confirmation prompt", func() bool { return strings.Contains(victimOut.String(), "type yes") })
+	if d := tableNow(); strings.HasPrefix(d, "(no table") {
+		t.Fatalf("not applied while waiting for confirmation: %s", victimOut.String())
+	}
+	_ = victim.Process.Signal(syscall.SIGKILL)
+	_ = victim.Wait()
+	waitUntil(t, 10*time.Second, "the guard's rollback after the applying process was killed", func() bool { return strings.HasPrefix(tableNow(), "(no table") })
+	if err := reachable(18101); err != nil {
+		t.Fatalf("after the guard's rollback the quiet port should answer again: %v", err)
 	}
 
 	// --apply, confirmed: kept, and it enforces.

@@ -12,12 +12,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/flowwarden/flowwarden/enforcer/hostfw"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
 )
 
 func main() {
 	// The embedded ClickHouse runs as a child process of this same binary.
 	embedded.RunChildIfRequested()
+	// So does the guard that rolls back an unconfirmed host firewall.
+	hostfw.RunGuardIfRequested()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -16,12 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowwarden/flowwarden/enforcer/hostfw"
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
 )
 
 func TestMain(m *testing.M) {
+	hostfw.RunGuardIfRequested() // enforce --host --apply re-executes the binary as its guard
 	// The fault tests run the CLI as a separate process (so that it can be
 	// killed with SIGKILL): the test binary then acts as flowwarden.
 	if args := os.Getenv("FLOWWARDEN_TEST_RUN_CLI"); args != "" {
