@@ -50,6 +50,16 @@ func observe(t *testing.T, p *netnstest.Pair) *Ruleset {
 	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, servedPort), 3, 1024); err != nil {
 		t.Fatal(err)
 	}
+	rs := fromConntrack(t, p)
+	if got := observedRules(rs); len(got) != 1 || !strings.HasPrefix(got[0], "ip saddr 10.199.0.2 tcp dport 18100 counter accept comment \"tcp/18100 from 10.199.0.2/32: 3 flows from 1 host") {
+		t.Fatalf("observed rules: %q", got)
+	}
+	return rs
+}
+
+// fromConntrack builds the node's ruleset from its conntrack table now.
+func fromConntrack(t *testing.T, p *netnstest.Pair) *Ruleset {
+	t.Helper()
 	ctc, err := ct.Dial(&netlink.Config{NetNS: p.Node.FD})
 	if err != nil {
 		t.Fatal(err)
@@ -69,12 +79,7 @@ func observe(t *testing.T, p *netnstest.Pair) *Ruleset {
 	for i := range flows {
 		b.Add(&flows[i])
 	}
-	rs := b.Build()
-	got := observedRules(rs)
-	if len(got) != 1 || !strings.HasPrefix(got[0], "ip saddr 10.199.0.2 tcp dport 18100 counter accept comment \"tcp/18100 from 10.199.0.2/32: 3 flows from 1 host") {
-		t.Fatalf("observed rules from %d conntrack entries: %q", len(flows), got)
-	}
-	return rs
+	return b.Build()
 }
 
 func reachable(p *netnstest.Pair, port uint16) error {
@@ -281,22 +286,7 @@ func TestRedirectedPortIsAllowedWhereTheInputChainSeesIt(t *testing.T) {
 	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, 18300), 2, 512); err != nil {
 		t.Fatal(err)
 	}
-	ctc, err := ct.Dial(&netlink.Config{NetNS: p.Node.FD})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctc.Close()
-	flows, err := conntrack.Dump(ctc, "node-1", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Addresses = []netip.Prefix{netip.PrefixFrom(p.NodeAddr, 32)}
-	b, _ := NewBuilder(cfg)
-	for i := range flows {
-		b.Add(&flows[i])
-	}
-	rs := b.Build()
+	rs := fromConntrack(t, p)
 	if got := observedRules(rs); len(got) != 1 || !strings.HasPrefix(got[0], "ip saddr 10.199.0.2 tcp dport 18100 ") {
 		t.Fatalf("rules for the redirected connections: %q", got)
 	}
