@@ -80,13 +80,17 @@ func (d *DropRate) Observe(samples []schema.CounterSample) {
 		}
 		k := dropRuleKey{s.Node, s.Family, s.Table, s.Chain, s.Handle}
 		st := d.rules[k]
-		if st == nil || s.Packets < st.last.Packets || !s.Time.After(st.last.Time) {
-			if st != nil && st.open != nil && s.Packets < st.last.Packets {
-				d.resolve(st, s.Time) // the rule was replaced
+		switch {
+		case st == nil:
+			d.rules[k] = &dropRuleState{last: s}
+			continue
+		case s.Packets < st.last.Packets: // the counter restarted: a reloaded rule
+			if st.open != nil {
+				d.resolve(st, s.Time)
 			}
-			if st == nil || s.Packets < st.last.Packets {
-				d.rules[k] = &dropRuleState{last: s}
-			}
+			d.rules[k] = &dropRuleState{last: s}
+			continue
+		case !s.Time.After(st.last.Time):
 			continue
 		}
 		dt := s.Time.Sub(st.last.Time).Seconds()
