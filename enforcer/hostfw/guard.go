@@ -103,7 +103,8 @@ func guard(in io.Reader, status io.Writer) error {
 			return fmt.Errorf("no confirmation within %s", req.Timeout)
 		}
 	}
-	err = Apply(ctx, conn, req.Ruleset, req.Timeout, confirm, slog.New(slog.DiscardHandler))
+	// The applying process did the dry run.
+	err = applyChecked(ctx, conn, req.Ruleset, req.Timeout, confirm, slog.New(slog.DiscardHandler))
 	switch {
 	case err == nil:
 		fmt.Fprintln(status, "confirmed")

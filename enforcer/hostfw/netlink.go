@@ -322,6 +322,11 @@ func Apply(ctx context.Context, conn *nftables.Conn, rs *Ruleset, timeout time.D
 		return err
 	}
 	log.Info("dry run passed: the kernel accepted the ruleset in a scratch namespace", "rules", n)
+	return applyChecked(ctx, conn, rs, timeout, confirm, log)
+}
+
+// applyChecked is Apply after the dry run.
+func applyChecked(ctx context.Context, conn *nftables.Conn, rs *Ruleset, timeout time.Duration, confirm func(context.Context) error, log *slog.Logger) error {
 	prev, err := TakeSnapshot(conn)
 	if err != nil {
 		return err
