@@ -188,7 +188,8 @@ func newServeCommand(g *globals) *cobra.Command {
 				defer ctConn.Close()
 				events, err := ctpkg.Dial(host.netlinkConfig())
 				if err != nil {
-					return fmt.Errorf("--conntrack events: %w", err)
+					g.log.Warn("conntrack: no socket for destroy events; connections are reported from the dumps", "err", err)
+					events = nil
 				}
 				p := &conntrack.Poller{Conn: ctConn, Events: events, Node: node, Interval: host.ctInterval, Report: host.ctReport, Log: g.log, Sink: func(flows []schema.Flow) error {
 					for i := range flows {
