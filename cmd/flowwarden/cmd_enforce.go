@@ -281,10 +281,11 @@ REST API, with the token from --github-token-file or $GITHUB_TOKEN.
 
 With --host it builds the node's host firewall (table inet flowwarden) from the
 inbound traffic conntrack saw over --since. With --repo and --branch it commits
-it as hosts/<node>.nft with the evidence in the PR body; otherwise it checks it
-in a scratch network namespace (the dry run) and prints it. With --apply it then replaces table inet flowwarden
-atomically through netlink and waits --confirm-timeout for "yes" on stdin; without
-it (or on ^C, SIGTERM, SIGHUP) the previous table is restored.`,
+it as hosts/host-<node>.nft with the evidence in the PR body; otherwise it
+checks it in a scratch network namespace (the dry run) and prints it. With
+--apply a guard process then replaces table inet flowwarden atomically through
+netlink and waits --confirm-timeout for "yes" on stdin; without it (on ^C,
+SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if host.enabled && pr.Repo == "" {
