@@ -61,21 +61,33 @@ func (c *IdentityCache) Learn(f *schema.Flow) {
 			continue
 		}
 		if len(c.m) >= c.max {
-			c.evictOldest()
+			c.makeRoom(f.Time)
 		}
 		c.m[side.ip] = identity{ep: *side.ep, seen: f.Time}
 	}
 }
 
-func (c *IdentityCache) evictOldest() {
+// makeRoom frees at least one entry: every entry that expired by now (Enrich
+// would ignore them), else the oldest. Dropping all the expired ones in the
+// same pass keeps a full cache from scanning every address again for each
+// new pod: in steady churn most entries have expired.
+func (c *IdentityCache) makeRoom(now time.Time) {
 	var oldest netip.Addr
 	var t time.Time
+	freed := false
 	for a, id := range c.m {
+		if now.Sub(id.seen) > c.ttl {
+			delete(c.m, a)
+			freed = true
+			continue
+		}
 		if t.IsZero() || id.seen.Before(t) {
 			oldest, t = a, id.seen
 		}
 	}
-	delete(c.m, oldest)
+	if !freed {
+		delete(c.m, oldest)
+	}
 }
 
 // Enrich fills a flow's endpoints that carry no identity from the cache.
