@@ -5,14 +5,16 @@ package amtest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
 )
 
 // Binary is where Debian installs Alertmanager.
@@ -63,14 +65,14 @@ type Alertmanager struct {
 	cmd  *exec.Cmd
 }
 
-// FreeAddr returns a free loopback address.
+// FreeAddr returns a free loopback address, below the ephemeral port
+// range so that no outgoing connection takes it before Alertmanager binds.
 func FreeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := embedded.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(ports[0])
 }
 
 // Start runs the real Alertmanager with a webhook receiver.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -132,7 +131,10 @@ func Cluster(t testing.TB, name string, n int) []Shard {
 		t.Log("FLOWWARDEN_TEST_CLICKHOUSE is set, but a cluster test starts embedded servers of its own")
 	}
 	dir := t.TempDir()
-	free := freePorts(t, 2*n)
+	free, err := embedded.FreePorts(2 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ports := make([][2]int, n)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "<clickhouse>\n  <remote_servers>\n    <%s>\n", name)
@@ -174,21 +176,6 @@ func startAll(t testing.TB, servers []*embedded.Server) []Shard {
 	out := make([]Shard, len(servers))
 	for i, s := range servers {
 		out[i] = Shard{Native: s.NativeAddr(), HTTP: s.HTTPAddr()}
-	}
-	return out
-}
-
-// freePorts picks k distinct free loopback ports.
-func freePorts(t testing.TB, k int) []int {
-	t.Helper()
-	out := make([]int, k)
-	for i := range out {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are picked, so none repeats
-		out[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return out
 }

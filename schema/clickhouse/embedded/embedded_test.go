@@ -2,7 +2,10 @@ package embedded_test
 
 import (
 	"context"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +74,72 @@ func unwrapAll(err error) error {
 			return err
 		}
 		err = u.Unwrap()
+	}
+}
+
+// TestStartPicksNewPortsWhenOneIsTaken takes the native port the server
+// picked before the child can bind it, as an outgoing connection or
+// another test's server once did in CI: Start picks again instead of
+// failing. Ports given in the config are never changed.
+func TestStartPicksNewPortsWhenOneIsTaken(t *testing.T) {
+	s, err := embedded.New(embedded.Config{DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := s.NativeAddr()
+	l, err := net.Listen("tcp", taken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("start with a taken port: %v", err)
+	}
+	defer s.Stop()
+	if s.NativeAddr() == taken {
+		t.Fatalf("still on the taken port %s", taken)
+	}
+	if err := chtest.Exec(s.HTTPAddr(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+
+	fixed, err := embedded.New(embedded.Config{DataDir: t.TempDir(), TCPPort: l.Addr().(*net.TCPAddr).Port}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = fixed.Start(context.Background())
+	if err == nil {
+		fixed.Stop()
+		t.Fatal("a server configured on a taken port started")
+	}
+	if !strings.Contains(err.Error(), "Address already in use") || fixed.NativeAddr() != taken {
+		t.Fatalf("want a clear error on the configured port %s, got %s: %v", taken, fixed.NativeAddr(), err)
+	}
+}
+
+func TestFreePortsAreDistinctAndBelowTheEphemeralRange(t *testing.T) {
+	ports, err := embedded.FreePorts(20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skip("no ip_local_port_range:", err)
+	}
+	first, _ := strconv.Atoi(strings.Fields(string(raw))[0])
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Fatalf("port %d picked twice", p)
+		}
+		seen[p] = true
+		if first > 20000 && (p < 20000 || p >= first) {
+			t.Fatalf("port %d is outside [20000, %d)", p, first)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			t.Fatalf("picked port %d is not free: %v", p, err)
+		}
+		l.Close()
 	}
 }

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,6 +67,10 @@ type Server struct {
 	lib string
 	log *slog.Logger
 
+	// pickedTCP/pickedHTTP: the config left the port at 0, so Start may
+	// pick again when another process binds it first.
+	pickedTCP, pickedHTTP bool
+
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -82,19 +86,29 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range []*int{&cfg.TCPPort, &cfg.HTTPPort} {
-		if *p == 0 {
-			port, err := freePort()
-			if err != nil {
-				return nil, err
-			}
-			*p = port
-		}
-	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{cfg: cfg, lib: lib, log: log.With("component", "embedded-clickhouse")}, nil
+	s := &Server{cfg: cfg, lib: lib, log: log.With("component", "embedded-clickhouse")}
+	if err := s.choosePorts(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// choosePorts fills the ports the config left at 0.
+func (s *Server) choosePorts() error {
+	free, err := FreePorts(2)
+	if err != nil {
+		return fmt.Errorf("embedded clickhouse: %w", err)
+	}
+	if s.cfg.TCPPort == 0 || s.pickedTCP {
+		s.cfg.TCPPort, s.pickedTCP = free[0], true
+	}
+	if s.cfg.HTTPPort == 0 || s.pickedHTTP {
+		s.cfg.HTTPPort, s.pickedHTTP = free[1], true
+	}
+	return nil
 }
 
 // NativeAddr is host:port of the native protocol listener.
@@ -115,14 +129,26 @@ func (s *Server) Restarts() int {
 	return s.restarts
 }
 
-// Start launches the child and waits until it answers.
+// Start launches the child and waits until it answers. When a port it
+// picked itself was taken in the meantime, it picks new ones and tries
+// again (three times in all); ports given in the config are never changed.
 func (s *Server) Start(ctx context.Context) error {
-	if err := s.launch(); err != nil {
-		return err
-	}
-	if err := s.waitReady(ctx); err != nil {
+	for attempt := 1; ; attempt++ {
+		if err := s.launch(); err != nil {
+			return err
+		}
+		err := s.waitReady(ctx)
+		if err == nil {
+			break
+		}
 		s.Stop()
-		return err
+		if !(s.pickedTCP || s.pickedHTTP) || attempt == 3 || !errors.Is(err, errPortTaken) {
+			return err
+		}
+		s.log.Warn("a port was taken before the server bound it; picking new ports", "native", s.NativeAddr(), "http", s.HTTPAddr())
+		if err := s.choosePorts(); err != nil {
+			return err
+		}
 	}
 	return s.writeAddrFile()
 }
@@ -196,7 +222,11 @@ func (s *Server) waitReady(ctx context.Context) error {
 		select {
 		case <-exited:
 			logPath := filepath.Join(s.cfg.DataDir, "embedded-clickhouse.log")
-			return fmt.Errorf("embedded clickhouse exited during start-up (log %s): %s", logPath, tailFile(logPath, 600))
+			tail := tailFile(logPath, 600)
+			if strings.Contains(tail, "Address already in use") {
+				return fmt.Errorf("embedded clickhouse exited during start-up (log %s): %w: %s", logPath, errPortTaken, tail)
+			}
+			return fmt.Errorf("embedded clickhouse exited during start-up (log %s): %s", logPath, tail)
 		case <-ctx.Done():
 			return fmt.Errorf("embedded clickhouse not ready after %s: %w", s.cfg.StartTimeout, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
@@ -268,15 +298,6 @@ func (s *Server) Stop() {
 		_ = cmd.Process.Kill()
 		<-exited
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // tailFile returns the last n bytes of a file, for error messages.
