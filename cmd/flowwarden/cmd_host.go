@@ -7,18 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/hostfw"
@@ -43,7 +40,7 @@ func (h *hostFirewall) flags(cmd *cobra.Command, enforce bool) {
 	h.cfg = hostfw.DefaultConfig()
 	f := cmd.Flags()
 	f.BoolVar(&h.enabled, "host", false, "the node's host firewall (nftables, from the inbound traffic conntrack saw) instead of NetworkPolicies")
-	f.StringArrayVar(&h.addrs, "node-address", nil, "--host: an address or prefix the node is reached on (repeatable; default: the addresses of its interfaces)")
+	f.StringArrayVar(&h.addrs, "node-address", nil, "--host: an address or prefix the node is reached on (repeatable; default: the flows serve --conntrack recorded as inbound, to the node's interface addresses of the time)")
 	f.StringArrayVar(&h.podCIDRs, "pod-cidr", nil, "--host: the cluster's pod range, left to the CNI (repeatable)")
 	f.StringArrayVar(&h.nodeCIDR, "node-cidr", nil, "--host: the range the cluster's nodes are in; the overlay's tunnel ports accept only it (repeatable; default: from anywhere)")
 	f.StringSliceVar(&h.cni, "cni-interface", h.cfg.CNIInterfaces, "--host: interfaces whose traffic is the CNI's and left alone (trailing * matches a prefix)")
@@ -79,12 +76,6 @@ func (h *hostFirewall) build(ctx context.Context, g *globals, src *flowSource) (
 	if cfg.Addresses, err = parsePrefixes(h.addrs, "--node-address"); err != nil {
 		return nil, err
 	}
-	if len(cfg.Addresses) == 0 {
-		if cfg.Addresses, err = interfaceAddresses(h.ns.nsFD); err != nil {
-			return nil, err
-		}
-		g.log.Info("node addresses from the interfaces", "addresses", fmt.Sprint(cfg.Addresses))
-	}
 	b, err := hostfw.NewBuilder(cfg)
 	if err != nil {
 		return nil, err
@@ -104,7 +95,13 @@ func (h *hostFirewall) build(ctx context.Context, g *globals, src *flowSource) (
 		return nil, fmt.Errorf("no conntrack flows in the window: run `serve --conntrack` on the node first (a ruleset from no traffic would allow only the fixed rules)")
 	}
 	if rs.Observed == 0 {
+		if len(cfg.Addresses) == 0 {
+			return nil, fmt.Errorf("none of %d conntrack flows was recorded as inbound to node %q: check --node, or give --node-address", conntrackFlows, cfg.Node)
+		}
 		return nil, fmt.Errorf("none of %d conntrack flows was inbound to node %q at %v: check --node and --node-address", conntrackFlows, cfg.Node, cfg.Addresses)
+	}
+	if len(cfg.Addresses) == 0 {
+		g.log.Info("node addresses from the flows the node recorded as inbound", "addresses", fmt.Sprint(rs.Addresses))
 	}
 	return rs, nil
 }
@@ -119,52 +116,6 @@ func parsePrefixes(in []string, flag string) ([]netip.Prefix, error) {
 		} else {
 			return nil, fmt.Errorf("%s %q: want an address or a prefix", flag, s)
 		}
-	}
-	return out, nil
-}
-
-// interfaceAddresses lists the non-loopback addresses of the interfaces in
-// the namespace nsFD (0: this process's), from a thread that enters it.
-func interfaceAddresses(nsFD int) ([]netip.Prefix, error) {
-	type result struct {
-		addrs []net.Addr
-		err   error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if nsFD > 0 {
-			if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
-				ch <- result{err: fmt.Errorf("enter the network namespace: %w", err)}
-				return // the thread stays locked and ends with the goroutine
-			}
-		}
-		addrs, err := net.InterfaceAddrs()
-		ch <- result{addrs, err}
-		if nsFD <= 0 {
-			runtime.UnlockOSThread()
-		}
-		// Otherwise the thread stays locked and is retired, namespace and all.
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, fmt.Errorf("node addresses: %w", r.err)
-	}
-	var out []netip.Prefix
-	for _, a := range r.addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, _ := netip.AddrFromSlice(ipn.IP)
-		ip = ip.Unmap()
-		if ip.IsLoopback() || !ip.IsValid() {
-			continue
-		}
-		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-	}
-	if len(out) == 0 {
-		return nil, errors.New("node addresses: no interface has one; give --node-address")
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -196,7 +197,7 @@ func newServeCommand(g *globals) *cobra.Command {
 						identities.Enrich(&flows[i])
 					}
 					return sink.Write(gctx, flows...)
-				}}
+				}, LocalAddresses: func() ([]netip.Addr, error) { return conntrack.InterfaceAddresses(host.nsFD) }}
 				grp.Go(func() error { return p.Run(gctx.Done()) })
 			}
 			if withNftables {

@@ -88,11 +88,18 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	if flows != 3 || bytesSum < 3*2*5000 {
 		t.Fatalf("%d conntrack flows with %d bytes for 3 connections of 5000 bytes each way", flows, bytesSum)
 	}
+	// serve marked them inbound from the node's interface addresses.
+	var inbound uint64
+	_ = conn.QueryRow(context.Background(), `SELECT count() FROM flows WHERE source = 'conntrack' AND dst_port = 18100
+		AND direction = 'INGRESS' AND dst_ip = toIPv6(`+clickhouse.QuoteString(p.NodeAddr.String())+`)`).Scan(&inbound)
+	if inbound != 3 {
+		t.Fatalf("%d of the 3 conntrack flows to the node are marked INGRESS", inbound)
+	}
 
-	// recommend --host: node addresses from the namespace's interfaces.
+	// recommend --host, off the node and without --node-address: the node's
+	// inbound traffic is what serve recorded as such.
 	dir := t.TempDir()
-	common := []string{"--host", "--since", "1h", "--clickhouse", dsn, "--node", "node-1", "--netns", p.Node.Name, "--log-level", "warn"}
-	out, err := runIn(context.Background(), nil, append([]string{"recommend", "--out", dir}, common...)...)
+	out, err := runIn(context.Background(), nil, "recommend", "--out", dir, "--host", "--since", "1h", "--clickhouse", dsn, "--node", "node-1", "--log-level", "warn")
 	if err != nil {
 		t.Fatalf("recommend --host: %v\n%s", err, out)
 	}
@@ -101,9 +108,11 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 		t.Fatalf("%v (output: %s)", err, out)
 	}
 	if !strings.Contains(string(file), `ip saddr 10.199.0.2 tcp dport 18100 counter accept comment "tcp/18100 from 10.199.0.2/32: 3 flows from 1 host`) ||
-		strings.Contains(string(file), "18101") {
+		strings.Contains(string(file), "18101") || !strings.Contains(string(file), "(addresses "+p.NodeAddr.String()+"/32)") {
 		t.Errorf("host-node-1.nft:\n%s", file)
 	}
+	// The commands that touch the node work in its namespace.
+	common := []string{"--host", "--since", "1h", "--clickhouse", dsn, "--node", "node-1", "--netns", p.Node.Name, "--log-level", "warn"}
 	if !strings.Contains(out, "2 for observed service ports") {
 		t.Errorf("recommend --host said: %s", out)
 	}

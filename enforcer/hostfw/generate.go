@@ -12,7 +12,6 @@
 package hostfw
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -32,7 +31,10 @@ const TableName = "flowwarden"
 type Config struct {
 	// Node, when set, keeps only flows observed on this node.
 	Node string
-	// Addresses of the node: flows to these are inbound to the host.
+	// Addresses of the node: flows to these are inbound to the host. When
+	// empty, the node's inbound flows are those its conntrack poller
+	// recorded as INGRESS (to one of its addresses at the time), and the
+	// ruleset's Addresses are the destinations they had.
 	Addresses []netip.Prefix
 	// PodCIDRs are the cluster's pod ranges: their traffic is the CNI's and
 	// is accepted without looking at ports.
@@ -98,9 +100,10 @@ type Ruleset struct {
 
 // Builder accumulates flows; Build writes the ruleset.
 type Builder struct {
-	cfg   Config
-	ports map[portKey]map[netip.Addr]*evidence
-	rs    Ruleset
+	cfg     Config
+	ports   map[portKey]map[netip.Addr]*evidence
+	learned map[netip.Addr]bool // node addresses seen as destinations, without cfg.Addresses
+	rs      Ruleset
 }
 
 type portKey struct {
@@ -115,9 +118,6 @@ type evidence struct {
 
 // NewBuilder checks the configuration.
 func NewBuilder(cfg Config) (*Builder, error) {
-	if len(cfg.Addresses) == 0 {
-		return nil, errors.New("host firewall: no node addresses (give the addresses the node is reached on)")
-	}
 	for _, name := range cfg.CNIInterfaces {
 		if base := strings.TrimSuffix(name, "*"); base == "" || len(name) > 15 || strings.ContainsAny(base, "*\" ") {
 			return nil, fmt.Errorf("host firewall: bad interface name %q (at most 15 characters, optional trailing *)", name)
@@ -126,7 +126,17 @@ func NewBuilder(cfg Config) (*Builder, error) {
 	if cfg.MinFlows == 0 {
 		cfg.MinFlows = 1
 	}
-	return &Builder{cfg: cfg, ports: map[portKey]map[netip.Addr]*evidence{}, rs: Ruleset{Node: cfg.Node, Addresses: cfg.Addresses}}, nil
+	return &Builder{cfg: cfg, ports: map[portKey]map[netip.Addr]*evidence{}, learned: map[netip.Addr]bool{},
+		rs: Ruleset{Node: cfg.Node, Addresses: cfg.Addresses}}, nil
+}
+
+// inbound tells whether f is traffic to the node itself: by the configured
+// addresses, or else by the direction the node recorded.
+func (b *Builder) inbound(f *schema.Flow) bool {
+	if len(b.cfg.Addresses) == 0 {
+		return f.Direction == schema.DirectionIngress
+	}
+	return containsAddr(b.cfg.Addresses, f.DstIP) && !containsAddr(b.cfg.Addresses, f.SrcIP)
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
@@ -147,11 +157,14 @@ func (b *Builder) Add(f *schema.Flow) {
 	switch {
 	case b.cfg.Node != "" && f.Node != b.cfg.Node,
 		f.IsReply, f.Verdict == schema.VerdictDropped, !known,
-		!containsAddr(b.cfg.Addresses, f.DstIP),
-		!f.SrcIP.IsValid(), f.SrcIP.IsLoopback(), containsAddr(b.cfg.Addresses, f.SrcIP),
+		!b.inbound(f), !f.SrcIP.IsValid(), f.SrcIP.IsLoopback(),
 		containsAddr(b.cfg.PodCIDRs, f.SrcIP):
 		b.rs.Ignored++
 		return
+	}
+	if len(b.cfg.Addresses) == 0 && !b.learned[f.DstIP] {
+		b.learned[f.DstIP] = true
+		b.rs.Addresses = append(b.rs.Addresses, netip.PrefixFrom(f.DstIP, f.DstIP.BitLen()))
 	}
 	port := f.DstPort
 	if proto == "icmp" || proto == "ipv6-icmp" {
@@ -201,6 +214,8 @@ func maxTime(a, b time.Time) time.Time {
 // observed port and source, ending in a counted drop.
 func (b *Builder) Build() *Ruleset {
 	rs := b.rs
+	rs.Addresses = slices.Clone(rs.Addresses)
+	slices.SortFunc(rs.Addresses, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 	rs.Rules = []Rule{
 		{CtStates: []string{"established", "related"}, Verdict: "accept"},
 		{CtStates: []string{"invalid"}, Verdict: "drop"},

@@ -1,6 +1,7 @@
 package hostfw
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -24,11 +25,33 @@ func observedRules(rs *Ruleset) []string {
 	return out
 }
 
+// TestBuilderKeepsOnlyInboundNodeTraffic runs twice: with the node's
+// addresses given, and with none given but each flow's direction recorded
+// by the node (as serve --conntrack does from its interfaces); both must
+// make the same rules.
 func TestBuilderKeepsOnlyInboundNodeTraffic(t *testing.T) {
+	addrs := []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("fd00:1::10/128")}
+	for _, given := range []bool{true, false} {
+		name := "addresses given"
+		if !given {
+			name = "directions recorded"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Node = "node-a"
+			if given {
+				cfg.Addresses = addrs
+			}
+			rs := buildInboundExample(t, cfg, addrs, !given)
+			if fmt.Sprint(rs.Addresses) != fmt.Sprint(addrs) {
+				t.Errorf("ruleset addresses %v, want %v", rs.Addresses, addrs)
+			}
+		})
+	}
+}
+
+func buildInboundExample(t *testing.T, cfg Config, node []netip.Prefix, markDirections bool) *Ruleset {
 	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	cfg := DefaultConfig()
-	cfg.Node = "node-a"
-	cfg.Addresses = []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("fd00:1::10/128")}
 	cfg.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
 	b, err := NewBuilder(cfg)
 	if err != nil {
@@ -62,6 +85,12 @@ func TestBuilderKeepsOnlyInboundNodeTraffic(t *testing.T) {
 	flows[16].Verdict = schema.VerdictDropped
 	flows[17].IsReply = true
 	for i := range flows {
+		if toNode, fromNode := containsAddr(node, flows[i].DstIP), containsAddr(node, flows[i].SrcIP); markDirections && toNode != fromNode {
+			flows[i].Direction = schema.DirectionEgress
+			if toNode {
+				flows[i].Direction = schema.DirectionIngress
+			}
+		}
 		b.Add(&flows[i])
 	}
 	rs := b.Build()
@@ -100,12 +129,10 @@ func TestBuilderKeepsOnlyInboundNodeTraffic(t *testing.T) {
 			t.Errorf("nft file lacks %q:\n%s", s, text.String())
 		}
 	}
+	return rs
 }
 
 func TestBuilderRefusesBadConfig(t *testing.T) {
-	if _, err := NewBuilder(DefaultConfig()); err == nil || !strings.Contains(err.Error(), "node addresses") {
-		t.Errorf("no addresses: %v", err)
-	}
 	cfg := DefaultConfig()
 	cfg.Addresses = []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}
 	cfg.CNIInterfaces = []string{"a-very-long-interface-name"}

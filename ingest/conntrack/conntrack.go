@@ -81,11 +81,20 @@ type Poller struct {
 	Report   time.Duration // default 60s
 	Sink     func(flows []schema.Flow) error
 	Log      *slog.Logger
+	// LocalAddresses, when set, lists the node's own addresses; it is
+	// called at every dump, so address changes are followed. A flow to one
+	// of them is INGRESS (the node's input chain sees it), a flow from one
+	// EGRESS, anything else (traffic the node forwards, or talks to itself
+	// over) UNKNOWN. This is
+	// how a host firewall made later, anywhere, tells the node's inbound
+	// traffic apart without being told the node's addresses.
+	LocalAddresses func() ([]netip.Addr, error)
 
 	// Counts of flows reported, by cause; read them after Run returns.
 	Ended, Vanished, Open uint64
 
 	state map[connKey]*tracked
+	local map[netip.Addr]bool
 }
 
 // connKey tells connections apart: the kernel reuses IDs.
@@ -111,6 +120,12 @@ func keyOf(f *ct.Flow) connKey {
 // delta is the flow of f's counters not yet reported.
 func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, bool) {
 	out := ToFlow(f, p.Node, now)
+	switch toNode, fromNode := p.local[out.DstIP], p.local[out.SrcIP]; {
+	case toNode && !fromNode:
+		out.Direction = schema.DirectionIngress
+	case fromNode && !toNode:
+		out.Direction = schema.DirectionEgress
+	}
 	if st != nil {
 		if out.Bytes < st.sentBytes || out.Packets < st.sentPackets {
 			return out, false // counters went backwards: a reused entry; report nothing twice
@@ -196,6 +211,16 @@ func (p *Poller) destroyed(first ct.Event, queue chan ct.Event) error {
 }
 
 func (p *Poller) poll(now time.Time) error {
+	if p.LocalAddresses != nil {
+		addrs, err := p.LocalAddresses()
+		if err != nil {
+			return fmt.Errorf("conntrack: the node's addresses: %w", err)
+		}
+		p.local = make(map[netip.Addr]bool, len(addrs))
+		for _, a := range addrs {
+			p.local[a.Unmap()] = true
+		}
+	}
 	entries, err := p.Conn.Dump(nil)
 	if err != nil {
 		return fmt.Errorf("conntrack dump: %w", err)

@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -135,5 +136,34 @@ func TestReportsAddUp(t *testing.T) {
 	shrunk := ct.Flow{CountersOrig: ct.Counter{Bytes: 5}}
 	if _, ok := p.delta(&shrunk, st, time.Now()); ok {
 		t.Error("counters that went backwards were reported")
+	}
+}
+
+// TestDirectionFromTheNodesAddresses: a connection to one of the node's
+// addresses is INGRESS, one from it EGRESS, forwarded and self traffic
+// UNKNOWN; addresses are read again at every dump.
+func TestDirectionFromTheNodesAddresses(t *testing.T) {
+	node := []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("fd00::10")}
+	p := &Poller{Node: "n", local: map[netip.Addr]bool{}}
+	for _, a := range node {
+		p.local[a] = true
+	}
+	conn := func(src, dst string) *ct.Flow {
+		f := ct.NewFlow(6, 0, netip.MustParseAddr(src), netip.MustParseAddr(dst), 40000, 22, 0, 0)
+		return &f
+	}
+	for _, c := range []struct {
+		src, dst string
+		want     schema.Direction
+	}{
+		{"192.168.1.5", "192.168.1.10", schema.DirectionIngress},
+		{"fd00::5", "fd00::10", schema.DirectionIngress},
+		{"192.168.1.10", "1.1.1.1", schema.DirectionEgress},
+		{"192.168.1.5", "10.244.1.7", schema.DirectionUnknown}, // forwarded to a pod
+		{"192.168.1.10", "192.168.1.10", schema.DirectionUnknown},
+	} {
+		if got, _ := p.delta(conn(c.src, c.dst), nil, time.Now()); got.Direction != c.want {
+			t.Errorf("%s → %s: %s, want %s", c.src, c.dst, got.Direction, c.want)
+		}
 	}
 }

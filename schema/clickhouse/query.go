@@ -162,7 +162,7 @@ func LastFlowTime(ctx context.Context, conn driver.Conn, source string) (time.Ti
 // EachFlow streams the stored flows since a time, oldest first, with the
 // fields the enforcer needs.
 func EachFlow(ctx context.Context, conn driver.Conn, since time.Time, fn func(*schema.Flow)) error {
-	rows, err := conn.Query(ctx, `SELECT time, node, source, verdict, is_reply, protocol, src_ip, dst_ip, src_port, dst_port,
+	rows, err := conn.Query(ctx, `SELECT time, node, source, verdict, direction, is_reply, protocol, src_ip, dst_ip, src_port, dst_port,
 		src_namespace, src_pod, src_workload, src_workload_kind, src_labels,
 		dst_namespace, dst_pod, dst_workload, dst_workload_kind, dst_labels, dst_names
 		FROM flows WHERE time >= ? ORDER BY time`, since)
@@ -172,14 +172,14 @@ func EachFlow(ctx context.Context, conn driver.Conn, since time.Time, fn func(*s
 	defer rows.Close()
 	for rows.Next() {
 		var f schema.Flow
-		var verdict, source string
+		var verdict, source, direction string
 		var srcIP, dstIP net.IP
-		if err := rows.Scan(&f.Time, &f.Node, &source, &verdict, &f.IsReply, &f.Protocol, &srcIP, &dstIP, &f.SrcPort, &f.DstPort,
+		if err := rows.Scan(&f.Time, &f.Node, &source, &verdict, &direction, &f.IsReply, &f.Protocol, &srcIP, &dstIP, &f.SrcPort, &f.DstPort,
 			&f.Src.Namespace, &f.Src.Pod, &f.Src.Workload, &f.Src.WorkloadKind, &f.Src.Labels,
 			&f.Dst.Namespace, &f.Dst.Pod, &f.Dst.Workload, &f.Dst.WorkloadKind, &f.Dst.Labels, &f.DstNames); err != nil {
 			return fmt.Errorf("read flows: %w", err)
 		}
-		f.Verdict, f.Source = schema.Verdict(verdict), schema.SourceKind(source)
+		f.Verdict, f.Source, f.Direction = schema.Verdict(verdict), schema.SourceKind(source), schema.Direction(direction)
 		f.SrcIP, _ = netip.AddrFromSlice(srcIP)
 		f.DstIP, _ = netip.AddrFromSlice(dstIP)
 		f.SrcIP, f.DstIP = f.SrcIP.Unmap(), f.DstIP.Unmap()
