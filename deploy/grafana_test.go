@@ -86,13 +86,6 @@ func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaCon
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: 1000, FlushInterval: 50 * time.Millisecond}, dsn, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
 	// The scenario with a cross-namespace scan has denials and world egress.
 	flows, err := hubble.ReadFlows(ctx, "../testdata/scenarios/cross-namespace-scan.jsonl.gz")
 	if err != nil {
@@ -106,11 +99,7 @@ func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaCon
 	old.Time = now.Add(-60 * 24 * time.Hour) // an edge last used two months ago
 	old.Src.Workload, old.Src.Namespace = "retired-batch", "bookinfo"
 	flows = append(flows, old)
-	if err := w.Write(ctx, flows...); err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	if err := <-done; err != nil {
+	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.Exec(ctx, `INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)

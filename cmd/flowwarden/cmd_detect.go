@@ -1,35 +1,51 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 func newDetectCommand(g *globals) *cobra.Command {
 	var (
-		files  []string
-		format string
+		files        []string
+		since, until string
+		format       string
 	)
 	cmd := &cobra.Command{
-		Use:   "detect --hubble-file FILE... [--format json|table]",
-		Short: "Run the detectors offline over flow files and print the findings",
-		Long: `Runs the same detectors as serve, on flow event time, over recorded files
-(read in order, one after the other) and prints every finding: JSON, one
-object per line, or a table. Exit status 0 whether or not anything was found.`,
+		Use:   "detect (--hubble-file FILE... | --since D|TIME [--until TIME]) [--format json|table]",
+		Short: "Run the detectors offline over flow files or stored history and print the findings",
+		Long: `Runs the same detectors as serve, on flow event time, and prints every
+finding: JSON, one object per line, or a table.
+
+--hubble-file reads recorded files, in order, one after the other.
+--since reads the history stored in ClickHouse instead (a duration back from
+now, such as 24h, or a time such as 2026-03-02T09:00:00Z; --until ends the
+window, default now): every flow, and the nftables counter readings that
+serve --nftables stored, which feed the nft-drop-spike detector too. Use it
+to re-run the detectors over last week, or over an incident window.
+
+Exit status 0 whether or not anything was found.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(files) == 0 {
-				return errors.New("give at least one --hubble-file")
+			if (len(files) == 0) == (since == "") {
+				return errors.New("give either --hubble-file or --since")
+			}
+			if until != "" && since == "" {
+				return errors.New("--until needs --since")
 			}
 			if format != "json" && format != "table" {
 				return fmt.Errorf("--format %q: want json or table", format)
@@ -38,6 +54,11 @@ object per line, or a table. Exit status 0 whether or not anything was found.`,
 			eng, err := analyze.NewEngine(analyze.DefaultConfig(), &found, nil)
 			if err != nil {
 				return err
+			}
+			if since != "" {
+				if err := detectStored(cmd.Context(), g, since, until, eng, &found); err != nil {
+					return err
+				}
 			}
 			for _, f := range files {
 				var stats ingest.Stats
@@ -53,8 +74,88 @@ object per line, or a table. Exit status 0 whether or not anything was found.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&files, "hubble-file", nil, "Hubble JSON-lines file (repeatable)")
+	cmd.Flags().StringVar(&since, "since", "", "run over the stored history from this far back (24h) or from this time (RFC 3339)")
+	cmd.Flags().StringVar(&until, "until", "", "with --since: end of the window (RFC 3339; default now)")
 	cmd.Flags().StringVar(&format, "format", "json", "output: json (one finding per line) or table")
 	return cmd
+}
+
+// detectStored feeds the flows and nftables counter readings stored over
+// [since, until) to the detectors.
+func detectStored(ctx context.Context, g *globals, since, until string, eng *analyze.Engine, found analyze.FindingSink) error {
+	now := time.Now()
+	from, err := parseWhen(since, now, "--since")
+	if err != nil {
+		return err
+	}
+	to := now
+	if until != "" {
+		if to, err = parseWhen(until, now, "--until"); err != nil {
+			return err
+		}
+	}
+	if !from.Before(to) {
+		return fmt.Errorf("--since %s is not before --until %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	}
+	st, err := openStorage(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	const batch = 1024
+	buf := make([]schema.Flow, 0, batch)
+	var flows, counters int
+	var werr error
+	write := func() {
+		if werr == nil {
+			werr = eng.Write(ctx, buf...)
+		}
+		flows += len(buf)
+		buf = buf[:0]
+	}
+	err = clickhouse.EachFlow(ctx, st.conn, clickhouse.AllColumns, from, to, func(f *schema.Flow) {
+		if buf = append(buf, *f); len(buf) == batch {
+			write()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if write(); werr != nil {
+		return fmt.Errorf("detectors: %w", werr)
+	}
+	drops, err := analyze.NewDropRate(analyze.DefaultDropRateConfig(), found, nil)
+	if err != nil {
+		return err
+	}
+	err = clickhouse.EachCounterSample(ctx, st.conn, from, to, func(s schema.CounterSample) {
+		drops.Observe([]schema.CounterSample{s})
+		counters++
+	})
+	if err != nil {
+		return err
+	}
+	g.log.Info("stored history read", "from", from, "until", to, "flows", flows, "counter_readings", counters)
+	if flows == 0 && counters == 0 {
+		g.log.Warn("nothing stored in the window", "from", from, "until", to)
+	}
+	return nil
+}
+
+// parseWhen reads a time (RFC 3339, or a date) or a duration back from now.
+func parseWhen(s string, now time.Time, flag string) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d <= 0 {
+			return time.Time{}, fmt.Errorf("%s %s: want a positive duration", flag, s)
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s %q: want a duration (24h) or a time (2026-03-02T09:00:00Z)", flag, s)
 }
 
 func printFindings(w io.Writer, format string, findings []schemaFinding) error {

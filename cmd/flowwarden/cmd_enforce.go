@@ -61,7 +61,7 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 			return err
 		}
 		defer st.close()
-		return clickhouse.EachFlow(ctx, st.conn, time.Now().Add(-s.since), fn)
+		return clickhouse.EachFlow(ctx, st.conn, clickhouse.EndpointColumns, time.Now().Add(-s.since), time.Time{}, fn)
 	}
 	return errors.New("no observed traffic: give --hubble-file or --since")
 }

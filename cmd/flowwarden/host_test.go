@@ -242,6 +242,16 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 		t.Errorf("finding summary: %s", summary)
 	}
 
+	// detect over the stored history finds the same spike in the stored
+	// counter readings, long after serve is gone.
+	out, err = runIn(context.Background(), nil, "detect", "--since", "1h", "--clickhouse", dsn, "--format", "table", "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("detect --since: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "nft-drop-spike") || !strings.Contains(out, `nftables drop rule "flowwarden: not observed" (inet flowwarden input) on node node-1`) {
+		t.Errorf("detect --since over the stored counters:\n%s", out)
+	}
+
 	// The quarterly report lists the host rule nobody used since it was applied.
 	reportDir := t.TempDir()
 	out, err = runIn(context.Background(), nil, "report", "--since", "1h", "--clickhouse", dsn, "--out", reportDir, "--log-level", "warn")

@@ -17,6 +17,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -262,23 +263,10 @@ func TestScenarios(t *testing.T) {
 			if err != nil {
 				t.Fatalf("detect: %v\n%s", err, out)
 			}
-			var got []goldenFinding
-			var gotText bytes.Buffer
-			sc2 := bufio.NewScanner(strings.NewReader(out))
-			sc2.Buffer(make([]byte, 1<<20), 1<<20)
-			for sc2.Scan() {
-				var g goldenFinding
-				if err := json.Unmarshal(sc2.Bytes(), &g); err != nil {
-					t.Fatalf("bad detect output %q: %v", sc2.Text(), err)
-				}
-				got = append(got, g)
-				b, _ := json.Marshal(g)
-				gotText.Write(b)
-				gotText.WriteByte('\n')
-			}
+			got, gotText := goldenFindings(t, out)
 			golden := filepath.Join(scenarioDir, sc.name+".golden.jsonl")
 			if *update {
-				if err := os.WriteFile(golden, gotText.Bytes(), 0o644); err != nil {
+				if err := os.WriteFile(golden, []byte(gotText), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -286,8 +274,8 @@ func TestScenarios(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if gotText.String() != string(want) {
-				t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, gotText.String(), want)
+			if gotText != string(want) {
+				t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, gotText, want)
 			}
 			var gotExp []expectation
 			for _, g := range got {
@@ -310,6 +298,74 @@ func TestScenarios(t *testing.T) {
 	if *update {
 		if err := os.WriteFile(filepath.Join(scenarioDir, "README.md"), []byte(readme.String()), 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// goldenFindings reads detect's JSON output into the fields the golden
+// files keep, and renders them as a golden file does.
+func goldenFindings(t *testing.T, out string) ([]goldenFinding, string) {
+	t.Helper()
+	var got []goldenFinding
+	var text bytes.Buffer
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var g goldenFinding
+		if err := json.Unmarshal(sc.Bytes(), &g); err != nil {
+			t.Fatalf("bad detect output %q: %v", sc.Text(), err)
+		}
+		got = append(got, g)
+		b, _ := json.Marshal(g)
+		text.Write(b)
+		text.WriteByte('\n')
+	}
+	return got, text.String()
+}
+
+// TestDetectOverStoredHistory stores each scenario in ClickHouse and runs
+// detect over the stored window instead of the file: the findings are the
+// golden ones, so the store keeps everything the detectors look at.
+func TestDetectOverStoredHistory(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			dsn, _ := chtest.Database(t)
+			file := filepath.Join(scenarioDir, sc.name+".jsonl.gz")
+			if out, err := run(t, "ingest", "--clickhouse", dsn, "--hubble-file", file, "--flows-ttl", "0", "--log-level", "warn"); err != nil {
+				t.Fatalf("ingest: %v\n%s", err, out)
+			}
+			out, err := run(t, "detect", "--clickhouse", dsn, "--since", scenarioStart.Add(-time.Hour).Format(time.RFC3339),
+				"--until", scenarioStart.Add(3*time.Hour).Format(time.RFC3339), "--format", "json", "--log-level", "warn")
+			if err != nil {
+				t.Fatalf("detect --since: %v\n%s", err, out)
+			}
+			_, got := goldenFindings(t, out)
+			want, err := os.ReadFile(filepath.Join(scenarioDir, sc.name+".golden.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("findings over the stored history differ from the file's\ngot:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestDetectRefusesBadWindows(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "give either --hubble-file or --since"},
+		{[]string{"--since", "1h", "--hubble-file", "x.json"}, "give either --hubble-file or --since"},
+		{[]string{"--hubble-file", "x.json", "--until", "2026-01-01"}, "--until needs --since"},
+		{[]string{"--since", "yesterday"}, `--since "yesterday": want a duration (24h) or a time`},
+		{[]string{"--since", "-1h"}, "want a positive duration"},
+		{[]string{"--since", "2026-03-02T10:00:00Z", "--until", "2026-03-02T09:00:00Z"}, "is not before --until"},
+	} {
+		out, err := run(t, append([]string{"detect", "--log-level", "warn"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("detect %v: %v (%s), want an error with %q", c.args, err, out, c.want)
 		}
 	}
 }

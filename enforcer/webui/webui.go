@@ -109,7 +109,7 @@ func (h *Handler) build(ctx context.Context) (*page, error) {
 	now := h.cfg.Now()
 	p := &page{Now: now, Window: h.cfg.Window}
 	b := enforcer.NewReportBuilder()
-	err := clickhouse.EachFlow(ctx, h.conn, now.Add(-h.cfg.Window), func(f *schema.Flow) {
+	err := clickhouse.EachFlow(ctx, h.conn, clickhouse.EndpointColumns, now.Add(-h.cfg.Window), time.Time{}, func(f *schema.Flow) {
 		if f.Time.After(now) {
 			return
 		}

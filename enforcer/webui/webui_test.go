@@ -47,18 +47,7 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	for i := range flows {
 		flows[i].Time = flows[i].Time.Add(shift)
 	}
-	w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: 5000, FlushInterval: 50 * time.Millisecond}, dsn, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	if err := w.Write(ctx, flows...); err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	if err := <-done; err != nil {
+	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.Exec(ctx, `INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)

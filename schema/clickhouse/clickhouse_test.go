@@ -12,7 +12,8 @@ import (
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
-func migrated(t *testing.T) driver.Conn {
+// migrated gives the test a database of its own with the schema in it.
+func migrated(t *testing.T, cfg clickhouse.SchemaConfig) (driver.Conn, string) {
 	t.Helper()
 	dsn, _ := chtest.Database(t)
 	conn, err := clickhouse.Open(context.Background(), dsn)
@@ -20,14 +21,14 @@ func migrated(t *testing.T) driver.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	if err := clickhouse.Migrate(context.Background(), conn, clickhouse.DefaultSchemaConfig(), nil); err != nil {
+	if err := clickhouse.Migrate(context.Background(), conn, cfg, nil); err != nil {
 		t.Fatal(err)
 	}
-	return conn
+	return conn, dsn
 }
 
 func TestMigrateIsIdempotent(t *testing.T) {
-	conn := migrated(t)
+	conn, _ := migrated(t, clickhouse.DefaultSchemaConfig())
 	ctx := context.Background()
 	schemaText := func() string {
 		rows, err := conn.Query(ctx, "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() ORDER BY name")
@@ -68,7 +69,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 func TestQueryIsReadOnly(t *testing.T) {
-	conn := migrated(t)
+	conn, _ := migrated(t, clickhouse.DefaultSchemaConfig())
 	ctx := context.Background()
 	for _, sql := range []string{
 		"INSERT INTO flows (node) VALUES ('x')",

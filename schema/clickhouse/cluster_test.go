@@ -56,20 +56,7 @@ func TestTwoShardCluster(t *testing.T) {
 	}
 
 	flows := sampleFlows(t)
-	wcfg := clickhouse.DefaultWriterConfig()
-	wcfg.FlushInterval = 100 * time.Millisecond
-	w, err := clickhouse.NewWriter(wcfg, dsn, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(runCtx) }()
-	if err := w.Write(ctx, flows...); err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	if err := <-done; err != nil {
+	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
 		t.Fatal(err)
 	}
 

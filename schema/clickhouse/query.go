@@ -159,31 +159,163 @@ func LastFlowTime(ctx context.Context, conn driver.Conn, source string) (time.Ti
 	return t, nil
 }
 
-// EachFlow streams the stored flows since a time, oldest first, with the
-// fields the enforcer needs.
-func EachFlow(ctx context.Context, conn driver.Conn, since time.Time, fn func(*schema.Flow)) error {
-	rows, err := conn.Query(ctx, `SELECT time, node, source, verdict, direction, is_reply, protocol, src_ip, dst_ip, src_port, dst_port,
-		src_namespace, src_pod, src_workload, src_workload_kind, src_labels,
-		dst_namespace, dst_pod, dst_workload, dst_workload_kind, dst_labels, dst_names
-		FROM flows WHERE time >= ? ORDER BY time`, since)
+// FlowColumns says which columns EachFlow reads.
+type FlowColumns int
+
+const (
+	// EndpointColumns are what the enforcer needs: time, node, source,
+	// verdict, direction, protocol, addresses, ports and both endpoints.
+	EndpointColumns FlowColumns = iota
+	// AllColumns is the whole stored flow, as the writer wrote it (the
+	// detectors need bytes, L7 and drop reasons too).
+	AllColumns
+)
+
+// flowRow is one row being scanned: the flow, and the columns that need
+// converting into it.
+type flowRow struct {
+	f                          schema.Flow
+	source, verdict, direction string
+	srcIP, dstIP               net.IP
+}
+
+// flowColumns are the stored flow's columns and where each is scanned to;
+// endpoint marks the EndpointColumns.
+var flowColumns = []struct {
+	name     string
+	endpoint bool
+	dest     func(*flowRow) any
+}{
+	{"time", true, func(r *flowRow) any { return &r.f.Time }},
+	{"node", true, func(r *flowRow) any { return &r.f.Node }},
+	{"source", true, func(r *flowRow) any { return &r.source }},
+	{"verdict", true, func(r *flowRow) any { return &r.verdict }},
+	{"drop_reason", false, func(r *flowRow) any { return &r.f.DropReason }},
+	{"direction", true, func(r *flowRow) any { return &r.direction }},
+	{"is_reply", true, func(r *flowRow) any { return &r.f.IsReply }},
+	{"ip_version", false, func(r *flowRow) any { return &r.f.IPVersion }},
+	{"protocol", true, func(r *flowRow) any { return &r.f.Protocol }},
+	{"src_ip", true, func(r *flowRow) any { return &r.srcIP }},
+	{"dst_ip", true, func(r *flowRow) any { return &r.dstIP }},
+	{"src_port", true, func(r *flowRow) any { return &r.f.SrcPort }},
+	{"dst_port", true, func(r *flowRow) any { return &r.f.DstPort }},
+	{"tcp_flags", false, func(r *flowRow) any { return &r.f.TCPFlags }},
+	{"src_namespace", true, func(r *flowRow) any { return &r.f.Src.Namespace }},
+	{"src_pod", true, func(r *flowRow) any { return &r.f.Src.Pod }},
+	{"src_workload", true, func(r *flowRow) any { return &r.f.Src.Workload }},
+	{"src_workload_kind", true, func(r *flowRow) any { return &r.f.Src.WorkloadKind }},
+	{"src_labels", true, func(r *flowRow) any { return &r.f.Src.Labels }},
+	{"src_identity", false, func(r *flowRow) any { return &r.f.Src.Identity }},
+	{"dst_namespace", true, func(r *flowRow) any { return &r.f.Dst.Namespace }},
+	{"dst_pod", true, func(r *flowRow) any { return &r.f.Dst.Pod }},
+	{"dst_workload", true, func(r *flowRow) any { return &r.f.Dst.Workload }},
+	{"dst_workload_kind", true, func(r *flowRow) any { return &r.f.Dst.WorkloadKind }},
+	{"dst_labels", true, func(r *flowRow) any { return &r.f.Dst.Labels }},
+	{"dst_identity", false, func(r *flowRow) any { return &r.f.Dst.Identity }},
+	{"dst_names", true, func(r *flowRow) any { return &r.f.DstNames }},
+	{"l7_type", false, func(r *flowRow) any { return &r.f.L7Type }},
+	{"dns_query", false, func(r *flowRow) any { return &r.f.DNSQuery }},
+	{"dns_rcode", false, func(r *flowRow) any { return &r.f.DNSRCode }},
+	{"http_method", false, func(r *flowRow) any { return &r.f.HTTPMethod }},
+	{"http_path", false, func(r *flowRow) any { return &r.f.HTTPPath }},
+	{"http_status", false, func(r *flowRow) any { return &r.f.HTTPStatus }},
+	{"bytes", false, func(r *flowRow) any { return &r.f.Bytes }},
+	{"packets", false, func(r *flowRow) any { return &r.f.Packets }},
+	{"duration_ms", false, func(r *flowRow) any { return &r.f.DurationMs }},
+	{"mtls", false, func(r *flowRow) any { return &r.f.MTLS }},
+	{"src_principal", false, func(r *flowRow) any { return &r.f.SrcPrincipal }},
+	{"dst_principal", false, func(r *flowRow) any { return &r.f.DstPrincipal }},
+	{"policy_names", false, func(r *flowRow) any { return &r.f.PolicyNames }},
+	{"trace_id", false, func(r *flowRow) any { return &r.f.TraceID }},
+}
+
+// EachFlow streams the stored flows with since ≤ time < until (until zero:
+// no end), oldest first. Each call of fn gets a flow of its own (maps and
+// slices included) that it may keep; empty labels, names and policies are
+// nil, as in a flow fresh from a source.
+func EachFlow(ctx context.Context, conn driver.Conn, cols FlowColumns, since, until time.Time, fn func(*schema.Flow)) error {
+	var names []string
+	var r flowRow
+	var dests []any
+	for _, c := range flowColumns {
+		if cols == AllColumns || c.endpoint {
+			names = append(names, c.name)
+			dests = append(dests, c.dest(&r))
+		}
+	}
+	where, args := timeWindow(since, until)
+	rows, err := conn.Query(ctx, "SELECT "+strings.Join(names, ", ")+" FROM flows WHERE "+where+" ORDER BY time", args...)
 	if err != nil {
 		return fmt.Errorf("read flows: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var f schema.Flow
-		var verdict, source, direction string
-		var srcIP, dstIP net.IP
-		if err := rows.Scan(&f.Time, &f.Node, &source, &verdict, &direction, &f.IsReply, &f.Protocol, &srcIP, &dstIP, &f.SrcPort, &f.DstPort,
-			&f.Src.Namespace, &f.Src.Pod, &f.Src.Workload, &f.Src.WorkloadKind, &f.Src.Labels,
-			&f.Dst.Namespace, &f.Dst.Pod, &f.Dst.Workload, &f.Dst.WorkloadKind, &f.Dst.Labels, &f.DstNames); err != nil {
+		r = flowRow{}
+		if err := rows.Scan(dests...); err != nil {
 			return fmt.Errorf("read flows: %w", err)
 		}
-		f.Verdict, f.Source, f.Direction = schema.Verdict(verdict), schema.SourceKind(source), schema.Direction(direction)
-		f.SrcIP, _ = netip.AddrFromSlice(srcIP)
-		f.DstIP, _ = netip.AddrFromSlice(dstIP)
-		f.SrcIP, f.DstIP = f.SrcIP.Unmap(), f.DstIP.Unmap()
+		f := r.f
+		f.Time = f.Time.UTC()
+		f.Verdict, f.Source, f.Direction = schema.Verdict(r.verdict), schema.SourceKind(r.source), schema.Direction(r.direction)
+		f.SrcIP, _ = netip.AddrFromSlice(r.srcIP)
+		f.DstIP, _ = netip.AddrFromSlice(r.dstIP)
+		f.SrcIP, f.DstIP = storedAddr(f.SrcIP), storedAddr(f.DstIP)
+		if len(f.Src.Labels) == 0 {
+			f.Src.Labels = nil
+		}
+		if len(f.Dst.Labels) == 0 {
+			f.Dst.Labels = nil
+		}
+		if len(f.DstNames) == 0 {
+			f.DstNames = nil
+		}
+		if len(f.PolicyNames) == 0 {
+			f.PolicyNames = nil
+		}
 		fn(&f)
+	}
+	return rows.Err()
+}
+
+// timeWindow is the condition since ≤ time < until (until zero: no end),
+// to the nanosecond: clickhouse-go binds a time.Time argument to the second.
+func timeWindow(since, until time.Time) (string, []any) {
+	where := "time >= fromUnixTimestamp64Nano(toInt64(?), 'UTC')"
+	args := []any{since.UnixNano()}
+	if !until.IsZero() {
+		where += " AND time < fromUnixTimestamp64Nano(toInt64(?), 'UTC')"
+		args = append(args, until.UnixNano())
+	}
+	return where, args
+}
+
+// storedAddr undoes the writer's IPv6 column: IPv4 comes back from its
+// mapped form, and "::" is how an unknown address (an Envoy line without
+// a peer) was stored.
+func storedAddr(a netip.Addr) netip.Addr {
+	if a == netip.IPv6Unspecified() {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// EachCounterSample streams the nftables counter readings with since ≤
+// time < until (until zero: no end), oldest first.
+func EachCounterSample(ctx context.Context, conn driver.Conn, since, until time.Time, fn func(schema.CounterSample)) error {
+	where, args := timeWindow(since, until)
+	rows, err := conn.Query(ctx, "SELECT time, node, family, `table`, chain, handle, name, comment, drop, packets, bytes FROM nft_counters WHERE "+
+		where+" ORDER BY time, node, family, `table`, chain, handle, name", args...)
+	if err != nil {
+		return fmt.Errorf("read nftables counters: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s schema.CounterSample
+		if err := rows.Scan(&s.Time, &s.Node, &s.Family, &s.Table, &s.Chain, &s.Handle, &s.Name, &s.Comment, &s.Drop, &s.Packets, &s.Bytes); err != nil {
+			return fmt.Errorf("read nftables counters: %w", err)
+		}
+		s.Time = s.Time.UTC()
+		fn(s)
 	}
 	return rows.Err()
 }

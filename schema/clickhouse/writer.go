@@ -583,3 +583,25 @@ func (w *Writer) ResumePoint(ctx context.Context, conn driver.Conn, source strin
 	}
 	return last, keys, nil
 }
+
+// WriteAll stores flows through a Writer of its own (default
+// configuration) and returns once ClickHouse has them all: for one-off
+// loads of flows already in memory, such as fixtures and small imports.
+func WriteAll(ctx context.Context, dsn string, flows []schema.Flow) error {
+	w, err := NewWriter(DefaultWriterConfig(), dsn, nil, nil)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	werr := w.Write(ctx, flows...)
+	stop()
+	if err := <-done; err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("store flows: %w", werr)
+	}
+	return nil
+}
