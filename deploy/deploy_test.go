@@ -155,6 +155,26 @@ func TestNodeDaemonSetNeedsOnlyNetAdmin(t *testing.T) {
 		sc.Privileged != nil && *sc.Privileged {
 		t.Fatalf("node agent must run on the host network with NET_ADMIN only: %+v", sc)
 	}
+	// Its data directory is on the node, so the confirmed host firewall
+	// (and the spool) outlive a reboot.
+	c := ds.Spec.Template.Spec.Containers[0]
+	var dataDir string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
+			dataDir = v
+		}
+	}
+	var onNode bool
+	for _, m := range c.VolumeMounts {
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && m.MountPath == dataDir && v.HostPath != nil && v.HostPath.Path == dataDir {
+				onNode = true
+			}
+		}
+	}
+	if dataDir == "" || !onNode {
+		t.Errorf("--data-dir %q is not a hostPath volume of the same path", dataDir)
+	}
 }
 
 func TestKyvernoGeneratesAValidDefaultDeny(t *testing.T) {

@@ -202,7 +202,12 @@ func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, 
 	if err := hostfw.ApplyGuarded(ctx, h.ns.nsPath, rs, h.timeout, confirm, g.log); err != nil {
 		return err
 	}
-	h.summary(w, rs, "applied and confirmed")
+	kept := filepath.Join(g.dataDir, hostfw.ConfirmedFile)
+	if err := hostfw.SaveConfirmed(kept, rs, time.Now()); err != nil {
+		h.summary(w, rs, "applied and confirmed")
+		return fmt.Errorf("applied and confirmed, but a reboot will clear it: %w", err)
+	}
+	h.summary(w, rs, "applied and confirmed; kept in "+kept+" (serve --nftables with this --data-dir restores it after a reboot)")
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/flowwarden/flowwarden/alerting"
 	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/enforcer/hostfw"
 	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/conntrack"
@@ -48,6 +49,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		currentDir    string
 		withConntrack bool
 		withNftables  bool
+		restoreHostFW bool
 		host          hostSources
 		envoyFiles    []string
 	)
@@ -205,6 +207,17 @@ func newServeCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--nftables needs CAP_NET_ADMIN: %w", err)
 				}
+				if restoreHostFW {
+					kept := filepath.Join(g.dataDir, hostfw.ConfirmedFile)
+					restored, at, err := hostfw.RestoreIfMissing(nft, kept)
+					switch {
+					case err != nil:
+						// The node stays as it is; serving the sources matters more.
+						g.log.Error("host firewall: could not restore the confirmed ruleset", "file", kept, "err", err)
+					case restored:
+						g.log.Warn("host firewall: table inet flowwarden was missing; restored the ruleset confirmed earlier", "file", kept, "confirmed_at", at)
+					}
+				}
 				p := &nftables.Poller{Conn: nft, Node: node, Interval: host.nftInterval, Log: g.log, Store: func(ctx context.Context, samples []schema.CounterSample) error {
 					if dropRate != nil {
 						dropRate.Observe(samples)
@@ -261,6 +274,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringArrayVar(&envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable)")
 	f.BoolVar(&withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
 	f.BoolVar(&withNftables, "nftables", false, "poll this node's nftables counters into nft_counters (needs CAP_NET_ADMIN)")
+	f.BoolVar(&restoreHostFW, "restore-host-firewall", true, "with --nftables: at start, load the host firewall last confirmed with enforce --host --apply (kept under --data-dir) when table inet flowwarden is missing, as after a reboot")
 	host.flags(f)
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
 	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")

@@ -203,11 +203,14 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 		t.Fatalf("after the guard's rollback the quiet port should answer again: %v", err)
 	}
 
-	// --apply, confirmed: kept, and it enforces.
-	out, err = runIn(context.Background(), strings.NewReader("yes\n"), append([]string{"enforce", "--apply", "--confirm-timeout", "30s"}, common...)...)
-	if err != nil || !strings.Contains(out, "applied and confirmed") {
+	// --apply, confirmed: kept (in force, and on disk), and it enforces.
+	stateDir := t.TempDir()
+	out, err = runIn(context.Background(), strings.NewReader("yes\n"),
+		append([]string{"enforce", "--apply", "--confirm-timeout", "30s", "--data-dir", stateDir}, common...)...)
+	if err != nil || !strings.Contains(out, "applied and confirmed; kept in "+filepath.Join(stateDir, hostfw.ConfirmedFile)) {
 		t.Fatalf("confirmed apply: %v\n%s", err, out)
 	}
+	confirmedTable := tableNow()
 	if err := reachable(18100); err != nil {
 		t.Errorf("the observed port is blocked: %v", err)
 	}
@@ -215,16 +218,31 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 		t.Error("the never-used port still answers")
 	}
 
-	// A scan of the closed port spikes the final drop rule's counter:
+	// A reboot clears the table; serve --nftables, started on the node
+	// with the same data directory, puts the confirmed ruleset back.
+	if err := hostfw.Install(nft, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := reachable(18101); err != nil {
+		t.Fatalf("with the table gone the quiet port should answer: %v", err)
+	}
+	// Then a scan of the closed port spikes the final drop rule's counter:
 	// serve --nftables opens an nft-drop-spike finding whose SQL shows the
 	// readings behind it.
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() {
 		_, err := runIn(ctx, strings.NewReader(""), "serve", "--clickhouse", dsn, "--nftables", "--netns", p.Node.Name,
 			"--node", "node-1", "--nftables-interval", "200ms",
-			"--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--flows-ttl", "0", "--log-level", "warn")
+			"--listen", amtest.FreeAddr(t), "--data-dir", stateDir, "--flows-ttl", "0", "--log-level", "warn")
 		done <- err
 	}()
+	waitUntil(t, 10*time.Second, "serve to restore the confirmed host firewall", func() bool { return tableNow() == confirmedTable })
+	if err := reachable(18101); err == nil {
+		t.Error("the never-used port answers after the restore")
+	}
+	if err := reachable(18100); err != nil {
+		t.Errorf("the observed port is blocked after the restore: %v", err)
+	}
 	time.Sleep(1500 * time.Millisecond) // a few quiet readings teach the baseline
 	if n, err := p.Client.Probe(netip.AddrPortFrom(p.NodeAddr, 18101), 60); err != nil || n != 0 {
 		t.Fatalf("scan: %d of 60 connected, %v", n, err)

@@ -38,9 +38,13 @@ type guardRequest struct {
 }
 
 // RunGuardIfRequested turns the process into the guard when ApplyGuarded
-// started it as one, and never returns in that case. Call it first thing
-// in main (and in TestMain of tests that apply through the CLI).
+// started it as one, or into DryRun's user-namespace child, and never
+// returns in those cases. Call it first thing in main (and in TestMain of
+// tests that apply or dry-run).
 func RunGuardIfRequested() {
+	if os.Getenv(envDryRun) == "1" {
+		runDryRunChild()
+	}
 	if os.Getenv(envGuard) != "1" {
 		return
 	}

@@ -159,9 +159,19 @@ func Install(conn *nftables.Conn, rs *Ruleset) error {
 
 // DryRun loads rs into a throwaway network namespace, so the kernel checks
 // every rule without touching the host, and returns how many rules it
-// accepted.
+// accepted. The namespace is made here when the process may (CAP_SYS_ADMIN);
+// otherwise, as in the node DaemonSet's pod with only CAP_NET_ADMIN, a child
+// of this executable does the load in new user and network namespaces,
+// which need no privilege where the kernel allows user namespaces.
 func DryRun(rs *Ruleset) (int, error) {
-	fd, err := scratchNetNS()
+	fd, err := newScratchNetNS()
+	if errors.Is(err, unix.EPERM) {
+		n, uerr := dryRunInUserNS(rs)
+		if uerr != nil {
+			return n, fmt.Errorf("dry run: no network namespace of our own (%v), nor in a user namespace: %w", err, uerr)
+		}
+		return n, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("dry run: %w", err)
 	}
@@ -170,6 +180,16 @@ func DryRun(rs *Ruleset) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dry run: %w", err)
 	}
+	return loadAndCount(conn, rs)
+}
+
+// newScratchNetNS is scratchNetNS; tests replace it to take the path an
+// unprivileged process takes.
+var newScratchNetNS = scratchNetNS
+
+// loadAndCount installs rs through conn (a scratch namespace's) and reads
+// the rules back.
+func loadAndCount(conn *nftables.Conn, rs *Ruleset) (int, error) {
 	if err := Install(conn, rs); err != nil {
 		return 0, fmt.Errorf("dry run: the kernel rejected the ruleset: %w", err)
 	}

@@ -25,7 +25,10 @@ import (
 	"github.com/flowwarden/flowwarden/schema"
 )
 
-func TestMain(m *testing.M) { netnstest.Main(m) }
+func TestMain(m *testing.M) {
+	RunGuardIfRequested() // the dry run's user-namespace child is this binary
+	netnstest.Main(m)
+}
 
 const (
 	servedPort = 18100 // the port the client uses while we observe
