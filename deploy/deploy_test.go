@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	psapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -145,11 +147,15 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 }
 
 func TestNodeDaemonSetNeedsOnlyNetAdmin(t *testing.T) {
-	docs := render(t, "node")
-	if len(docs) != 1 {
-		t.Fatalf("%d objects", len(docs))
+	var ds *appsv1.DaemonSet
+	for _, doc := range render(t, "node") {
+		if o, ok := strict(t, doc).(*appsv1.DaemonSet); ok {
+			ds = o
+		}
 	}
-	ds := strict(t, docs[0]).(*appsv1.DaemonSet)
+	if ds == nil {
+		t.Fatal("no DaemonSet in deploy/node")
+	}
 	sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
 	if !ds.Spec.Template.Spec.HostNetwork || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_ADMIN" ||
 		sc.Privileged != nil && *sc.Privileged {
@@ -238,5 +244,65 @@ func TestAlertmanagerRouteExample(t *testing.T) {
 	}
 	if !pager {
 		t.Fatal("no route pages on severity=critical")
+	}
+}
+
+// TestPodSecurityAdmissionAdmitsEveryWorkload runs each workload's pod
+// template through the Pod Security Admission checks (the library the API
+// server enforces them with) at the level its namespace enforces: a pod the
+// admission refuses would leave a Deployment or DaemonSet with no pods.
+func TestPodSecurityAdmissionAdmitsEveryWorkload(t *testing.T) {
+	evaluator, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workloads := 0
+	for _, dir := range []string{".", "node"} {
+		levels := map[string]psapi.Level{}
+		type pod struct {
+			kind, name, namespace string
+			tmpl                  corev1.PodTemplateSpec
+		}
+		var pods []pod
+		for _, doc := range render(t, dir) {
+			switch o := strict(t, doc).(type) {
+			case *corev1.Namespace:
+				level, err := psapi.ParseLevel(o.Labels[psapi.EnforceLevelLabel])
+				if err != nil {
+					t.Fatalf("namespace %s: %v", o.Name, err)
+				}
+				levels[o.Name] = level
+			case *appsv1.Deployment:
+				pods = append(pods, pod{"Deployment", o.Name, o.Namespace, o.Spec.Template})
+			case *appsv1.DaemonSet:
+				pods = append(pods, pod{"DaemonSet", o.Name, o.Namespace, o.Spec.Template})
+			}
+		}
+		for _, p := range pods {
+			workloads++
+			level, ok := levels[p.namespace]
+			if !ok {
+				t.Errorf("%s %s: its namespace %q is not in deploy/%s", p.kind, p.name, p.namespace, dir)
+				continue
+			}
+			res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: level, Version: psapi.LatestVersion()},
+				&p.tmpl.ObjectMeta, &p.tmpl.Spec))
+			if !res.Allowed {
+				t.Errorf("%s %s in namespace %s (pod security %q) would be refused: %s", p.kind, p.name, p.namespace, level, res.ForbiddenReason())
+			}
+		}
+	}
+	if workloads != 2 {
+		t.Errorf("%d workloads checked, want serve's Deployment and the node DaemonSet", workloads)
+	}
+	// serve itself meets "restricted", whatever namespace it is put in.
+	for _, doc := range render(t, ".") {
+		if d, ok := strict(t, doc).(*appsv1.Deployment); ok {
+			res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()},
+				&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec))
+			if !res.Allowed {
+				t.Errorf("serve is not \"restricted\": %s", res.ForbiddenReason())
+			}
+		}
 	}
 }

@@ -3,17 +3,22 @@ package clickhouse_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/envoy"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
 // everyField is a flow with every field set to a value of its own, so a
@@ -102,4 +107,69 @@ func TestEachFlowReadsBackWhatWasWritten(t *testing.T) {
 	if len(window) != 0 {
 		t.Errorf("[at-1ns, at) holds %d flows, want none", len(window))
 	}
+}
+
+// BenchmarkEachFlow reads 100,000 stored flows back, whole and with the
+// enforcer's columns, against the baseline of ClickHouse sending the same
+// rows in its own Native format over HTTP (read and thrown away) in the
+// same run.
+func BenchmarkEachFlow(b *testing.B) {
+	ctx := context.Background()
+	paths, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
+	sample, err := hubble.ReadFlows(ctx, paths...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const rows = 100000
+	flows := make([]schema.Flow, rows)
+	for i := range flows {
+		flows[i] = sample[i%len(sample)]
+		flows[i].Time = flows[i].Time.Add(time.Duration(i) * time.Microsecond)
+	}
+	dsn, database := chtest.Database(b)
+	conn, err := clickhouse.Open(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
+		b.Fatal(err)
+	}
+	_, httpAddr := chtest.Server(b)
+	read := func(cols clickhouse.FlowColumns) time.Duration {
+		t0 := time.Now()
+		n := 0
+		if err := clickhouse.EachFlow(ctx, conn, cols, time.Unix(0, 0), time.Time{}, func(*schema.Flow) { n++ }); err != nil || n != rows {
+			b.Fatalf("read %d of %d: %v", n, rows, err)
+		}
+		return time.Since(t0)
+	}
+	native := func() time.Duration {
+		t0 := time.Now()
+		q := "SELECT * FROM " + database + ".flows ORDER BY time FORMAT Native"
+		resp, err := http.Post("http://"+httpAddr+"/", "text/plain", strings.NewReader(q))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || n == 0 {
+			b.Fatalf("native export: %s, %d bytes", resp.Status, n)
+		}
+		return time.Since(t0)
+	}
+	var all, endpoint, base time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		base += native()
+		all += read(clickhouse.AllColumns)
+		endpoint += read(clickhouse.EndpointColumns)
+	}
+	b.ReportMetric(float64(b.N*rows)/all.Seconds(), "all-flows/s")
+	b.ReportMetric(float64(b.N*rows)/endpoint.Seconds(), "endpoint-flows/s")
+	b.ReportMetric(base.Seconds()/all.Seconds(), "all/native")
+	b.ReportMetric(base.Seconds()/endpoint.Seconds(), "endpoint/native")
 }
