@@ -96,6 +96,12 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 		case *appsv1.Deployment:
 			deploy = o
 			kinds["Deployment"]++
+		case *rbacv1.ClusterRole:
+			// Read-only, and only what the code uses: kubeapi lists NetworkPolicies.
+			if len(o.Rules) != 1 || fmt.Sprint(o.Rules[0].Resources, o.Rules[0].Verbs) != "[networkpolicies] [list]" {
+				t.Errorf("ClusterRole %s grants more than listing NetworkPolicies: %+v", o.Name, o.Rules)
+			}
+			kinds["ClusterRole"]++
 		case *networkingv1.NetworkPolicy:
 			if o.Namespace != "flowwarden" {
 				t.Errorf("policy %s not in the flowwarden namespace", o.Name)
@@ -137,6 +143,8 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 		{enforcer.Connection{Src: pod("monitoring", map[string]string{"app.kubernetes.io/name": "prometheus"}), Dst: enforcer.Endpoint{Pod: self}, Port: 9965}, true},
 		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("169.254.169.254")}, Port: 80}, false},
 		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("1.1.1.1")}, Port: 443}, false},
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("192.0.2.10")}, Port: 6443}, true}, // the API server
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("192.0.2.10")}, Port: 22}, false},
 		{enforcer.Connection{Src: pod("default", map[string]string{"app": "x"}), Dst: enforcer.Endpoint{Pod: self}, Port: 9965}, false},
 	}
 	for _, c := range cases {

@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -177,15 +178,25 @@ func SemanticDiff(before, after []networkingv1.NetworkPolicy, g *Graph) ([]Chang
 	for _, k := range sortedKeys(g.Workloads) {
 		peers = append(peers, Peer{Kind: PeerWorkload, Workload: k})
 	}
+	// Addresses after the workloads, in address order (the edges are a map:
+	// without sorting, the diff would come out in a different order each run).
 	seen := map[string]bool{}
+	var addrs []Peer
 	for e := range g.Edges {
 		for _, p := range []Peer{e.From, e.To} {
 			if p.Kind != PeerWorkload && !seen[p.Addr.String()] {
 				seen[p.Addr.String()] = true
-				peers = append(peers, Peer{Kind: p.Kind, Addr: p.Addr})
+				addrs = append(addrs, Peer{Kind: p.Kind, Addr: p.Addr})
 			}
 		}
 	}
+	slices.SortFunc(addrs, func(a, b Peer) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return int(a.Kind) - int(b.Kind)
+	})
+	peers = append(peers, addrs...)
 	var out []Change
 	for _, from := range peers {
 		for _, to := range peers {

@@ -15,6 +15,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/enforcer/kubeapi"
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema"
@@ -115,7 +116,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "  warning: %s\n", warn)
 			}
 			if current != "" {
-				return printTightening(w, current, res, graph)
+				return printTightening(cmd.Context(), g, w, current, res, graph)
 			}
 			return nil
 		},
@@ -123,7 +124,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	src.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "directory for the policies (<namespace>/<workload>.yaml)")
 	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy) or cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS)")
-	cmd.Flags().StringVar(&current, "current", "", "directory of the policies in force: report their unused rules and the semantic diff to the proposal")
+	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")
 	cmd.Flags().Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
 	cmd.Flags().IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
 	cmd.Flags().StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
@@ -193,12 +194,13 @@ func newVerifyCommand(g *globals) *cobra.Command {
 		Use:   "verify --policies DIR (--hubble-file F... | --since D)",
 		Short: "Print every observed flow the policies would deny (JSON lines) and a summary",
 		Long: `Judges each observed flow (replies and local-node traffic excepted) by the
-NetworkPolicies in DIR, prints those they would deny as JSON lines with the
-reason, then a summary on stderr. Exit status 1 when a flow that was
+NetworkPolicies in DIR (or those in force in the cluster: --policies
+cluster), prints those they would deny as JSON lines with the reason, then a
+summary on stderr. Exit status 1 when a flow that was
 forwarded would be denied.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nps, err := enforcer.LoadDir(policies)
+			nps, err := loadPolicies(cmd.Context(), g, policies)
 			if err != nil {
 				return err
 			}
@@ -244,7 +246,7 @@ forwarded would be denied.`,
 		},
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "directory of NetworkPolicy YAML")
+	cmd.Flags().StringVar(&policies, "policies", "", "directory of NetworkPolicy YAML, or \"cluster\" for those in force (listed from the API server)")
 	_ = cmd.MarkFlagRequired("policies")
 	return cmd
 }
@@ -392,7 +394,7 @@ and service-graph.svg into --out.`,
 			var nps []networkingv1.NetworkPolicy
 			if policies != "" {
 				var err error
-				if nps, err = enforcer.LoadDir(policies); err != nil {
+				if nps, err = loadPolicies(cmd.Context(), g, policies); err != nil {
 					return err
 				}
 			}
@@ -437,7 +439,7 @@ and service-graph.svg into --out.`,
 		},
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "directory of the NetworkPolicies in force")
+	cmd.Flags().StringVar(&policies, "policies", "", "the NetworkPolicies in force: a directory, or \"cluster\" to list them from the API server")
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html and service-graph.svg")
 	return cmd
 }
@@ -461,10 +463,33 @@ func addHostRules(ctx context.Context, g *globals, b *enforcer.ReportBuilder, si
 	return nil
 }
 
+// fromCluster is the policies-in-force argument that reads them from the
+// Kubernetes API server instead of a directory (a directory of that name
+// is ./cluster).
+const fromCluster = "cluster"
+
+// loadPolicies reads the NetworkPolicies in force: from the API server
+// when spec is "cluster", else from the directory spec.
+func loadPolicies(ctx context.Context, g *globals, spec string) ([]networkingv1.NetworkPolicy, error) {
+	if spec != fromCluster {
+		return enforcer.LoadDir(spec)
+	}
+	cfg, err := kubeapi.Config(g.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	nps, err := kubeapi.ListPolicies(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.log.Info("policies in force read from the cluster", "server", cfg.Host, "policies", len(nps))
+	return nps, nil
+}
+
 // printTightening reports, for the policies in force, what they allow that
 // nothing used, and how access changes with the proposed set.
-func printTightening(w io.Writer, current string, res *enforcer.Result, graph *enforcer.Graph) error {
-	nps, err := enforcer.LoadDir(current)
+func printTightening(ctx context.Context, g *globals, w io.Writer, current string, res *enforcer.Result, graph *enforcer.Graph) error {
+	nps, err := loadPolicies(ctx, g, current)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/flowwarden/flowwarden/alerting"
 	"github.com/flowwarden/flowwarden/analyze"
-	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/hostfw"
 	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/ingest"
@@ -47,6 +46,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		tlsCert       string
 		tlsKey        string
 		currentDir    string
+		currentEvery  time.Duration
 		withConntrack bool
 		withNftables  bool
 		restoreHostFW bool
@@ -154,11 +154,17 @@ func newServeCommand(g *globals) *cobra.Command {
 			})
 			var current []networkingv1.NetworkPolicy
 			if currentDir != "" {
-				if current, err = enforcer.LoadDir(currentDir); err != nil {
-					return err
+				if current, err = loadPolicies(ctx, g, currentDir); err != nil {
+					if currentDir != fromCluster {
+						return err
+					}
+					// The API server may be out of reach for a while; the page
+					// diffs against no policies until a refresh gets them.
+					g.log.Warn("policies in force: listing failed; retrying every --current-refresh", "err", err)
 				}
 			}
-			mux.Handle("GET /{$}", webui.New(webui.Config{Current: current}, st.conn, g.log))
+			page := webui.New(webui.Config{Current: current}, st.conn, g.log)
+			mux.Handle("GET /{$}", page)
 			httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 			// The writer outlives the sources so that it flushes what they gave it.
@@ -172,6 +178,9 @@ func newServeCommand(g *globals) *cobra.Command {
 			}
 			if hubbleAddr != "" {
 				grp.Go(func() error { return obs.Run(gctx) })
+			}
+			if currentDir == fromCluster && currentEvery > 0 {
+				grp.Go(func() error { refreshPolicies(gctx, g, page, currentEvery); return nil })
 			}
 			for _, f := range envoyFiles {
 				grp.Go(func() error { return envoy.Follow(gctx, f, false, 0, identities, sink, envoyStats) })
@@ -268,7 +277,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics and /healthz (all read-only)")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve the page, /metrics and /healthz over TLS with this certificate")
-	f.StringVar(&currentDir, "current-policies", "", "directory of the NetworkPolicies in force, for the page's semantic diff")
+	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh)")
+	f.DurationVar(&currentEvery, "current-refresh", 5*time.Minute, "with --current-policies cluster: how often the policies in force are listed again")
 	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
 	f.StringArrayVar(&envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable)")
@@ -308,5 +318,25 @@ func advanceOnWallClock(ctx context.Context, eng *analyze.Engine, obs *hubble.Ob
 				eng.AdvanceTo(now.Add(-5 * time.Second))
 			}
 		}
+	}
+}
+
+// refreshPolicies lists the policies in force again every interval until
+// ctx ends; a failed listing keeps the previous ones.
+func refreshPolicies(ctx context.Context, g *globals, page *webui.Handler, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		nps, err := loadPolicies(ctx, g, fromCluster)
+		if err != nil {
+			g.log.Warn("policies in force: listing failed; keeping the previous ones", "err", err)
+			continue
+		}
+		page.SetCurrent(nps)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/enforcer/kubeapi/kubeapitest"
 )
 
 func sampleArgs() []string {
@@ -133,3 +135,45 @@ func TestEnforceCreatesPolicyBranch(t *testing.T) {
 		t.Errorf("branch not pushed: %v", err)
 	}
 }
+
+// TestPoliciesInForceFromTheCluster: recommend --current and report
+// --policies read the policies in force from the API server ("cluster",
+// through --kubeconfig) and say exactly what they say from the directory.
+func TestPoliciesInForceFromTheCluster(t *testing.T) {
+	const dir = "../../testdata/netpol/current"
+	nps, err := enforcer.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := kubeapitest.Start(t, nps, 1)
+	for _, c := range []struct{ cmd, flag string }{{"recommend", "--current"}, {"report", "--policies"}} {
+		outputs := map[string]string{}
+		for _, spec := range []string{dir, "cluster"} {
+			out := t.TempDir()
+			args := append([]string{c.cmd, "--out", out, c.flag, spec, "--kubeconfig", api.Kubeconfig, "--log-level", "warn"}, sampleArgs()...)
+			text, err := run(t, args...)
+			if err != nil {
+				t.Fatalf("%s %s %s: %v\n%s", c.cmd, c.flag, spec, err, text)
+			}
+			if c.cmd == "report" {
+				md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+				text = string(md)
+				_, text, _ = strings.Cut(text, "\n\n") // the heading line carries the generation time
+				text = regexpGenerated.ReplaceAllString(text, "Generated …")
+			}
+			outputs[spec] = strings.ReplaceAll(strings.ReplaceAll(text, out, "OUT"), dir, "SOURCE")
+			outputs[spec] = strings.ReplaceAll(outputs[spec], "cluster", "SOURCE")
+		}
+		if outputs[dir] != outputs["cluster"] {
+			t.Errorf("%s from the cluster differs from the directory:\n%s\n---\n%s", c.cmd, outputs["cluster"], outputs[dir])
+		}
+		if !strings.Contains(outputs[dir], "unused") {
+			t.Errorf("%s with the bookinfo policies in force shows no unused rule:\n%s", c.cmd, outputs[dir])
+		}
+	}
+	if requests, _ := api.Requests(); len(requests) != 2*len(nps) {
+		t.Errorf("%d list requests for %d policies read twice, one per page", len(requests), len(nps))
+	}
+}
+
+var regexpGenerated = regexp.MustCompile(`Generated [0-9TZ:-]+`)

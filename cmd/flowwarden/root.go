@@ -17,6 +17,7 @@ type globals struct {
 	configFile string
 	clickhouse string
 	dataDir    string
+	kubeconfig string
 	logLevel   string
 	flowsTTL   time.Duration
 	rollupTTL  time.Duration
@@ -58,6 +59,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 	pf.StringVar(&g.clickhouse, "clickhouse", "", "ClickHouse DSN, e.g. clickhouse://user:pass@host:9000/flowwarden (env FLOWWARDEN_CLICKHOUSE); empty: embedded")
 	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory: the embedded ClickHouse, serve's spool, the node's confirmed host firewall")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig for reading the policies in force from the cluster (default: $KUBECONFIG, ~/.kube/config, or the pod's ServiceAccount)")
 	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows by flow time (0: forever); applies when the tables are created")
 	pf.DurationVar(&g.rollupTTL, "rollup-ttl", 400*24*time.Hour, "retention of the edges rollups (0: forever); applies when the tables are created")
 	pf.StringVar(&g.cluster, "clickhouse-cluster", "", "ClickHouse cluster (remote_servers name): shard-local <table>_local tables with Distributed <table> tables over them")

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -38,6 +39,9 @@ type Handler struct {
 	cfg  Config
 	conn driver.Conn
 	log  *slog.Logger
+
+	mu      sync.Mutex
+	current []networkingv1.NetworkPolicy
 }
 
 // New returns the handler.
@@ -51,7 +55,20 @@ func New(cfg Config, conn driver.Conn, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{cfg: cfg, conn: conn, log: log}
+	return &Handler{cfg: cfg, conn: conn, log: log, current: cfg.Current}
+}
+
+// SetCurrent replaces the policies in force the diff is made against.
+func (h *Handler) SetCurrent(nps []networkingv1.NetworkPolicy) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.current = nps
+}
+
+func (h *Handler) currentPolicies() []networkingv1.NetworkPolicy {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.current
 }
 
 type findingRow struct {
@@ -149,7 +166,7 @@ func (h *Handler) build(ctx context.Context) (*page, error) {
 			y, _ := enforcer.MarshalPolicy(np)
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
 		}
-		changes, err := enforcer.SemanticDiff(h.cfg.Current, res.Policies, b.Graph)
+		changes, err := enforcer.SemanticDiff(h.currentPolicies(), res.Policies, b.Graph)
 		if err != nil {
 			return nil, err
 		}

@@ -1,11 +1,17 @@
 package webui
 
 import (
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +60,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 		VALUES ('f1', 'cross-namespace-denial', 'warning', 'tenant-a', '', 'bookinfo', 'policy denied 300 flows from namespace tenant-a to namespace bookinfo', now64(9), now64(9), 'open', 300, '{}', 'SELECT * FROM flows WHERE src_namespace = ''tenant-a''', now64(6))`); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(New(Config{Window: 2 * time.Hour}, conn, nil))
+	handler := New(Config{Window: 2 * time.Hour}, conn, nil)
+	srv := httptest.NewServer(handler)
 	defer srv.Close()
 
 	dir := t.TempDir()
@@ -82,4 +89,32 @@ func TestPageInHeadlessChromium(t *testing.T) {
 		t.Fatalf("no screenshot: %v", err)
 	}
 	t.Logf("screenshot: %s", shot)
+
+	// With no policies in force everything is allowed, so the proposal only
+	// takes access away; once a default deny is in force (as serve's
+	// --current-policies refresh would set it), the proposal gives back
+	// what was observed.
+	gains := regexp.MustCompile(`would lose access and (\d+) would gain it`)
+	gained := func() string {
+		resp, err := http.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		m := gains.FindSubmatch(body)
+		if m == nil {
+			t.Fatalf("no diff summary on the page")
+		}
+		return string(m[1])
+	}
+	if g := gained(); g != "0" {
+		t.Errorf("against no policies, %s pairs gain access", g)
+	}
+	denyAll := networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-all", Namespace: "bookinfo"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}}}
+	handler.SetCurrent([]networkingv1.NetworkPolicy{denyAll})
+	if g := gained(); g == "0" {
+		t.Error("against a default deny in bookinfo, nothing gains access")
+	}
 }
