@@ -314,3 +314,94 @@ func TestPodSecurityAdmissionAdmitsEveryWorkload(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectorsConnect follows the rendered objects' selectors: the
+// ServiceMonitor selects the Service and scrapes a port it has, the Service
+// selects serve's pods and targets a port they name, the NetworkPolicy for
+// serve selects them, and the ClusterRoleBinding names the ServiceAccount
+// the pods run as. Each is valid alone; these are what make them work.
+func TestSelectorsConnect(t *testing.T) {
+	var (
+		deploy  *appsv1.Deployment
+		svc     *corev1.Service
+		sm      *monitoringv1.ServiceMonitor
+		binding *rbacv1.ClusterRoleBinding
+		sas     = map[string]bool{}
+		serveNP *networkingv1.NetworkPolicy
+	)
+	for _, doc := range render(t, ".") {
+		switch o := strict(t, doc).(type) {
+		case *appsv1.Deployment:
+			deploy = o
+		case *corev1.Service:
+			svc = o
+		case *monitoringv1.ServiceMonitor:
+			sm = o
+		case *rbacv1.ClusterRoleBinding:
+			binding = o
+		case *corev1.ServiceAccount:
+			sas[o.Namespace+"/"+o.Name] = true
+		case *networkingv1.NetworkPolicy:
+			if o.Name == "flowwarden-serve" {
+				serveNP = o
+			}
+		}
+	}
+	if deploy == nil || svc == nil || sm == nil || binding == nil || serveNP == nil {
+		t.Fatal("missing objects")
+	}
+	matches := func(sel map[string]string, labels map[string]string) bool {
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	pod := deploy.Spec.Template
+	if sm.Namespace != svc.Namespace || !matches(sm.Spec.Selector.MatchLabels, svc.Labels) {
+		t.Errorf("the ServiceMonitor %v does not select the Service %v", sm.Spec.Selector.MatchLabels, svc.Labels)
+	}
+	ports := map[string]bool{}
+	for _, p := range svc.Spec.Ports {
+		ports[p.Name] = true
+	}
+	for _, e := range sm.Spec.Endpoints {
+		if !ports[e.Port] {
+			t.Errorf("the ServiceMonitor scrapes port %q, which the Service lacks", e.Port)
+		}
+	}
+	if svc.Namespace != deploy.Namespace || !matches(svc.Spec.Selector, pod.Labels) || !matches(deploy.Spec.Selector.MatchLabels, pod.Labels) {
+		t.Errorf("the Service (%v) or the Deployment (%v) does not select serve's pods %v", svc.Spec.Selector, deploy.Spec.Selector.MatchLabels, pod.Labels)
+	}
+	named := map[string]int32{}
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			named[p.Name] = p.ContainerPort
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		if _, ok := named[p.TargetPort.StrVal]; p.TargetPort.StrVal != "" && !ok {
+			t.Errorf("the Service targets port %q, which serve's container does not name", p.TargetPort.StrVal)
+		}
+	}
+	if !matches(serveNP.Spec.PodSelector.MatchLabels, pod.Labels) {
+		t.Errorf("NetworkPolicy flowwarden-serve does not select serve's pods")
+	}
+	if !sas[deploy.Namespace+"/"+pod.Spec.ServiceAccountName] {
+		t.Errorf("serve runs as ServiceAccount %q, which is not rendered", pod.Spec.ServiceAccountName)
+	}
+	bound := false
+	for _, s := range binding.Subjects {
+		bound = bound || s.Kind == "ServiceAccount" && s.Namespace == deploy.Namespace && s.Name == pod.Spec.ServiceAccountName
+	}
+	if !bound {
+		t.Errorf("the ClusterRoleBinding does not bind serve's ServiceAccount: %+v", binding.Subjects)
+	}
+	// The probes and the scrape use the port serve listens on.
+	for _, a := range pod.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--listen="); ok && !strings.HasSuffix(v, fmt.Sprintf(":%d", named["http-metrics"])) {
+			t.Errorf("serve listens on %s but the container's http-metrics port is %d", v, named["http-metrics"])
+		}
+	}
+}
