@@ -43,10 +43,15 @@ func (c *Config) validate() error {
 	if len(c.Alertmanagers) == 0 {
 		return errors.New("alerting: no Alertmanager URL")
 	}
-	for _, u := range c.Alertmanagers {
+	for i, u := range c.Alertmanagers {
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
-			return fmt.Errorf("alerting: %q is not an http(s) URL", u)
+			// Not echoed: a mistyped URL may hold a password.
+			return fmt.Errorf("alerting: Alertmanager URL %d of %d is not an http(s) URL", i+1, len(c.Alertmanagers))
+		}
+		if p.User != nil {
+			// They would not be sent, and the URL labels metrics and logs.
+			return fmt.Errorf("alerting: %s: credentials in the Alertmanager URL are not supported", p.Redacted())
 		}
 	}
 	if c.ResendInterval == 0 {
@@ -59,10 +64,13 @@ func (c *Config) validate() error {
 		c.MinSeverity = schema.SeverityWarning
 	}
 	if c.RunbookURL == "" {
-		c.RunbookURL = "https://github.com/flowwarden/flowwarden/blob/main/deploy/RUNBOOK.md"
+		c.RunbookURL = DefaultRunbookURL
 	}
 	return nil
 }
+
+// DefaultRunbookURL is flowwarden's runbook, with a section per detector.
+const DefaultRunbookURL = "https://github.com/flowwarden/flowwarden/blob/main/deploy/RUNBOOK.md"
 
 // Metrics of the sender.
 type Metrics struct {
@@ -138,6 +146,9 @@ func New(cfg Config, metrics *Metrics, log *slog.Logger) (*Sender, error) {
 		tc := amclient.DefaultTransportConfig().WithHost(u.Host).WithSchemes([]string{u.Scheme}).
 			WithBasePath(strings.TrimSuffix(u.Path, "/") + amclient.DefaultBasePath)
 		s.targets = append(s.targets, target{url: raw, client: amclient.NewHTTPClientWithConfig(strfmt.Default, tc)})
+		// Series from zero, so that rate() sees the first failure.
+		metrics.Sent.WithLabelValues(raw)
+		metrics.Failed.WithLabelValues(raw)
 	}
 	return s, nil
 }

@@ -3,11 +3,13 @@ package alerting
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/flowwarden/flowwarden/alerting/amtest"
 	"github.com/flowwarden/flowwarden/schema"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func finding(id, detector string, sev schema.Severity, status schema.FindingStatus) schema.Finding {
@@ -97,5 +99,30 @@ func TestAlertSurvivesAlertmanagerOutage(t *testing.T) {
 func TestAlertName(t *testing.T) {
 	if got := AlertName("cross-namespace-denial"); got != "FlowwardenCrossNamespaceDenial" {
 		t.Fatal(got)
+	}
+}
+
+func TestAlertmanagerURLsAreCheckedWithoutEchoingSecrets(t *testing.T) {
+	for _, u := range []string{"http://admin:hunter2@am:9093", "ftp://am", "http//hunter2@am"} {
+		_, err := New(Config{Alertmanagers: []string{"http://ok:9093", u}}, nil, nil)
+		if err == nil {
+			t.Errorf("%s accepted", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	// Each Alertmanager's counters exist from the start at 0, so that
+	// rate() sees the first failure.
+	m := NewMetrics(nil)
+	if _, err := New(Config{Alertmanagers: []string{"http://am:9093"}}, m, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.Failed); n != 1 {
+		t.Errorf("%d failure series before any send, want 1 at 0", n)
+	}
+	if v := testutil.ToFloat64(m.Failed.WithLabelValues("http://am:9093")); v != 0 {
+		t.Errorf("failures start at %v", v)
 	}
 }
