@@ -173,8 +173,15 @@ func newServeCommand(g *globals) *cobra.Command {
 			defer stopWriter()
 			wdone := make(chan error, 1)
 			go func() { wdone <- w.Run(wctx) }()
+			// The embedded ClickHouse is supervised until everything that
+			// writes to it is done: it stops last.
+			sctx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopServer()
+			sdone := make(chan error, 1)
 			if st.server != nil {
-				grp.Go(func() error { return st.server.Run(wctx) })
+				go func() { sdone <- st.server.Run(sctx) }()
+			} else {
+				sdone <- nil
 			}
 			if hubbleAddr != "" {
 				grp.Go(func() error { return obs.Run(gctx) })
@@ -262,13 +269,18 @@ func newServeCommand(g *globals) *cobra.Command {
 			})
 			g.log.Info("serving", "listen", lis.Addr().String(), "hubble", obsCfg.Addr, "clickhouse", clickhouse.RedactDSN(st.dsn))
 			<-gctx.Done()
-			// Sources stop first, then the writer flushes, then the database stops.
+			// Sources stop first, then the writer flushes and the findings
+			// store and the sender finish, then the database stops.
 			var errs []error
 			stopWriter()
 			if err := <-wdone; err != nil {
 				errs = append(errs, err)
 			}
 			if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
+			stopServer()
+			if err := <-sdone; err != nil {
 				errs = append(errs, err)
 			}
 			return errors.Join(errs...)

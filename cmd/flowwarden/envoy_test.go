@@ -93,3 +93,66 @@ func TestServeFollowsEnvoyLog(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServeOnTheEmbeddedDefaultStoresEverythingBeforeStopping runs serve
+// with no --clickhouse (the embedded default, as `make run` does) and a
+// flush interval longer than the run: the flows are written by the final
+// flush at shutdown, which must happen before the embedded ClickHouse
+// stops (it once stopped first, and the flush failed until the spool was
+// replayed on the next start).
+func TestServeOnTheEmbeddedDefaultStoresEverythingBeforeStopping(t *testing.T) {
+	dataDir := t.TempDir()
+	listen := amtest.FreeAddr(t)
+	accessLog := filepath.Join(t.TempDir(), "istio-proxy.log")
+	if err := os.WriteFile(accessLog, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs syncBuffer
+	go func() {
+		cmd := newRootCommand()
+		cmd.SetOut(&logs)
+		cmd.SetErr(&logs)
+		cmd.SetArgs([]string{"serve", "--data-dir", dataDir, "--envoy-file", accessLog,
+			"--listen", listen, "--flush-interval", "1h", "--flows-ttl", "0", "--log-level", "info"})
+		done <- cmd.ExecuteContext(ctx)
+	}()
+	// Followed like tail -F: the lines arrive once serve runs.
+	waitUntil(t, 60*time.Second, "serve to listen", func() bool {
+		resp, err := http.Get("http://" + listen + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	sample, err := os.ReadFile("../../testdata/istio-envoy/istio-text-accesslog-official-docs.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(accessLog, sample, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "serve to accept the access log's lines", func() bool {
+		resp, err := http.Get("http://" + listen + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `flowwarden_ingest_records_total{outcome="accepted",source="envoy"} 2`)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v\n%s", err, logs.String())
+	}
+	if strings.Contains(logs.String(), "insert failed") {
+		t.Errorf("the final flush failed:\n%s", logs.String())
+	}
+	// A new process on the same data directory (its own embedded server,
+	// and no spool replay: query does not read the spool).
+	out, err := run(t, "query", "--data-dir", dataDir, "--log-level", "warn", "SELECT count() FROM flows WHERE source = 'envoy'")
+	if err != nil || !strings.Contains(out, "\n2\n") {
+		t.Fatalf("after serve stopped, the store holds: %v\n%s", err, out)
+	}
+}
