@@ -216,7 +216,7 @@ func newServeCommand(g *globals) *cobra.Command {
 					}
 					return sink.Write(gctx, flows...)
 				}, LocalAddresses: func() ([]netip.Addr, error) { return conntrack.InterfaceAddresses(host.nsFD) }}
-				grp.Go(func() error { return p.Run(gctx.Done()) })
+				grp.Go(func() error { return p.Run(gctx) })
 			}
 			if withNftables {
 				nft, err := nftlib.New(host.nftOptions()...)

@@ -5,6 +5,7 @@
 package conntrack
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -139,8 +140,8 @@ func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, boo
 	return out, true
 }
 
-// Run reports until ctx's done channel closes.
-func (p *Poller) Run(done <-chan struct{}) error {
+// Run reports until ctx ends.
+func (p *Poller) Run(ctx context.Context) error {
 	if p.Interval <= 0 {
 		p.Interval = 10 * time.Second
 	}
@@ -171,7 +172,7 @@ func (p *Poller) Run(done <-chan struct{}) error {
 			return err
 		}
 		select {
-		case <-done:
+		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		case ev := <-events:

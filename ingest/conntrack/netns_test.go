@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"testing"
@@ -75,9 +76,10 @@ func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
 			}
 			return nil
 		}}
-	done := make(chan struct{})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- p.Run(done) }()
+	go func() { errc <- p.Run(ctx) }()
 	ns.Traffic(t, 18091, 4, 3000, 0)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -90,7 +92,7 @@ func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // any duplicate would arrive now
-	close(done)
+	stop()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
