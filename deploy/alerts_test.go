@@ -122,3 +122,88 @@ func TestHealthAlertsAreSoundAndDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthAlertsFire runs the PrometheusRule through promtool's rule unit
+// tests with an hour of synthetic series: each alert fires when its
+// condition has held for its `for`, and not before.
+func TestHealthAlertsFire(t *testing.T) {
+	var rule *monitoringv1.PrometheusRule
+	for _, doc := range render(t, ".") {
+		if r, ok := strict(t, doc).(*monitoringv1.PrometheusRule); ok {
+			rule = r
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is needed (apt-get install prometheus)")
+	}
+	dir := t.TempDir()
+	raw, _ := yaml.Marshal(map[string]any{"groups": rule.Spec.Groups})
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	summaries := map[string]string{}
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			summaries[r.Alert] = r.Annotations["summary"]
+		}
+	}
+	firing := func(alert, severity string, labels map[string]string, summary string) map[string]any {
+		l := map[string]string{"severity": severity}
+		for k, v := range labels {
+			l[k] = v
+		}
+		if summary == "" {
+			summary = summaries[alert]
+		}
+		return map[string]any{"exp_labels": l, "exp_annotations": map[string]string{"summary": summary, "runbook_url": runbookBase + strings.ToLower(alert)}}
+	}
+	type check struct {
+		at, alert string
+		exp       []map[string]any
+	}
+	checks := []check{
+		// Prometheus stops reaching serve at 21m: down from 26m.
+		{"15m", "FlowwardenDown", nil},
+		{"40m", "FlowwardenDown", []map[string]any{firing("FlowwardenDown", "critical", nil, "")}},
+		// Flows stop at 20m: rate is 0 from 30m, for 15m: fires from 45m.
+		{"40m", "FlowwardenIngestStalled", nil},
+		{"50m", "FlowwardenIngestStalled", []map[string]any{firing("FlowwardenIngestStalled", "critical", nil, "")}},
+		// Insert errors from 10m on: firing 10m later.
+		{"15m", "FlowwardenInsertErrors", nil},
+		{"30m", "FlowwardenInsertErrors", []map[string]any{firing("FlowwardenInsertErrors", "warning", nil, "")}},
+		// No delivery failure at all.
+		{"50m", "FlowwardenAlertDeliveryFailing", nil},
+		// 25 segments waiting from 10m, for 15m.
+		{"20m", "FlowwardenSpoolGrowing", nil},
+		{"30m", "FlowwardenSpoolGrowing", []map[string]any{firing("FlowwardenSpoolGrowing", "warning", nil, "the spool holds 25 segments waiting for ClickHouse")}},
+	}
+	var tests []map[string]any
+	for _, c := range checks {
+		tests = append(tests, map[string]any{"eval_time": c.at, "alertname": c.alert, "exp_alerts": c.exp})
+	}
+	unit := map[string]any{
+		"rule_files":          []string{"rules.yaml"},
+		"evaluation_interval": "1m",
+		"tests": []map[string]any{{
+			"interval": "1m",
+			"input_series": []map[string]string{
+				{"series": `up{job="flowwarden",namespace="flowwarden"}`, "values": "1x20 0x40"},
+				{"series": `flowwarden_ingest_records_total{source="hubble",outcome="accepted"}`, "values": "0+100x20 2000x40"},
+				{"series": `flowwarden_clickhouse_insert_errors_total`, "values": "0x10 1+1x50"},
+				{"series": `flowwarden_alerts_send_failures_total{alertmanager="http://am:9093"}`, "values": "0x60"},
+				{"series": `flowwarden_clickhouse_queued_batches`, "values": "0x10 25x50"},
+			},
+			"alert_rule_test": tests,
+		}},
+	}
+	raw, _ = yaml.Marshal(unit)
+	if err := os.WriteFile(filepath.Join(dir, "tests.yaml"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promtool, "test", "rules", "tests.yaml")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s\n%s", err, out, raw)
+	}
+}
