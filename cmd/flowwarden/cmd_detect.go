@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -105,6 +106,8 @@ func detectStored(ctx context.Context, g *globals, since, until string, eng *ana
 	const batch = 1024
 	buf := make([]schema.Flow, 0, batch)
 	var flows, counters int
+	var read atomic.Int64
+	defer reportRead(g, "detecting over stored flows", &read, time.Now())()
 	var werr error
 	write := func() {
 		if werr == nil {
@@ -114,6 +117,7 @@ func detectStored(ctx context.Context, g *globals, since, until string, eng *ana
 		buf = buf[:0]
 	}
 	err = clickhouse.EachFlow(ctx, st.conn, clickhouse.AllColumns, from, to, func(f *schema.Flow) {
+		read.Add(1)
 		if buf = append(buf, *f); len(buf) == batch {
 			write()
 		}

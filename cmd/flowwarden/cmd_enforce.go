@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,7 +63,12 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 			return err
 		}
 		defer st.close()
-		return clickhouse.EachFlow(ctx, st.conn, clickhouse.EndpointColumns, time.Now().Add(-s.since), time.Time{}, fn)
+		var n atomic.Int64
+		defer reportRead(g, "reading stored flows", &n, time.Now())()
+		return clickhouse.EachFlow(ctx, st.conn, clickhouse.EndpointColumns, time.Now().Add(-s.since), time.Time{}, func(f *schema.Flow) {
+			n.Add(1)
+			fn(f)
+		})
 	}
 	return errors.New("no observed traffic: give --hubble-file or --since")
 }

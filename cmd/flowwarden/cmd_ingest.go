@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -90,6 +91,22 @@ func newIngestCommand(g *globals) *cobra.Command {
 
 // reportProgress logs a file's progress every 5 s until the returned func is called.
 func reportProgress(g *globals, file string, stats *ingest.Stats, start time.Time) func() {
+	return logEvery(g, "ingesting", func() []any {
+		s := stats.Snapshot()
+		return []any{"file", file, "flows", s.Accepted, "rejected", s.RejectedTotal(), "elapsed", time.Since(start).Round(time.Second)}
+	})
+}
+
+// reportRead logs how many stored flows have been read, every 5 s, until
+// the returned func is called.
+func reportRead(g *globals, what string, n *atomic.Int64, start time.Time) func() {
+	return logEvery(g, what, func() []any {
+		return []any{"flows_read", n.Load(), "elapsed", time.Since(start).Round(time.Second)}
+	})
+}
+
+// logEvery logs msg with attrs() every 5 s until the returned func is called.
+func logEvery(g *globals, msg string, attrs func() []any) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -101,8 +118,7 @@ func reportProgress(g *globals, file string, stats *ingest.Stats, start time.Tim
 			case <-done:
 				return
 			case <-t.C:
-				s := stats.Snapshot()
-				g.log.Info("ingesting", "file", file, "flows", s.Accepted, "rejected", s.RejectedTotal(), "elapsed", time.Since(start).Round(time.Second))
+				g.log.Info(msg, attrs()...)
 			}
 		}
 	}()
