@@ -106,8 +106,12 @@ func TestRecommendThenVerifyOnSamples(t *testing.T) {
 		if w.Namespace == "kube-system" {
 			continue
 		}
+		labels := map[string]string{"io.kubernetes.pod.namespace": w.Namespace} // as Cilium reports every pod
+		for k, v := range w.Labels {
+			labels[k] = v
+		}
 		probe := schema.Flow{Protocol: "TCP", DstPort: 80, DstIP: netip.MustParseAddr("169.254.169.254"), Verdict: schema.VerdictForwarded,
-			Src: schema.Endpoint{Namespace: w.Namespace, Pod: w.Name + "-x", Workload: w.Name, WorkloadKind: "Deployment", Labels: w.Labels},
+			Src: schema.Endpoint{Namespace: w.Namespace, Pod: w.Name + "-x", Workload: w.Name, WorkloadKind: "Deployment", Labels: labels},
 			Dst: schema.Endpoint{Workload: "world", WorkloadKind: schema.KindReserved}}
 		if d, ok := v.Check(&probe); !ok || d.Allowed {
 			t.Errorf("%s may reach the metadata service: %+v", w.Key(), d)
@@ -122,12 +126,16 @@ func TestGenerationIsStable(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MonitoringNamespace, cfg.MonitoringLabels = "istio-system", map[string]string{"app": "prometheus"}
 	_, a := generate(t, flows, cfg)
-	shuffled := append([]schema.Flow(nil), flows...)
-	rand.New(rand.NewPCG(1, 2)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-	_, b := generate(t, shuffled, cfg)
-	ya, yb := render(t, a), render(t, b)
-	if ya != yb {
-		t.Fatal("generation depends on the order of the flows")
+	ya := render(t, a)
+	// One shuffle once passed by luck while a third of all orders changed the
+	// output (a pod seen first with only Cilium's reserved labels): try many.
+	for seed := range uint64(20) {
+		shuffled := append([]schema.Flow(nil), flows...)
+		rand.New(rand.NewPCG(seed, 2)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		_, b := generate(t, shuffled, cfg)
+		if render(t, b) != ya {
+			t.Fatalf("generation depends on the order of the flows (shuffle %d)", seed)
+		}
 	}
 	golden := "../testdata/golden/policies-hubble-samples.yaml"
 	if *update {

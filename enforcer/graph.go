@@ -47,7 +47,9 @@ type Graph struct {
 	Edges           map[Edge]*EdgeStats
 	// Ignored counts flows left out, by reason.
 	Ignored map[string]uint64
-	pods    map[podKey]struct{}
+	pods    map[podKey]int // label count of the sets learned per pod
+	// unlabelled are workloads seen only with unknown labels so far.
+	unlabelled map[string]bool
 }
 
 type podKey struct{ namespace, pod string }
@@ -55,7 +57,7 @@ type podKey struct{ namespace, pod string }
 // NewGraph returns an empty graph.
 func NewGraph() *Graph {
 	return &Graph{Workloads: map[string]*Workload{}, NamespaceLabels: map[string]map[string]string{},
-		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}, pods: map[podKey]struct{}{}}
+		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}, pods: map[podKey]int{}, unlabelled: map[string]bool{}}
 }
 
 // Counts reports whether a flow is evidence of allowed traffic: forwarded
@@ -65,19 +67,23 @@ func Counts(f *schema.Flow) bool {
 }
 
 // Add records a flow.
-func (g *Graph) Add(f *schema.Flow) {
+func (g *Graph) Add(f *schema.Flow) { g.AddGroup(f, 1, f.Time, f.Time) }
+
+// AddGroup records n flows alike but for their times (and source ports),
+// seen from first to last: what clickhouse.EachFlowGroup reads.
+func (g *Graph) AddGroup(f *schema.Flow, n uint64, first, last time.Time) {
 	if !Counts(f) {
-		g.Ignored["not forwarded, or a reply"]++
+		g.Ignored["not forwarded, or a reply"] += n
 		return
 	}
 	e, why := EdgeOf(f)
 	if why != "" {
-		g.Ignored[why]++
+		g.Ignored[why] += n
 		return
 	}
 	g.learn(&f.Src)
 	g.learn(&f.Dst)
-	g.AddEdge(e, 1, f.Time, f.Time)
+	g.AddEdge(e, n, first, last)
 }
 
 // EdgeOf maps a flow to its edge; why says why it has none.
@@ -117,25 +123,40 @@ func (g *Graph) AddEdge(e Edge, flows uint64, first, last time.Time) {
 	}
 }
 
-// learn records the identity of a pod endpoint and its namespace's labels,
-// once per pod.
+// learn records the identity of a pod endpoint and its namespace's labels.
+// What it keeps must not depend on the order flows come in (files in time
+// order, the store in groups): a workload's labels are those all its
+// observations with known labels agree on, and so are a namespace's. A pod
+// is looked at again only when its label set changes size, which keeps
+// this cheap.
 func (g *Graph) learn(e *schema.Endpoint) {
-	if len(e.Labels) == 0 {
-		return // labels unknown (a minimal endpoint), not absent
+	if !podLabelsKnown(e.Labels) {
+		// Unknown (a minimal endpoint), or only Cilium's reserved labels:
+		// Hubble names the pod but not its identity (reserved:world on some
+		// flows of the samples). The workload exists, but learning its
+		// labels from this would erase the real ones.
+		if w, ok := WorkloadOf(e); ok {
+			if _, seen := g.Workloads[w.Key()]; !seen {
+				w.Labels = map[string]string{}
+				g.Workloads[w.Key()] = &w
+				g.unlabelled[w.Key()] = true
+			}
+		}
+		return
 	}
 	if e.Pod != "" {
 		pk := podKey{e.Namespace, e.Pod}
-		if _, seen := g.pods[pk]; seen {
+		if n, seen := g.pods[pk]; seen && n == len(e.Labels) {
 			return
 		}
-		g.pods[pk] = struct{}{}
+		g.pods[pk] = len(e.Labels)
 	}
 	w, ok := WorkloadOf(e)
 	if !ok {
 		return
 	}
 	key := w.Key()
-	if old, seen := g.Workloads[key]; seen {
+	if old, seen := g.Workloads[key]; seen && !g.unlabelled[key] {
 		for k, v := range old.Labels {
 			if w.Labels[k] != v {
 				// Pods of one workload differ on this label: not stable.
@@ -144,10 +165,30 @@ func (g *Graph) learn(e *schema.Endpoint) {
 		}
 	} else {
 		g.Workloads[key] = &w
+		delete(g.unlabelled, key)
 	}
-	if nl := NamespaceLabels(e.Labels); len(nl) > 0 && g.NamespaceLabels[e.Namespace] == nil {
-		g.NamespaceLabels[e.Namespace] = nl
+	if nl := NamespaceLabels(e.Labels); len(nl) > 0 {
+		if old, seen := g.NamespaceLabels[e.Namespace]; seen {
+			for k, v := range old {
+				if nl[k] != v {
+					delete(old, k)
+				}
+			}
+		} else {
+			g.NamespaceLabels[e.Namespace] = nl
+		}
 	}
+}
+
+// podLabelsKnown tells whether an endpoint's labels say something about its
+// pod: any label but Cilium's reserved, CIDR and FQDN identities.
+func podLabelsKnown(l map[string]string) bool {
+	for k := range l {
+		if !strings.HasPrefix(k, "reserved:") && !strings.HasPrefix(k, "cidr:") && !strings.HasPrefix(k, "fqdn:") {
+			return true
+		}
+	}
+	return false
 }
 
 // peerOf classifies an endpoint; false for the local node (reserved:host),

@@ -79,6 +79,9 @@ func FlowEndpoint(e *schema.Endpoint, ip netip.Addr) (Endpoint, bool) {
 type Verifier struct {
 	ev       *Evaluator
 	nsLabels map[string]map[string]string
+	// Unjudged counts flows not judged because a pod end's labels are
+	// unknown: a podSelector cannot be matched against them.
+	Unjudged int
 }
 
 // NewVerifier prepares a verifier; namespace labels are learned from the
@@ -109,6 +112,10 @@ func (v *Verifier) Check(f *schema.Flow) (d Decision, ok bool) {
 	src, ok1 := FlowEndpoint(&f.Src, f.SrcIP)
 	dst, ok2 := FlowEndpoint(&f.Dst, f.DstIP)
 	if !ok1 || !ok2 || (src.Pod == nil && dst.Pod == nil) {
+		return Decision{}, false
+	}
+	if src.Pod != nil && !podLabelsKnown(f.Src.Labels) || dst.Pod != nil && !podLabelsKnown(f.Dst.Labels) {
+		v.Unjudged++
 		return Decision{}, false
 	}
 	switch f.Protocol {

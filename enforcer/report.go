@@ -30,28 +30,37 @@ func NewReportBuilder() *ReportBuilder {
 }
 
 // Add records a flow.
-func (b *ReportBuilder) Add(f *schema.Flow) {
-	if b.From.IsZero() || f.Time.Before(b.From) {
-		b.From = f.Time
+func (b *ReportBuilder) Add(f *schema.Flow) { b.AddGroup(f, 1, f.Time, f.Time) }
+
+// AddGroup records n flows alike but for their times (and source ports),
+// seen from first to last.
+func (b *ReportBuilder) AddGroup(f *schema.Flow, n uint64, first, last time.Time) {
+	if b.From.IsZero() || first.Before(b.From) {
+		b.From = first
 	}
-	if f.Time.After(b.To) {
-		b.To = f.Time
+	if last.After(b.To) {
+		b.To = last
 	}
 	if f.Verdict == schema.VerdictDropped && !f.IsReply {
 		if e, why := EdgeOf(f); why == "" {
 			st := b.Denied[e]
 			if st == nil {
-				st = &EdgeStats{First: f.Time}
+				st = &EdgeStats{First: first, Last: last}
 				b.Denied[e] = st
 			}
-			st.Flows++
-			st.Last = f.Time
+			st.Flows += n
+			if first.Before(st.First) {
+				st.First = first
+			}
+			if last.After(st.Last) {
+				st.Last = last
+			}
 		}
 		b.Graph.learn(&f.Src)
 		b.Graph.learn(&f.Dst)
 		return
 	}
-	b.Graph.Add(f)
+	b.Graph.AddGroup(f, n, first, last)
 }
 
 // EdgeRow is one line of a report table.

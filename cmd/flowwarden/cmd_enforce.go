@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -58,19 +59,43 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 		}
 		return nil
 	case s.since > 0:
-		st, err := openStorage(ctx, g)
-		if err != nil {
-			return err
-		}
-		defer st.close()
-		var n atomic.Int64
-		defer reportRead(g, "reading stored flows", &n, time.Now())()
-		return clickhouse.EachFlow(ctx, st.conn, clickhouse.EndpointColumns, time.Now().Add(-s.since), time.Time{}, func(f *schema.Flow) {
-			n.Add(1)
-			fn(f)
+		return s.readStored(ctx, g, func(conn driver.Conn, since time.Time, n *atomic.Int64) error {
+			return clickhouse.EachFlow(ctx, conn, clickhouse.EndpointColumns, since, time.Time{}, func(f *schema.Flow) {
+				n.Add(1)
+				fn(f)
+			})
 		})
 	}
 	return errors.New("no observed traffic: give --hubble-file or --since")
+}
+
+// eachGroup calls fn for the observed traffic with alike flows grouped: from
+// files one flow at a time, from ClickHouse grouped by the database
+// (clickhouse.EachFlowGroup), which is what makes months of flows cheap to
+// turn into a graph.
+func (s *flowSource) eachGroup(ctx context.Context, g *globals, fn func(f *schema.Flow, n uint64, first, last time.Time)) error {
+	if len(s.files) > 0 || s.since <= 0 {
+		return s.each(ctx, g, func(f *schema.Flow) { fn(f, 1, f.Time, f.Time) })
+	}
+	return s.readStored(ctx, g, func(conn driver.Conn, since time.Time, n *atomic.Int64) error {
+		return clickhouse.EachFlowGroup(ctx, conn, since, time.Time{}, func(f *schema.Flow, flows uint64, first, last time.Time) {
+			n.Add(int64(flows))
+			fn(f, flows, first, last)
+		})
+	})
+}
+
+// readStored opens the storage and runs read over the window, logging the
+// flows it counts in n every few seconds.
+func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn driver.Conn, since time.Time, n *atomic.Int64) error) error {
+	st, err := openStorage(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	var n atomic.Int64
+	defer reportRead(g, "reading stored flows", &n, time.Now())()
+	return read(st.conn, time.Now().Add(-s.since), &n)
 }
 
 func newRecommendCommand(g *globals) *cobra.Command {
@@ -142,7 +167,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 // recommend builds the graph, generates the policies and proves them.
 func recommend(ctx context.Context, g *globals, src *flowSource, cfg enforcer.Config) (*enforcer.Result, *enforcer.Graph, error) {
 	graph := enforcer.NewGraph()
-	if err := src.each(ctx, g, graph.Add); err != nil {
+	if err := src.eachGroup(ctx, g, graph.AddGroup); err != nil {
 		return nil, nil, err
 	}
 	if len(graph.Workloads) == 0 {
@@ -245,6 +270,9 @@ forwarded would be denied.`,
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d policies; %d flows checked; %d would be denied: %d left out on purpose by recommend, %d forwarded when observed (regressions)\n",
 				len(nps), checked, denied, intended, regressions)
+			if v.Unjudged > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: a pod end's labels were unknown (Cilium gave only reserved labels)\n", v.Unjudged)
+			}
 			if regressions > 0 {
 				return exitCode(1)
 			}
@@ -405,7 +433,7 @@ and service-graph.svg into --out.`,
 				}
 			}
 			b := enforcer.NewReportBuilder()
-			if err := src.each(cmd.Context(), g, b.Add); err != nil {
+			if err := src.eachGroup(cmd.Context(), g, b.AddGroup); err != nil {
 				return err
 			}
 			if src.since > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/kubeapi/kubeapitest"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
 func sampleArgs() []string {
@@ -177,3 +179,49 @@ func TestPoliciesInForceFromTheCluster(t *testing.T) {
 }
 
 var regexpGenerated = regexp.MustCompile(`Generated [0-9TZ:-]+`)
+
+// TestStoredHistoryMakesTheSamePolicies: recommend and report over the
+// stored flows (grouped by ClickHouse) write what they write from the
+// same flows in a file.
+func TestStoredHistoryMakesTheSamePolicies(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	file, _ := retimedSamples(t)
+	if out, err := run(t, "ingest", "--clickhouse", dsn, "--hubble-file", file, "--log-level", "warn"); err != nil {
+		t.Fatalf("ingest: %v\n%s", err, out)
+	}
+	dirs := map[string]string{}
+	for _, src := range [][]string{{"--hubble-file", file}, {"--since", "1h", "--clickhouse", dsn}} {
+		dir := t.TempDir()
+		dirs[src[0]] = dir
+		if out, err := run(t, append([]string{"recommend", "--out", filepath.Join(dir, "policies"), "--log-level", "warn"}, src...)...); err != nil {
+			t.Fatalf("recommend %v: %v\n%s", src, err, out)
+		}
+		if out, err := run(t, append([]string{"report", "--out", filepath.Join(dir, "report"), "--policies", "../../testdata/netpol/current", "--log-level", "warn"}, src...)...); err != nil {
+			t.Fatalf("report %v: %v\n%s", src, err, out)
+		}
+	}
+	read := func(dir string) map[string]string {
+		out := map[string]string{}
+		_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				raw, _ := os.ReadFile(path)
+				rel, _ := filepath.Rel(dir, path)
+				out[rel] = regexpGenerated.ReplaceAllString(string(raw), "Generated …")
+			}
+			return nil
+		})
+		return out
+	}
+	fromFile, fromStore := read(dirs["--hubble-file"]), read(dirs["--since"])
+	if len(fromFile) < 5 {
+		t.Fatalf("only %d files written", len(fromFile))
+	}
+	for name, want := range fromFile {
+		if fromStore[name] != want {
+			t.Errorf("%s differs between the file and the stored history:\n%s\n---\n%s", name, fromStore[name], want)
+		}
+	}
+	if len(fromStore) != len(fromFile) {
+		t.Errorf("%d files from the store, %d from the file", len(fromStore), len(fromFile))
+	}
+}

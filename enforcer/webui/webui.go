@@ -126,12 +126,9 @@ func (h *Handler) build(ctx context.Context) (*page, error) {
 	now := h.cfg.Now()
 	p := &page{Now: now, Window: h.cfg.Window}
 	b := enforcer.NewReportBuilder()
-	err := clickhouse.EachFlow(ctx, h.conn, clickhouse.EndpointColumns, now.Add(-h.cfg.Window), time.Time{}, func(f *schema.Flow) {
-		if f.Time.After(now) {
-			return
-		}
-		p.Flows++
-		b.Add(f)
+	err := clickhouse.EachFlowGroup(ctx, h.conn, now.Add(-h.cfg.Window), now, func(f *schema.Flow, n uint64, first, last time.Time) {
+		p.Flows += int(n)
+		b.AddGroup(f, n, first, last)
 	})
 	if err != nil {
 		return nil, err

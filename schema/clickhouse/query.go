@@ -254,27 +254,77 @@ func EachFlow(ctx context.Context, conn driver.Conn, cols FlowColumns, since, un
 		if err := rows.Scan(dests...); err != nil {
 			return fmt.Errorf("read flows: %w", err)
 		}
-		f := r.f
-		f.Time = f.Time.UTC()
-		f.Verdict, f.Source, f.Direction = schema.Verdict(r.verdict), schema.SourceKind(r.source), schema.Direction(r.direction)
-		f.SrcIP, _ = netip.AddrFromSlice(r.srcIP)
-		f.DstIP, _ = netip.AddrFromSlice(r.dstIP)
-		f.SrcIP, f.DstIP = storedAddr(f.SrcIP), storedAddr(f.DstIP)
-		if len(f.Src.Labels) == 0 {
-			f.Src.Labels = nil
-		}
-		if len(f.Dst.Labels) == 0 {
-			f.Dst.Labels = nil
-		}
-		if len(f.DstNames) == 0 {
-			f.DstNames = nil
-		}
-		if len(f.PolicyNames) == 0 {
-			f.PolicyNames = nil
-		}
+		f := r.flow()
 		fn(&f)
 	}
 	return rows.Err()
+}
+
+// EachFlowGroup streams the stored flows with since ≤ time < until (until
+// zero: no end) grouped by everything but their time and source port: the
+// enforcer's columns, so that a policy or a map is made from distinct
+// conversations (ClickHouse does the grouping) instead of from every flow.
+// fn gets each group's first flow fields, its number of flows and its
+// first and last time; groups come in no particular order.
+func EachFlowGroup(ctx context.Context, conn driver.Conn, since, until time.Time, fn func(f *schema.Flow, flows uint64, first, last time.Time)) error {
+	var keys []string
+	var r flowRow
+	var dests []any
+	for _, c := range flowColumns {
+		if c.endpoint && c.name != "time" && c.name != "src_port" {
+			key := c.name
+			if strings.HasSuffix(key, "_labels") {
+				// A map is stored in the order it was written, and maps
+				// differing only in order are different keys.
+				key = "mapSort(" + key + ")"
+			}
+			keys = append(keys, key)
+			dests = append(dests, c.dest(&r))
+		}
+	}
+	var n uint64
+	var first, last time.Time
+	dests = append(dests, &n, &first, &last)
+	where, args := timeWindow(since, until)
+	rows, err := conn.Query(ctx, "SELECT "+strings.Join(keys, ", ")+", count(), min(time), max(time) FROM flows WHERE "+where+
+		" GROUP BY "+strings.Join(keys, ", "), args...)
+	if err != nil {
+		return fmt.Errorf("read flow groups: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r = flowRow{}
+		if err := rows.Scan(dests...); err != nil {
+			return fmt.Errorf("read flow groups: %w", err)
+		}
+		f := r.flow()
+		f.Time = first.UTC()
+		fn(&f, n, first.UTC(), last.UTC())
+	}
+	return rows.Err()
+}
+
+// flow converts the scanned row.
+func (r *flowRow) flow() schema.Flow {
+	f := r.f
+	f.Time = f.Time.UTC()
+	f.Verdict, f.Source, f.Direction = schema.Verdict(r.verdict), schema.SourceKind(r.source), schema.Direction(r.direction)
+	f.SrcIP, _ = netip.AddrFromSlice(r.srcIP)
+	f.DstIP, _ = netip.AddrFromSlice(r.dstIP)
+	f.SrcIP, f.DstIP = storedAddr(f.SrcIP), storedAddr(f.DstIP)
+	if len(f.Src.Labels) == 0 {
+		f.Src.Labels = nil
+	}
+	if len(f.Dst.Labels) == 0 {
+		f.Dst.Labels = nil
+	}
+	if len(f.DstNames) == 0 {
+		f.DstNames = nil
+	}
+	if len(f.PolicyNames) == 0 {
+		f.PolicyNames = nil
+	}
+	return f
 }
 
 // timeWindow is the condition since ≤ time < until (until zero: no end),

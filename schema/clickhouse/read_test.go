@@ -173,3 +173,64 @@ func BenchmarkEachFlow(b *testing.B) {
 	b.ReportMetric(base.Seconds()/all.Seconds(), "all/native")
 	b.ReportMetric(base.Seconds()/endpoint.Seconds(), "endpoint/native")
 }
+
+// TestEachFlowGroupCountsEveryFlowOnce groups the stored samples in
+// ClickHouse and compares with the same grouping done here: every flow is
+// in exactly one group, with its group's first and last time.
+func TestEachFlowGroupCountsEveryFlowOnce(t *testing.T) {
+	ctx := context.Background()
+	conn, dsn := migrated(t, clickhouse.SchemaConfig{})
+	flows := sampleFlows(t)
+	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
+		t.Fatal(err)
+	}
+	type group struct {
+		n           uint64
+		first, last time.Time
+	}
+	key := func(f schema.Flow) string {
+		f.Time, f.SrcPort = time.Time{}, 0
+		// What the enforcer's columns do not carry.
+		f.DropReason, f.IPVersion, f.TCPFlags, f.Src.Identity, f.Dst.Identity = "", 0, "", 0, 0
+		f.L7Type, f.DNSQuery, f.DNSRCode, f.HTTPMethod, f.HTTPPath, f.HTTPStatus = "", "", 0, "", "", 0
+		f.Bytes, f.Packets, f.DurationMs, f.MTLS, f.SrcPrincipal, f.DstPrincipal, f.PolicyNames, f.TraceID = 0, 0, 0, false, "", "", nil, ""
+		return fmt.Sprintf("%+v", f)
+	}
+	want := map[string]*group{}
+	for _, f := range flows {
+		k := key(f)
+		g := want[k]
+		if g == nil {
+			g = &group{first: f.Time.UTC(), last: f.Time.UTC()}
+			want[k] = g
+		}
+		g.n++
+		if f.Time.Before(g.first) {
+			g.first = f.Time.UTC()
+		}
+		if f.Time.After(g.last) {
+			g.last = f.Time.UTC()
+		}
+	}
+	got := map[string]*group{}
+	var total uint64
+	err := clickhouse.EachFlowGroup(ctx, conn, time.Unix(0, 0), time.Time{}, func(f *schema.Flow, n uint64, first, last time.Time) {
+		k := key(*f)
+		if got[k] != nil {
+			t.Errorf("group %s read twice", k)
+		}
+		got[k] = &group{n, first, last}
+		total += n
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != uint64(len(flows)) || len(got) != len(want) || len(got) >= len(flows) {
+		t.Fatalf("%d flows in %d groups, want %d flows in %d groups", total, len(got), len(flows), len(want))
+	}
+	for k, w := range want {
+		if g := got[k]; g == nil || *g != *w {
+			t.Errorf("group %s: got %+v, want %+v", k, g, w)
+		}
+	}
+}
