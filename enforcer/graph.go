@@ -130,6 +130,10 @@ func (g *Graph) AddEdge(e Edge, flows uint64, first, last time.Time) {
 // is looked at again only when its label set changes size, which keeps
 // this cheap.
 func (g *Graph) learn(e *schema.Endpoint) {
+	pk := podKey{e.Namespace, e.Pod}
+	if n, seen := g.pods[pk]; seen && n == len(e.Labels) && e.Pod != "" {
+		return // the common case, first: this pod's label set is known
+	}
 	if !podLabelsKnown(e.Labels) {
 		// Unknown (a minimal endpoint), or only Cilium's reserved labels:
 		// Hubble names the pod but not its identity (reserved:world on some
@@ -145,10 +149,6 @@ func (g *Graph) learn(e *schema.Endpoint) {
 		return
 	}
 	if e.Pod != "" {
-		pk := podKey{e.Namespace, e.Pod}
-		if n, seen := g.pods[pk]; seen && n == len(e.Labels) {
-			return
-		}
 		g.pods[pk] = len(e.Labels)
 	}
 	w, ok := WorkloadOf(e)
