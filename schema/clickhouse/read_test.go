@@ -109,8 +109,9 @@ func TestEachFlowReadsBackWhatWasWritten(t *testing.T) {
 	}
 }
 
-// BenchmarkEachFlow reads 100,000 stored flows back, whole and with the
-// enforcer's columns, against the baseline of ClickHouse sending the same
+// BenchmarkEachFlow reads 100,000 stored flows back, whole, with the
+// enforcer's columns, and grouped into conversations (the samples repeated:
+// few distinct ones), against the baseline of ClickHouse sending the same
 // rows in its own Native format over HTTP (read and thrown away) in the
 // same run.
 func BenchmarkEachFlow(b *testing.B) {
@@ -161,13 +162,23 @@ func BenchmarkEachFlow(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
-	var all, endpoint, base time.Duration
+	grouped := func() time.Duration {
+		t0 := time.Now()
+		var n uint64
+		if err := clickhouse.EachFlowGroup(ctx, conn, time.Unix(0, 0), time.Time{}, func(_ *schema.Flow, flows uint64, _, _ time.Time) { n += flows }); err != nil || n != rows {
+			b.Fatalf("grouped %d of %d: %v", n, rows, err)
+		}
+		return time.Since(t0)
+	}
+	var all, endpoint, group, base time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		base += native()
 		all += read(clickhouse.AllColumns)
 		endpoint += read(clickhouse.EndpointColumns)
+		group += grouped()
 	}
+	b.ReportMetric(base.Seconds()/group.Seconds(), "grouped/native")
 	b.ReportMetric(float64(b.N*rows)/all.Seconds(), "all-flows/s")
 	b.ReportMetric(float64(b.N*rows)/endpoint.Seconds(), "endpoint-flows/s")
 	b.ReportMetric(base.Seconds()/all.Seconds(), "all/native")
