@@ -197,3 +197,29 @@ func fmtPrefixes(ps []netip.Prefix) string {
 	}
 	return "[" + strings.Join(s, " ") + "]"
 }
+
+// TestWorkloadsWithoutKnownLabels: flows whose pod ends carry no labels, or
+// only Cilium's reserved ones (Envoy flows the identity cache could not
+// fill, Hubble flows naming a pod as reserved:world), still make policies:
+// the workloads exist, with an empty selector and a warning, and a later
+// flow with real labels gives them their selector whatever the order.
+func TestWorkloadsWithoutKnownLabels(t *testing.T) {
+	at := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	flow := func(srcLabels map[string]string) schema.Flow {
+		return schema.Flow{Time: at, Verdict: schema.VerdictForwarded, Protocol: "TCP", DstPort: 8080,
+			SrcIP: netip.MustParseAddr("10.0.0.1"), DstIP: netip.MustParseAddr("10.0.0.2"),
+			Src: schema.Endpoint{Namespace: "shop", Pod: "web-1", Workload: "web", WorkloadKind: "Deployment", Labels: srcLabels},
+			Dst: schema.Endpoint{Namespace: "shop", Pod: "api-1", Workload: "api", WorkloadKind: "Deployment"}}
+	}
+	_, res := generate(t, []schema.Flow{flow(nil), flow(map[string]string{"reserved:world": ""})}, DefaultConfig())
+	if len(res.Policies) == 0 || len(res.Warnings) != 2 {
+		t.Fatalf("%d policies, warnings %q", len(res.Policies), res.Warnings)
+	}
+	known := flow(map[string]string{"app": "web", "io.kubernetes.pod.namespace": "shop"})
+	for _, order := range [][]schema.Flow{{flow(map[string]string{"reserved:world": ""}), known}, {known, flow(map[string]string{"reserved:world": ""})}} {
+		g, _ := generate(t, order, DefaultConfig())
+		if l := g.Workloads["shop/web"].Labels; len(l) != 1 || l["app"] != "web" {
+			t.Errorf("web's labels %v, want app=web", l)
+		}
+	}
+}
