@@ -63,15 +63,7 @@ func (d describedNames) Unregister(prometheus.Collector) bool { return false }
 // exports; every alert, and every detector whose findings serve pages
 // with, has a runbook section its runbook_url reaches.
 func TestHealthAlertsAreSoundAndDocumented(t *testing.T) {
-	var rule *monitoringv1.PrometheusRule
-	for _, doc := range render(t, ".") {
-		if r, ok := strict(t, doc).(*monitoringv1.PrometheusRule); ok {
-			rule = r
-		}
-	}
-	if rule == nil {
-		t.Fatal("no PrometheusRule rendered")
-	}
+	rule := renderedOne[monitoringv1.PrometheusRule](t, ".")
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatal("promtool is needed (apt-get install prometheus)")
@@ -127,12 +119,7 @@ func TestHealthAlertsAreSoundAndDocumented(t *testing.T) {
 // tests with an hour of synthetic series: each alert fires when its
 // condition has held for its `for`, and not before.
 func TestHealthAlertsFire(t *testing.T) {
-	var rule *monitoringv1.PrometheusRule
-	for _, doc := range render(t, ".") {
-		if r, ok := strict(t, doc).(*monitoringv1.PrometheusRule); ok {
-			rule = r
-		}
-	}
+	rule := renderedOne[monitoringv1.PrometheusRule](t, ".")
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatal("promtool is needed (apt-get install prometheus)")

@@ -87,6 +87,22 @@ func strict(t *testing.T, doc []byte) any {
 	return obj
 }
 
+// renderedOne is the one object of type T the kustomization in dir renders.
+func renderedOne[T any](t *testing.T, dir string) *T {
+	t.Helper()
+	var found []*T
+	for _, doc := range render(t, dir) {
+		if o, ok := strict(t, doc).(*T); ok {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("deploy/%s renders %d %T objects, want 1", dir, len(found), zero)
+	}
+	return found[0]
+}
+
 func TestKustomizationRendersValidObjects(t *testing.T) {
 	kinds := map[string]int{}
 	var deploy *appsv1.Deployment
@@ -155,15 +171,7 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 }
 
 func TestNodeDaemonSetNeedsOnlyNetAdmin(t *testing.T) {
-	var ds *appsv1.DaemonSet
-	for _, doc := range render(t, "node") {
-		if o, ok := strict(t, doc).(*appsv1.DaemonSet); ok {
-			ds = o
-		}
-	}
-	if ds == nil {
-		t.Fatal("no DaemonSet in deploy/node")
-	}
+	ds := renderedOne[appsv1.DaemonSet](t, "node")
 	sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
 	if !ds.Spec.Template.Spec.HostNetwork || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_ADMIN" ||
 		sc.Privileged != nil && *sc.Privileged {
@@ -304,14 +312,11 @@ func TestPodSecurityAdmissionAdmitsEveryWorkload(t *testing.T) {
 		t.Errorf("%d workloads checked, want serve's Deployment and the node DaemonSet", workloads)
 	}
 	// serve itself meets "restricted", whatever namespace it is put in.
-	for _, doc := range render(t, ".") {
-		if d, ok := strict(t, doc).(*appsv1.Deployment); ok {
-			res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()},
-				&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec))
-			if !res.Allowed {
-				t.Errorf("serve is not \"restricted\": %s", res.ForbiddenReason())
-			}
-		}
+	d := renderedOne[appsv1.Deployment](t, ".")
+	res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()},
+		&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec))
+	if !res.Allowed {
+		t.Errorf("serve is not \"restricted\": %s", res.ForbiddenReason())
 	}
 }
 

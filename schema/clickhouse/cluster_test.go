@@ -162,12 +162,24 @@ func TestTwoShardCluster(t *testing.T) {
 	}
 }
 
-func sampleFlows(t *testing.T) []schema.Flow {
-	t.Helper()
+func sampleFlows(tb testing.TB) []schema.Flow {
+	tb.Helper()
 	paths, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
 	flows, err := hubble.ReadFlows(context.Background(), paths...)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
+	}
+	return flows
+}
+
+// repeatedSamples is rows flows for benchmarks: the samples over and over,
+// each a microsecond after the one before.
+func repeatedSamples(tb testing.TB, rows int) []schema.Flow {
+	sample := sampleFlows(tb)
+	flows := make([]schema.Flow, rows)
+	for i := range flows {
+		flows[i] = sample[i%len(sample)]
+		flows[i].Time = flows[i].Time.Add(time.Duration(i) * time.Microsecond)
 	}
 	return flows
 }
@@ -223,17 +235,10 @@ func TestReplicatedClusterDDL(t *testing.T) {
 // the same machine, alternately, and reports the cluster's rate as a ratio.
 func BenchmarkDistributedInsert(b *testing.B) {
 	ctx := context.Background()
-	paths, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
-	sample, err := hubble.ReadFlows(ctx, paths...)
-	if err != nil {
-		b.Fatal(err)
-	}
 	const rows = 100000
-	flows := make([]schema.Flow, rows)
+	flows := repeatedSamples(b, rows)
 	for i := range flows {
-		flows[i] = sample[i%len(sample)]
 		flows[i].Src.Namespace = fmt.Sprintf("ns-%d", i%200)
-		flows[i].Time = flows[i].Time.Add(time.Duration(i) * time.Microsecond)
 	}
 	single, _ := chtest.Database(b)
 	shards := chtest.Cluster(b, "fw", 2)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/envoy"
-	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
@@ -116,17 +115,8 @@ func TestEachFlowReadsBackWhatWasWritten(t *testing.T) {
 // same run.
 func BenchmarkEachFlow(b *testing.B) {
 	ctx := context.Background()
-	paths, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
-	sample, err := hubble.ReadFlows(ctx, paths...)
-	if err != nil {
-		b.Fatal(err)
-	}
 	const rows = 100000
-	flows := make([]schema.Flow, rows)
-	for i := range flows {
-		flows[i] = sample[i%len(sample)]
-		flows[i].Time = flows[i].Time.Add(time.Duration(i) * time.Microsecond)
-	}
+	flows := repeatedSamples(b, rows)
 	dsn, database := chtest.Database(b)
 	conn, err := clickhouse.Open(ctx, dsn)
 	if err != nil {
