@@ -302,6 +302,25 @@ func (w *Writer) markDone(seq uint64) {
 	w.doneCond.Broadcast()
 }
 
+// inserters starts cfg.Inserters goroutines, each running work with a
+// ClickHouse client of its own (dialled on first use, closed when work
+// returns); wg counts them.
+func (w *Writer) inserters(wg *sync.WaitGroup, work func(client **chgo.Client)) {
+	for range w.cfg.Inserters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var client *chgo.Client
+			defer func() {
+				if client != nil {
+					client.Close()
+				}
+			}()
+			work(&client)
+		}()
+	}
+}
+
 // Run inserts batches until ctx ends, then flushes what remains and returns.
 // Inserts in flight when ctx ends are allowed to finish; retries go on for
 // at most ShutdownTimeout after ctx ends.
@@ -313,34 +332,24 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer icancel()
 	var lost atomic.Int64
 	var wg sync.WaitGroup
-	for range w.cfg.Inserters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var client *chgo.Client
-			defer func() {
-				if client != nil {
-					client.Close()
-				}
-			}()
-			for p := range w.queue {
-				w.metrics.QueuedBatches.Set(float64(len(w.queue)))
-				err := w.insertWithRetry(ictx, &client, p.cols)
-				if err != nil {
-					lost.Add(int64(p.cols.len()))
-					w.metrics.Dropped.Add(float64(p.cols.len()))
-					w.log.Error("flows not inserted", "rows", p.cols.len(), "err", err)
-				} else {
-					p.cols.reset()
-					w.pool.Put(p.cols)
-				}
-				w.markDone(p.seq)
-				if p.done != nil {
-					p.done <- err
-				}
+	w.inserters(&wg, func(client **chgo.Client) {
+		for p := range w.queue {
+			w.metrics.QueuedBatches.Set(float64(len(w.queue)))
+			err := w.insertWithRetry(ictx, client, p.cols)
+			if err != nil {
+				lost.Add(int64(p.cols.len()))
+				w.metrics.Dropped.Add(float64(p.cols.len()))
+				w.log.Error("flows not inserted", "rows", p.cols.len(), "err", err)
+			} else {
+				p.cols.reset()
+				w.pool.Put(p.cols)
 			}
-		}()
-	}
+			w.markDone(p.seq)
+			if p.done != nil {
+				p.done <- err
+			}
+		}
+	})
 	tick := time.NewTicker(max(w.cfg.FlushInterval/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -454,40 +463,30 @@ func (w *Writer) runSpool(ctx context.Context) error {
 	defer icancel()
 	stopping := make(chan struct{})
 	var wg sync.WaitGroup
-	for range w.cfg.Inserters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var client *chgo.Client
-			defer func() {
-				if client != nil {
-					client.Close()
-				}
-			}()
-			for {
-				name := w.spool.claim()
-				if name == "" {
-					select {
-					case <-stopping:
-						if sealed, _ := w.spool.pending(); sealed == 0 {
-							return
-						}
-					case <-ictx.Done():
-						return
-					case <-time.After(20 * time.Millisecond):
-					}
-					continue
-				}
-				if err := w.insertSegment(ictx, &client, name); err != nil {
-					w.spool.unclaim(name)
-					if ictx.Err() != nil {
+	w.inserters(&wg, func(client **chgo.Client) {
+		for {
+			name := w.spool.claim()
+			if name == "" {
+				select {
+				case <-stopping:
+					if sealed, _ := w.spool.pending(); sealed == 0 {
 						return
 					}
-					w.log.Error("spool segment not inserted", "segment", name, "err", err)
+				case <-ictx.Done():
+					return
+				case <-time.After(20 * time.Millisecond):
 				}
+				continue
 			}
-		}()
-	}
+			if err := w.insertSegment(ictx, client, name); err != nil {
+				w.spool.unclaim(name)
+				if ictx.Err() != nil {
+					return
+				}
+				w.log.Error("spool segment not inserted", "segment", name, "err", err)
+			}
+		}
+	})
 	tick := time.NewTicker(max(w.cfg.FlushInterval/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
