@@ -225,13 +225,15 @@ func newServeCommand(g *globals) *cobra.Command {
 				}
 				if restoreHostFW {
 					kept := filepath.Join(g.dataDir, hostfw.ConfirmedFile)
-					restored, at, err := hostfw.RestoreIfMissing(nft, kept)
+					outcome, at, err := hostfw.RestoreIfMissing(nft, kept)
 					switch {
 					case err != nil:
 						// The node stays as it is; serving the sources matters more.
 						g.log.Error("host firewall: could not restore the confirmed ruleset", "file", kept, "err", err)
-					case restored:
-						g.log.Warn("host firewall: table inet flowwarden was missing; restored the ruleset confirmed earlier", "file", kept, "confirmed_at", at)
+					case outcome == hostfw.Restored:
+						g.log.Warn("host firewall: table inet flowwarden was gone after a reboot; restored the ruleset confirmed earlier", "file", kept, "confirmed_at", at)
+					case outcome == hostfw.RemovedThisBoot:
+						g.log.Warn("host firewall: table inet flowwarden was removed during this boot; left off (it comes back after a reboot unless "+kept+" is deleted)", "confirmed_at", at)
 					}
 				}
 				p := &nftables.Poller{Conn: nft, Node: node, Interval: host.nftInterval, Log: g.log, Store: func(ctx context.Context, samples []schema.CounterSample) error {

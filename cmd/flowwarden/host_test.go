@@ -219,8 +219,25 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	}
 
 	// A reboot clears the table; serve --nftables, started on the node
-	// with the same data directory, puts the confirmed ruleset back.
+	// with the same data directory, puts the confirmed ruleset back. The
+	// reboot is simulated: the table goes, and the kept file says it was
+	// confirmed in another boot (a removal within the same boot is left
+	// alone; the hostfw tests show both).
 	if err := hostfw.Install(nft, nil); err != nil {
+		t.Fatal(err)
+	}
+	keptFile := filepath.Join(stateDir, hostfw.ConfirmedFile)
+	kept, err := os.ReadFile(keptFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keptDoc map[string]any
+	if err := json.Unmarshal(kept, &keptDoc); err != nil || keptDoc["boot_id"] == "" {
+		t.Fatalf("kept file without a boot ID: %v\n%s", err, kept)
+	}
+	keptDoc["boot_id"] = "an-earlier-boot"
+	kept, _ = json.Marshal(keptDoc)
+	if err := os.WriteFile(keptFile, kept, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := reachable(18101); err != nil {

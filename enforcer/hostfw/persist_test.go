@@ -12,19 +12,33 @@ import (
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
 )
 
-// TestConfirmedRulesetSurvivesAReboot keeps a generated ruleset, "reboots"
-// (deletes the table), and restores it from the file: the same rules,
-// enforcing again. A table that exists is never touched.
+// TestConfirmedRulesetSurvivesAReboot keeps a generated ruleset, removes
+// the table during the same boot (an operator turning it off: left off),
+// then "reboots" (a new boot ID, the table gone) and restores it from the
+// file: the same rules, enforcing again. A table that exists is never
+// touched.
 func TestConfirmedRulesetSurvivesAReboot(t *testing.T) {
 	p := netnstest.NewPair(t)
 	rs := observe(t, p)
 	conn := nftConn(t, p.Node)
 	path := filepath.Join(t.TempDir(), "state", ConfirmedFile)
+	boot := filepath.Join(t.TempDir(), "boot_id")
+	setBoot := func(id string) {
+		if err := os.WriteFile(boot, []byte(id+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bootIDPath = boot
+	defer func() { bootIDPath = "/proc/sys/kernel/random/boot_id" }()
+	setBoot("boot-1")
 
-	if restored, _, err := RestoreIfMissing(conn, path); err != nil || restored {
-		t.Fatalf("with no file kept: restored=%v err=%v", restored, err)
+	if outcome, _, err := RestoreIfMissing(conn, path); err != nil || outcome != NothingKept {
+		t.Fatalf("with no file kept: %v, %v", outcome, err)
 	}
 	confirmedAt := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	if err := Install(conn, rs); err != nil {
+		t.Fatal(err)
+	}
 	if err := SaveConfirmed(path, rs, confirmedAt); err != nil {
 		t.Fatal(err)
 	}
@@ -35,26 +49,31 @@ func TestConfirmedRulesetSurvivesAReboot(t *testing.T) {
 	if !at.Equal(confirmedAt) || !reflect.DeepEqual(normalized(back), normalized(rs)) {
 		t.Fatalf("read back %s:\n%+v\nwant:\n%+v", at, back, rs)
 	}
+	applied, _ := Describe(conn)
 
 	// The table is there (applied and confirmed): left alone.
-	if err := Install(conn, rs); err != nil {
-		t.Fatal(err)
+	if outcome, _, err := RestoreIfMissing(conn, path); err != nil || outcome != TablePresent {
+		t.Fatalf("with the table present: %v, %v", outcome, err)
 	}
-	applied, _ := Describe(conn)
-	if restored, _, err := RestoreIfMissing(conn, path); err != nil || restored {
-		t.Fatalf("with the table present: restored=%v err=%v", restored, err)
-	}
-	// A reboot clears it: the quiet port answers again...
+	// Removed during this boot: the operator meant it.
 	if err := Install(conn, nil); err != nil {
 		t.Fatal(err)
 	}
+	if outcome, _, err := RestoreIfMissing(conn, path); err != nil || outcome != RemovedThisBoot {
+		t.Fatalf("removed in this boot: %v, %v", outcome, err)
+	}
+	if d, _ := Describe(conn); !strings.HasPrefix(d, "(no table") {
+		t.Fatalf("a table removed on purpose came back:\n%s", d)
+	}
+	// A reboot: a new boot, no table, the quiet port answers again...
+	setBoot("boot-2")
 	if err := reachable(p, quietPort); err != nil {
 		t.Fatalf("without the table the quiet port should answer: %v", err)
 	}
 	// ...until the kept ruleset is restored, rule for rule.
-	restored, at, err := RestoreIfMissing(conn, path)
-	if err != nil || !restored || !at.Equal(confirmedAt) {
-		t.Fatalf("after the reboot: restored=%v at=%s err=%v", restored, at, err)
+	outcome, at, err := RestoreIfMissing(conn, path)
+	if err != nil || outcome != Restored || !at.Equal(confirmedAt) {
+		t.Fatalf("after the reboot: %v at %s, %v", outcome, at, err)
 	}
 	if now, _ := Describe(conn); now != applied {
 		t.Errorf("restored table differs from the confirmed one:\n%s\nwant:\n%s", now, applied)
@@ -64,6 +83,13 @@ func TestConfirmedRulesetSurvivesAReboot(t *testing.T) {
 	}
 	if err := reachable(p, quietPort); err == nil {
 		t.Error("the quiet port answers after the restore")
+	}
+	// The restore recorded this boot: removing the table now is respected.
+	if err := Install(conn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if outcome, _, err := RestoreIfMissing(conn, path); err != nil || outcome != RemovedThisBoot {
+		t.Fatalf("removed after the restore, same boot: %v, %v", outcome, err)
 	}
 }
 
