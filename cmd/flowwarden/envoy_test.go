@@ -60,13 +60,8 @@ func TestServeFollowsEnvoyLog(t *testing.T) {
 	}
 	listen := amtest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		cmd := newRootCommand()
-		cmd.SetArgs([]string{"serve", "--clickhouse", dsn, "--envoy-file", path, "--listen", listen, "--data-dir", t.TempDir(),
-			"--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn"})
-		done <- cmd.ExecuteContext(ctx)
-	}()
+	done, _ := runInBackground(ctx, "serve", "--clickhouse", dsn, "--envoy-file", path, "--listen", listen, "--data-dir", t.TempDir(),
+		"--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
 	time.Sleep(time.Second)
 	sample, err := os.ReadFile("../../testdata/istio-envoy/istio-text-accesslog-official-docs.log")
 	if err != nil {
@@ -108,16 +103,8 @@ func TestServeOnTheEmbeddedDefaultStoresEverythingBeforeStopping(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	var logs syncBuffer
-	go func() {
-		cmd := newRootCommand()
-		cmd.SetOut(&logs)
-		cmd.SetErr(&logs)
-		cmd.SetArgs([]string{"serve", "--data-dir", dataDir, "--envoy-file", accessLog,
-			"--listen", listen, "--flush-interval", "1h", "--flows-ttl", "0", "--log-level", "info"})
-		done <- cmd.ExecuteContext(ctx)
-	}()
+	done, logs := runInBackground(ctx, "serve", "--data-dir", dataDir, "--envoy-file", accessLog,
+		"--listen", listen, "--flush-interval", "1h", "--flows-ttl", "0", "--log-level", "info")
 	// Followed like tail -F: the lines arrive once serve runs.
 	waitUntil(t, 60*time.Second, "serve to listen", func() bool {
 		resp, err := http.Get("http://" + listen + "/healthz")

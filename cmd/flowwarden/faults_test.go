@@ -85,16 +85,8 @@ func TestClickHouseOutage(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	var logs syncBuffer
-	go func() {
-		cmd := newRootCommand()
-		cmd.SetOut(&logs)
-		cmd.SetErr(&logs)
-		cmd.SetArgs([]string{"serve", "--clickhouse", dsn, "--hubble", replay.Addr(), "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
-			"--flush-interval", "300ms", "--detect=false", "--log-level", "error", "--flows-ttl", "0"})
-		done <- cmd.ExecuteContext(ctx)
-	}()
+	done, _ := runInBackground(ctx, "serve", "--clickhouse", dsn, "--hubble", replay.Addr(), "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--flush-interval", "300ms", "--detect=false", "--log-level", "error", "--flows-ttl", "0")
 	waitUntil(t, 30*time.Second, "flows before the outage", func() bool { n, _ := countFlows(t, dsn); return n >= 100 })
 	srv.Stop()
 	outage := time.Now()

@@ -51,13 +51,9 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	p.Node.Serve(t, 18100, 18101, 18102)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := runIn(ctx, strings.NewReader(""), "serve", "--clickhouse", dsn, "--conntrack", "--nftables", "--netns", p.Node.Name,
-			"--node", "node-1", "--conntrack-interval", "200ms", "--nftables-interval", "200ms", "--detect=false",
-			"--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
-		done <- err
-	}()
+	done, _ := runInBackground(ctx, "serve", "--clickhouse", dsn, "--conntrack", "--nftables", "--netns", p.Node.Name,
+		"--node", "node-1", "--conntrack-interval", "200ms", "--nftables-interval", "200ms", "--detect=false",
+		"--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
 	time.Sleep(500 * time.Millisecond)
 	if err := p.Client.Dial(netip.AddrPortFrom(p.NodeAddr, 18100), 3, 5000); err != nil {
 		t.Fatal(err)
@@ -247,12 +243,9 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	// serve --nftables opens an nft-drop-spike finding whose SQL shows the
 	// readings behind it.
 	ctx, cancel = context.WithCancel(context.Background())
-	go func() {
-		_, err := runIn(ctx, strings.NewReader(""), "serve", "--clickhouse", dsn, "--nftables", "--netns", p.Node.Name,
-			"--node", "node-1", "--nftables-interval", "200ms",
-			"--listen", amtest.FreeAddr(t), "--data-dir", stateDir, "--flows-ttl", "0", "--log-level", "warn")
-		done <- err
-	}()
+	done, _ = runInBackground(ctx, "serve", "--clickhouse", dsn, "--nftables", "--netns", p.Node.Name,
+		"--node", "node-1", "--nftables-interval", "200ms",
+		"--listen", amtest.FreeAddr(t), "--data-dir", stateDir, "--flows-ttl", "0", "--log-level", "warn")
 	waitUntil(t, 10*time.Second, "serve to restore the confirmed host firewall", func() bool { return tableNow() == confirmedTable })
 	if err := reachable(18101); err == nil {
 		t.Error("the never-used port answers after the restore")

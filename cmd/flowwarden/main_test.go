@@ -60,6 +60,22 @@ func runB(t testing.TB, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// runInBackground executes the CLI in-process until it returns (serve:
+// until ctx ends); its output goes to the returned buffer, which may be
+// read while it runs, and its result to the channel.
+func runInBackground(ctx context.Context, args ...string) (<-chan error, *syncBuffer) {
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		cmd := newRootCommand()
+		cmd.SetOut(logs)
+		cmd.SetErr(logs)
+		cmd.SetArgs(args)
+		done <- cmd.ExecuteContext(ctx)
+	}()
+	return done, logs
+}
+
 // retimedSamples writes every sample flow with its times moved into the last
 // minutes, in the original order, so that queries over "the last hour" see them.
 func retimedSamples(t *testing.T) (string, int) {

@@ -62,17 +62,9 @@ func TestServeDetectsAndPages(t *testing.T) {
 	dsn, _ := chtest.Database(t)
 	listen := amtest.FreeAddr(t)
 	serveCtx, stopServe := context.WithCancel(ctx)
-	serveDone := make(chan error, 1)
-	var logs syncBuffer
-	go func() {
-		cmd := newRootCommand()
-		cmd.SetOut(&logs)
-		cmd.SetErr(&logs)
-		cmd.SetArgs([]string{"serve", "--clickhouse", dsn, "--hubble", replay.Addr(), "--listen", listen,
-			"--alertmanager", "http://" + amAddr, "--cluster", "test", "--alert-resend-interval", "1s",
-			"--flush-interval", "200ms", "--log-level", "warn", "--data-dir", t.TempDir()})
-		serveDone <- cmd.ExecuteContext(serveCtx)
-	}()
+	serveDone, logs := runInBackground(serveCtx, "serve", "--clickhouse", dsn, "--hubble", replay.Addr(), "--listen", listen,
+		"--alertmanager", "http://"+amAddr, "--cluster", "test", "--alert-resend-interval", "1s",
+		"--flush-interval", "200ms", "--log-level", "warn", "--data-dir", t.TempDir())
 
 	amtest.WaitFor(t, 30*time.Second, "the metadata-access page", func() bool {
 		_, _, ok := hook.Find("FlowwardenMetadataAccess", "firing")

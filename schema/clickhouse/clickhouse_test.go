@@ -13,16 +13,16 @@ import (
 )
 
 // migrated gives the test a database of its own with the schema in it.
-func migrated(t *testing.T, cfg clickhouse.SchemaConfig) (driver.Conn, string) {
-	t.Helper()
-	dsn, _ := chtest.Database(t)
+func migrated(tb testing.TB, cfg clickhouse.SchemaConfig) (driver.Conn, string) {
+	tb.Helper()
+	dsn, _ := chtest.Database(tb)
 	conn, err := clickhouse.Open(context.Background(), dsn)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	tb.Cleanup(func() { conn.Close() })
 	if err := clickhouse.Migrate(context.Background(), conn, cfg, nil); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return conn, dsn
 }

@@ -117,13 +117,9 @@ func BenchmarkEachFlow(b *testing.B) {
 	ctx := context.Background()
 	const rows = 100000
 	flows := repeatedSamples(b, rows)
-	dsn, database := chtest.Database(b)
-	conn, err := clickhouse.Open(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
+	conn, dsn := migrated(b, clickhouse.SchemaConfig{})
+	var database string
+	if err := conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&database); err != nil {
 		b.Fatal(err)
 	}
 	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
