@@ -74,16 +74,8 @@ func SaveConfirmed(path string, rs *Ruleset, at time.Time) error {
 	return nil
 }
 
-// LoadConfirmed reads a ruleset kept by SaveConfirmed and checks that every
-// rule still encodes; a missing file is os.ErrNotExist.
-func LoadConfirmed(path string) (*Ruleset, time.Time, error) {
-	c, err := loadConfirmed(path)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	return c.Ruleset, c.ConfirmedAt, nil
-}
-
+// loadConfirmed reads what SaveConfirmed kept and checks that every rule
+// still encodes; a missing file is os.ErrNotExist.
 func loadConfirmed(path string) (*confirmed, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {

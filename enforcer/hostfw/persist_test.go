@@ -42,12 +42,12 @@ func TestConfirmedRulesetSurvivesAReboot(t *testing.T) {
 	if err := SaveConfirmed(path, rs, confirmedAt); err != nil {
 		t.Fatal(err)
 	}
-	back, at, err := LoadConfirmed(path)
+	back, err := loadConfirmed(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !at.Equal(confirmedAt) || !reflect.DeepEqual(normalized(back), normalized(rs)) {
-		t.Fatalf("read back %s:\n%+v\nwant:\n%+v", at, back, rs)
+	if !back.ConfirmedAt.Equal(confirmedAt) || back.BootID != "boot-1" || !reflect.DeepEqual(normalized(back.Ruleset), normalized(rs)) {
+		t.Fatalf("read back %+v:\n%+v\nwant:\n%+v", back, back.Ruleset, rs)
 	}
 	applied, _ := Describe(conn)
 
@@ -104,9 +104,9 @@ func normalized(rs *Ruleset) Ruleset {
 	return out
 }
 
-func TestLoadConfirmedRefusesBadFiles(t *testing.T) {
+func TestKeptFilesAreChecked(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := LoadConfirmed(filepath.Join(dir, "none.json")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := loadConfirmed(filepath.Join(dir, "none.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
 	for name, c := range map[string]struct{ content, want string }{
@@ -119,7 +119,7 @@ func TestLoadConfirmedRefusesBadFiles(t *testing.T) {
 		if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := LoadConfirmed(path); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := loadConfirmed(path); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error with %q", name, err, c.want)
 		}
 	}
