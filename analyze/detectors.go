@@ -41,6 +41,32 @@ func workloadKey(f *schema.Flow) (key, subject) {
 	return key{f.Src.Namespace, f.Src.Workload}, subject{namespace: f.Src.Namespace, workload: f.Src.Workload}
 }
 
+// bySourceWorkload makes a detector keyed by the source workload of flows
+// from pods: count says whether a flow counts and whether it matches (what
+// the judge weighs); the finding's SQL selects that workload's flows with
+// conds.
+func bySourceWorkload(t *tracker, count func(*schema.Flow) (counted, matched bool), conds ...string) *detector {
+	t.query = func(st *keyState, from, to time.Time) string {
+		return flowsQuery(from, to, append([]string{
+			"src_namespace = " + clickhouse.QuoteString(st.subj.namespace),
+			"src_workload = " + clickhouse.QuoteString(st.subj.workload),
+		}, conds...)...)
+	}
+	d := &detector{tracker: t}
+	d.observe = func(f *schema.Flow) {
+		if !isPodSource(f) {
+			return
+		}
+		counted, matched := count(f)
+		if !counted {
+			return
+		}
+		k, s := workloadKey(f)
+		t.add(t.state(k, s, f.Time), f, matched)
+	}
+	return d
+}
+
 func isDenied(f *schema.Flow) bool {
 	return f.Verdict == schema.VerdictDropped
 }
@@ -88,19 +114,7 @@ func newMetadataAccess(c MetadataAccessConfig, g *Config, sink FindingSink, m *M
 	}
 	cond := fmt.Sprintf("(dst_ip IN (%s) OR hasAny(dst_names, [%s]) OR dns_query IN (%s))",
 		strings.Join(addrList, ", "), strings.Join(nameList, ", "), strings.Join(nameList, ", "))
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
-			"src_workload = "+clickhouse.QuoteString(st.subj.workload), "NOT is_reply", cond)
-	}
-	d := &detector{tracker: t}
-	d.observe = func(f *schema.Flow) {
-		if !isPodSource(f) || !matches(f) {
-			return
-		}
-		k, s := workloadKey(f)
-		t.add(t.state(k, s, f.Time), f, true)
-	}
-	return d
+	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) { return matches(f), true }, "NOT is_reply", cond)
 }
 
 // --- egress-spike ---------------------------------------------------------------
@@ -140,21 +154,9 @@ func newEgressSpike(c EgressSpikeConfig, g *Config, sink FindingSink, m *Metrics
 		return fmt.Sprintf("%s/%s sent %.0f %s out of the cluster in %s (baseline %.1f)", st.subj.namespace, st.subj.workload,
 			v.observed, v.metric, c.Window, v.baseline)
 	}
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
-			"src_workload = "+clickhouse.QuoteString(st.subj.workload), "NOT is_reply", worldCondition)
-	}
-	d := &detector{tracker: t}
-	// Every pod source is tracked, so that a workload that never talked to
+	// Every pod source is counted, so that a workload that never talked to
 	// the world has a baseline of zero rather than none.
-	d.observe = func(f *schema.Flow) {
-		if !isPodSource(f) {
-			return
-		}
-		k, s := workloadKey(f)
-		t.add(t.state(k, s, f.Time), f, f.Dst.IsWorld())
-	}
-	return d
+	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) { return true, f.Dst.IsWorld() }, "NOT is_reply", worldCondition)
 }
 
 // worldCondition selects flows whose destination is outside the cluster.
@@ -172,19 +174,9 @@ func newEgressDenialSpike(c EgressDenialSpikeConfig, g *Config, sink FindingSink
 	t.summary = func(st *keyState, v verdict) string {
 		return fmt.Sprintf("%s/%s had %.0f egress flows dropped in %s", st.subj.namespace, st.subj.workload, v.observed, c.Window)
 	}
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
-			"src_workload = "+clickhouse.QuoteString(st.subj.workload), "verdict = 'DROPPED'", "direction = 'EGRESS'")
-	}
-	d := &detector{tracker: t}
-	d.observe = func(f *schema.Flow) {
-		if !isPodSource(f) || !isDenied(f) || f.Direction != schema.DirectionEgress {
-			return
-		}
-		k, s := workloadKey(f)
-		t.add(t.state(k, s, f.Time), f, true)
-	}
-	return d
+	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) {
+		return isDenied(f) && f.Direction == schema.DirectionEgress, true
+	}, "verdict = 'DROPPED'", "direction = 'EGRESS'")
 }
 
 // --- cross-namespace-denial ------------------------------------------------------

@@ -109,10 +109,15 @@ func EdgeOf(f *schema.Flow) (Edge, string) {
 
 // AddEdge records aggregated evidence for an edge (from the rollups).
 func (g *Graph) AddEdge(e Edge, flows uint64, first, last time.Time) {
-	st := g.Edges[e]
+	addEdgeStats(g.Edges, e, flows, first, last)
+}
+
+// addEdgeStats adds flows seen from first to last to e's stats in m.
+func addEdgeStats(m map[Edge]*EdgeStats, e Edge, flows uint64, first, last time.Time) {
+	st := m[e]
 	if st == nil {
 		st = &EdgeStats{First: first, Last: last}
-		g.Edges[e] = st
+		m[e] = st
 	}
 	st.Flows += flows
 	if first.Before(st.First) {

@@ -43,18 +43,7 @@ func (b *ReportBuilder) AddGroup(f *schema.Flow, n uint64, first, last time.Time
 	}
 	if f.Verdict == schema.VerdictDropped && !f.IsReply {
 		if e, why := EdgeOf(f); why == "" {
-			st := b.Denied[e]
-			if st == nil {
-				st = &EdgeStats{First: first, Last: last}
-				b.Denied[e] = st
-			}
-			st.Flows += n
-			if first.Before(st.First) {
-				st.First = first
-			}
-			if last.After(st.Last) {
-				st.Last = last
-			}
+			addEdgeStats(b.Denied, e, n, first, last)
 		}
 		b.Graph.learn(&f.Src)
 		b.Graph.learn(&f.Dst)
