@@ -5,11 +5,16 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"github.com/cilium/cilium/pkg/labels"
+	"github.com/cilium/cilium/pkg/policy/api"
+	policytypes "github.com/cilium/cilium/pkg/policy/types"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	amconfig "github.com/prometheus/alertmanager/config"
 	appsv1 "k8s.io/api/apps/v1"
@@ -74,6 +79,8 @@ func strict(t *testing.T, doc []byte) any {
 		obj = &rbacv1.ClusterRoleBinding{}
 	case "networking.k8s.io/v1/NetworkPolicy":
 		obj = &networkingv1.NetworkPolicy{}
+	case "cilium.io/v2/CiliumNetworkPolicy":
+		obj = &ciliumv2.CiliumNetworkPolicy{}
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		obj = &monitoringv1.ServiceMonitor{}
 	case "monitoring.coreos.com/v1/PrometheusRule":
@@ -107,6 +114,7 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 	kinds := map[string]int{}
 	var deploy *appsv1.Deployment
 	var policies []networkingv1.NetworkPolicy
+	var apiserverRules api.Rules
 	for _, doc := range render(t, ".") {
 		switch o := strict(t, doc).(type) {
 		case *appsv1.Deployment:
@@ -124,11 +132,19 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 			}
 			policies = append(policies, *o)
 			kinds["NetworkPolicy"]++
+		case *ciliumv2.CiliumNetworkPolicy:
+			// What the Cilium agent does with it: sanitise and parse.
+			rules, err := o.Parse(slog.New(slog.DiscardHandler), "default")
+			if err != nil || o.Namespace != "flowwarden" {
+				t.Fatalf("CiliumNetworkPolicy %s/%s: %v", o.Namespace, o.Name, err)
+			}
+			apiserverRules = append(apiserverRules, rules...)
+			kinds["CiliumNetworkPolicy"]++
 		default:
 			kinds[fmt.Sprintf("%T", o)]++
 		}
 	}
-	if deploy == nil || len(policies) != 2 || len(kinds) < 8 {
+	if deploy == nil || len(policies) != 2 || len(apiserverRules) != 1 || len(kinds) < 9 {
 		t.Fatalf("rendered %v", kinds)
 	}
 	// Pod security: non-root, read-only root filesystem, no capabilities.
@@ -159,14 +175,53 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 		{enforcer.Connection{Src: pod("monitoring", map[string]string{"app.kubernetes.io/name": "prometheus"}), Dst: enforcer.Endpoint{Pod: self}, Port: 9965}, true},
 		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("169.254.169.254")}, Port: 80}, false},
 		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("1.1.1.1")}, Port: 443}, false},
-		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("192.0.2.10")}, Port: 6443}, true}, // the API server
-		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("192.0.2.10")}, Port: 22}, false},
+		// The API server is allowed by Cilium's entity rule below, not by an address.
+		{enforcer.Connection{Src: enforcer.Endpoint{Pod: self}, Dst: enforcer.Endpoint{IP: netip.MustParseAddr("10.0.0.1")}, Port: 6443}, false},
 		{enforcer.Connection{Src: pod("default", map[string]string{"app": "x"}), Dst: enforcer.Endpoint{Pod: self}, Port: 9965}, false},
 	}
 	for _, c := range cases {
 		if d := ev.Evaluate(c.conn); d.Allowed != c.allowed {
 			t.Errorf("%s → %s:%d: allowed=%v, want %v (%s)", c.conn.Src, c.conn.Dst, c.conn.Port, d.Allowed, c.allowed, d.Reason)
 		}
+	}
+	checkAPIServerRule(t, apiserverRules[0], labels)
+}
+
+// checkAPIServerRule: the Cilium rule selects serve's pods (and no other
+// flowwarden pod) and allows them the kube-apiserver entity on the API
+// server's ports, and nothing else.
+func checkAPIServerRule(t *testing.T, rule *api.Rule, podLabels map[string]string) {
+	t.Helper()
+	identity := func(l map[string]string) labels.LabelArray {
+		arr := labels.LabelArray{labels.NewLabel("io.kubernetes.pod.namespace", "flowwarden", labels.LabelSourceK8s)}
+		for k, v := range l {
+			arr = append(arr, labels.NewLabel(k, v, labels.LabelSourceK8s))
+		}
+		return arr.Sort()
+	}
+	selector := policytypes.NewLabelSelector(rule.EndpointSelector)
+	other := map[string]string{}
+	for k, v := range podLabels {
+		other[k] = v
+	}
+	other["app.kubernetes.io/component"] = "node"
+	if !selector.Matches(identity(podLabels)) || selector.Matches(identity(other)) {
+		t.Errorf("the API server rule's selector %s does not select exactly serve's pods %v", rule.EndpointSelector, podLabels)
+	}
+	if len(rule.Ingress) != 0 || len(rule.Egress) != 1 {
+		t.Fatalf("the API server rule allows more than one egress: %+v", rule)
+	}
+	eg := rule.Egress[0]
+	var ports []string
+	for _, pr := range eg.ToPorts {
+		for _, p := range pr.Ports {
+			ports = append(ports, string(p.Protocol)+"/"+p.Port)
+		}
+	}
+	if fmt.Sprint(eg.ToEntities) != "[kube-apiserver]" || len(eg.ToEndpoints) != 0 || len(eg.ToCIDRSet) != 0 ||
+		len(eg.ToFQDNs) != 0 || len(eg.ToServices) != 0 || fmt.Sprint(ports) != "[TCP/6443 TCP/443]" {
+		t.Errorf("the API server rule allows %v on %v (+endpoints %d, CIDRs %d), want [kube-apiserver] on [TCP/6443 TCP/443] only",
+			eg.ToEntities, ports, len(eg.ToEndpoints), len(eg.ToCIDRSet))
 	}
 }
 
