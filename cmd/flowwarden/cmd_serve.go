@@ -210,6 +210,12 @@ func newServeCommand(g *globals) *cobra.Command {
 					g.log.Warn("conntrack: no socket for destroy events; connections are reported from the dumps", "err", err)
 					events = nil
 				}
+				if on, err := conntrack.Accounting(host.nsFD); err != nil {
+					g.log.Warn("conntrack: cannot tell whether accounting is on", "err", err)
+				} else if !on {
+					g.log.Warn("conntrack: accounting is off, so conntrack flows carry no bytes or packets and a long-lived connection is reported once; turn it on with sysctl -w "+conntrack.AccountingSysctl+"=1",
+						"sysctl", conntrack.AccountingSysctl)
+				}
 				p := &conntrack.Poller{Conn: ctConn, Events: events, Node: node, Interval: host.ctInterval, Report: host.ctReport, Log: g.log, Sink: func(flows []schema.Flow) error {
 					for i := range flows {
 						identities.Enrich(&flows[i])

@@ -111,6 +111,9 @@ type tracked struct {
 	sentBytes, sentPackets uint64
 	lastReport             time.Time
 	goneSince              time.Time
+	// reported: a flow of this connection went out. Without accounting
+	// (no counters) a connection is reported once, when first due.
+	reported bool
 }
 
 func keyOf(f *ct.Flow) connKey {
@@ -118,7 +121,9 @@ func keyOf(f *ct.Flow) connKey {
 	return connKey{f.ID, o.IP.SourceAddress, o.IP.DestinationAddress, o.Proto.SourcePort, o.Proto.DestinationPort, o.Proto.Protocol}
 }
 
-// delta is the flow of f's counters not yet reported.
+// delta is the flow of f's counters not yet reported; false when there is
+// nothing to report (counters went backwards, or no traffic since the
+// connection's last flow).
 func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, bool) {
 	out := ToFlow(f, p.Node, now)
 	switch toNode, fromNode := p.local[out.DstIP], p.local[out.SrcIP]; {
@@ -133,6 +138,10 @@ func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, boo
 		}
 		out.Bytes -= st.sentBytes
 		out.Packets -= st.sentPackets
+		if out.Bytes == 0 && out.Packets == 0 && st.reported {
+			return out, false
+		}
+		st.reported = true
 		st.sentBytes += out.Bytes
 		st.sentPackets += out.Packets
 		st.lastReport = now
@@ -238,7 +247,7 @@ func (p *Poller) poll(now time.Time) error {
 		}
 		st.last, st.goneSince = entries[i], time.Time{}
 		if now.Sub(st.lastReport) >= p.Report {
-			if f, ok := p.delta(&entries[i], st, now); ok && (f.Bytes > 0 || f.Packets > 0) {
+			if f, ok := p.delta(&entries[i], st, now); ok {
 				out = append(out, f)
 				p.Open++
 			}

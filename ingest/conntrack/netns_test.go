@@ -169,3 +169,78 @@ func TestDirectionFromTheNodesAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestWithoutAccounting: with nf_conntrack_acct=0 (the kernel's default),
+// Accounting says so, and a connection that stays open is still reported
+// while open, once (it has no counters that could grow), and not again
+// when it ends. With accounting on, Accounting says that too.
+func TestWithoutAccounting(t *testing.T) {
+	ns := netnstest.New(t)
+	ns.TrackConnections(t)
+	ns.Sysctl(t, AccountingSysctl+"=0")
+	if on, err := Accounting(ns.FD); err != nil || on {
+		t.Fatalf("Accounting with %s=0: %v, %v", AccountingSysctl, on, err)
+	}
+	dump, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dump.Close()
+	events, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long-lived UDP conversation, made through netlink (as conntrackd
+	// does), so it lasts as long as the test wants.
+	open := ct.NewFlow(17, 0, netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2"), 40000, 5353, 600, 0)
+	if err := dump.Create(open); err != nil {
+		t.Fatalf("create a conntrack entry: %v", err)
+	}
+	var mu sync.Mutex
+	var got []schema.Flow
+	p := &Poller{Conn: dump, Events: events, Node: "node-1", Interval: 100 * time.Millisecond, Report: 300 * time.Millisecond,
+		Sink: func(flows []schema.Flow) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, f := range flows {
+				if f.DstPort == 5353 {
+					got = append(got, f)
+				}
+			}
+			return nil
+		}}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	for deadline := time.Now().Add(5 * time.Second); count() == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // three more reports would be due now
+	if n := count(); n != 1 {
+		t.Fatalf("%d flows for one open connection without counters, want 1", n)
+	}
+	if err := dump.Delete(open); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // its DESTROY event and the dumps after it
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("%d flows after the connection ended, want still 1: %+v", n, got)
+	}
+	if f := got[0]; f.SrcIP.String() != "10.9.0.1" || f.SrcPort != 40000 || f.Protocol != "UDP" || f.Bytes != 0 {
+		t.Errorf("open connection's flow: %+v", f)
+	}
+	ns.Sysctl(t, AccountingSysctl+"=1")
+	if on, err := Accounting(ns.FD); err != nil || !on {
+		t.Fatalf("Accounting with %s=1: %v, %v", AccountingSysctl, on, err)
+	}
+}
