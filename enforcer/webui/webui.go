@@ -6,6 +6,7 @@ package webui
 
 import (
 	"context"
+	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -81,6 +82,9 @@ type changeRow struct {
 	From, To, Ports string
 	Gains           bool
 	Observed        uint64
+	// Why: for a loss of observed traffic, the generator's reason for
+	// leaving it out (a guardrail); else whether it was observed.
+	Why string
 }
 
 type page struct {
@@ -92,10 +96,22 @@ type page struct {
 	Findings  []findingRow
 	Policies  []policyRow
 	Changes   []changeRow
-	Losses    int
-	Gains     int
-	Error     string
+	// ChangeRows is how many rows there were before the page kept the
+	// first maxChangeRows.
+	ChangeRows int
+	Losses     int
+	// ObservedLosses are the losses of observed traffic: what the
+	// generator left out on purpose (guardrails), listed first.
+	ObservedLosses int
+	Gains          int
+	// InForce is how many policies the diff is made against.
+	InForce int
+	Error   string
 }
+
+// maxChangeRows bounds the diff table; the rows with the most observed
+// flows come first.
+const maxChangeRows = 50
 
 type policyRow struct {
 	Name string
@@ -163,43 +179,82 @@ func (h *Handler) build(ctx context.Context) (*page, error) {
 			y, _ := enforcer.MarshalPolicy(np)
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
 		}
-		changes, err := enforcer.SemanticDiff(h.currentPolicies(), res.Policies, b.Graph)
+		current := h.currentPolicies()
+		p.InForce = len(current)
+		changes, err := enforcer.SemanticDiff(current, res.Policies, b.Graph)
 		if err != nil {
 			return nil, err
 		}
-		grouped := map[[3]string]*changeRow{}
-		for _, c := range changes {
-			k := [3]string{c.From, c.To, map[bool]string{true: "gains", false: "loses"}[c.Gains]}
-			row := grouped[k]
-			if row == nil {
-				row = &changeRow{From: c.From, To: c.To, Gains: c.Gains}
-				grouped[k] = row
-			}
-			if row.Ports != "" {
-				row.Ports += " "
-			}
-			row.Ports += c.Port
-			row.Observed += c.Observed
-			if c.Gains {
-				p.Gains++
-			} else {
-				p.Losses++
-			}
-		}
-		for _, r := range grouped {
-			p.Changes = append(p.Changes, *r)
-		}
-		sort.Slice(p.Changes, func(i, j int) bool {
-			if p.Changes[i].Observed != p.Changes[j].Observed {
-				return p.Changes[i].Observed > p.Changes[j].Observed
-			}
-			return p.Changes[i].From+p.Changes[i].To < p.Changes[j].From+p.Changes[j].To
-		})
-		if len(p.Changes) > 50 {
-			p.Changes = p.Changes[:50]
-		}
+		p.addChanges(changes, res.Skipped)
 	}
 	return p, nil
+}
+
+// addChanges groups the semantic diff into rows (one per pair, direction
+// and reason), observed traffic first.
+func (p *page) addChanges(changes []enforcer.Change, skipped []enforcer.Skipped) {
+	leftOut := map[[3]string]string{}
+	for _, s := range skipped {
+		leftOut[[3]string{s.Edge.From.String(), s.Edge.To.String(), fmt.Sprintf("%s/%d", s.Edge.Protocol, s.Edge.Port)}] = s.Reason
+	}
+	type rowKey struct {
+		from, to, why string
+		gains         bool
+	}
+	grouped := map[rowKey]*changeRow{}
+	for _, c := range changes {
+		var why string
+		switch {
+		case c.Gains && c.Observed > 0:
+			why = "observed"
+		case c.Gains:
+			why = "not observed" // allowed by a rule that also covers this port
+		case c.Observed > 0:
+			why = leftOut[[3]string{c.From, c.To, c.Port}]
+			if why == "" {
+				why = "observed, left out"
+			}
+		default:
+			why = "not observed"
+		}
+		k := rowKey{c.From, c.To, why, c.Gains}
+		row := grouped[k]
+		if row == nil {
+			row = &changeRow{From: c.From, To: c.To, Gains: c.Gains, Why: why}
+			grouped[k] = row
+		}
+		if row.Ports != "" {
+			row.Ports += " "
+		}
+		row.Ports += c.Port
+		row.Observed += c.Observed
+		switch {
+		case c.Gains:
+			p.Gains++
+		case c.Observed > 0:
+			p.ObservedLosses++
+			p.Losses++
+		default:
+			p.Losses++
+		}
+	}
+	for _, r := range grouped {
+		p.Changes = append(p.Changes, *r)
+	}
+	sort.Slice(p.Changes, func(i, j int) bool {
+		a, b := &p.Changes[i], &p.Changes[j]
+		if a.Observed != b.Observed {
+			return a.Observed > b.Observed
+		}
+		if a.From != b.From {
+			return a.From < b.From
+		}
+		return a.To < b.To
+	})
+	p.ChangeRows = len(p.Changes)
+	if len(p.Changes) > maxChangeRows {
+		p.Changes = p.Changes[:maxChangeRows]
+	}
 }
 
 var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
@@ -224,10 +279,11 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 {{range .Findings}}<tr><td>{{ts .Start}}</td><td class="{{.Severity}}">{{.Severity}}</td><td>{{.Detector}}</td><td>{{.Subject}}</td><td>{{.Summary}}</td><td>{{.Status}}</td><td><details><summary>query</summary><pre>{{.Query}}</pre></details></td></tr>
 {{end}}</table>{{else}}<p>No findings.</p>{{end}}
 <h2>Recommended policies</h2>
-<p>{{len .Policies}} policies; against the policies in force, {{.Losses}} pair/port combinations would lose access and {{.Gains}} would gain it.</p>
-{{if .Changes}}<table id="changes"><tr><th>from</th><th>to</th><th>change</th><th>ports</th><th>observed flows</th></tr>
-{{range .Changes}}<tr><td>{{.From}}</td><td>{{.To}}</td>{{if .Gains}}<td class="gain">gains</td>{{else}}<td class="loss">loses</td>{{end}}<td>{{.Ports}}</td><td>{{.Observed}}</td></tr>
-{{end}}</table>{{end}}
+{{if not .InForce}}<p id="no-policies">No NetworkPolicies in force are known (<code>serve --current-policies DIR|cluster</code> gives them), so today every pair may talk and the diff below is everything the recommendation closes.</p>{{end}}
+<p id="diff-summary">{{len .Policies}} policies; against the {{.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{.ObservedLosses}} of them observed, left out on purpose: listed first, with the reason) and {{.Gains}} would gain it.</p>
+{{if .Changes}}<table id="changes"><tr><th>from</th><th>to</th><th>change</th><th>ports</th><th>observed flows</th><th>why</th></tr>
+{{range .Changes}}<tr><td>{{.From}}</td><td>{{.To}}</td>{{if .Gains}}<td class="gain">gains</td>{{else}}<td class="loss">loses</td>{{end}}<td>{{.Ports}}</td><td>{{.Observed}}</td><td>{{.Why}}</td></tr>
+{{end}}</table>{{if gt .ChangeRows (len .Changes)}}<p>The {{len .Changes}} rows with the most observed flows of {{.ChangeRows}}; <code>flowwarden recommend --current</code> prints them all.</p>{{end}}{{end}}
 {{range .Policies}}<details><summary>{{.Name}}</summary><pre>{{.YAML}}</pre></details>
 {{end}}
 </body></html>

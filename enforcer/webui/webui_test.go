@@ -77,7 +77,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	}
 	page := string(dom)
 	for _, want := range []string{`id="service-map"`, `<svg`, `data-id="bookinfo/productpage-v1"`, `data-id="tenant-a/scanner"`,
-		`class="edge forwarded"`, `class="edge dropped"`, `id="findings"`, "policy denied 300 flows", "Recommended policies", `id="changes"`} {
+		`class="edge forwarded"`, `class="edge dropped"`, `id="findings"`, "policy denied 300 flows", "Recommended policies", `id="changes"`,
+		`id="no-policies"`, "<td>guardrail: no tenant access into system namespace kube-system beyond DNS</td>", "<td>not observed</td>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page as Chromium rendered it lacks %q", want)
 		}
@@ -94,19 +95,23 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	// takes access away; once a default deny is in force (as serve's
 	// --current-policies refresh would set it), the proposal gives back
 	// what was observed.
-	gains := regexp.MustCompile(`would lose access and (\d+) would gain it`)
+	gains := regexp.MustCompile(`would lose access \((\d+) of them observed.*\) and (\d+) would gain it`)
+	var body []byte
 	gained := func() string {
 		resp, err := http.Get(srv.URL + "/")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
+		body, _ = io.ReadAll(resp.Body)
 		m := gains.FindSubmatch(body)
 		if m == nil {
 			t.Fatalf("no diff summary on the page")
 		}
-		return string(m[1])
+		if string(m[1]) == "0" {
+			t.Error("no observed traffic loses access, but the generator's guardrails leave some out")
+		}
+		return string(m[2])
 	}
 	if g := gained(); g != "0" {
 		t.Errorf("against no policies, %s pairs gain access", g)
@@ -116,5 +121,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	handler.SetCurrent([]networkingv1.NetworkPolicy{denyAll})
 	if g := gained(); g == "0" {
 		t.Error("against a default deny in bookinfo, nothing gains access")
+	}
+	if strings.Contains(string(body), `id="no-policies"`) {
+		t.Error("with a policy in force, the page still says none is known")
 	}
 }
