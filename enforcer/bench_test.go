@@ -12,23 +12,17 @@ import (
 	"github.com/flowwarden/flowwarden/schema"
 )
 
-// BenchmarkRecommend builds the graph from 10 million flows among 5,000
-// workloads (shaped like the published samples: pods with app/version
-// labels and Cilium's namespace mirrors, talking to a few peers on one or
-// two ports, some to the world), then generates and proves the policies.
-// FW_BENCH_FLOWS overrides the flow count. Reports time per phase and the
-// peak heap.
-func BenchmarkRecommend(b *testing.B) {
-	total := 10_000_000
-	if v, err := strconv.Atoi(os.Getenv("FW_BENCH_FLOWS")); err == nil && v > 0 {
-		total = v
-	}
-	const workloads, namespaces = 5000, 100
+// syntheticTraffic feeds total flows among n workloads in namespaces
+// namespaces to add, shaped like the published samples: pods with
+// app/version labels and Cilium's namespace mirrors, each talking to 4
+// fixed peers (a neighbour in its own namespace, two elsewhere, one outside
+// the cluster) on one or two ports. every is called every million flows.
+func syntheticTraffic(n, namespaces, total int, add func(*schema.Flow), every func()) {
 	type wl struct {
 		ep schema.Endpoint
 		ip netip.Addr
 	}
-	ws := make([]wl, workloads)
+	ws := make([]wl, n)
 	for i := range ws {
 		ns := fmt.Sprintf("team-%02d", i%namespaces)
 		name := fmt.Sprintf("svc-%04d", i)
@@ -39,6 +33,35 @@ func BenchmarkRecommend(b *testing.B) {
 	}
 	world := schema.Endpoint{Workload: "world", WorkloadKind: schema.KindReserved, Identity: 2}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var f schema.Flow
+	for i := 0; i < total; i++ {
+		si := (i * 7919) % n
+		src := &ws[si]
+		k := (i / n) % 4
+		f = schema.Flow{Time: t0.Add(time.Duration(i) * time.Millisecond), Verdict: schema.VerdictForwarded, Protocol: "TCP",
+			Src: src.ep, SrcIP: src.ip, DstPort: uint16(8080 + k%2)}
+		if k == 3 {
+			f.Dst, f.DstIP, f.DstPort = world, netip.AddrFrom4([4]byte{203, 0, byte(si % 7), byte(si % 200)}), 443
+		} else {
+			d := &ws[(si+namespaces*(k+1)+k)%n]
+			f.Dst, f.DstIP = d.ep, d.ip
+		}
+		add(&f)
+		if every != nil && i%1_000_000 == 0 {
+			every()
+		}
+	}
+}
+
+// BenchmarkRecommend builds the graph from 10 million flows among 5,000
+// workloads (syntheticTraffic), then generates and proves the policies.
+// FW_BENCH_FLOWS overrides the flow count. Reports time per phase and the
+// peak heap.
+func BenchmarkRecommend(b *testing.B) {
+	total := 10_000_000
+	if v, err := strconv.Atoi(os.Getenv("FW_BENCH_FLOWS")); err == nil && v > 0 {
+		total = v
+	}
 	for it := 0; it < b.N; it++ {
 		runtime.GC()
 		var peak uint64
@@ -49,26 +72,7 @@ func BenchmarkRecommend(b *testing.B) {
 		}
 		start := time.Now()
 		g := NewGraph()
-		var f schema.Flow
-		for i := 0; i < total; i++ {
-			src := &ws[(i*7919)%workloads]
-			// Each workload talks to 4 fixed peers (a neighbour in its own
-			// namespace, two elsewhere, one outside the cluster).
-			k := (i / workloads) % 4
-			si := (i * 7919) % workloads
-			f = schema.Flow{Time: t0.Add(time.Duration(i) * time.Millisecond), Verdict: schema.VerdictForwarded, Protocol: "TCP",
-				Src: src.ep, SrcIP: src.ip, DstPort: uint16(8080 + k%2)}
-			if k == 3 {
-				f.Dst, f.DstIP, f.DstPort = world, netip.AddrFrom4([4]byte{203, 0, byte(si % 7), byte(si % 200)}), 443
-			} else {
-				d := &ws[(si+namespaces*(k+1)+k)%workloads]
-				f.Dst, f.DstIP = d.ep, d.ip
-			}
-			g.Add(&f)
-			if i%1_000_000 == 0 {
-				sample()
-			}
-		}
+		syntheticTraffic(5000, 100, total, g.Add, sample)
 		graphTime := time.Since(start)
 		res, err := Generate(g, DefaultConfig())
 		if err != nil {
@@ -88,5 +92,31 @@ func BenchmarkRecommend(b *testing.B) {
 		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 		b.ReportMetric(float64(len(g.Workloads)), "workloads")
 		b.ReportMetric(float64(len(res.Policies)), "policies")
+	}
+}
+
+// BenchmarkSemanticDiff times the diff between no policies and the
+// recommendation (what serve's page and recommend --current compute) as
+// the number of workloads grows.
+func BenchmarkSemanticDiff(b *testing.B) {
+	for _, n := range []int{50, 100, 200} {
+		b.Run(fmt.Sprintf("workloads=%d", n), func(b *testing.B) {
+			g := NewGraph()
+			syntheticTraffic(n, 10, 40*n, g.Add, nil)
+			res, err := Generate(g, DefaultConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			var changes int
+			for it := 0; it < b.N; it++ {
+				c, err := SemanticDiff(nil, res.Policies, g)
+				if err != nil {
+					b.Fatal(err)
+				}
+				changes = len(c)
+			}
+			b.ReportMetric(float64(changes), "changes")
+		})
 	}
 }

@@ -200,27 +200,40 @@ func compileRule(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.Ne
 
 // Evaluate judges one connection.
 func (e *Evaluator) Evaluate(c Connection) Decision {
+	ok, why := e.judge(c, true)
+	return Decision{Allowed: ok, Reason: why}
+}
+
+// Allows is Evaluate(c).Allowed without the reason: for callers that judge
+// millions of connections (the semantic diff).
+func (e *Evaluator) Allows(c Connection) bool {
+	ok, _ := e.judge(c, false)
+	return ok
+}
+
+func (e *Evaluator) judge(c Connection, explain bool) (bool, string) {
 	if c.Protocol == "" {
 		c.Protocol = corev1.ProtocolTCP
 	}
 	if c.Src.Pod != nil {
-		if ok, why := e.side(c, c.Src.Pod, true); !ok {
-			return Decision{Reason: why}
+		if ok, why := e.side(c, c.Src.Pod, true, explain); !ok {
+			return false, why
 		}
 	}
 	if c.Dst.Pod != nil {
-		if ok, why := e.side(c, c.Dst.Pod, false); !ok {
-			return Decision{Reason: why}
+		if ok, why := e.side(c, c.Dst.Pod, false, explain); !ok {
+			return false, why
 		}
 	}
-	return Decision{Allowed: true, Reason: "allowed"}
+	return true, "allowed"
 }
 
 // side checks the egress of the source (egress=true) or the ingress of the
-// destination.
-func (e *Evaluator) side(c Connection, pod *Pod, egress bool) (bool, string) {
+// destination; explain asks for the reason.
+func (e *Evaluator) side(c Connection, pod *Pod, egress, explain bool) (bool, string) {
 	podLabels := labels.Set(pod.Labels)
 	var isolating []string
+	isolated := false
 	for _, i := range e.byNS[pod.Namespace] {
 		p := &e.policies[i]
 		if egress && !p.egress || !egress && !p.ingress {
@@ -229,7 +242,10 @@ func (e *Evaluator) side(c Connection, pod *Pod, egress bool) (bool, string) {
 		if !p.selector.Matches(podLabels) {
 			continue
 		}
-		isolating = append(isolating, p.np.Name)
+		isolated = true
+		if explain {
+			isolating = append(isolating, p.np.Name)
+		}
 		rules := p.inRules
 		peer := c.Src
 		if egress {
@@ -237,12 +253,18 @@ func (e *Evaluator) side(c Connection, pod *Pod, egress bool) (bool, string) {
 		}
 		for _, r := range rules {
 			if e.ruleAllows(r, p.np.Namespace, peer, c) {
+				if !explain {
+					return true, ""
+				}
 				return true, "allowed by " + p.np.Namespace + "/" + p.np.Name
 			}
 		}
 	}
-	if len(isolating) == 0 {
+	if !isolated {
 		return true, "not isolated"
+	}
+	if !explain {
+		return false, ""
 	}
 	dir := "ingress to " + c.Dst.String()
 	if egress {

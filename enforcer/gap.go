@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -197,31 +198,50 @@ func SemanticDiff(before, after []networkingv1.NetworkPolicy, g *Graph) ([]Chang
 		return int(a.Kind) - int(b.Kind)
 	})
 	peers = append(peers, addrs...)
+	// The observed flows per pair and port, whatever DNS name the
+	// destination was reached by.
+	type pairPort struct {
+		from, to Peer
+		port     string
+	}
+	observed := map[pairPort]uint64{}
+	for e, st := range g.Edges {
+		to := e.To
+		to.Name = ""
+		observed[pairPort{e.From, to, fmt.Sprintf("%s/%d", e.Protocol, e.Port)}] += st.Flows
+	}
+	type portOf struct {
+		key   string
+		proto corev1.Protocol
+		n     int32
+	}
+	var portList []portOf
+	for _, pk := range sortedKeys(ports) {
+		proto, port, _ := strings.Cut(pk, "/")
+		n, err := strconv.ParseInt(port, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("port %q: %w", pk, err)
+		}
+		portList = append(portList, portOf{pk, corev1.Protocol(proto), int32(n)})
+	}
+	endpoints := make([]Endpoint, len(peers))
+	names := make([]string, len(peers))
+	for i, p := range peers {
+		endpoints[i], names[i] = g.endpoint(p), p.String()
+	}
 	var out []Change
-	for _, from := range peers {
-		for _, to := range peers {
-			if from.Kind != PeerWorkload && to.Kind != PeerWorkload {
+	for i, from := range peers {
+		for j, to := range peers {
+			if from.Kind != PeerWorkload && to.Kind != PeerWorkload || i == j {
 				continue
 			}
-			if from == to {
-				continue
-			}
-			for _, pk := range sortedKeys(ports) {
-				proto, port, _ := strings.Cut(pk, "/")
-				var n int32
-				fmt.Sscan(port, &n)
-				c := Connection{Src: g.endpoint(from), Dst: g.endpoint(to), Port: n, Protocol: corev1.Protocol(proto)}
-				a, b := evA.Evaluate(c).Allowed, evB.Evaluate(c).Allowed
+			for _, pt := range portList {
+				c := Connection{Src: endpoints[i], Dst: endpoints[j], Port: pt.n, Protocol: pt.proto}
+				a, b := evA.Allows(c), evB.Allows(c)
 				if a == b {
 					continue
 				}
-				var observed uint64
-				for e, st := range g.Edges {
-					if e.From == from && e.To.Kind == to.Kind && e.To.Workload == to.Workload && e.To.Addr == to.Addr && e.Port == uint16(n) && e.Protocol == proto {
-						observed += st.Flows
-					}
-				}
-				out = append(out, Change{From: from.String(), To: to.String(), Port: pk, Gains: b, Observed: observed})
+				out = append(out, Change{From: names[i], To: names[j], Port: pt.key, Gains: b, Observed: observed[pairPort{from, to, pt.key}]})
 			}
 		}
 	}

@@ -33,6 +33,11 @@ type Config struct {
 	Current []networkingv1.NetworkPolicy
 	// Now is the clock (tests pin it to the data's time).
 	Now func() time.Time
+	// MaxAge is how long a built page is served again before it is
+	// rebuilt (default 15s): building reads the window's traffic, generates
+	// the policies and diffs them, seconds of CPU on a large cluster, so
+	// viewers share one build and never pile builds up.
+	MaxAge time.Duration
 }
 
 // Handler serves the page.
@@ -43,6 +48,12 @@ type Handler struct {
 
 	mu      sync.Mutex
 	current []networkingv1.NetworkPolicy
+	gen     int // bumped by SetCurrent: a page built before is stale
+
+	buildMu  sync.Mutex // one build at a time
+	built    *page
+	builtAt  time.Time
+	builtGen int
 }
 
 // New returns the handler.
@@ -52,6 +63,9 @@ func New(cfg Config, conn driver.Conn, log *slog.Logger) *Handler {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 15 * time.Second
 	}
 	if log == nil {
 		log = slog.Default()
@@ -64,12 +78,30 @@ func (h *Handler) SetCurrent(nps []networkingv1.NetworkPolicy) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.current = nps
+	h.gen++
 }
 
-func (h *Handler) currentPolicies() []networkingv1.NetworkPolicy {
+func (h *Handler) currentPolicies() ([]networkingv1.NetworkPolicy, int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.current
+	return h.current, h.gen
+}
+
+// page returns the page built within MaxAge for the same policies in
+// force, or builds it; concurrent viewers wait for one build.
+func (h *Handler) page(ctx context.Context) (*page, error) {
+	h.buildMu.Lock()
+	defer h.buildMu.Unlock()
+	current, gen := h.currentPolicies()
+	if h.built != nil && h.builtGen == gen && time.Since(h.builtAt) < h.cfg.MaxAge {
+		return h.built, nil
+	}
+	p, err := h.build(ctx, current)
+	if err != nil {
+		return nil, err
+	}
+	h.built, h.builtAt, h.builtGen = p, time.Now(), gen
+	return p, nil
 }
 
 type findingRow struct {
@@ -126,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
-	p, err := h.build(ctx)
+	p, err := h.page(ctx)
 	if err != nil {
 		h.log.Warn("web page", "err", err)
 		p = &page{Now: h.cfg.Now(), Error: err.Error()}
@@ -138,7 +170,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *Handler) build(ctx context.Context) (*page, error) {
+func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolicy) (*page, error) {
 	now := h.cfg.Now()
 	p := &page{Now: now, Window: h.cfg.Window}
 	b := enforcer.NewReportBuilder()
@@ -179,7 +211,6 @@ func (h *Handler) build(ctx context.Context) (*page, error) {
 			y, _ := enforcer.MarshalPolicy(np)
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
 		}
-		current := h.currentPolicies()
 		p.InForce = len(current)
 		changes, err := enforcer.SemanticDiff(current, res.Policies, b.Graph)
 		if err != nil {

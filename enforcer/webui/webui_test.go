@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -124,5 +125,62 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	}
 	if strings.Contains(string(body), `id="no-policies"`) {
 		t.Error("with a policy in force, the page still says none is known")
+	}
+}
+
+// TestPageIsSharedWithinMaxAge: viewers within MaxAge get the page already
+// built (new flows show up after it), and new policies in force make it
+// stale at once.
+func TestPageIsSharedWithinMaxAge(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	ctx := context.Background()
+	conn, err := clickhouse.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	flows, err := hubble.ReadFlows(ctx, "../../testdata/hubble/basic-sample-10-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range flows {
+		flows[i].Time = now.Add(-time.Duration(len(flows)-i) * time.Second)
+	}
+	if err := clickhouse.WriteAll(ctx, dsn, flows[:6]); err != nil {
+		t.Fatal(err)
+	}
+	handler := New(Config{MaxAge: time.Hour}, conn, nil)
+	srv := httptest.NewServer(handler)
+	defer srv.Close()
+	count := regexp.MustCompile(`(\d+) flows from`)
+	flowsShown := func() string {
+		resp, err := http.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		m := count.FindSubmatch(body)
+		if m == nil {
+			t.Fatalf("no flow count on the page:\n%s", body)
+		}
+		return string(m[1])
+	}
+	if n := flowsShown(); n != "6" {
+		t.Fatalf("page shows %s flows, want 6", n)
+	}
+	if err := clickhouse.WriteAll(ctx, dsn, flows[6:]); err != nil {
+		t.Fatal(err)
+	}
+	if n := flowsShown(); n != "6" {
+		t.Errorf("within MaxAge the page was built again (%s flows)", n)
+	}
+	handler.SetCurrent(nil)
+	if n := flowsShown(); n != fmt.Sprint(len(flows)) {
+		t.Errorf("after SetCurrent the page shows %s flows, want %d", n, len(flows))
 	}
 }
