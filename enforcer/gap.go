@@ -30,25 +30,51 @@ func Usage(policies []networkingv1.NetworkPolicy, g *Graph) ([]RuleUsage, error)
 	if err != nil {
 		return nil, err
 	}
+	// The observed edges by the namespace of the pod a rule would be about:
+	// the destination's for ingress rules, the source's for egress.
+	type observed struct {
+		c     Connection
+		flows uint64
+	}
+	about := map[string]map[string][]observed{"ingress": {}, "egress": {}}
+	for e, st := range g.Edges {
+		o := observed{Connection{Src: g.endpoint(e.From), Dst: g.endpoint(e.To), Port: int32(e.Port), Protocol: corev1.Protocol(e.Protocol)}, st.Flows}
+		if o.c.Dst.Pod != nil {
+			about["ingress"][o.c.Dst.Pod.Namespace] = append(about["ingress"][o.c.Dst.Pod.Namespace], o)
+		}
+		if o.c.Src.Pod != nil {
+			about["egress"][o.c.Src.Pod.Namespace] = append(about["egress"][o.c.Src.Pod.Namespace], o)
+		}
+	}
 	var out []RuleUsage
 	for pi := range ev.policies {
 		p := &ev.policies[pi]
 		name := p.np.Namespace + "/" + p.np.Name
 		for dir, rules := range map[string][]compiledRule{"ingress": p.inRules, "egress": p.egRules} {
+			if len(rules) == 0 {
+				continue
+			}
+			// The edges of the pods the policy selects.
+			var selected []observed
+			for _, o := range about[dir][p.np.Namespace] {
+				self := o.c.Dst
+				if dir == "egress" {
+					self = o.c.Src
+				}
+				if p.selector.Matches(labels.Set(self.Pod.Labels)) {
+					selected = append(selected, o)
+				}
+			}
 			specs := describeRules(p.np, dir)
 			for ri, r := range rules {
 				u := RuleUsage{Policy: name, Direction: dir, Index: ri, Rule: specs[ri]}
-				for e, st := range g.Edges {
-					c := Connection{Src: g.endpoint(e.From), Dst: g.endpoint(e.To), Port: int32(e.Port), Protocol: corev1.Protocol(e.Protocol)}
-					self, peer := c.Dst, c.Src
+				for _, o := range selected {
+					peer := o.c.Src
 					if dir == "egress" {
-						self, peer = c.Src, c.Dst
+						peer = o.c.Dst
 					}
-					if self.Pod == nil || self.Pod.Namespace != p.np.Namespace || !p.selector.Matches(labels.Set(self.Pod.Labels)) {
-						continue
-					}
-					if ev.ruleAllows(r, p.np.Namespace, peer, c) {
-						u.Flows += st.Flows
+					if ev.ruleAllows(r, p.np.Namespace, peer, o.c) {
+						u.Flows += o.flows
 						u.Edges++
 					}
 				}
