@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -110,7 +111,7 @@ func BenchmarkSemanticDiff(b *testing.B) {
 			b.ResetTimer()
 			var changes int
 			for it := 0; it < b.N; it++ {
-				c, err := SemanticDiff(nil, res.Policies, g)
+				c, err := SemanticDiff(context.Background(), nil, res.Policies, g)
 				if err != nil {
 					b.Fatal(err)
 				}

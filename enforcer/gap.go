@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -176,8 +177,10 @@ type Change struct {
 // SemanticDiff compares what two policy sets allow between the observed
 // workloads (and observed external peers), on every port either set or the
 // traffic mentions for that pair. It answers "which pod pairs and ports gain
-// or lose access", not how the YAML changed.
-func SemanticDiff(before, after []networkingv1.NetworkPolicy, g *Graph) ([]Change, error) {
+// or lose access", not how the YAML changed. It judges every pair of peers
+// on every port, so its cost grows with the square of the workloads; it
+// stops with ctx's error when ctx ends.
+func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolicy, g *Graph) ([]Change, error) {
 	nsl := func(ns string) map[string]string { return g.NamespaceLabels[ns] }
 	evA, err := NewEvaluator(before, nsl)
 	if err != nil {
@@ -257,6 +260,9 @@ func SemanticDiff(before, after []networkingv1.NetworkPolicy, g *Graph) ([]Chang
 	}
 	var out []Change
 	for i, from := range peers {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("semantic diff stopped after %d of %d peers: %w", i, len(peers), err)
+		}
 		for j, to := range peers {
 			if from.Kind != PeerWorkload && to.Kind != PeerWorkload || i == j {
 				continue

@@ -37,7 +37,7 @@ func TestSemanticDiffNeverTakesObservedTrafficAway(t *testing.T) {
 	flows := sampleFlows(t)
 	g, res := generate(t, flows, DefaultConfig())
 	current, _ := LoadDir("../testdata/netpol/current")
-	changes, err := SemanticDiff(current, res.Policies, g)
+	changes, err := SemanticDiff(context.Background(), current, res.Policies, g)
 	if err != nil {
 		t.Fatal(err)
 	}

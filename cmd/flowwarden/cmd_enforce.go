@@ -537,7 +537,7 @@ func printTightening(ctx context.Context, g *globals, w io.Writer, current strin
 			fmt.Fprintf(w, "  unused: %s %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
 		}
 	}
-	changes, err := enforcer.SemanticDiff(nps, res.Policies, graph)
+	changes, err := enforcer.SemanticDiff(ctx, nps, res.Policies, graph)
 	if err != nil {
 		return err
 	}

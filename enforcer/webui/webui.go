@@ -38,6 +38,10 @@ type Config struct {
 	// the policies and diffs them, seconds of CPU on a large cluster, so
 	// viewers share one build and never pile builds up.
 	MaxAge time.Duration
+	// DiffBudget bounds the semantic diff (default 10s): it judges every
+	// pair of peers on every port, so on a large cluster the page says it
+	// did not finish rather than keep the viewer waiting.
+	DiffBudget time.Duration
 }
 
 // Handler serves the page.
@@ -66,6 +70,9 @@ func New(cfg Config, conn driver.Conn, log *slog.Logger) *Handler {
 	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 15 * time.Second
+	}
+	if cfg.DiffBudget <= 0 {
+		cfg.DiffBudget = 10 * time.Second
 	}
 	if log == nil {
 		log = slog.Default()
@@ -138,7 +145,9 @@ type page struct {
 	Gains          int
 	// InForce is how many policies the diff is made against.
 	InForce int
-	Error   string
+	// DiffError says why there is no diff (it did not finish in time).
+	DiffError string
+	Error     string
 }
 
 // maxChangeRows bounds the diff table; the rows with the most observed
@@ -212,11 +221,17 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
 		}
 		p.InForce = len(current)
-		changes, err := enforcer.SemanticDiff(current, res.Policies, b.Graph)
-		if err != nil {
+		dctx, cancel := context.WithTimeout(ctx, h.cfg.DiffBudget)
+		changes, err := enforcer.SemanticDiff(dctx, current, res.Policies, b.Graph)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil && dctx.Err() != nil:
+			p.DiffError = fmt.Sprintf("The semantic diff of %d workloads did not finish within %s; flowwarden recommend --current prints it.", len(b.Graph.Workloads), h.cfg.DiffBudget)
+		case err != nil:
 			return nil, err
+		default:
+			p.addChanges(changes, res.Skipped)
 		}
-		p.addChanges(changes, res.Skipped)
 	}
 	return p, nil
 }
@@ -310,11 +325,11 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 {{range .Findings}}<tr><td>{{ts .Start}}</td><td class="{{.Severity}}">{{.Severity}}</td><td>{{.Detector}}</td><td>{{.Subject}}</td><td>{{.Summary}}</td><td>{{.Status}}</td><td><details><summary>query</summary><pre>{{.Query}}</pre></details></td></tr>
 {{end}}</table>{{else}}<p>No findings.</p>{{end}}
 <h2>Recommended policies</h2>
-{{if not .InForce}}<p id="no-policies">No NetworkPolicies in force are known (<code>serve --current-policies DIR|cluster</code> gives them), so today every pair may talk and the diff below is everything the recommendation closes.</p>{{end}}
+{{if .DiffError}}<p id="diff-error" class="err">{{.DiffError}}</p>{{else}}{{if not .InForce}}<p id="no-policies">No NetworkPolicies in force are known (<code>serve --current-policies DIR|cluster</code> gives them), so today every pair may talk and the diff below is everything the recommendation closes.</p>{{end}}
 <p id="diff-summary">{{len .Policies}} policies; against the {{.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{.ObservedLosses}} of them observed, left out on purpose: listed first, with the reason) and {{.Gains}} would gain it.</p>
 {{if .Changes}}<table id="changes"><tr><th>from</th><th>to</th><th>change</th><th>ports</th><th>observed flows</th><th>why</th></tr>
 {{range .Changes}}<tr><td>{{.From}}</td><td>{{.To}}</td>{{if .Gains}}<td class="gain">gains</td>{{else}}<td class="loss">loses</td>{{end}}<td>{{.Ports}}</td><td>{{.Observed}}</td><td>{{.Why}}</td></tr>
-{{end}}</table>{{if gt .ChangeRows (len .Changes)}}<p>The {{len .Changes}} rows with the most observed flows of {{.ChangeRows}}; <code>flowwarden recommend --current</code> prints them all.</p>{{end}}{{end}}
+{{end}}</table>{{if gt .ChangeRows (len .Changes)}}<p>The {{len .Changes}} rows with the most observed flows of {{.ChangeRows}}; <code>flowwarden recommend --current</code> prints them all.</p>{{end}}{{end}}{{end}}
 {{range .Policies}}<details><summary>{{.Name}}</summary><pre>{{.YAML}}</pre></details>
 {{end}}
 </body></html>

@@ -183,4 +183,22 @@ func TestPageIsSharedWithinMaxAge(t *testing.T) {
 	if n := flowsShown(); n != fmt.Sprint(len(flows)) {
 		t.Errorf("after SetCurrent the page shows %s flows, want %d", n, len(flows))
 	}
+
+	// A diff that cannot finish in its budget leaves the rest of the page.
+	slow := httptest.NewServer(New(Config{DiffBudget: time.Nanosecond}, conn, nil))
+	defer slow.Close()
+	resp, err := http.Get(slow.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`id="diff-error"`, "did not finish within 1ns", `id="service-map"`, "flowwarden-default-deny"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("with a diff out of time, the page lacks %q", want)
+		}
+	}
+	if strings.Contains(string(body), `id="changes"`) || strings.Contains(string(body), `class="err">context`) {
+		t.Error("a diff out of time still shows a table or fails the page")
+	}
 }
