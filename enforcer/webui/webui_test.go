@@ -17,6 +17,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
@@ -26,6 +27,22 @@ func TestMain(m *testing.M) { chtest.Main(m) }
 
 const chromium = "/usr/bin/chromium"
 
+// migrated is a fresh database with flowwarden's tables and a connection
+// to it.
+func migrated(t *testing.T) (string, driver.Conn) {
+	t.Helper()
+	dsn, _ := chtest.Database(t)
+	conn, err := clickhouse.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := clickhouse.Migrate(context.Background(), conn, clickhouse.SchemaConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, conn
+}
+
 // TestPageInHeadlessChromium stores the cross-namespace-scan scenario,
 // serves the page, and opens it in real headless Chromium: the DOM must
 // hold the service map with the sample workloads and both kinds of edges,
@@ -34,16 +51,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	if _, err := os.Stat(chromium); err != nil {
 		t.Fatalf("headless Chromium is needed (apt-get install chromium): %v", err)
 	}
-	dsn, _ := chtest.Database(t)
 	ctx := context.Background()
-	conn, err := clickhouse.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	dsn, conn := migrated(t)
 	flows, err := hubble.ReadFlows(ctx, "../../testdata/scenarios/cross-namespace-scan.jsonl.gz")
 	if err != nil {
 		t.Fatal(err)
@@ -132,16 +141,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 // built (new flows show up after it), and new policies in force make it
 // stale at once.
 func TestPageIsSharedWithinMaxAge(t *testing.T) {
-	dsn, _ := chtest.Database(t)
 	ctx := context.Background()
-	conn, err := clickhouse.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	dsn, conn := migrated(t)
 	flows, err := hubble.ReadFlows(ctx, "../../testdata/hubble/basic-sample-10-flows.json")
 	if err != nil {
 		t.Fatal(err)

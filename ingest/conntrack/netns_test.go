@@ -54,50 +54,12 @@ func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.TrackConnections(t)
 	ns.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1")
-	dump, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dump.Close()
-	events, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var got []schema.Flow
-	p := &Poller{Conn: dump, Events: events, Node: "node-1", Interval: 200 * time.Millisecond, Report: time.Hour,
-		Sink: func(flows []schema.Flow) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, f := range flows {
-				if f.DstPort == 18091 {
-					got = append(got, f)
-				}
-			}
-			return nil
-		}}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
+	run := startPoller(t, ns, 18091, 200*time.Millisecond, time.Hour)
 	ns.Traffic(t, 18091, 4, 3000, 0)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 4 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	run.waitFor(4, 15*time.Second)
 	time.Sleep(time.Second) // any duplicate would arrive now
-	stop()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
+	got := run.stop()
+	p := run.p
 	if len(got) != 4 {
 		t.Fatalf("%d flows for 4 connections: %+v", len(got), got)
 	}
@@ -181,59 +143,29 @@ func TestWithoutAccounting(t *testing.T) {
 	if on, err := Accounting(ns.FD); err != nil || on {
 		t.Fatalf("Accounting with %s=0: %v, %v", AccountingSysctl, on, err)
 	}
-	dump, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dump.Close()
-	events, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := startPoller(t, ns, 5353, 100*time.Millisecond, 300*time.Millisecond)
 	// A long-lived UDP conversation, made through netlink (as conntrackd
 	// does), so it lasts as long as the test wants.
+	table, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer table.Close()
 	open := ct.NewFlow(17, 0, netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2"), 40000, 5353, 600, 0)
-	if err := dump.Create(open); err != nil {
+	if err := table.Create(open); err != nil {
 		t.Fatalf("create a conntrack entry: %v", err)
 	}
-	var mu sync.Mutex
-	var got []schema.Flow
-	p := &Poller{Conn: dump, Events: events, Node: "node-1", Interval: 100 * time.Millisecond, Report: 300 * time.Millisecond,
-		Sink: func(flows []schema.Flow) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, f := range flows {
-				if f.DstPort == 5353 {
-					got = append(got, f)
-				}
-			}
-			return nil
-		}}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got)
-	}
-	for deadline := time.Now().Add(5 * time.Second); count() == 0 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	run.waitFor(1, 5*time.Second)
 	time.Sleep(time.Second) // three more reports would be due now
-	if n := count(); n != 1 {
+	if n := len(run.flows()); n != 1 {
 		t.Fatalf("%d flows for one open connection without counters, want 1", n)
 	}
-	if err := dump.Delete(open); err != nil {
+	if err := table.Delete(open); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second) // its DESTROY event and the dumps after it
-	stop()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if n := count(); n != 1 {
+	got := run.stop()
+	if n := len(got); n != 1 {
 		t.Errorf("%d flows after the connection ended, want still 1: %+v", n, got)
 	}
 	if f := got[0]; f.SrcIP.String() != "10.9.0.1" || f.SrcPort != 40000 || f.Protocol != "UDP" || f.Bytes != 0 {
@@ -243,4 +175,68 @@ func TestWithoutAccounting(t *testing.T) {
 	if on, err := Accounting(ns.FD); err != nil || !on {
 		t.Fatalf("Accounting with %s=1: %v, %v", AccountingSysctl, on, err)
 	}
+}
+
+// pollerRun is a Poller running over a namespace's conntrack table (dump
+// and events sockets of its own), collecting the flows to one port.
+type pollerRun struct {
+	t    *testing.T
+	p    *Poller
+	mu   sync.Mutex
+	got  []schema.Flow
+	end  context.CancelFunc
+	errc chan error
+}
+
+func startPoller(t *testing.T, ns *netnstest.NS, port uint16, interval, report time.Duration) *pollerRun {
+	t.Helper()
+	dial := func() *ct.Conn {
+		c, err := ct.Dial(&netlink.Config{NetNS: ns.FD})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	dump := dial()
+	t.Cleanup(func() { dump.Close() })
+	r := &pollerRun{t: t, errc: make(chan error, 1)}
+	r.p = &Poller{Conn: dump, Events: dial(), Node: "node-1", Interval: interval, Report: report,
+		Sink: func(flows []schema.Flow) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for _, f := range flows {
+				if f.DstPort == port {
+					r.got = append(r.got, f)
+				}
+			}
+			return nil
+		}}
+	ctx, end := context.WithCancel(context.Background())
+	r.end = end
+	t.Cleanup(end)
+	go func() { r.errc <- r.p.Run(ctx) }()
+	return r
+}
+
+func (r *pollerRun) flows() []schema.Flow {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]schema.Flow(nil), r.got...)
+}
+
+// waitFor waits until n flows arrived or the timeout passed.
+func (r *pollerRun) waitFor(n int, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); len(r.flows()) < n && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends the poller and returns the flows collected.
+func (r *pollerRun) stop() []schema.Flow {
+	r.t.Helper()
+	r.end()
+	if err := <-r.errc; err != nil {
+		r.t.Fatal(err)
+	}
+	return r.flows()
 }
