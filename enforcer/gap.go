@@ -3,10 +3,13 @@ package enforcer
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -208,14 +211,14 @@ func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolic
 	for _, k := range sortedKeys(g.Workloads) {
 		peers = append(peers, Peer{Kind: PeerWorkload, Workload: k})
 	}
-	// Addresses after the workloads, in address order (the edges are a map:
-	// without sorting, the diff would come out in a different order each run).
-	seen := map[string]bool{}
+	// Addresses after the workloads, in address order, each once (an
+	// address can be recorded as a node on one edge and as external on
+	// another; the lower kind is kept, so the choice does not depend on the
+	// map's order).
 	var addrs []Peer
 	for e := range g.Edges {
 		for _, p := range []Peer{e.From, e.To} {
-			if p.Kind != PeerWorkload && !seen[p.Addr.String()] {
-				seen[p.Addr.String()] = true
+			if p.Kind != PeerWorkload {
 				addrs = append(addrs, Peer{Kind: p.Kind, Addr: p.Addr})
 			}
 		}
@@ -226,18 +229,23 @@ func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolic
 		}
 		return int(a.Kind) - int(b.Kind)
 	})
+	addrs = slices.CompactFunc(addrs, func(a, b Peer) bool { return a.Addr == b.Addr })
 	peers = append(peers, addrs...)
-	// The observed flows per pair and port, whatever DNS name the
-	// destination was reached by.
+	// The observed flows per pair and port: an address counts whatever
+	// kind it was recorded with and whatever DNS name it was reached by.
 	type pairPort struct {
 		from, to Peer
 		port     string
 	}
+	key := func(p Peer) Peer {
+		if p.Kind == PeerWorkload {
+			return Peer{Workload: p.Workload}
+		}
+		return Peer{Kind: PeerExternal, Addr: p.Addr}
+	}
 	observed := map[pairPort]uint64{}
 	for e, st := range g.Edges {
-		to := e.To
-		to.Name = ""
-		observed[pairPort{e.From, to, fmt.Sprintf("%s/%d", e.Protocol, e.Port)}] += st.Flows
+		observed[pairPort{key(e.From), key(e.To), fmt.Sprintf("%s/%d", e.Protocol, e.Port)}] += st.Flows
 	}
 	type portOf struct {
 		key   string
@@ -258,11 +266,11 @@ func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolic
 	for i, p := range peers {
 		endpoints[i], names[i] = g.endpoint(p), p.String()
 	}
-	var out []Change
-	for i, from := range peers {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("semantic diff stopped after %d of %d peers: %w", i, len(peers), err)
-		}
+	// Each source peer's row is independent: rows are judged on every CPU
+	// (the evaluators are read-only) and joined in peer order.
+	rows := make([][]Change, len(peers))
+	row := func(i int) {
+		from := peers[i]
 		for j, to := range peers {
 			if from.Kind != PeerWorkload && to.Kind != PeerWorkload || i == j {
 				continue
@@ -273,9 +281,32 @@ func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolic
 				if a == b {
 					continue
 				}
-				out = append(out, Change{From: names[i], To: names[j], Port: pt.key, Gains: b, Observed: observed[pairPort{from, to, pt.key}]})
+				rows[i] = append(rows[i], Change{From: names[i], To: names[j], Port: pt.key, Gains: b, Observed: observed[pairPort{key(from), key(to), pt.key}]})
 			}
 		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(peers)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(peers) {
+					return
+				}
+				row(i)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("semantic diff of %d peers stopped: %w", len(peers), err)
+	}
+	var out []Change
+	for _, r := range rows {
+		out = append(out, r...)
 	}
 	return out, nil
 }
