@@ -19,7 +19,7 @@ FUZZ_DECODE   ?= 60000x
 FUZZ_PARSE    ?= 150000x
 FUZZ_CONFIG   ?= 3000x
 
-.PHONY: all build deps test bench fuzz lint run clean
+.PHONY: all build deps test race bench fuzz lint run clean
 
 all: build
 
@@ -48,6 +48,12 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	@command -v staticcheck >/dev/null && staticcheck ./... || $(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+# The library packages again under the race detector (their goroutines: the
+# writer and spool, the observer client, the pollers, the diff's workers,
+# the page's shared builds). CI runs it after make test.
+race: deps
+	$(GO) test -race -count=1 -timeout 15m ./alerting/... ./analyze/... ./enforcer/... ./ingest/... ./schema/...
 
 # Benchmarks: each reports a ratio against its baseline measured in the same run.
 bench: deps
