@@ -272,17 +272,16 @@ func (r *Report) WriteHTML(w io.Writer) error { return reportHTML.Execute(w, r) 
 func ServiceGraphSVG(g *Graph, denied map[Edge]*EdgeStats) string {
 	type node struct{ x, y float64 }
 	columns := map[string][]string{}
+	placed := map[string]bool{}
 	add := func(p Peer) {
 		col, id := nsOf(p), p.String()
 		if p.Kind != PeerWorkload {
 			col = "~outside"
 		}
-		for _, n := range columns[col] {
-			if n == id {
-				return
-			}
+		if !placed[col+" "+id] {
+			placed[col+" "+id] = true
+			columns[col] = append(columns[col], id)
 		}
-		columns[col] = append(columns[col], id)
 	}
 	for e := range g.Edges {
 		add(e.From)
