@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"time"
 
 	nftlib "github.com/google/nftables"
@@ -167,8 +168,16 @@ func newServeCommand(g *globals) *cobra.Command {
 			mux.Handle("GET /{$}", page)
 			httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-			// The writer outlives the sources so that it flushes what they gave it.
+			// The writer outlives the sources so that it flushes what they gave
+			// it: sources run through source(), and shutdown waits for them
+			// before it stops the writer (a flow a source passed on after that
+			// would be refused).
 			grp, gctx := errgroup.WithContext(ctx)
+			var sources sync.WaitGroup
+			source := func(run func() error) {
+				sources.Add(1)
+				grp.Go(func() error { defer sources.Done(); return run() })
+			}
 			wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopWriter()
 			wdone := make(chan error, 1)
@@ -184,13 +193,13 @@ func newServeCommand(g *globals) *cobra.Command {
 				sdone <- nil
 			}
 			if hubbleAddr != "" {
-				grp.Go(func() error { return obs.Run(gctx) })
+				source(func() error { return obs.Run(gctx) })
 			}
 			if currentDir == fromCluster && currentEvery > 0 {
 				grp.Go(func() error { refreshPolicies(gctx, g, page, currentEvery); return nil })
 			}
 			for _, f := range envoyFiles {
-				grp.Go(func() error { return envoy.Follow(gctx, f, false, 0, identities, sink, envoyStats) })
+				source(func() error { return envoy.Follow(gctx, f, false, 0, identities, sink, envoyStats) })
 			}
 			node := host.node
 			if withConntrack || withNftables {
@@ -222,7 +231,7 @@ func newServeCommand(g *globals) *cobra.Command {
 					}
 					return sink.Write(gctx, flows...)
 				}, LocalAddresses: func() ([]netip.Addr, error) { return conntrack.InterfaceAddresses(host.nsFD) }}
-				grp.Go(func() error { return p.Run(gctx) })
+				source(func() error { return p.Run(gctx) })
 			}
 			if withNftables {
 				nft, err := nftlib.New(host.nftOptions()...)
@@ -248,11 +257,11 @@ func newServeCommand(g *globals) *cobra.Command {
 					}
 					return clickhouse.InsertCounters(ctx, st.conn, samples)
 				}}
-				grp.Go(func() error { return p.Run(gctx) })
+				source(func() error { return p.Run(gctx) })
 			}
 			if eng != nil {
 				grp.Go(func() error { return store.Run(wctx) })
-				grp.Go(func() error { return advanceOnWallClock(gctx, eng, obs) })
+				source(func() error { return advanceOnWallClock(gctx, eng, obs) })
 			}
 			if sender != nil {
 				grp.Go(func() error { return sender.Run(wctx) })
@@ -280,6 +289,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			// Sources stop first, then the writer flushes and the findings
 			// store and the sender finish, then the database stops.
 			var errs []error
+			sources.Wait()
 			stopWriter()
 			if err := <-wdone; err != nil {
 				errs = append(errs, err)

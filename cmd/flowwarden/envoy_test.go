@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -83,9 +84,38 @@ func TestServeFollowsEnvoyLog(t *testing.T) {
 	if !strings.Contains(string(body), `flowwarden_ingest_records_total{outcome="accepted",source="envoy"} 2`) {
 		t.Errorf("envoy lines not counted in /metrics")
 	}
+
+	// Stopped while the log still grows: the follower stops before the
+	// writer does, so serve ends cleanly (it once stopped the writer first,
+	// and the follower's next write failed the run with "writer is stopped").
+	stopWriting, wrote := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(wrote)
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		chunk := bytes.Repeat(sample, 100)
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); { // bounded
+			select {
+			case <-stopWriting:
+				return
+			case <-time.After(5 * time.Millisecond):
+				_, _ = f.Write(chunk)
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	err = <-done
+	close(stopWriting)
+	<-wrote
+	if err != nil {
+		t.Fatalf("serve stopped while the log grew: %v", err)
+	}
+	if n, _ := countFlows(t, dsn); n <= 2 {
+		t.Errorf("%d flows stored: the growing log was not followed", n)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // Follow reads an access log like `tail -F`: from its current end (or the
@@ -62,6 +63,12 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 	if err := open(!fromStart); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("follow %s: %w", path, err)
 	}
+	batch := make([]schema.Flow, 0, 256)
+	deliver := func() error {
+		err := ingest.Deliver(ctx, sink, stats, batch...)
+		batch = batch[:0]
+		return err
+	}
 	emit := func(line []byte) error {
 		lineNo++
 		line = bytes.TrimSpace(line)
@@ -82,14 +89,20 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 		if enrich != nil {
 			enrich.Enrich(&fl)
 		}
-		return ingest.Deliver(ctx, sink, stats, fl)
+		batch = append(batch, fl)
+		if len(batch) == cap(batch) {
+			return deliver()
+		}
+		return nil
 	}
-	// drain reads the open file to its current end.
+	// drain reads the open file to its current end, or until ctx ends (a
+	// log written faster than it is read has no end to reach), passing on
+	// the flows of each chunk read in one write.
 	drain := func() error {
 		if f == nil {
 			return nil
 		}
-		for {
+		for ctx.Err() == nil {
 			n, err := f.Read(buf)
 			pending = append(pending, buf[:n]...)
 			for {
@@ -108,10 +121,14 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 				}
 				pending = pending[:0]
 			}
+			if err := deliver(); err != nil {
+				return err
+			}
 			if n == 0 || err != nil {
 				return nil
 			}
 		}
+		return nil
 	}
 	for {
 		if err := drain(); err != nil {

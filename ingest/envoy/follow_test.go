@@ -85,3 +85,86 @@ func TestFollowAcrossRotation(t *testing.T) {
 		t.Error("a line written before the follower started was read")
 	}
 }
+
+// TestFollowWritesInBatchesAndStopsOnTime: lines appended together reach
+// the sink in a few writes (each write of serve's spool is an fsync), and a
+// log that grows faster than the sink takes it does not keep Follow from
+// stopping when ctx ends.
+func TestFollowWritesInBatchesAndStopsOnTime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "istio-proxy.log")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	writes, flows := 0, 0
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error {
+		time.Sleep(time.Millisecond) // a slow store
+		mu.Lock()
+		defer mu.Unlock()
+		writes++
+		flows += len(fs)
+		return nil
+	})
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return writes, flows
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var stats ingest.Stats
+	go func() { done <- Follow(ctx, path, false, 10*time.Millisecond, nil, sink, &stats) }()
+	time.Sleep(50 * time.Millisecond)
+
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	appendLines := func(n int) {
+		var b []byte
+		for i := range n {
+			b = append(b, logLine(i)...)
+		}
+		if _, err := f.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendLines(2000)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, n := counts(); n == 2000 {
+			break
+		}
+	}
+	if w, n := counts(); n != 2000 || w > 20 {
+		t.Fatalf("2000 lines appended at once reached the sink as %d flows in %d writes, want 2000 in a few", n, w)
+	}
+
+	// A writer faster than the slow sink (bounded: at most 5 s of it).
+	stopWriting := make(chan struct{})
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+			select {
+			case <-stopWriting:
+				return
+			case <-time.After(5 * time.Millisecond):
+				appendLines(500)
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("Follow did not stop within 2s of its context ending while the log kept growing")
+	}
+	close(stopWriting)
+	<-wrote
+}
