@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -198,8 +199,24 @@ func newServeCommand(g *globals) *cobra.Command {
 			if currentDir == fromCluster && currentEvery > 0 {
 				grp.Go(func() error { refreshPolicies(gctx, g, page, currentEvery); return nil })
 			}
-			for _, f := range envoyFiles {
-				source(func() error { return envoy.Follow(gctx, f, false, 0, identities, sink, envoyStats) })
+			if len(envoyFiles) > 0 {
+				// Where each access log was read to is kept in the data
+				// directory, so a restart reads what was written meanwhile.
+				if err := os.MkdirAll(g.dataDir, 0o755); err != nil {
+					return fmt.Errorf("--data-dir: %w", err)
+				}
+				positions, err := envoy.OpenPositions(filepath.Join(g.dataDir, envoy.PositionsFile))
+				if err != nil {
+					return err
+				}
+				for _, f := range envoyFiles {
+					if abs, err := filepath.Abs(f); err == nil {
+						f = abs
+					}
+					source(func() error {
+						return envoy.Follow(gctx, f, envoy.FollowConfig{Positions: positions}, identities, sink, envoyStats)
+					})
+				}
 			}
 			node := host.node
 			if withConntrack || withNftables {

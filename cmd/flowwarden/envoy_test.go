@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -172,4 +173,52 @@ func TestServeOnTheEmbeddedDefaultStoresEverythingBeforeStopping(t *testing.T) {
 	if err != nil || !strings.Contains(out, "\n2\n") {
 		t.Fatalf("after serve stopped, the store holds: %v\n%s", err, out)
 	}
+}
+
+// TestServeReadsWhatTheLogGotWhileStopped: lines written to a followed
+// access log while serve was stopped are stored when it starts again with
+// the same data directory, once.
+func TestServeReadsWhatTheLogGotWhileStopped(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	dataDir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "istio-proxy.log")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sample, err := os.ReadFile("../../testdata/istio-envoy/istio-text-accesslog-official-docs.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendSample := func() {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(sample); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serve := func(while func(), want uint64) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done, logs := runInBackground(ctx, "serve", "--clickhouse", dsn, "--envoy-file", path, "--listen", amtest.FreeAddr(t),
+			"--data-dir", dataDir, "--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
+		time.Sleep(time.Second)
+		if while != nil {
+			while()
+		}
+		waitUntil(t, 20*time.Second, fmt.Sprintf("%d envoy flows in ClickHouse", want), func() bool { n, _ := countFlows(t, dsn); return n >= want })
+		time.Sleep(500 * time.Millisecond) // a repeat would land now
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("serve: %v\n%s", err, logs)
+		}
+		if n, _ := countFlows(t, dsn); n != want {
+			t.Errorf("%d flows stored, want %d", n, want)
+		}
+	}
+	serve(appendSample, 2)
+	appendSample() // while serve is stopped
+	serve(nil, 4)
 }

@@ -14,23 +14,40 @@ import (
 	"github.com/flowwarden/flowwarden/schema"
 )
 
-// Follow reads an access log like `tail -F`: from its current end (or the
-// start, with fromStart), on and on, reopening it when it is rotated
-// (renamed or recreated) or truncated, until ctx ends. Lines are parsed as
-// ReadLines does.
-func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
-	if poll <= 0 {
-		poll = 250 * time.Millisecond
+// FollowConfig says where Follow starts and how often it looks again.
+type FollowConfig struct {
+	// FromStart reads a file with no kept position from its start (else
+	// from its end, as `tail -F` does).
+	FromStart bool
+	// Poll is how often the file is checked for new lines and rotation
+	// (default 250ms).
+	Poll time.Duration
+	// Positions, when set, keeps how far the file was read: a follower
+	// started again goes on from there (or from the start of the file, if
+	// it was rotated or truncated meanwhile), so lines written while it was
+	// stopped are read.
+	Positions *Positions
+}
+
+// Follow reads an access log like `tail -F`: on and on, reopening it when
+// it is rotated (renamed or recreated) or truncated, until ctx ends. Lines
+// are parsed as ReadLines does; the flows of each chunk read reach sink in
+// one write.
+func Follow(ctx context.Context, path string, cfg FollowConfig, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) (err error) {
+	if cfg.Poll <= 0 {
+		cfg.Poll = 250 * time.Millisecond
 	}
 	var (
 		f       *os.File
 		ino     uint64
+		offset  int64  // of the next byte read from f
 		pending []byte // a partial last line
 		buf     = make([]byte, 64<<10)
 		p       Parser
 		lineNo  int
 	)
-	open := func(seekEnd bool) error {
+	// open opens the file at path and seeks to at (-1: its end).
+	open := func(at int64) error {
 		nf, err := os.Open(path)
 		if err != nil {
 			return err
@@ -40,19 +57,21 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 			nf.Close()
 			return err
 		}
-		if seekEnd {
-			if _, err := nf.Seek(0, io.SeekEnd); err != nil {
-				nf.Close()
-				return err
-			}
+		if at < 0 {
+			at = st.Size()
+		}
+		if _, err := nf.Seek(at, io.SeekStart); err != nil {
+			nf.Close()
+			return err
 		}
 		if f != nil {
 			f.Close()
 		}
-		f, pending = nf, pending[:0]
+		f, pending, offset = nf, pending[:0], at
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 			ino = sys.Ino
 		}
+		cfg.Positions.Set(path, Position{Inode: ino, Offset: offset})
 		return nil
 	}
 	defer func() {
@@ -60,9 +79,26 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 			f.Close()
 		}
 	}()
-	if err := open(!fromStart); err != nil && !errors.Is(err, os.ErrNotExist) {
+	start := int64(-1)
+	if cfg.FromStart {
+		start = 0
+	}
+	if kept, ok := cfg.Positions.Get(path); ok {
+		start = 0 // rotated or truncated while stopped: all of it is unread
+		if st, err := os.Stat(path); err == nil {
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Ino == kept.Inode && st.Size() >= kept.Offset {
+				start = kept.Offset
+			}
+		}
+	}
+	if err := open(start); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("follow %s: %w", path, err)
 	}
+	defer func() {
+		if serr := cfg.Positions.Save(); serr != nil && err == nil {
+			err = fmt.Errorf("follow %s: %w", path, serr)
+		}
+	}()
 	batch := make([]schema.Flow, 0, 256)
 	deliver := func() error {
 		err := ingest.Deliver(ctx, sink, stats, batch...)
@@ -104,6 +140,7 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 		}
 		for ctx.Err() == nil {
 			n, err := f.Read(buf)
+			offset += int64(n)
 			pending = append(pending, buf[:n]...)
 			for {
 				i := bytes.IndexByte(pending, '\n')
@@ -124,20 +161,28 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 			if err := deliver(); err != nil {
 				return err
 			}
+			cfg.Positions.Set(path, Position{Inode: ino, Offset: offset - int64(len(pending))})
 			if n == 0 || err != nil {
 				return nil
 			}
 		}
 		return nil
 	}
+	saved := time.Now()
 	for {
 		if err := drain(); err != nil {
 			return err
 		}
+		if time.Since(saved) >= time.Second {
+			if err := cfg.Positions.Save(); err != nil {
+				return fmt.Errorf("follow %s: %w", path, err)
+			}
+			saved = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(poll):
+		case <-time.After(cfg.Poll):
 		}
 		// Rotated (a new file at the path) or truncated: start over on it.
 		st, err := os.Stat(path)
@@ -145,7 +190,7 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 		case err != nil:
 			continue // between rename and create
 		case f == nil:
-			_ = open(false)
+			_ = open(0)
 		default:
 			sys, _ := st.Sys().(*syscall.Stat_t)
 			pos, _ := f.Seek(0, io.SeekCurrent)
@@ -157,7 +202,7 @@ func Follow(ctx context.Context, path string, fromStart bool, poll time.Duration
 						return err
 					}
 				}
-				if err := open(false); err != nil {
+				if err := open(0); err != nil {
 					continue
 				}
 			}

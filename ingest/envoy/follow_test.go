@@ -39,7 +39,7 @@ func TestFollowAcrossRotation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stats ingest.Stats
-	go func() { done <- Follow(ctx, path, false, 20*time.Millisecond, nil, sink, &stats) }()
+	go func() { done <- Follow(ctx, path, FollowConfig{Poll: 20 * time.Millisecond}, nil, sink, &stats) }()
 	time.Sleep(100 * time.Millisecond)
 	appendLines := func(from, to int) {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
@@ -114,7 +114,7 @@ func TestFollowWritesInBatchesAndStopsOnTime(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	var stats ingest.Stats
-	go func() { done <- Follow(ctx, path, false, 10*time.Millisecond, nil, sink, &stats) }()
+	go func() { done <- Follow(ctx, path, FollowConfig{Poll: 10 * time.Millisecond}, nil, sink, &stats) }()
 	time.Sleep(50 * time.Millisecond)
 
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
@@ -167,4 +167,89 @@ func TestFollowWritesInBatchesAndStopsOnTime(t *testing.T) {
 	}
 	close(stopWriting)
 	<-wrote
+}
+
+// TestFollowGoesOnWhereItStopped: with kept positions, lines written while
+// the follower was stopped are read when it starts again, once; a file
+// rotated or truncated meanwhile is read from its start; a follower with no
+// kept position starts at the end.
+func TestFollowGoesOnWhereItStopped(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "istio-proxy.log")
+	keep := filepath.Join(dir, "positions.json")
+	write := func(flag int, from, to int) {
+		f, err := os.OpenFile(path, flag|os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for i := from; i < to; i++ {
+			if _, err := f.WriteString(logLine(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// run follows until the lines from..to-1 arrived (and a little more,
+	// for any repeat), then stops; it returns the items read.
+	run := func(name string, from, to int, during func()) []string {
+		t.Helper()
+		positions, err := OpenPositions(keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var got []string
+		sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, f := range fs {
+				got = append(got, f.HTTPPath)
+			}
+			return nil
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		var stats ingest.Stats
+		go func() {
+			done <- Follow(ctx, path, FollowConfig{Poll: 10 * time.Millisecond, Positions: positions}, nil, sink, &stats)
+		}()
+		time.Sleep(50 * time.Millisecond)
+		if during != nil {
+			during()
+		}
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := len(got)
+			mu.Unlock()
+			if n >= to-from {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var want []string
+		for i := from; i < to; i++ {
+			want = append(want, fmt.Sprintf("/item/%d", i))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: read %v, want %v", name, got, want)
+		}
+		return got
+	}
+
+	write(os.O_TRUNC, 0, 5)                                       // before the first start: not read
+	run("first start", 5, 8, func() { write(os.O_APPEND, 5, 8) }) // from the end
+	write(os.O_APPEND, 8, 12)                                     // while stopped
+	run("restart", 8, 12, nil)                                    // exactly what was missed
+	if err := os.Rename(path, path+".1"); err != nil {            // rotated while stopped
+		t.Fatal(err)
+	}
+	write(os.O_TRUNC, 12, 15)
+	run("after rotation", 12, 15, nil)
+	write(os.O_TRUNC, 15, 17) // truncated and rewritten while stopped, shorter than before
+	run("after truncation", 15, 17, nil)
+	run("nothing new", 0, 0, nil)
 }

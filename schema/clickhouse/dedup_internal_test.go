@@ -48,3 +48,48 @@ func TestInsertDeduplicationToken(t *testing.T) {
 		t.Fatalf("three inserts of one batch gave %d rows and %d rolled-up flows, want 10 and 10", n, e)
 	}
 }
+
+// Writers opened one after the other on the same (emptied) spool, in one
+// process, store their own batches: the spool's segment names, which give
+// the deduplication tokens, once repeated after it emptied, and ClickHouse
+// took the second writer's first batch for a repeat of the first's.
+func TestSpoolReopenedInTheSameProcessStoresNewBatches(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	ctx := context.Background()
+	conn, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := Migrate(ctx, conn, SchemaConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	spoolDir := t.TempDir()
+	for run := range 3 {
+		cfg := DefaultWriterConfig()
+		cfg.SpoolDir = spoolDir
+		w, err := NewWriter(cfg, dsn, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(runCtx) }()
+		f := schema.Flow{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Source: schema.SourceEnvoy, Verdict: schema.VerdictForwarded,
+			SrcIP: netip.MustParseAddr("10.0.0.1"), DstIP: netip.MustParseAddr("10.0.0.2"), Protocol: "TCP", DstPort: uint16(8000 + run)}
+		if err := w.Write(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM flows").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("three writers on one spool stored %d flows, want 3", n)
+	}
+}

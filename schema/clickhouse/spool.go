@@ -2,7 +2,9 @@ package clickhouse
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/gob"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -44,8 +46,13 @@ type spool struct {
 	run      string    // this process's ID
 }
 
+// randomID names one opening of the spool: segment names, and so their
+// deduplication tokens, never repeat those of an earlier opening, even in
+// the same process (the spool's sequence starts again when it is empty).
 func randomID() string {
-	return tokenPrefix[:8]
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 const segmentSuffix = ".seg"
