@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,4 +253,28 @@ func TestFollowGoesOnWhereItStopped(t *testing.T) {
 	write(os.O_TRUNC, 15, 17) // truncated and rewritten while stopped, shorter than before
 	run("after truncation", 15, 17, nil)
 	run("nothing new", 0, 0, nil)
+}
+
+// TestPositionsFileRefusesWhatItCannotRead: a damaged or foreign positions
+// file is refused with its path and what to do, not taken for "no
+// positions" (which would silently skip what was written meanwhile).
+func TestPositionsFileRefusesWhatItCannotRead(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"truncated": `{"version":1,"files":{"/var/log/a.log":{"inode":1,`,
+		"version 2": `{"version":2,"files":{}}`,
+		"empty":     ``,
+	} {
+		path := filepath.Join(dir, "positions.json")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenPositions(path)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "delete it") {
+			t.Errorf("%s positions file: %v", name, err)
+		}
+	}
+	if p, err := OpenPositions(filepath.Join(dir, "none.json")); err != nil || p == nil {
+		t.Errorf("no positions file yet: %v", err)
+	}
 }
