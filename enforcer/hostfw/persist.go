@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/google/nftables"
 )
 
@@ -52,23 +54,8 @@ func SaveConfirmed(path string, rs *Ruleset, at time.Time) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("keep the confirmed host firewall: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".host-firewall-*")
-	if err != nil {
-		return fmt.Errorf("keep the confirmed host firewall: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, there is nothing to remove
-	if _, err := tmp.Write(append(raw, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keep the confirmed host firewall: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("keep the confirmed host firewall: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keep the confirmed host firewall: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	// Written whole or not at all (temporary file, fsync, rename).
+	if err := renameio.WriteFile(path, append(raw, '\n'), 0o600); err != nil {
 		return fmt.Errorf("keep the confirmed host firewall: %w", err)
 	}
 	return nil

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/google/renameio/v2"
 )
 
 // PositionsFile is the name serve keeps the positions under, in its data
@@ -82,8 +83,8 @@ func (p *Positions) Set(path string, pos Position) {
 	}
 }
 
-// Save writes the positions if they changed (temporary file, fsync,
-// rename); p may be nil.
+// Save writes the positions if they changed, whole or not at all
+// (temporary file, fsync, rename); p may be nil.
 func (p *Positions) Save() error {
 	if p == nil {
 		return nil
@@ -97,23 +98,7 @@ func (p *Positions) Save() error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p.file), ".positions-*")
-	if err != nil {
-		return fmt.Errorf("save access-log positions: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(raw, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save access-log positions: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save access-log positions: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save access-log positions: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p.file); err != nil {
+	if err := renameio.WriteFile(p.file, append(raw, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save access-log positions: %w", err)
 	}
 	p.dirty = false
