@@ -51,7 +51,7 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	p.Node.Serve(t, 18100, 18101, 18102)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done, _ := runInBackground(ctx, "serve", "--clickhouse", dsn, "--conntrack", "--nftables", "--netns", p.Node.Name,
+	done, serveLogs := runInBackground(ctx, "serve", "--clickhouse", dsn, "--conntrack", "--nftables", "--netns", p.Node.Name,
 		"--node", "node-1", "--conntrack-interval", "200ms", "--nftables-interval", "200ms", "--detect=false",
 		"--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
 	time.Sleep(500 * time.Millisecond)
@@ -80,6 +80,9 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(serveLogs.String(), "accounting is off") {
+		t.Errorf("serve warned about conntrack accounting, which the node namespace has on:\n%s", serveLogs)
 	}
 	if flows != 3 || bytesSum < 3*2*5000 {
 		t.Fatalf("%d conntrack flows with %d bytes for 3 connections of 5000 bytes each way", flows, bytesSum)
@@ -309,5 +312,26 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	rows.Close()
 	if dropped < 60 {
 		t.Errorf("the finding's query shows %d dropped packets for a 60-SYN scan:\n%s", dropped, query)
+	}
+}
+
+// TestServeWarnsWithoutConntrackAccounting: in a namespace where
+// nf_conntrack_acct is 0, serve --conntrack says so at start, with the
+// setting to change.
+func TestServeWarnsWithoutConntrackAccounting(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	ns := netnstest.New(t)
+	ns.TrackConnections(t)
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_acct=0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done, logs := runInBackground(ctx, "serve", "--clickhouse", dsn, "--conntrack", "--netns", ns.Name, "--node", "node-1",
+		"--detect=false", "--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--log-level", "warn")
+	waitUntil(t, 10*time.Second, "the accounting warning", func() bool { return strings.Contains(logs.String(), "accounting is off") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "sysctl -w net.netfilter.nf_conntrack_acct=1") {
+		t.Errorf("the warning does not say what to change:\n%s", logs)
 	}
 }
