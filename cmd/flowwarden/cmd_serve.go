@@ -209,10 +209,15 @@ func newServeCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				followed := map[string]bool{}
 				for _, f := range envoyFiles {
 					if abs, err := filepath.Abs(f); err == nil {
 						f = abs
 					}
+					if followed[f] {
+						continue // named twice: one follower (two would read every line twice)
+					}
+					followed[f] = true
 					source(func() error {
 						return envoy.Follow(gctx, f, envoy.FollowConfig{Positions: positions}, identities, sink, envoyStats)
 					})
