@@ -2,11 +2,17 @@ package envoy
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // BenchmarkParseJSON compares the access-log parser with encoding/json
@@ -66,4 +72,68 @@ func BenchmarkParseText(b *testing.B) {
 		_ = ToFlow(&a)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkFollow follows a 20,000-line access log from its start into a
+// sink that, like serve's spool, syncs a file on every write, and reads the
+// same file with ReadLines (the batched `ingest --envoy-file` path) into the
+// same kind of sink in the same run; ratio-x is Follow's rate over
+// ReadLines'. (Follow once wrote each line on its own: one sync per line.)
+func BenchmarkFollow(b *testing.B) {
+	const lines = 20_000
+	dir := b.TempDir()
+	path := filepath.Join(dir, "istio-proxy.log")
+	var buf []byte
+	for i := range lines {
+		buf = append(buf, logLine(i)...)
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	syncFile, err := os.Create(filepath.Join(dir, "spool"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer syncFile.Close()
+	var mu sync.Mutex
+	got := 0
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got += len(fs)
+		if _, err := syncFile.Write([]byte{byte(len(fs))}); err != nil {
+			return err
+		}
+		return syncFile.Sync()
+	})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return got }
+	var follow, readAll time.Duration
+	for range b.N {
+		mu.Lock()
+		got = 0
+		mu.Unlock()
+		t0 := time.Now()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Follow(ctx, path, FollowConfig{FromStart: true, Poll: time.Millisecond}, nil, sink, &ingest.Stats{})
+		}()
+		for count() < lines {
+			time.Sleep(100 * time.Microsecond)
+		}
+		follow += time.Since(t0)
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+
+		t1 := time.Now()
+		if err := ReadFile(context.Background(), path, nil, sink, &ingest.Stats{}); err != nil {
+			b.Fatal(err)
+		}
+		readAll += time.Since(t1)
+	}
+	b.ReportMetric(float64(b.N*lines)/follow.Seconds(), "follow-lines/s")
+	b.ReportMetric(float64(b.N*lines)/readAll.Seconds(), "readlines-lines/s")
+	b.ReportMetric(readAll.Seconds()/follow.Seconds(), "ratio-x")
 }
