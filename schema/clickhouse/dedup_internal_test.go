@@ -7,23 +7,32 @@ import (
 	"time"
 
 	chgo "github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
-// A batch inserted twice with its token is stored once, rollups included.
-func TestInsertDeduplicationToken(t *testing.T) {
+// migratedDB is a fresh database with flowwarden's tables (the external
+// tests have their own migrated; this package's internal tests cannot use it).
+func migratedDB(t *testing.T) (driver.Conn, string) {
+	t.Helper()
 	dsn, _ := chtest.Database(t)
-	ctx := context.Background()
-	conn, err := Open(ctx, dsn)
+	conn, err := Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	if err := Migrate(ctx, conn, SchemaConfig{}, nil); err != nil {
+	t.Cleanup(func() { conn.Close() })
+	if err := Migrate(context.Background(), conn, SchemaConfig{}, nil); err != nil {
 		t.Fatal(err)
 	}
+	return conn, dsn
+}
+
+// A batch inserted twice with its token is stored once, rollups included.
+func TestInsertDeduplicationToken(t *testing.T) {
+	ctx := context.Background()
+	conn, dsn := migratedDB(t)
 	w, err := NewWriter(WriterConfig{}, dsn, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -54,16 +63,8 @@ func TestInsertDeduplicationToken(t *testing.T) {
 // the deduplication tokens, once repeated after it emptied, and ClickHouse
 // took the second writer's first batch for a repeat of the first's.
 func TestSpoolReopenedInTheSameProcessStoresNewBatches(t *testing.T) {
-	dsn, _ := chtest.Database(t)
 	ctx := context.Background()
-	conn, err := Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := Migrate(ctx, conn, SchemaConfig{}, nil); err != nil {
-		t.Fatal(err)
-	}
+	conn, dsn := migratedDB(t)
 	spoolDir := t.TempDir()
 	for run := range 3 {
 		cfg := DefaultWriterConfig()
