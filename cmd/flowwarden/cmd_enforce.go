@@ -537,7 +537,11 @@ func printTightening(ctx context.Context, g *globals, w io.Writer, current strin
 			fmt.Fprintf(w, "  unused: %s %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
 		}
 	}
+	// It judges every pair on every port: say so before a long wait.
+	g.log.Info("semantic diff: judging every pair of observed peers on every port", "workloads", len(graph.Workloads))
+	start := time.Now()
 	changes, err := enforcer.SemanticDiff(ctx, nps, res.Policies, graph)
+	g.log.Info("semantic diff done", "changes", len(changes), "took", time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		return err
 	}
