@@ -56,8 +56,8 @@ func newServeCommand(g *globals) *cobra.Command {
 		envoyFiles    []string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --hubble ADDR",
-		Short: "Stream flows into ClickHouse; serve /metrics and /healthz",
+		Use:   "serve (--hubble ADDR | --envoy-file F | --conntrack | --nftables)...",
+		Short: "Stream flows into ClickHouse, run the detectors and alert; serve the page, /metrics and /healthz",
 		Example: `  flowwarden serve --hubble hubble-relay.kube-system.svc:443 --hubble-tls \
       --hubble-tls-ca ca.crt --hubble-tls-cert client.crt --hubble-tls-key client.key \
       --hubble-tls-server-name instance.hubble-relay.cilium.io`,

@@ -57,7 +57,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "YAML `file` whose keys set flags by name (e.g. clickhouse: clickhouse://host:9000/flowwarden)")
 	pf.StringVar(&g.clickhouse, "clickhouse", "", "ClickHouse DSN, e.g. clickhouse://user:pass@host:9000/flowwarden (env FLOWWARDEN_CLICKHOUSE); empty: embedded")
-	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory: the embedded ClickHouse, serve's spool, the node's confirmed host firewall")
+	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory: the embedded ClickHouse, serve's spool, the access-log read positions, the node's confirmed host firewall")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig for reading the policies in force from the cluster (default: $KUBECONFIG, ~/.kube/config, or the pod's ServiceAccount)")
 	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows by flow time (0: forever); applies when the tables are created")
