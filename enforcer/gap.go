@@ -263,8 +263,9 @@ func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolic
 	}
 	endpoints := make([]Endpoint, len(peers))
 	names := make([]string, len(peers))
+	keys := make([]Peer, len(peers))
 	for i, p := range peers {
-		endpoints[i], names[i] = g.endpoint(p), p.String()
+		endpoints[i], names[i], keys[i] = g.endpoint(p), p.String(), key(p)
 	}
 	// Each source peer's row is independent: rows are judged on every CPU
 	// (the evaluators are read-only) and joined in peer order.
@@ -281,7 +282,7 @@ func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolic
 				if a == b {
 					continue
 				}
-				rows[i] = append(rows[i], Change{From: names[i], To: names[j], Port: pt.key, Gains: b, Observed: observed[pairPort{key(from), key(to), pt.key}]})
+				rows[i] = append(rows[i], Change{From: names[i], To: names[j], Port: pt.key, Gains: b, Observed: observed[pairPort{keys[i], keys[j], pt.key}]})
 			}
 		}
 	}

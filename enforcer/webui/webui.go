@@ -274,14 +274,13 @@ func (p *page) addChanges(changes []enforcer.Change, skipped []enforcer.Skipped)
 		}
 		row.Ports += c.Port
 		row.Observed += c.Observed
-		switch {
-		case c.Gains:
+		if c.Gains {
 			p.Gains++
-		case c.Observed > 0:
-			p.ObservedLosses++
+		} else {
 			p.Losses++
-		default:
-			p.Losses++
+			if c.Observed > 0 {
+				p.ObservedLosses++
+			}
 		}
 	}
 	for _, r := range grouped {
