@@ -1,12 +1,14 @@
 package clickhouse
 
 import (
-	"bufio"
+	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/gob"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -20,30 +22,82 @@ import (
 )
 
 // spool is the writer's on-disk buffer for when ClickHouse is unreachable or
-// slow: append-only segment files of gob-encoded flow chunks, each segment
-// at most one batch, replayed oldest first. A segment is inserted with a
-// deduplication token derived from its name, so a segment replayed twice
-// (a crash between insert and delete) is not stored twice.
+// slow: append-only segment files of flow chunks, each segment at most one
+// batch, replayed oldest first. A segment is inserted with a deduplication
+// token derived from its name, so a segment replayed twice (a crash between
+// insert and delete) is not stored twice.
+//
+// A segment starts with segmentMagic; each append is one record: a marker,
+// the payload's length and CRC-32C, and the payload (the chunk, gob-encoded
+// on its own so that a damaged record can be skipped without losing the
+// records after it). Segments written before records were checksummed (a
+// bare gob stream) are still read, without that protection.
+//
+// A failed write, seal or directory sync never leaves the spool stuck: the
+// segment being written is set aside (cut back to its last whole record)
+// and sealed as soon as the directory accepts it, the next append opens a
+// new one, and the failure is reported by failure() until it clears.
 type spool struct {
 	dir      string
 	maxBytes int64
 	fsync    bool
 	maxRows  int
 	log      *slog.Logger
+	fs       spoolFS
 
 	mu       sync.Mutex
 	cond     *sync.Cond
 	seq      uint64
-	cur      *os.File
-	curBuf   *bufio.Writer
-	curEnc   *gob.Encoder
+	cur      spoolFile
+	curPath  string
+	curSize  int64 // bytes of whole records in cur
 	curRows  int
 	curStart time.Time
-	bytes    int64 // bytes in all segments
+	unsealed []string // closed segments (".open" paths) still to be renamed
+	dirDirty bool     // a create or rename not yet synced to the directory
+	bytes    int64    // bytes in all segments
 	closed   []string
 	claimed  map[string]bool
 	maxTime  time.Time // newest flow time spooled
 	run      string    // this process's ID
+	rec      bytes.Buffer
+
+	appendErr error // the last append's failure, nil once one succeeds
+	sealErr   error // the last seal's failure, nil once every segment is sealed
+	onError   func(op string)
+}
+
+// spoolFile and spoolFS are the file operations the spool needs, so tests
+// can make them fail as a full or read-only disk does.
+type spoolFile interface {
+	io.Writer
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
+type spoolFS interface {
+	Create(path string) (spoolFile, error)
+	Rename(from, to string) error
+	SyncDir(dir string) error
+}
+
+type osFS struct{}
+
+func (osFS) Create(path string) (spoolFile, error) {
+	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+}
+func (osFS) Rename(from, to string) error { return os.Rename(from, to) }
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // randomID names one opening of the spool: segment names, and so their
@@ -55,18 +109,35 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-const segmentSuffix = ".seg"
+const (
+	segmentSuffix = ".seg"
+	// segmentMagic opens every checksummed segment.
+	segmentMagic = "FWSPOOL2"
+	// recordMarker opens every record, so that reading can find the next
+	// record after a damaged one.
+	recordMarker = "FWR\x01"
+	recordHeader = len(recordMarker) + 8 // marker, length, CRC-32C
+	// maxRecord bounds a record's length: a larger one is damage.
+	maxRecord = 1 << 30
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func openSpool(dir string, maxBytes int64, fsync bool, maxRows int, log *slog.Logger) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &spool{dir: dir, maxBytes: maxBytes, fsync: fsync, maxRows: maxRows, log: log, run: randomID()}
+	s := &spool{dir: dir, maxBytes: maxBytes, fsync: fsync, maxRows: maxRows, log: log, run: randomID(), fs: osFS{}}
 	s.cond = sync.NewCond(&s.mu)
 	// Segments left open by a crash are sealed and replayed like the others.
 	if matches, _ := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix+".open")); len(matches) > 0 {
 		for _, m := range matches {
-			_ = os.Rename(m, strings.TrimSuffix(m, ".open"))
+			if err := os.Rename(m, strings.TrimSuffix(m, ".open")); err != nil {
+				return nil, fmt.Errorf("spool: sealing a segment left open: %w", err)
+			}
+		}
+		if err := s.fs.SyncDir(dir); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
 	entries, err := os.ReadDir(dir)
@@ -90,7 +161,7 @@ func openSpool(dir string, maxBytes int64, fsync bool, maxRows int, log *slog.Lo
 	}
 	sort.Strings(s.closed)
 	for _, name := range s.closed {
-		flows, _ := readSegment(filepath.Join(dir, name))
+		flows, _, _ := readSegment(filepath.Join(dir, name))
 		for i := range flows {
 			if flows[i].Time.After(s.maxTime) {
 				s.maxTime = flows[i].Time
@@ -103,32 +174,58 @@ func openSpool(dir string, maxBytes int64, fsync bool, maxRows int, log *slog.Lo
 	return s, nil
 }
 
+// failure is what stops the spool from taking or handing over flows right
+// now (nil when nothing does).
+func (s *spool) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	if s.appendErr != nil {
+		errs = append(errs, fmt.Errorf("spool append failing: %w", s.appendErr))
+	}
+	if s.sealErr != nil {
+		errs = append(errs, fmt.Errorf("spool seal failing (%d segments wait): %w", len(s.unsealed), s.sealErr))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *spool) failed(op string) {
+	if s.onError != nil {
+		s.onError(op)
+	}
+}
+
 // append writes flows to the open segment, blocking while the spool is at
-// its size cap.
+// its size cap. When it fails, none of flows is in the spool: the caller
+// may hand them over again.
 func (s *spool) append(flows []schema.Flow) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.bytes >= s.maxBytes {
 		s.cond.Wait()
 	}
+	wrote := false // some of flows are in the spool already
 	for len(flows) > 0 {
 		if s.cur == nil {
 			if err := s.openLocked(); err != nil {
+				s.appendErr = err
+				s.failed("append")
 				return err
 			}
 		}
 		n := min(len(flows), s.maxRows-s.curRows)
-		if err := s.curEnc.Encode(flows[:n]); err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-		if err := s.curBuf.Flush(); err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-		if s.fsync {
-			if err := s.cur.Sync(); err != nil {
-				return fmt.Errorf("spool: %w", err)
+		if err := s.writeRecordLocked(flows[:n]); err != nil {
+			s.appendErr = err
+			s.failed("append")
+			if wrote {
+				// Flows of this call went into a segment sealed before
+				// the failure: rare (a call larger than a segment), and
+				// the source would send them again. Say so.
+				s.log.Warn("spool append failed after part of the flows were spooled; they may be stored twice", "flows", len(flows))
 			}
+			return err
 		}
+		wrote = true
 		for i := range flows[:n] {
 			if flows[i].Time.After(s.maxTime) {
 				s.maxTime = flows[i].Time
@@ -138,11 +235,55 @@ func (s *spool) append(flows []schema.Flow) error {
 		flows = flows[n:]
 		if s.curRows >= s.maxRows {
 			if err := s.closeLocked(); err != nil {
-				return err
+				// The flows are in the closed segment, which is sealed
+				// when the directory takes the rename: not an append failure.
+				s.log.Error("sealing spool segment", "err", err)
 			}
 		}
 	}
+	s.appendErr = nil
 	return nil
+}
+
+// writeRecordLocked appends one record to cur; on failure it cuts the
+// segment back to its last whole record and sets it aside.
+func (s *spool) writeRecordLocked(flows []schema.Flow) error {
+	s.rec.Reset()
+	s.rec.WriteString(recordMarker)
+	s.rec.Write(make([]byte, 8))
+	if err := gob.NewEncoder(&s.rec).Encode(flows); err != nil {
+		return fmt.Errorf("spool: encoding flows: %w", err)
+	}
+	b := s.rec.Bytes()
+	payload := b[recordHeader:]
+	binary.LittleEndian.PutUint32(b[len(recordMarker):], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(b[len(recordMarker)+4:], crc32.Checksum(payload, castagnoli))
+	_, err := s.cur.Write(b)
+	if err == nil && s.fsync {
+		err = s.cur.Sync()
+	}
+	if err == nil && s.dirDirty && s.fsync {
+		// The segment's name must be durable before its records count as spooled.
+		if err = s.fs.SyncDir(s.dir); err == nil {
+			s.dirDirty = false
+		}
+	}
+	if err != nil {
+		s.abandonLocked()
+		return fmt.Errorf("spool: writing %s: %w", filepath.Base(s.curPath), err)
+	}
+	s.curSize += int64(len(b))
+	return nil
+}
+
+// abandonLocked gives up on the open segment after a failed write: it is
+// cut back to its whole records and closed, and sealed like any other if
+// it holds some (an empty one is sealed too: it inserts nothing).
+func (s *spool) abandonLocked() {
+	_ = s.cur.Truncate(s.curSize)
+	if err := s.closeLocked(); err != nil {
+		s.log.Error("sealing spool segment", "err", err)
+	}
 }
 
 func (s *spool) openLocked() error {
@@ -150,44 +291,79 @@ func (s *spool) openLocked() error {
 	// The run ID makes every segment name, and so its deduplication
 	// token, unique across restarts.
 	name := fmt.Sprintf("%020d-%s%s", s.seq, s.run, segmentSuffix)
-	f, err := os.OpenFile(filepath.Join(s.dir, name+".open"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	path := filepath.Join(s.dir, name+".open")
+	f, err := s.fs.Create(path)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	s.cur, s.curBuf = f, bufio.NewWriterSize(f, 1<<20)
-	s.curEnc = gob.NewEncoder(s.curBuf)
+	if _, err := io.WriteString(f, segmentMagic); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.cur, s.curPath, s.curSize = f, path, int64(len(segmentMagic))
 	s.curRows, s.curStart = 0, time.Now()
+	s.dirDirty = true
 	return nil
 }
 
-// closeLocked seals the open segment so the drainer may take it.
+// closeLocked closes the open segment and seals it (and any earlier one
+// whose seal failed) so the drainer may take it. A failure leaves the
+// segment to be sealed by a later call; the next append opens a new one.
 func (s *spool) closeLocked() error {
-	if s.cur == nil {
-		return nil
+	if s.cur != nil {
+		if err := s.cur.Close(); err != nil {
+			// The descriptor is released whatever Close says; what was
+			// written was synced record by record.
+			s.log.Warn("closing spool segment", "segment", filepath.Base(s.curPath), "err", err)
+		}
+		s.bytes += s.curSize
+		s.unsealed = append(s.unsealed, s.curPath)
+		s.cur, s.curPath = nil, ""
 	}
-	open := s.cur.Name()
-	info, _ := s.cur.Stat()
-	if err := s.cur.Close(); err != nil {
-		return fmt.Errorf("spool: %w", err)
+	return s.sealPendingLocked()
+}
+
+// sealPendingLocked renames the closed segments to their sealed names and
+// syncs the directory.
+func (s *spool) sealPendingLocked() error {
+	for len(s.unsealed) > 0 {
+		open := s.unsealed[0]
+		final := strings.TrimSuffix(open, ".open")
+		if err := s.fs.Rename(open, final); err != nil {
+			s.sealErr = fmt.Errorf("spool: %w", err)
+			s.failed("seal")
+			return s.sealErr
+		}
+		s.unsealed = s.unsealed[1:]
+		s.closed = append(s.closed, filepath.Base(final))
+		s.dirDirty = true
 	}
-	final := strings.TrimSuffix(open, ".open")
-	if err := os.Rename(open, final); err != nil {
-		return fmt.Errorf("spool: %w", err)
+	if s.dirDirty && s.fsync {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			s.sealErr = fmt.Errorf("spool: syncing %s: %w", s.dir, err)
+			s.failed("seal")
+			return s.sealErr
+		}
+		s.dirDirty = false
 	}
-	if info != nil {
-		s.bytes += info.Size()
+	if s.sealErr != nil {
+		s.log.Info("spool segments sealed again")
 	}
-	s.closed = append(s.closed, filepath.Base(final))
-	s.cur = nil
+	s.sealErr = nil
 	return nil
 }
 
-// seal closes the open segment if it is older than age (or any age when age is 0).
+// seal closes the open segment if it is older than age (or any age when
+// age is 0), and retries the seals that failed.
 func (s *spool) seal(age time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur != nil && time.Since(s.curStart) >= age {
 		return s.closeLocked()
+	}
+	if len(s.unsealed) > 0 || s.sealErr != nil {
+		return s.sealPendingLocked()
 	}
 	return nil
 }
@@ -214,11 +390,12 @@ func (s *spool) unclaim(name string) {
 	s.mu.Unlock()
 }
 
-// pending counts sealed segments and reports whether one is open.
+// pending counts sealed segments and reports whether one is open (or
+// waits to be sealed).
 func (s *spool) pending() (sealed int, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.closed), s.cur != nil
+	return len(s.closed), s.cur != nil || len(s.unsealed) > 0
 }
 
 // remove deletes a replayed segment.
@@ -228,6 +405,35 @@ func (s *spool) remove(name string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
 	}
+	s.forget(name, info)
+	return nil
+}
+
+// setAside moves a segment ClickHouse refused for good into the rejected
+// directory, where it stays for the operator (see RUNBOOK.md).
+func (s *spool) setAside(name string) (string, error) {
+	dir := filepath.Join(s.dir, rejectedDir)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	path := filepath.Join(s.dir, name)
+	info, _ := os.Stat(path)
+	to := filepath.Join(dir, name)
+	if err := os.Rename(path, to); err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	if s.fsync {
+		_ = s.fs.SyncDir(s.dir)
+		_ = s.fs.SyncDir(dir)
+	}
+	s.forget(name, info)
+	return to, nil
+}
+
+// rejectedDir, under the spool, holds the segments ClickHouse refused for good.
+const rejectedDir = "rejected"
+
+func (s *spool) forget(name string, info os.FileInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, n := range s.closed {
@@ -241,17 +447,75 @@ func (s *spool) remove(name string) error {
 		s.bytes -= info.Size()
 	}
 	s.cond.Broadcast()
-	return nil
 }
 
-// readSegment decodes a segment; a torn tail (a crash mid-write) ends it.
-func readSegment(path string) ([]schema.Flow, error) {
-	f, err := os.Open(path)
+// segmentDamage is what reading a segment had to skip.
+type segmentDamage struct {
+	Corrupt   int  // records whose checksum or encoding was wrong, skipped
+	TornBytes int  // bytes of an incomplete last record (a crash mid-write)
+	Legacy    bool // a segment from before checksums
+}
+
+func (d segmentDamage) String() string {
+	return fmt.Sprintf("%d corrupt records skipped, %d bytes of a torn last record", d.Corrupt, d.TornBytes)
+}
+
+// readSegment decodes a segment. Damaged records are skipped and counted,
+// never returned; an error means the file could not be read at all (or, for
+// a segment from before checksums, where its decoding stopped).
+func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
+	var dmg segmentDamage
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, dmg, err
 	}
-	defer f.Close()
-	dec := gob.NewDecoder(bufio.NewReaderSize(f, 1<<20))
+	if !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
+		dmg.Legacy = true
+		flows, err := readLegacySegment(raw)
+		if err != nil {
+			err = fmt.Errorf("segment %s (without checksums) cut short after %d flows: %w", filepath.Base(path), len(flows), err)
+		}
+		return flows, dmg, err
+	}
+	data := raw[min(len(raw), len(segmentMagic)):]
+	var out []schema.Flow
+	pos := 0
+	for pos < len(data) {
+		rest := data[pos:]
+		ok := len(rest) >= recordHeader && string(rest[:len(recordMarker)]) == recordMarker
+		var n int
+		if ok {
+			n = int(binary.LittleEndian.Uint32(rest[len(recordMarker):]))
+			ok = n <= maxRecord && recordHeader+n <= len(rest) &&
+				crc32.Checksum(rest[recordHeader:recordHeader+n], castagnoli) == binary.LittleEndian.Uint32(rest[len(recordMarker)+4:])
+		}
+		if ok {
+			var chunk []schema.Flow
+			if err := gob.NewDecoder(bytes.NewReader(rest[recordHeader : recordHeader+n])).Decode(&chunk); err != nil {
+				dmg.Corrupt++
+			} else {
+				out = append(out, chunk...)
+			}
+			pos += recordHeader + n
+			continue
+		}
+		// Damage: go on at the next marker. Without one, the rest is a
+		// torn last record (or a damaged one; nothing after it survives).
+		next := bytes.Index(rest[1:], []byte(recordMarker))
+		if next < 0 {
+			dmg.TornBytes = len(rest)
+			break
+		}
+		dmg.Corrupt++
+		pos += 1 + next
+	}
+	return out, dmg, nil
+}
+
+// readLegacySegment decodes a segment written before records had
+// checksums: one gob stream, which a torn tail ends.
+func readLegacySegment(raw []byte) ([]schema.Flow, error) {
+	dec := gob.NewDecoder(bytes.NewReader(raw))
 	var out []schema.Flow
 	for {
 		var chunk []schema.Flow
@@ -260,7 +524,7 @@ func readSegment(path string) ([]schema.Flow, error) {
 			return out, nil
 		}
 		if err != nil {
-			return out, fmt.Errorf("segment %s cut short after %d flows: %w", filepath.Base(path), len(out), err)
+			return out, err
 		}
 		out = append(out, chunk...)
 	}
@@ -281,7 +545,7 @@ func (s *spool) flowsAt(t time.Time) []schema.Flow {
 	s.mu.Unlock()
 	var out []schema.Flow
 	for _, n := range names {
-		flows, _ := readSegment(filepath.Join(s.dir, n))
+		flows, _, _ := readSegment(filepath.Join(s.dir, n))
 		for _, f := range flows {
 			if f.Time.Equal(t) {
 				out = append(out, f)

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	chgo "github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/ch-go/proto"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowwarden/flowwarden/schema"
@@ -98,6 +100,16 @@ type WriterMetrics struct {
 	// time to the insert's acknowledgement: an upper bound of end-to-end
 	// latency for every flow of the batch.
 	Latency prometheus.Histogram
+	// Rejected counts flows ClickHouse refused for good (a data or
+	// statement error, not an outage): not retried, set aside.
+	Rejected prometheus.Counter
+	// SpoolErrors counts failed spool appends and seals (op label).
+	SpoolErrors *prometheus.CounterVec
+	// SpoolDamaged counts spool records found damaged and skipped (kind:
+	// corrupt, or torn by a crash mid-write).
+	SpoolDamaged *prometheus.CounterVec
+	// StorageFailing is 1 while a failure stops flows from being stored.
+	StorageFailing prometheus.Gauge
 }
 
 // NewWriterMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -106,7 +118,7 @@ func NewWriterMetrics(reg prometheus.Registerer) *WriterMetrics {
 		Written: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_flows_written_total",
 			Help: "Flow records inserted into ClickHouse, by source and verdict."}, []string{"source", "verdict"}),
 		Dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowwarden_flows_dropped_total",
-			Help: "Flow records accepted but not inserted (only when a final flush at shutdown fails)."}),
+			Help: "Flow records accepted but not inserted, without a spool (--no-spool): a final flush at shutdown failed, or ClickHouse refused them for good."}),
 		InsertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowwarden_clickhouse_insert_errors_total",
 			Help: "Failed ClickHouse insert attempts (each is retried)."}),
 		BatchRows: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flowwarden_clickhouse_batch_rows",
@@ -118,9 +130,18 @@ func NewWriterMetrics(reg prometheus.Registerer) *WriterMetrics {
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flowwarden_ingest_latency_seconds",
 			Help:    "Per inserted batch, event time of its oldest flow to insert acknowledgement.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60, 300}}),
+		Rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowwarden_clickhouse_rejected_flows_total",
+			Help: "Flows ClickHouse refused for good (data or statement errors): not retried; spool segments are set aside under <spool>/rejected."}),
+		SpoolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_spool_errors_total",
+			Help: "Failed spool operations: append (flows refused to the source) and seal (a segment waits to be handed over)."}, []string{"op"}),
+		SpoolDamaged: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_spool_damaged_records_total",
+			Help: "Spool records skipped when read back: corrupt (checksum or encoding wrong) or torn (cut short by a crash mid-write)."}, []string{"kind"}),
+		StorageFailing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flowwarden_storage_failing",
+			Help: "1 while a failure stops flows from being stored (spool append or seal, ClickHouse inserts); /healthz says which."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Written, m.Dropped, m.InsertErrors, m.BatchRows, m.InsertSeconds, m.QueuedBatches, m.Latency)
+		reg.MustRegister(m.Written, m.Dropped, m.InsertErrors, m.BatchRows, m.InsertSeconds, m.QueuedBatches, m.Latency,
+			m.Rejected, m.SpoolErrors, m.SpoolDamaged, m.StorageFailing)
 	}
 	return m
 }
@@ -159,6 +180,9 @@ type Writer struct {
 	doneCond *sync.Cond
 	finished map[uint64]bool // completed batches above the watermark
 	low      uint64          // every batch with seq <= low is complete
+
+	healthMu  sync.Mutex
+	insertErr error // the latest insert attempt's failure; nil after a success
 }
 
 // NewWriter returns a writer for the ClickHouse named by dsn (the database
@@ -191,9 +215,46 @@ func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.L
 		if err != nil {
 			return nil, err
 		}
+		sp.onError = func(op string) {
+			metrics.SpoolErrors.WithLabelValues(op).Inc()
+			metrics.StorageFailing.Set(1)
+		}
 		w.spool = sp
 	}
 	return w, nil
+}
+
+// Failure reports what stops flows from being stored right now: the spool
+// refusing appends or seals, or inserts into ClickHouse failing (each
+// until the next success). nil when storage works.
+func (w *Writer) Failure() error {
+	var errs []error
+	if w.spool != nil {
+		if err := w.spool.failure(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	w.healthMu.Lock()
+	if w.insertErr != nil {
+		errs = append(errs, fmt.Errorf("inserts into ClickHouse failing: %w", w.insertErr))
+	}
+	w.healthMu.Unlock()
+	err := errors.Join(errs...)
+	if err != nil {
+		w.metrics.StorageFailing.Set(1)
+	} else {
+		w.metrics.StorageFailing.Set(0)
+	}
+	return err
+}
+
+func (w *Writer) insertOutcome(err error) {
+	w.healthMu.Lock()
+	w.insertErr = err
+	w.healthMu.Unlock()
+	if err != nil {
+		w.metrics.StorageFailing.Set(1)
+	}
 }
 
 // SpooledUntil is the time of the newest flow in the spool (zero without
@@ -339,6 +400,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			if err != nil {
 				lost.Add(int64(p.cols.len()))
 				w.metrics.Dropped.Add(float64(p.cols.len()))
+				if IsPermanent(err) {
+					w.metrics.Rejected.Add(float64(p.cols.len()))
+				}
 				w.log.Error("flows not inserted", "rows", p.cols.len(), "err", err)
 			} else {
 				p.cols.reset()
@@ -390,27 +454,64 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// insertWithRetry inserts one batch, retrying with exponential backoff until
-// it succeeds or ctx ends. *client is the inserter's connection, (re)opened
-// as needed.
+// PermanentError is an insert ClickHouse refused for a reason that retrying
+// cannot change (a data or statement error); see IsPermanent.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "refused for good: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// permanentCodes are the ClickHouse exceptions that retrying the same
+// insert cannot cure: the rows or the statement are wrong. Anything else
+// (connection errors, timeouts, overload, a missing table or a credential
+// that an operator may fix) is retried.
+var permanentCodes = []proto.Error{
+	proto.ErrSyntaxError, proto.ErrTypeMismatch, proto.ErrCannotParseText, proto.ErrCannotParseInputAssertionFailed,
+	proto.ErrCannotParseDate, proto.ErrCannotParseDatetime, proto.ErrCannotConvertType, proto.ErrArgumentOutOfBound,
+	proto.ErrIncorrectData, proto.ErrTooLargeStringSize, proto.ErrNumberOfColumnsDoesntMatch, proto.ErrThereIsNoColumn,
+	proto.ErrNotFoundColumnInBlock, proto.ErrIllegalTypeOfArgument, proto.ErrIllegalColumn, proto.ErrBadArguments,
+	proto.ErrValueIsOutOfRangeOfDataType, proto.ErrIncorrectNumberOfColumns, proto.ErrCannotInsertNullInOrdinaryColumn,
+	proto.ErrViolatedConstraint,
+}
+
+// IsPermanent reports whether an insert error is one retrying cannot cure.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	if errors.As(err, &p) {
+		return true
+	}
+	return chgo.IsErr(err, permanentCodes...)
+}
+
+// insertWithRetry inserts one batch, retrying transient failures with
+// exponential backoff and jitter (so that writers restarted together do
+// not retry in step) until it succeeds or ctx ends. A permanent failure
+// (IsPermanent) is returned at once as a *PermanentError. *client is the
+// inserter's connection, (re)opened as needed.
 func (w *Writer) insertWithRetry(ctx context.Context, client **chgo.Client, cols *columns) error {
 	if cols.len() == 0 {
 		return nil
 	}
-	backoff := 100 * time.Millisecond
+	bo := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: w.cfg.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		err := w.insertOnce(ctx, client, cols)
+		w.insertOutcome(err)
 		if err == nil {
 			return nil
 		}
 		w.metrics.InsertErrors.Inc()
-		w.log.Warn("insert failed; will retry", "rows", cols.len(), "attempt", attempt, "backoff", backoff, "err", err)
+		if IsPermanent(err) {
+			return &PermanentError{Err: err}
+		}
+		wait := bo.NextBackOff()
+		w.log.Warn("insert failed; will retry", "rows", cols.len(), "attempt", attempt, "backoff", wait.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("insert of %d rows abandoned: %w (last error: %v)", cols.len(), ctx.Err(), err)
-		case <-time.After(backoff):
+		case <-t.C:
 		}
-		backoff = min(backoff*2, w.cfg.MaxBackoff)
 	}
 }
 
@@ -497,6 +598,7 @@ func (w *Writer) runSpool(ctx context.Context) error {
 			}
 			sealed, _ := w.spool.pending()
 			w.metrics.QueuedBatches.Set(float64(sealed))
+			_ = w.Failure() // keeps the gauge current
 		case <-ctx.Done():
 			w.mu.Lock()
 			w.closed = true
@@ -517,13 +619,26 @@ func (w *Writer) runSpool(ctx context.Context) error {
 }
 
 // insertSegment inserts one spool segment (retrying until it succeeds or
-// ctx ends) and deletes it.
+// ctx ends) and deletes it. Damaged records are counted and skipped; a
+// segment ClickHouse refuses for good is set aside, not retried.
 func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name string) error {
-	flows, err := readSegment(filepath.Join(w.cfg.SpoolDir, name))
-	if err != nil {
+	flows, dmg, err := readSegment(filepath.Join(w.cfg.SpoolDir, name))
+	switch {
+	case err != nil && !dmg.Legacy:
+		return err // unreadable: retried
+	case err != nil:
 		// A torn tail after a crash: insert what decoded; the rest was
 		// never acknowledged and the source resumes after what is stored.
-		w.log.Warn("spool segment cut short", "err", err)
+		w.log.Warn("spool segment (written before checksums) cut short", "err", err)
+	case dmg.Corrupt > 0:
+		w.metrics.SpoolDamaged.WithLabelValues("corrupt").Add(float64(dmg.Corrupt))
+		w.log.Error("spool segment damaged: corrupt records skipped, the rest is inserted", "segment", name, "records_skipped", dmg.Corrupt, "flows_kept", len(flows))
+	}
+	if dmg.TornBytes > 0 {
+		// Only the segment being written when a crash came can end torn:
+		// that record was never acknowledged to the source.
+		w.metrics.SpoolDamaged.WithLabelValues("torn").Inc()
+		w.log.Warn("spool segment ends with a torn record (a crash mid-write); skipped", "segment", name, "bytes", dmg.TornBytes)
 	}
 	cols := w.newColumns()
 	defer func() { cols.reset(); w.pool.Put(cols) }()
@@ -532,7 +647,17 @@ func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name s
 	}
 	cols.dedupToken = "spool-" + strings.TrimSuffix(name, segmentSuffix)
 	if err := w.insertWithRetry(ctx, client, cols); err != nil {
-		return err
+		var perm *PermanentError
+		if !errors.As(err, &perm) {
+			return err
+		}
+		to, merr := w.spool.setAside(name)
+		if merr != nil {
+			return errors.Join(err, merr)
+		}
+		w.metrics.Rejected.Add(float64(len(flows)))
+		w.log.Error("ClickHouse refused a spool segment for good; set aside (see RUNBOOK.md, FlowwardenFlowsRejected)", "segment", to, "flows", len(flows), "err", perm.Err)
+		return nil
 	}
 	return w.spool.remove(name)
 }
