@@ -7,9 +7,13 @@ package envoy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // AccessLog is one access-log entry, whatever its format. Absent values
@@ -86,6 +90,9 @@ var ErrNotAccessLog = errors.New("not an access log entry")
 func ParseText(line string) (AccessLog, error) {
 	var a AccessLog
 	line = strings.TrimSpace(line)
+	if !utf8.ValidString(line) {
+		return a, &schema.FieldError{Field: "line", Reason: schema.ReasonUTF8, Value: line}
+	}
 	if !strings.HasPrefix(line, "[") {
 		return a, fmt.Errorf("%w: no [START_TIME]", ErrNotAccessLog)
 	}
@@ -145,7 +152,69 @@ func ParseText(line string) (AccessLog, error) {
 			a.RouteName = dash(rest[14])
 		}
 	}
-	return a, nil
+	return a, a.check()
+}
+
+// check refuses an entry whose values do not fit the flow record: a
+// control character in a field that becomes a name or path, a port above
+// 65535 in an address or cluster name, a duration or byte count the
+// columns cannot hold.
+func (a *AccessLog) check() error {
+	for _, f := range [...]struct{ field, v string }{
+		{"method", a.Method}, {"path", a.Path}, {"authority", a.Authority}, {"upstream_cluster", a.UpstreamCluster},
+		{"requested_server_name", a.RequestedServerName}, {"route_name", a.RouteName}, {"response_flags", a.ResponseFlags},
+		{"response_code_details", a.ResponseCodeDetails},
+	} {
+		if err := schema.CheckName(f.field, f.v); err != nil {
+			return err
+		}
+	}
+	for _, f := range [...]struct{ field, v string }{
+		{"upstream_host", a.UpstreamHost}, {"upstream_local_address", a.UpstreamLocalAddr},
+		{"downstream_local_address", a.DownstreamLocalAddr}, {"downstream_remote_address", a.DownstreamRemoteAddr},
+	} {
+		if err := checkAddrPort(f.field, f.v); err != nil {
+			return err
+		}
+	}
+	if parts := strings.Split(a.UpstreamCluster, "|"); len(parts) == 4 && parts[1] != "" {
+		if p, err := strconv.ParseUint(parts[1], 10, 64); err == nil {
+			if err := schema.CheckPort("upstream_cluster", p); err != nil {
+				return err
+			}
+		}
+	}
+	if a.DurationMs > 1<<32-1 {
+		return &schema.FieldError{Field: "duration", Reason: schema.ReasonValueRange, Value: strconv.FormatUint(a.DurationMs, 10)}
+	}
+	if a.BytesReceived+a.BytesSent < a.BytesReceived {
+		return &schema.FieldError{Field: "bytes", Reason: schema.ReasonValueRange, Value: strconv.FormatUint(a.BytesReceived, 10) + "+" + strconv.FormatUint(a.BytesSent, 10)}
+	}
+	return nil
+}
+
+// checkAddrPort refuses an IP:port address whose port is above 65535 (it
+// would otherwise pass for no address at all).
+func checkAddrPort(field, s string) error {
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return nil
+	}
+	host, port := strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"), s[i+1:]
+	p, err := strconv.ParseUint(port, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return nil
+	}
+	if _, herr := netip.ParseAddr(host); herr != nil {
+		return nil
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		p = 1<<64 - 1
+	}
+	return schema.CheckPort(field, p)
 }
 
 // setRequest splits "METHOD PATH PROTOCOL" ("- - -" for TCP).
@@ -234,6 +303,9 @@ func parseStartTime(s string) (time.Time, error) {
 	}
 	if t.Before(time.Unix(0, 0)) {
 		return time.Time{}, fmt.Errorf("start time %q: before 1970", truncate(s, 40))
+	}
+	if err := schema.CheckTime("start_time", t); err != nil {
+		return time.Time{}, err
 	}
 	return t.UTC(), nil
 }

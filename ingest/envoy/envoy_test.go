@@ -158,3 +158,52 @@ func TestMalformedLinesCounted(t *testing.T) {
 		t.Fatalf("want 2 flows and 6 rejects: %d flows, %s", len(flows), s)
 	}
 }
+
+// TestAbsurdValuesRejected: values outside their type are refused with a
+// reason in both formats, never stored as something else.
+func TestAbsurdValuesRejected(t *testing.T) {
+	text := func(start, request, upstream, cluster, remote string) string {
+		return `[` + start + `] "` + request + `" 418 - via_upstream - "-" 0 135 4 4 "-" "curl/7.73.0-DEV" "84961386" "httpbin:8000" "` + upstream + `" ` + cluster + ` 10.44.1.23:37652 10.0.45.184:8000 ` + remote + ` - default`
+	}
+	const ok, req, up, cl, rem = "2020-11-25T21:26:18.409Z", "GET /status/418 HTTP/1.1", "10.44.1.27:80", "outbound|8000||httpbin.foo.svc.cluster.local", "10.44.1.23:46520"
+	json := func(extra string) string {
+		return `{"start_time":"2023-05-02T01:45:04.158Z","method":"GET","path":"/","upstream_host":"10.0.0.1:80"` + extra + `}`
+	}
+	cases := []struct{ name, line, reason string }{
+		{"text year 2300", text("2300-01-01T00:00:00Z", req, up, cl, rem), schema.ReasonTimeRange},
+		{"json year 9999", `{"start_time":"9999-12-31T23:59:59Z"}`, schema.ReasonTimeRange},
+		{"text upstream port 70000", text(ok, req, "10.44.1.27:70000", cl, rem), schema.ReasonPortRange},
+		{"text remote port 65536", text(ok, req, up, cl, "[fd00::1]:65536"), schema.ReasonPortRange},
+		{"text cluster port", text(ok, req, up, "outbound|80000||httpbin.foo.svc.cluster.local", rem), schema.ReasonPortRange},
+		{"json upstream port", json(`,"upstream_host":"10.0.0.1:99999999999999999999999"`), schema.ReasonPortRange},
+		{"text invalid UTF-8", text(ok, "GET /\xff\xfe HTTP/1.1", up, cl, rem), schema.ReasonUTF8},
+		{"text invalid UTF-8 elsewhere", text(ok, req, up, cl, rem) + " \xc3", schema.ReasonUTF8},
+		{"json invalid UTF-8", json(`,"authority":"a` + "\xff" + `"`), schema.ReasonUTF8},
+		{"text control char in path", text(ok, "GET /a\x01b HTTP/1.1", up, cl, rem), schema.ReasonControlChar},
+		{"json NUL in authority", json(`,"authority":"a\u0000b"`), schema.ReasonControlChar},
+		{"json ESC in path", json(`,"path":"/\u001b[2J"`), schema.ReasonControlChar},
+		{"json duration", json(`,"duration":4294967296`), schema.ReasonValueRange},
+		{"json bytes overflow", json(`,"bytes_sent":18446744073709551615,"bytes_received":1`), schema.ReasonValueRange},
+	}
+	var p Parser
+	for _, c := range cases {
+		_, err := p.Parse([]byte(c.line))
+		if err == nil {
+			t.Errorf("%s: accepted %q", c.name, c.line)
+			continue
+		}
+		if got := RejectReason(err); got != c.reason {
+			t.Errorf("%s: reason %q (%v), want %q", c.name, got, err, c.reason)
+		}
+	}
+	for _, line := range []string{text(ok, req, "10.44.1.27:65535", cl, "[fd00::1]:65535"), json(`,"authority":"héllo:80","duration":4294967295`)} {
+		a, err := p.Parse([]byte(line))
+		if err != nil {
+			t.Errorf("refused %q: %v", line, err)
+			continue
+		}
+		if f := ToFlow(&a); f.Validate() != nil {
+			t.Errorf("flow of %q: %v", line, f.Validate())
+		}
+	}
+}

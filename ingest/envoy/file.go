@@ -20,11 +20,16 @@ const MaxLineBytes = 256 << 10
 
 // RejectReason classifies a parse error for counting.
 func RejectReason(err error) string {
+	var fe *schema.FieldError
 	switch {
+	case errors.As(err, &fe):
+		return fe.Reason
 	case errors.Is(err, ErrNotAccessLog):
 		return "not an access log entry"
 	case errors.Is(err, jsonscan.ErrEOF):
 		return "truncated JSON"
+	case strings.Contains(err.Error(), "invalid UTF-8"):
+		return schema.ReasonUTF8
 	case strings.Contains(err.Error(), "too long"):
 		return "line too long"
 	case strings.Contains(err.Error(), "time"):

@@ -106,7 +106,7 @@ func (p *JSONParser) Parse(line []byte) (AccessLog, error) {
 		return a, err
 	}
 	a.StartTime = t
-	return a, nil
+	return a, a.check()
 }
 
 // into reads a string value (numbers are kept as their text) into dst.

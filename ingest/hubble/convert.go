@@ -33,11 +33,17 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 	if out.Time.IsZero() {
 		return out, errors.New("flow has no time")
 	}
+	if err := schema.CheckTime("time", out.Time); err != nil {
+		return out, err
+	}
 	out.Node = f.GetNodeName()
 	if out.Node == "" {
 		out.Node = fallbackNode
 	}
-	out.Verdict = verdictName(int32(f.GetVerdict()))
+	var err error
+	if out.Verdict, err = verdictName(int32(f.GetVerdict())); err != nil {
+		return out, err
+	}
 	//lint:ignore SA1019 older agents fill only the numeric drop_reason
 	out.DropReason = dropReasonName(int32(f.GetDropReasonDesc()), f.GetDropReason())
 	out.Direction = directionName(int32(f.GetTrafficDirection()))
@@ -58,6 +64,9 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 		out.IPVersion = ipVersion(int32(ip.GetIpVersion()), out.SrcIP)
 	}
 	if l4 := f.GetL4(); l4 != nil {
+		if err := checkPorts(l4); err != nil {
+			return out, err
+		}
 		switch {
 		case l4.GetTCP() != nil:
 			t := l4.GetTCP()
@@ -88,14 +97,22 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 		out.DstNames = append([]string(nil), n...)
 	}
 	if l7 := f.GetL7(); l7 != nil {
-		out.DurationMs = uint32(l7.GetLatencyNs() / 1e6)
+		if out.DurationMs, err = latencyMs(l7.GetLatencyNs()); err != nil {
+			return out, err
+		}
 		switch {
 		case l7.GetDns() != nil:
 			out.L7Type = "dns"
 			out.DNSQuery = l7.GetDns().GetQuery()
+			if err := checkMax("l7.dns.rcode", uint64(l7.GetDns().GetRcode()), 1<<16-1); err != nil {
+				return out, err
+			}
 			out.DNSRCode = uint16(l7.GetDns().GetRcode())
 		case l7.GetHttp() != nil:
 			h := l7.GetHttp()
+			if err := checkMax("l7.http.code", uint64(h.GetCode()), maxHTTPStatus); err != nil {
+				return out, err
+			}
 			out.L7Type = "http"
 			out.HTTPMethod = h.GetMethod()
 			out.HTTPPath = urlPath(h.GetUrl())
@@ -113,7 +130,54 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 	if tc := f.GetTraceContext(); tc != nil {
 		out.TraceID = tc.GetParent().GetTraceId()
 	}
+	if err := out.Validate(); err != nil {
+		return out, err
+	}
 	return out, nil
+}
+
+// checkPorts refuses a port above 65535 (the protocol's field is a uint32).
+func checkPorts(l4 *flowpb.Layer4) error {
+	type ports interface {
+		GetSourcePort() uint32
+		GetDestinationPort() uint32
+	}
+	var p ports
+	switch {
+	case l4.GetTCP() != nil:
+		p = l4.GetTCP()
+	case l4.GetUDP() != nil:
+		p = l4.GetUDP()
+	case l4.GetSCTP() != nil:
+		p = l4.GetSCTP()
+	default:
+		return nil
+	}
+	if err := schema.CheckPort("l4.source_port", uint64(p.GetSourcePort())); err != nil {
+		return err
+	}
+	return schema.CheckPort("l4.destination_port", uint64(p.GetDestinationPort()))
+}
+
+// maxHTTPStatus is the largest HTTP status code (three digits).
+const maxHTTPStatus = 999
+
+// checkMax refuses a number above max.
+func checkMax(field string, v, max uint64) error {
+	if v > max {
+		return &schema.FieldError{Field: field, Reason: schema.ReasonValueRange, Value: fmt.Sprint(v)}
+	}
+	return nil
+}
+
+// latencyMs converts an L7 latency to the duration_ms column, refusing one
+// it cannot hold (49 days).
+func latencyMs(ns uint64) (uint32, error) {
+	ms := ns / 1e6
+	if err := checkMax("l7.latency_ns", ms, 1<<32-1); err != nil {
+		return 0, err
+	}
+	return uint32(ms), nil
 }
 
 func endpointFromProto(e *flowpb.Endpoint) schema.Endpoint {
@@ -192,11 +256,13 @@ func policyName(ns, name string) string {
 	return ns + "/" + name
 }
 
-func verdictName(v int32) schema.Verdict {
+// verdictName names a verdict number, refusing one this build does not know
+// (it would otherwise pass for VERDICT_UNKNOWN).
+func verdictName(v int32) (schema.Verdict, error) {
 	if n, ok := flowpb.Verdict_name[v]; ok {
-		return schema.Verdict(n)
+		return schema.Verdict(n), nil
 	}
-	return schema.VerdictUnknown
+	return "", &schema.FieldError{Field: "verdict", Reason: schema.ReasonVerdict, Value: fmt.Sprint(v)}
 }
 
 func dropReasonName(desc int32, legacy uint32) string {

@@ -21,7 +21,10 @@ import (
 // counting (the error itself carries the detail).
 func RejectReason(err error) string {
 	msg := err.Error()
+	var fe *schema.FieldError
 	switch {
+	case errors.As(err, &fe):
+		return fe.Reason
 	case errors.Is(err, jsonscan.ErrEOF):
 		return "truncated JSON"
 	case strings.Contains(msg, "exceeds the"):

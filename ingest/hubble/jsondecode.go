@@ -1,6 +1,7 @@
 package hubble
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -25,6 +26,10 @@ type Decoder struct {
 	s       jsonscan.Scanner
 	strings map[string]string
 	labels  map[string]labelSet
+	// bad is the first string of the line being decoded that is not a
+	// valid name (see schema.CheckName); only valid strings are cached, so
+	// a cached one needs no check.
+	bad error
 }
 
 type labelSet struct {
@@ -57,11 +62,38 @@ func ParseResponseJSON(line []byte) (schema.Flow, error) {
 	if f == nil {
 		return schema.Flow{}, ErrNoFlow
 	}
+	if f.GetVerdict() == flowpb.Verdict_VERDICT_UNKNOWN {
+		// protojson's DiscardUnknown reads an unknown enum name as 0.
+		if err := checkVerdictName(line); err != nil {
+			return schema.Flow{}, err
+		}
+	}
 	var t time.Time
 	if resp.GetTime() != nil {
 		t = resp.GetTime().AsTime()
 	}
 	return FromProto(f, t, resp.GetNodeName())
+}
+
+// checkVerdictName refuses a line whose flow.verdict is a name the Verdict
+// enum does not have, reading it with encoding/json (the oracle's own
+// reading, independent of the fast decoder).
+func checkVerdictName(line []byte) error {
+	var resp, flow map[string]json.RawMessage
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(resp["flow"], &flow); err != nil {
+		return err
+	}
+	var name string
+	if raw, ok := flow["verdict"]; !ok || json.Unmarshal(raw, &name) != nil {
+		return nil // absent, null or a number
+	}
+	if _, ok := flowpb.Verdict_value[name]; !ok {
+		return &schema.FieldError{Field: "verdict", Reason: schema.ReasonVerdict, Value: name}
+	}
+	return nil
 }
 
 // flowFields collects the raw values of one flow before conversion.
@@ -95,6 +127,7 @@ func (d *Decoder) Decode(line []byte) (schema.Flow, error) {
 		return out, fmt.Errorf("line of %d bytes exceeds the %d-byte limit", len(line), MaxLineBytes)
 	}
 	d.s.Reset(line)
+	d.bad = nil
 	s := &d.s
 	var (
 		haveFlow  bool
@@ -148,11 +181,21 @@ func (d *Decoder) finish(ff *flowFields, outerTime time.Time, outerNode string) 
 	if out.Time.IsZero() {
 		return schema.Flow{}, errors.New("flow has no time")
 	}
+	if err := schema.CheckTime("time", out.Time); err != nil {
+		return schema.Flow{}, err
+	}
+	if d.bad != nil {
+		return schema.Flow{}, d.bad
+	}
 	out.Node = ff.node
 	if out.Node == "" {
 		out.Node = outerNode
 	}
-	out.Verdict = verdictName(ff.verdict)
+	v, err := verdictName(ff.verdict)
+	if err != nil {
+		return schema.Flow{}, err
+	}
+	out.Verdict = v
 	out.DropReason = dropReasonName(ff.dropDesc, ff.dropReason)
 	out.Direction = directionName(ff.direction)
 	out.IsReply = ff.reply
@@ -192,6 +235,9 @@ func (d *Decoder) flow(ff *flowFields) error {
 			return err
 		case "verdict":
 			v, err := d.enum(flowpb.Verdict_value)
+			if name, ok := err.(unknownName); ok {
+				return &schema.FieldError{Field: "verdict", Reason: schema.ReasonVerdict, Value: string(name)}
+			}
 			ff.verdict = v
 			return err
 		case "drop_reason", "dropReason":
@@ -202,11 +248,11 @@ func (d *Decoder) flow(ff *flowFields) error {
 			ff.dropReason = uint32(v)
 			return err
 		case "drop_reason_desc", "dropReasonDesc":
-			v, err := d.enum(flowpb.DropReason_value)
+			v, err := d.enumLenient(flowpb.DropReason_value)
 			ff.dropDesc = v
 			return err
 		case "traffic_direction", "trafficDirection":
-			v, err := d.enum(flowpb.TrafficDirection_value)
+			v, err := d.enumLenient(flowpb.TrafficDirection_value)
 			ff.direction = v
 			return err
 		case "reply":
@@ -268,7 +314,7 @@ func (d *Decoder) ip(ff *flowFields) error {
 			ff.dstIP = a
 			return err
 		case "ipVersion", "ip_version":
-			v, err := d.enum(flowpb.IPVersion_value)
+			v, err := d.enumLenient(flowpb.IPVersion_value)
 			ff.ipVersion = v
 			return err
 		default:
@@ -333,10 +379,16 @@ func (d *Decoder) ports(out *schema.Flow, tcp bool) error {
 		switch string(key) {
 		case "source_port", "sourcePort":
 			v, err := s.Uint(1<<32 - 1)
+			if err == nil {
+				err = schema.CheckPort("l4.source_port", v)
+			}
 			out.SrcPort = uint16(v)
 			return err
 		case "destination_port", "destinationPort":
 			v, err := s.Uint(1<<32 - 1)
+			if err == nil {
+				err = schema.CheckPort("l4.destination_port", v)
+			}
 			out.DstPort = uint16(v)
 			return err
 		case "flags":
@@ -458,6 +510,8 @@ func (d *Decoder) labelArray(e *endpointFields) error {
 		return fmt.Errorf("labels: %w", err)
 	}
 	ls := labelSet{m: make(map[string]string, len(raw)), reserved: reservedName(raw)}
+	bad := d.bad
+	d.bad = nil
 	for _, l := range raw {
 		k, v := splitLabel(l)
 		ls.m[d.intern(k)] = d.intern(v)
@@ -465,6 +519,16 @@ func (d *Decoder) labelArray(e *endpointFields) error {
 	if len(ls.m) == 0 {
 		ls.m = nil
 	}
+	if d.bad != nil {
+		// Not cached: the next line with these labels is refused too.
+		if bad == nil {
+			bad = d.bad
+		}
+		d.bad = bad
+		e.ep.Labels, e.reserved = ls.m, ls.reserved
+		return nil
+	}
+	d.bad = bad
 	if len(d.labels) >= maxLabelSets {
 		clear(d.labels)
 	}
@@ -485,7 +549,9 @@ func (d *Decoder) l7(out *schema.Flow) error {
 		switch string(key) {
 		case "latency_ns", "latencyNs":
 			v, err := s.Uint(1<<64 - 1)
-			out.DurationMs = uint32(v / 1e6)
+			if err == nil {
+				out.DurationMs, err = latencyMs(v)
+			}
 			return err
 		case "dns":
 			out.L7Type = "dns"
@@ -500,6 +566,9 @@ func (d *Decoder) l7(out *schema.Flow) error {
 					return err
 				case "rcode":
 					v, err := s.Uint(1<<32 - 1)
+					if err == nil {
+						err = checkMax("l7.dns.rcode", v, 1<<16-1)
+					}
 					out.DNSRCode = uint16(v)
 					return err
 				}
@@ -519,9 +588,15 @@ func (d *Decoder) l7(out *schema.Flow) error {
 				case "url":
 					v, err := s.Str()
 					out.HTTPPath = urlPath(string(v))
+					if err == nil && d.bad == nil {
+						d.bad = schema.CheckName("l7.http.url", out.HTTPPath)
+					}
 					return err
 				case "code":
 					v, err := s.Uint(1<<32 - 1)
+					if err == nil {
+						err = checkMax("l7.http.code", v, maxHTTPStatus)
+					}
 					out.HTTPStatus = uint16(v)
 					return err
 				}
@@ -610,10 +685,17 @@ func (d *Decoder) stringArray(dst []string) ([]string, error) {
 }
 
 // intern returns a shared copy of s; the conversion in the lookup does not
-// allocate.
+// allocate. A string that is not a valid name is not cached: it sets d.bad,
+// which refuses the line.
 func (d *Decoder) intern(s string) string {
 	if v, ok := d.strings[s]; ok {
 		return v
+	}
+	if err := schema.CheckName("string", s); err != nil {
+		if d.bad == nil {
+			d.bad = err
+		}
+		return s
 	}
 	if len(d.strings) >= maxInterned {
 		clear(d.strings)
@@ -622,8 +704,24 @@ func (d *Decoder) intern(s string) string {
 	return s
 }
 
-// enum reads a protobuf enum as protojson does: a name, or a number. Unknown
-// names read as 0, as protojson's DiscardUnknown does.
+// unknownName is an enum name that is not among the enum's values.
+type unknownName string
+
+func (n unknownName) Error() string { return "unknown enum name " + string(n) }
+
+// enumLenient reads a protobuf enum as protojson does: a name, or a number.
+// Unknown names read as 0, as protojson's DiscardUnknown does (a newer
+// agent may send a drop reason this build does not know).
+func (d *Decoder) enumLenient(values map[string]int32) (int32, error) {
+	v, err := d.enum(values)
+	if _, ok := err.(unknownName); ok {
+		return 0, nil
+	}
+	return v, err
+}
+
+// enum reads a protobuf enum: a name, or a number. An unknown name is an
+// unknownName error.
 func (d *Decoder) enum(values map[string]int32) (int32, error) {
 	s := &d.s
 	switch c := s.Peek(); {
@@ -636,7 +734,11 @@ func (d *Decoder) enum(values map[string]int32) (int32, error) {
 		if err != nil {
 			return 0, err
 		}
-		return values[string(b)], nil
+		v, ok := values[string(b)]
+		if !ok {
+			return 0, unknownName(truncate(string(b), 64))
+		}
+		return v, nil
 	case c == '-' || (c >= '0' && c <= '9'):
 		tok, err := s.Number()
 		if err != nil {

@@ -129,6 +129,59 @@ func TestDecoderRejectsMalformed(t *testing.T) {
 	if _, err := d.Decode([]byte(good)); err != nil {
 		t.Fatalf("good line after bad ones: %v", err)
 	}
+	// Values outside their type: rejected by both parsers, with the reason.
+	const tm = `"time":"2021-06-16T16:52:13Z"`
+	absurd := []struct{ name, line, reason string }{
+		{"year 2300", `{"flow":{"time":"2300-01-01T00:00:00Z"}}`, schema.ReasonTimeRange},
+		{"year 1600", `{"flow":{"time":"1600-01-01T00:00:00Z"}}`, schema.ReasonTimeRange},
+		{"year 2300 outer", `{"flow":{"verdict":"FORWARDED"},"time":"2300-01-01T00:00:00.5Z"}`, schema.ReasonTimeRange},
+		{"port 70000", `{"flow":{` + tm + `,"l4":{"TCP":{"source_port":70000}}}}`, schema.ReasonPortRange},
+		{"udp port 65536", `{"flow":{` + tm + `,"l4":{"UDP":{"destination_port":65536}}}}`, schema.ReasonPortRange},
+		{"verdict BOGUS", `{"flow":{` + tm + `,"verdict":"BOGUS"}}`, schema.ReasonVerdict},
+		{"verdict 99", `{"flow":{` + tm + `,"verdict":99}}`, schema.ReasonVerdict},
+		{"NUL in pod", `{"flow":{` + tm + `,"source":{"pod_name":"a\u0000b"}}}`, schema.ReasonControlChar},
+		{"ESC in namespace", `{"flow":{` + tm + `,"destination":{"namespace":"\u001b[31mx"}}}`, schema.ReasonControlChar},
+		{"NUL in label", `{"flow":{` + tm + `,"source":{"labels":["k8s:app=a\u0000"]}}}`, schema.ReasonControlChar},
+		{"C1 in node", `{"flow":{` + tm + `,"node_name":"n\u0085"}}`, schema.ReasonControlChar},
+		{"NUL in DNS name", `{"flow":{` + tm + `,"destination_names":["a\u0000.com"]}}`, schema.ReasonControlChar},
+		{"NUL in URL path", `{"flow":{` + tm + `,"l7":{"http":{"url":"http://h/a\u0000"}}}}`, schema.ReasonControlChar},
+		{"rcode 70000", `{"flow":{` + tm + `,"l7":{"dns":{"rcode":70000}}}}`, schema.ReasonValueRange},
+		{"HTTP code 1000", `{"flow":{` + tm + `,"l7":{"http":{"code":1000}}}}`, schema.ReasonValueRange},
+		{"latency 100 days", `{"flow":{` + tm + `,"l7":{"latency_ns":8640000000000000}}}`, schema.ReasonValueRange},
+	}
+	for _, c := range absurd {
+		for i := 0; i < 2; i++ { // twice: a cached string must not let the line in
+			_, err := d.Decode([]byte(c.line))
+			if err == nil {
+				t.Errorf("%s: fast decoder accepted %s", c.name, c.line)
+			} else if got := RejectReason(err); got != c.reason {
+				t.Errorf("%s: fast decoder's reason %q (%v), want %q", c.name, got, err, c.reason)
+			}
+		}
+		_, err := ParseResponseJSON([]byte(c.line))
+		if err == nil {
+			t.Errorf("%s: protojson oracle accepted %s", c.name, c.line)
+		} else if got := RejectReason(err); got != c.reason {
+			t.Errorf("%s: oracle's reason %q (%v), want %q", c.name, got, err, c.reason)
+		}
+	}
+	// The edges of the ranges are accepted by both.
+	for _, line := range []string{
+		`{"flow":{"time":"2262-04-11T23:47:16Z","l4":{"TCP":{"source_port":65535}},"verdict":7}}`,
+		`{"flow":{"time":"1900-01-01T00:00:00Z","l7":{"http":{"code":999}},"source":{"pod_name":"é-ü"}}}`,
+	} {
+		got, err := d.Decode([]byte(line))
+		if err != nil {
+			t.Errorf("fast decoder refused %s: %v", line, err)
+		}
+		want, err := ParseResponseJSON([]byte(line))
+		if err != nil {
+			t.Errorf("oracle refused %s: %v", line, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: decoders differ\nfast: %+v\noracle: %+v", line, got, want)
+		}
+	}
 	if _, err := d.Decode([]byte(`{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":3}}`)); !errors.Is(err, ErrNoFlow) {
 		t.Fatalf("lost_events: got %v, want ErrNoFlow", err)
 	}
