@@ -88,6 +88,7 @@ const ciliumNS = "k8s:io.kubernetes.pod.namespace"
 // reached by a DNS name is also allowed by name (toFQDNs); the CIDRs stay,
 // with the metadata exceptions.
 func ToCilium(res *Result, g *Graph) []CiliumPolicy {
+	g.Settle()
 	// Names per workload and port reached outside the cluster.
 	names := map[string]map[string][]string{} // workload → "proto/port" → names
 	for e := range g.Edges {

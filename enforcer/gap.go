@@ -30,6 +30,7 @@ type RuleUsage struct {
 
 // Usage measures every rule of the policies against the observed graph.
 func Usage(policies []networkingv1.NetworkPolicy, g *Graph) ([]RuleUsage, error) {
+	g.Settle()
 	ev, err := NewEvaluator(policies, func(ns string) map[string]string { return g.NamespaceLabels[ns] })
 	if err != nil {
 		return nil, err
@@ -184,6 +185,7 @@ type Change struct {
 // on every port, so its cost grows with the square of the workloads; it
 // stops with ctx's error when ctx ends.
 func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolicy, g *Graph) ([]Change, error) {
+	g.Settle()
 	nsl := func(ns string) map[string]string { return g.NamespaceLabels[ns] }
 	evA, err := NewEvaluator(before, nsl)
 	if err != nil {

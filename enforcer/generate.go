@@ -78,6 +78,7 @@ type Result struct {
 // namespace a default deny of ingress and egress, and per workload a policy
 // with exactly the observed peers and ports, plus DNS.
 func Generate(g *Graph, cfg Config) (*Result, error) {
+	g.Settle()
 	if cfg.MaxPrefixV4 < 1 || cfg.MaxPrefixV4 > 32 || cfg.MaxPrefixV6 < 1 || cfg.MaxPrefixV6 > 128 {
 		return nil, fmt.Errorf("prefix bounds /%d and /%d out of range", cfg.MaxPrefixV4, cfg.MaxPrefixV6)
 	}

@@ -50,6 +50,26 @@ type Graph struct {
 	pods    map[podKey]int // label count of the sets learned per pod
 	// unlabelled are workloads seen only with unknown labels so far.
 	unlabelled map[string]bool
+	// listening and pending settle the flows whose opener is unknown
+	// once every flow is in (Settle): which ports each end listens on.
+	listening *Listening
+	pending   map[pendingKey]*pendingFlow
+	// deniedSink, when set, receives the dropped flows Settle finds were
+	// requests (the report's denied traffic).
+	deniedSink map[Edge]*EdgeStats
+}
+
+// pendingKey is a conversation whose opener is not known yet.
+type pendingKey struct {
+	edge           Edge // as if the source opened it
+	srcEnd, dstEnd string
+	srcPort        uint16
+	dropped        bool
+}
+
+type pendingFlow struct {
+	stats    EdgeStats
+	src, dst schema.Endpoint
 }
 
 type podKey struct{ namespace, pod string }
@@ -57,13 +77,18 @@ type podKey struct{ namespace, pod string }
 // NewGraph returns an empty graph.
 func NewGraph() *Graph {
 	return &Graph{Workloads: map[string]*Workload{}, NamespaceLabels: map[string]map[string]string{},
-		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}, pods: map[podKey]int{}, unlabelled: map[string]bool{}}
+		Edges: map[Edge]*EdgeStats{}, Ignored: map[string]uint64{}, pods: map[podKey]int{}, unlabelled: map[string]bool{},
+		listening: NewListening(), pending: map[pendingKey]*pendingFlow{}}
 }
 
 // Counts reports whether a flow is evidence of allowed traffic: forwarded
-// or audited, not a reply.
+// or audited, and not known to be a reply (FlowOpener).
 func Counts(f *schema.Flow) bool {
-	return !f.IsReply && (f.Verdict == schema.VerdictForwarded || f.Verdict == schema.VerdictAudit)
+	return forwarded(f) && FlowOpener(f) != OpenedByDestination
+}
+
+func forwarded(f *schema.Flow) bool {
+	return f.Verdict == schema.VerdictForwarded || f.Verdict == schema.VerdictAudit
 }
 
 // Add records a flow.
@@ -71,20 +96,87 @@ func (g *Graph) Add(f *schema.Flow) { g.AddGroup(f, 1, f.Time, f.Time) }
 
 // AddGroup records n flows alike but for their times (and source ports),
 // seen from first to last: what clickhouse.EachFlowGroup reads.
+//
+// Only the end that opened a connection learns from it (FlowOpener): a
+// reply teaches nothing, and a flow whose opener no signal gives waits
+// until Settle, which decides it by the ports each end was seen listening
+// on, or counts it as "direction unknown".
 func (g *Graph) AddGroup(f *schema.Flow, n uint64, first, last time.Time) {
-	if !Counts(f) {
-		g.Ignored["not forwarded, or a reply"] += n
+	g.listening.Learn(f)
+	if !forwarded(f) {
+		g.Ignored[IgnoredNotForwarded] += n
+		return
+	}
+	g.add(f, n, first, last, false)
+}
+
+// add records a forwarded (or, with dropped, a denied) flow group.
+func (g *Graph) add(f *schema.Flow, n uint64, first, last time.Time, dropped bool) {
+	o := FlowOpener(f)
+	if o == OpenedByDestination {
+		g.Ignored[IgnoredReply] += n
 		return
 	}
 	e, why := EdgeOf(f)
 	if why != "" {
+		if dropped {
+			if o == OpenedBySource {
+				g.learn(&f.Src)
+				g.learn(&f.Dst)
+			}
+			return
+		}
 		g.Ignored[why] += n
+		return
+	}
+	if o == OpenedUnknown {
+		k := pendingKey{edge: e, srcEnd: endKey(&f.Src, f.SrcIP), dstEnd: endKey(&f.Dst, f.DstIP), srcPort: f.SrcPort, dropped: dropped}
+		p := g.pending[k]
+		if p == nil {
+			p = &pendingFlow{stats: EdgeStats{First: first, Last: last}, src: f.Src, dst: f.Dst}
+			g.pending[k] = p
+		}
+		p.stats.add(n, first, last)
 		return
 	}
 	g.learn(&f.Src)
 	g.learn(&f.Dst)
+	if dropped {
+		addEdgeStats(g.deniedSink, e, n, first, last)
+		return
+	}
 	g.AddEdge(e, n, first, last)
 }
+
+// Settle decides the flows whose opener was unknown when they came, now
+// that every flow is in: a request becomes an edge, a reply and a flow
+// still undecided teach nothing (counted in Ignored). Every reader of the
+// graph in this package calls it first; calling it again is cheap.
+func (g *Graph) Settle() {
+	for k, p := range g.pending {
+		src := g.listening.has(k.srcEnd, k.edge.Protocol, k.srcPort)
+		dst := g.listening.has(k.dstEnd, k.edge.Protocol, k.edge.Port)
+		switch {
+		case src && !dst:
+			g.Ignored[IgnoredReply] += p.stats.Flows
+		case dst && !src:
+			g.learn(&p.src)
+			g.learn(&p.dst)
+			if k.dropped {
+				addEdgeStats(g.deniedSink, k.edge, p.stats.Flows, p.stats.First, p.stats.Last)
+			} else {
+				g.AddEdge(k.edge, p.stats.Flows, p.stats.First, p.stats.Last)
+			}
+		default:
+			g.Ignored[IgnoredDirectionUnknown] += p.stats.Flows
+		}
+	}
+	clear(g.pending)
+}
+
+// DirectionUnknown is the number of flows that taught nothing because no
+// signal said which end opened their connection (after Settle).
+func (g *Graph) DirectionUnknown() uint64 { return g.Ignored[IgnoredDirectionUnknown] }
 
 // EdgeOf maps a flow to its edge; why says why it has none.
 func EdgeOf(f *schema.Flow) (Edge, string) {
@@ -119,6 +211,10 @@ func addEdgeStats(m map[Edge]*EdgeStats, e Edge, flows uint64, first, last time.
 		st = &EdgeStats{First: first, Last: last}
 		m[e] = st
 	}
+	st.add(flows, first, last)
+}
+
+func (st *EdgeStats) add(flows uint64, first, last time.Time) {
 	st.Flows += flows
 	if first.Before(st.First) {
 		st.First = first

@@ -24,6 +24,7 @@ type Violation struct {
 // evidence) must be denied; all others allowed. Any disagreement is a bug
 // in generation, returned rather than written.
 func Prove(g *Graph, res *Result) ([]Violation, error) {
+	g.Settle()
 	ev, err := NewEvaluator(res.Policies, func(ns string) map[string]string { return g.NamespaceLabels[ns] })
 	if err != nil {
 		return nil, err
@@ -82,12 +83,16 @@ type Verifier struct {
 	// Unjudged counts flows not judged because a pod end's labels are
 	// unknown: a podSelector cannot be matched against them.
 	Unjudged int
+	// DirectionUnknown counts flows not judged because no signal said
+	// which end opened the connection (see Learn).
+	DirectionUnknown int
+	listening        *Listening
 }
 
 // NewVerifier prepares a verifier; namespace labels are learned from the
 // flows as they come (Cilium mirrors them onto endpoints).
 func NewVerifier(policies []networkingv1.NetworkPolicy) (*Verifier, error) {
-	v := &Verifier{nsLabels: map[string]map[string]string{}}
+	v := &Verifier{nsLabels: map[string]map[string]string{}, listening: NewListening()}
 	ev, err := NewEvaluator(policies, func(ns string) map[string]string { return v.nsLabels[ns] })
 	if err != nil {
 		return nil, err
@@ -96,10 +101,17 @@ func NewVerifier(policies []networkingv1.NetworkPolicy) (*Verifier, error) {
 	return v, nil
 }
 
+// Learn records which ports each end listens on, from a flow whose opener
+// is known: a first pass over the flows lets Check judge those whose
+// opener only the listening ports tell (Listening.Opener).
+func (v *Verifier) Learn(f *schema.Flow) { v.listening.Learn(f) }
+
 // Check judges one flow; ok is false when the flow is not subject to
-// NetworkPolicy (a reply, or local-node traffic).
+// NetworkPolicy (a reply, or local-node traffic) or when who opened it is
+// unknown.
 func (v *Verifier) Check(f *schema.Flow) (d Decision, ok bool) {
-	if f.IsReply {
+	opener := v.listening.Opener(f)
+	if opener == OpenedByDestination {
 		return Decision{}, false
 	}
 	for _, e := range []*schema.Endpoint{&f.Src, &f.Dst} {
@@ -121,6 +133,10 @@ func (v *Verifier) Check(f *schema.Flow) (d Decision, ok bool) {
 	switch f.Protocol {
 	case "TCP", "UDP", "SCTP":
 	default:
+		return Decision{}, false
+	}
+	if opener == OpenedUnknown {
+		v.DirectionUnknown++
 		return Decision{}, false
 	}
 	return v.ev.Evaluate(Connection{Src: src, Dst: dst, Port: int32(f.DstPort), Protocol: corev1.Protocol(f.Protocol)}), true

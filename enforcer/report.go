@@ -26,7 +26,9 @@ type ReportBuilder struct {
 
 // NewReportBuilder returns an empty builder.
 func NewReportBuilder() *ReportBuilder {
-	return &ReportBuilder{Graph: NewGraph(), Denied: map[Edge]*EdgeStats{}}
+	b := &ReportBuilder{Graph: NewGraph(), Denied: map[Edge]*EdgeStats{}}
+	b.Graph.deniedSink = b.Denied
+	return b
 }
 
 // Add records a flow.
@@ -41,12 +43,11 @@ func (b *ReportBuilder) AddGroup(f *schema.Flow, n uint64, first, last time.Time
 	if last.After(b.To) {
 		b.To = last
 	}
-	if f.Verdict == schema.VerdictDropped && !f.IsReply {
-		if e, why := EdgeOf(f); why == "" {
-			addEdgeStats(b.Denied, e, n, first, last)
-		}
-		b.Graph.learn(&f.Src)
-		b.Graph.learn(&f.Dst)
+	if f.Verdict == schema.VerdictDropped {
+		// Denied requests, each end learning as with forwarded ones;
+		// a denied reply is no report line.
+		b.Graph.listening.Learn(f)
+		b.Graph.add(f, n, first, last, true)
 		return
 	}
 	b.Graph.AddGroup(f, n, first, last)
@@ -104,6 +105,7 @@ func (b *ReportBuilder) AddHostRules(rules []HostRule) { b.hostRules = append(b.
 
 // Build assembles the report against the policies in force.
 func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Time) (*Report, error) {
+	b.Graph.Settle()
 	usage, err := Usage(policies, b.Graph)
 	if err != nil {
 		return nil, err
@@ -270,6 +272,7 @@ func (r *Report) WriteHTML(w io.Writer) error { return reportHTML.Execute(w, r) 
 // namespace (outside peers in the last column), and edges coloured by
 // verdict (green forwarded, red dropped) with thickness by volume.
 func ServiceGraphSVG(g *Graph, denied map[Edge]*EdgeStats) string {
+	g.Settle()
 	type node struct{ x, y float64 }
 	columns := map[string][]string{}
 	placed := map[string]bool{}

@@ -140,6 +140,9 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "%d policies for %d workloads written to %s (%d edges observed, %d left out on purpose)\n",
 				len(paths), len(graph.Workloads), out, len(graph.Edges), len(res.Skipped))
+			if n := graph.DirectionUnknown(); n > 0 {
+				fmt.Fprintf(w, "  direction unknown: %d flows taught nothing (no signal said which end opened the connection)\n", n)
+			}
 			for _, s := range res.Skipped {
 				fmt.Fprintf(w, "  left out: %s → %s %s/%d: %s\n", peerString(s.Edge.From), peerString(s.Edge.To), s.Edge.Protocol, s.Edge.Port, s.Reason)
 			}
@@ -224,7 +227,8 @@ func newVerifyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify --policies DIR (--hubble-file F... | --since D)",
 		Short: "Print every observed flow the policies would deny (JSON lines) and a summary",
-		Long: `Judges each observed flow (replies and local-node traffic excepted) by the
+		Long: `Judges each observed flow (replies, flows of unknown direction and
+local-node traffic excepted) by the
 NetworkPolicies in DIR (or those in force in the cluster: --policies
 cluster), prints those they would deny as JSON lines with the reason, then a
 summary on stderr. Exit status 1 when a flow that was
@@ -241,6 +245,11 @@ forwarded would be denied.`,
 			}
 			leftOut, err := enforcer.LoadLeftOut(policies)
 			if err != nil {
+				return err
+			}
+			// A first pass learns the ports each end listens on: it tells
+			// who opened the flows no other signal does.
+			if err := src.eachGroup(cmd.Context(), g, func(f *schema.Flow, _ uint64, _, _ time.Time) { v.Learn(f) }); err != nil {
 				return err
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
@@ -270,6 +279,9 @@ forwarded would be denied.`,
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d policies; %d flows checked; %d would be denied: %d left out on purpose by recommend, %d forwarded when observed (regressions)\n",
 				len(nps), checked, denied, intended, regressions)
+			if v.DirectionUnknown > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: direction unknown (no signal said which end opened the connection)\n", v.DirectionUnknown)
+			}
 			if v.Unjudged > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: a pod end's labels were unknown (Cilium gave only reserved labels)\n", v.Unjudged)
 			}
