@@ -19,7 +19,7 @@ FUZZ_DECODE   ?= 60000x
 FUZZ_PARSE    ?= 150000x
 FUZZ_CONFIG   ?= 3000x
 
-.PHONY: all build deps test race bench fuzz lint run clean
+.PHONY: all build deps prereqs test race bench fuzz lint run clean
 
 all: build
 
@@ -38,21 +38,29 @@ $(LIBCHDB):
 	  && rm -rf package chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz
 	@echo "libchdb.so ready in .deps/"
 
+# The Debian packages the tests need (Alertmanager, Chromium, promtool, nft,
+# iproute2, gcc): installed when missing as root (or with password-less
+# sudo); otherwise one line names them and make stops before testing.
+# .ci/prereqs holds the list; .ci/run uses it too.
+prereqs:
+	@bash .ci/prereqs
+
 # Unit and integration tests; integration tests start a real embedded
 # ClickHouse (or use FLOWWARDEN_TEST_CLICKHOUSE) and real gRPC over loopback.
-test: deps
+test: prereqs deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 
+# staticcheck is pinned by the tool directive in go.mod (go get -tool ...@version).
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
-	@command -v staticcheck >/dev/null && staticcheck ./... || $(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+	$(GO) tool staticcheck ./...
 
 # The library packages again under the race detector (their goroutines: the
 # writer and spool, the observer client, the pollers, the diff's workers,
 # the page's shared builds). CI runs it after make test.
-race: deps
+race: prereqs deps
 	$(GO) test -race -count=1 -timeout 15m ./alerting/... ./analyze/... ./enforcer/... ./ingest/... ./schema/...
 
 # Benchmarks: each reports a ratio against its baseline measured in the same run.

@@ -21,6 +21,9 @@ type globals struct {
 	logLevel   string
 	flowsTTL   time.Duration
 	rollupTTL  time.Duration
+	// ttlGiven: --flows-ttl / --rollup-ttl were set (flag, env or config),
+	// so existing tables take them (see clickhouse.SchemaConfig.ApplyFlowsTTL).
+	flowsTTLGiven, rollupTTLGiven bool
 	cluster    string
 	replicated bool
 	clusterDDL string
@@ -49,6 +52,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
+			g.flowsTTLGiven, g.rollupTTLGiven = cmd.Flags().Changed("flows-ttl"), cmd.Flags().Changed("rollup-ttl")
 			g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			slog.SetDefault(g.log)
 			return nil
@@ -60,8 +64,8 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory: the embedded ClickHouse, serve's spool, the access-log read positions, the node's confirmed host firewall")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig for reading the policies in force from the cluster (default: $KUBECONFIG, ~/.kube/config, or the pod's ServiceAccount)")
-	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows by flow time (0: forever); applies when the tables are created")
-	pf.DurationVar(&g.rollupTTL, "rollup-ttl", 400*24*time.Hour, "retention of the edges rollups (0: forever); applies when the tables are created")
+	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows (and nftables counter readings), counted from when they were stored (0: forever); given on an existing data dir, changes its tables' TTL")
+	pf.DurationVar(&g.rollupTTL, "rollup-ttl", 400*24*time.Hour, "retention of the edges rollups and findings, counted from when they were stored (0: forever); given on an existing data dir, changes its tables' TTL")
 	pf.StringVar(&g.cluster, "clickhouse-cluster", "", "ClickHouse cluster (remote_servers name): shard-local <table>_local tables with Distributed <table> tables over them")
 	pf.BoolVar(&g.replicated, "clickhouse-replicated", true, "--clickhouse-cluster: Replicated*MergeTree local tables (needs Keeper and the {shard}/{replica} macros)")
 	pf.StringVar(&g.clusterDDL, "clickhouse-cluster-ddl", "on-cluster", "--clickhouse-cluster: create the tables with ON CLUSTER DDL (on-cluster) or by connecting to every host (each-host)")

@@ -26,7 +26,7 @@ type storage struct {
 // when server is non-nil it should also supervise it (server.Run).
 func openStorage(ctx context.Context, g *globals) (*storage, error) {
 	st := &storage{dsn: g.clickhouse}
-	cfg := clickhouse.SchemaConfig{FlowsTTL: g.flowsTTL, RollupTTL: g.rollupTTL}
+	cfg := clickhouse.SchemaConfig{FlowsTTL: g.flowsTTL, RollupTTL: g.rollupTTL, ApplyFlowsTTL: g.flowsTTLGiven, ApplyRollupTTL: g.rollupTTLGiven}
 	if g.cluster != "" {
 		if st.dsn == "" {
 			return nil, errors.New("--clickhouse-cluster needs --clickhouse: the embedded ClickHouse is a single server")

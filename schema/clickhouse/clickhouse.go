@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +51,12 @@ type SchemaConfig struct {
 	// connection instead of ON CLUSTER (for clusters without distributed
 	// DDL, such as the embedded test cluster). See MigrateEachHost.
 	EachHost bool
+	// ApplyFlowsTTL and ApplyRollupTTL make Migrate change the TTL of
+	// existing tables to FlowsTTL (flows, nft_counters) and RollupTTL
+	// (edges_5m, edges_1d, findings) when it differs (ALTER TABLE ... MODIFY
+	// TTL, logged). Without them an existing database keeps the retention
+	// it has: FlowsTTL and RollupTTL only shape the tables created.
+	ApplyFlowsTTL, ApplyRollupTTL bool
 }
 
 // DefaultSchemaConfig keeps raw flows 90 days and rollups 400 days (a full
@@ -335,6 +342,102 @@ ENGINE = MergeTree ORDER BY version`); err != nil {
 			return fmt.Errorf("record migration %d: %w", m.Version, err)
 		}
 		log.Info("applied migration", "version", m.Version, "name", m.Name)
+	}
+	return applyRetention(ctx, conn, cfg, log)
+}
+
+// retention is the TTL a table should have: rows expire after ttl counted
+// from expr (0: kept forever).
+type retention struct {
+	table, expr, flag string
+	ttl               time.Duration
+}
+
+// retentions lists the tables whose TTL the configuration sets. Flows and
+// the rollups count from stored_at (migration 0004), findings from when
+// they were stored (updated_at), counter readings from their polling time
+// (which is when they are stored).
+func (cfg SchemaConfig) retentions() []retention {
+	local := func(name string) string {
+		if cfg.Cluster == "" {
+			return name
+		}
+		return name + "_local"
+	}
+	var out []retention
+	if cfg.ApplyFlowsTTL {
+		out = append(out,
+			retention{local("flows"), "stored_at", "--flows-ttl", cfg.FlowsTTL},
+			retention{local("nft_counters"), "toDateTime(time)", "--flows-ttl", cfg.FlowsTTL})
+	}
+	if cfg.ApplyRollupTTL {
+		out = append(out,
+			retention{local("edges_5m"), "stored_at", "--rollup-ttl", cfg.RollupTTL},
+			retention{local("edges_1d"), "stored_at", "--rollup-ttl", cfg.RollupTTL},
+			retention{local("findings"), "toDateTime(updated_at)", "--rollup-ttl", cfg.RollupTTL})
+	}
+	return out
+}
+
+// ttlClause is r's TTL expression as ClickHouse shows it in
+// system.tables.engine_full ("" for none): whole days, else hours.
+func (r retention) ttlClause() string {
+	switch {
+	case r.ttl <= 0:
+		return ""
+	case r.ttl%(24*time.Hour) == 0:
+		return fmt.Sprintf("%s + toIntervalDay(%d)", r.expr, r.ttl/(24*time.Hour))
+	default:
+		return fmt.Sprintf("%s + toIntervalHour(%d)", r.expr, (r.ttl+time.Hour-1)/time.Hour)
+	}
+}
+
+// ttlInEngine finds the table TTL in an engine_full text.
+var ttlInEngine = regexp.MustCompile(`\sTTL\s+(.*?)(?:\s+SETTINGS\s|$)`)
+
+// TableTTL returns the TTL expression of a table of the connection's
+// database as ClickHouse shows it ("" when it has none).
+func TableTTL(ctx context.Context, conn driver.Conn, table string) (string, error) {
+	var engine string
+	if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&engine); err != nil {
+		return "", fmt.Errorf("read the TTL of %s: %w", table, err)
+	}
+	if m := ttlInEngine.FindStringSubmatch(engine); m != nil {
+		return strings.TrimSpace(m[1]), nil
+	}
+	return "", nil
+}
+
+// applyRetention makes the tables' TTLs match the configuration, logging
+// every change. MODIFY TTL also re-evaluates the rows already stored (a
+// background mutation), so a shorter retention drops what is now too old
+// and a longer one keeps what would have gone.
+func applyRetention(ctx context.Context, conn driver.Conn, cfg SchemaConfig, log *slog.Logger) error {
+	onCluster := cfg.templateFuncs()["onCluster"].(func() string)()
+	for _, r := range cfg.retentions() {
+		have, err := TableTTL(ctx, conn, r.table)
+		if err != nil {
+			return err
+		}
+		want := r.ttlClause()
+		if have == want {
+			continue
+		}
+		stmt := "ALTER TABLE " + QuoteIdent(r.table) + onCluster + " REMOVE TTL"
+		if want != "" {
+			stmt = "ALTER TABLE " + QuoteIdent(r.table) + onCluster + " MODIFY TTL " + want
+		}
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s %s: change the TTL of %s: %w", r.flag, r.ttl, r.table, err)
+		}
+		from, to := have, want
+		if from == "" {
+			from = "none"
+		}
+		if to == "" {
+			to = "none (kept forever)"
+		}
+		log.Info("retention changed", "table", r.table, "flag", r.flag, "from", from, "to", to)
 	}
 	return nil
 }
