@@ -24,10 +24,10 @@ type globals struct {
 	// ttlGiven: --flows-ttl / --rollup-ttl were set (flag, env or config),
 	// so existing tables take them (see clickhouse.SchemaConfig.ApplyFlowsTTL).
 	flowsTTLGiven, rollupTTLGiven bool
-	cluster    string
-	replicated bool
-	clusterDDL string
-	log        *slog.Logger
+	cluster                       string
+	replicated                    bool
+	clusterDDL                    string
+	log                           *slog.Logger
 }
 
 var version = "dev"
