@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -205,5 +206,39 @@ func TestAbsurdValuesRejected(t *testing.T) {
 		if f := ToFlow(&a); f.Validate() != nil {
 			t.Errorf("flow of %q: %v", line, f.Validate())
 		}
+	}
+}
+
+// errAfter yields data, then fails.
+type errAfter struct {
+	data []byte
+	err  error
+}
+
+func (r *errAfter) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestReadErrorKeepsCompleteLines: a read error in the middle of a line
+// delivers every complete line before it, then reports the error.
+func TestReadErrorKeepsCompleteLines(t *testing.T) {
+	good := `[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 4 4 "-" "curl/7.73.0-DEV" "84961386" "httpbin:8000" "10.44.1.27:80" outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default`
+	const lines = 300 // more than one batch of 256
+	data := []byte(strings.Repeat(good+"\n", lines) + good[:40])
+	boom := errors.New("input/output error")
+	var n int
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { n += len(fs); return nil })
+	var stats ingest.Stats
+	err := ReadLines(context.Background(), &errAfter{data: data, err: boom}, "disk", nil, sink, &stats)
+	if !errors.Is(err, boom) {
+		t.Fatalf("error %v, want the read error", err)
+	}
+	if n != lines {
+		t.Fatalf("%d flows delivered, want %d: %s", n, lines, stats.Snapshot())
 	}
 }

@@ -45,7 +45,8 @@ type Enricher interface {
 	Enrich(f *schema.Flow)
 }
 
-// ReadLines reads access-log lines to the end, writing flows to sink.
+// ReadLines reads access-log lines to the end, writing flows to sink. On a
+// read error the flows of the lines read before it are delivered first.
 func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
 	br := bufio.NewReaderSize(r, MaxLineBytes)
 	var p Parser
@@ -86,7 +87,8 @@ func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, s
 			return flush()
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", name, err)
+			// The lines read before the failure are kept.
+			return errors.Join(flush(), fmt.Errorf("read %s: %w", name, err))
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -50,7 +50,10 @@ const batchSize = 1024
 // its end and writes its flows to sink, decoding on `workers` goroutines
 // (0 or 1: in order, on the caller's goroutine). Bad lines are counted in
 // stats with their reason and line number; they never stop the file. It
-// returns early only when ctx ends, the file cannot be read, or the sink fails.
+// returns early only when ctx ends, the file cannot be read, or the sink
+// fails. A file that cannot be read to its end (a truncated or corrupt
+// .gz, a read error) still has every complete line before the failure
+// decoded and delivered; the error is returned after that.
 func ReadFile(ctx context.Context, path string, workers int, sink ingest.Sink, stats *ingest.Stats) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -79,6 +82,7 @@ type lineReader struct {
 	br     *bufio.Reader
 	lineNo int
 	long   []byte
+	err    error // a read error met after the line last returned
 }
 
 func newLineReader(r io.Reader) *lineReader {
@@ -86,8 +90,12 @@ func newLineReader(r io.Reader) *lineReader {
 }
 
 // next returns the next line without its end of line, valid until the next
-// call; io.EOF after the last one.
+// call; io.EOF after the last one. A read error comes after the line read
+// before it (which is cut short unless the error fell on a line end).
 func (lr *lineReader) next() ([]byte, error) {
+	if lr.err != nil {
+		return nil, lr.err
+	}
 	for {
 		line, err := lr.br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -107,10 +115,16 @@ func (lr *lineReader) next() ([]byte, error) {
 			return nil, fmt.Errorf("read: %w", err)
 		}
 		lr.lineNo++
+		if err != nil && err != io.EOF {
+			lr.err = fmt.Errorf("read: %w", err)
+		}
 		line = bytes.TrimRight(line, "\r\n")
 		if len(bytes.TrimSpace(line)) == 0 {
 			if err == io.EOF {
 				return nil, io.EOF
+			}
+			if lr.err != nil {
+				return nil, lr.err
 			}
 			continue
 		}
@@ -145,7 +159,8 @@ func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, 
 			return ingest.Deliver(ctx, sink, stats, batch...)
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			// What was read before the failure is kept.
+			return errors.Join(ingest.Deliver(ctx, sink, stats, batch...), fmt.Errorf("%s: %w", name, err))
 		}
 		if lr.lineNo%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
@@ -227,7 +242,9 @@ func readParallel(ctx context.Context, r io.Reader, name string, workers int, si
 			}
 		}
 	}
-	if readErr == nil && len(cur.ends) > 0 {
+	// The last partial chunk goes to the workers even after a read error:
+	// its lines are complete.
+	if len(cur.ends) > 0 && ctx.Err() == nil {
 		select {
 		case chunks <- cur:
 		case <-ctx.Done():
