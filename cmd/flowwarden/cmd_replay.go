@@ -29,8 +29,23 @@ func newReplayCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replay --file FILE... [--listen ADDR] [--rate N] [--loop]",
 		Short: "Serve recorded Hubble flows as a real observer gRPC server (for demos and tests)",
+		Long: `Serve recorded Hubble flows (exporter JSON lines, .gz too) as a Hubble
+observer gRPC server, answering as Hubble's own server does:
+
+  hubble observe: every filter of the CLI (namespaces, pods, labels, IPs and
+  CIDRs, FQDNs, verdicts, ports, protocols, node names, event types, HTTP
+  fields, reply, identities, workloads, ... and --not; CEL expressions are
+  refused), --all, --first N, --last N, --follow, --since and --until;
+  hubble status (health service and server status), hubble list nodes (the
+  nodes of the recording) and hubble list namespaces.
+
+The server's buffer is one pass of the recording, in time order. With --loop,
+the following passes (each later by the recording's span) are the new flows
+a --follow stream receives after the buffer; --follow alone plays the
+recording from its start. --rate caps each stream's flows per second.`,
 		Example: `  flowwarden replay --file testdata/hubble/basic-sample-400-tcp-flows.json --listen 127.0.0.1:4245 --rate 100 --loop --shift-to-now
-  hubble observe --server 127.0.0.1:4245 --last 5`,
+  hubble observe --server 127.0.0.1:4245 --last 5 --follow --namespace bookinfo
+  hubble status --server 127.0.0.1:4245`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(cfg.Files) == 0 {

@@ -14,10 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -47,17 +51,27 @@ type ReplayConfig struct {
 }
 
 // Replay is an observer gRPC server that serves recorded flows, for demos
-// and tests. It honours GetFlows' since, until, number and follow.
+// and tests, as a Hubble server would: GetFlows with its filters, number,
+// first, follow, since and until; ServerStatus, GetNodes, GetNamespaces and
+// the gRPC health service ("hubble status", "hubble list nodes").
 type Replay struct {
 	observer.UnimplementedObserverServer
-	cfg    ReplayConfig
-	log    *slog.Logger
-	flows  []*observer.GetFlowsResponse
-	start  time.Time     // with ShiftToNow
-	step   time.Duration // with ShiftToNow
-	period time.Duration
-	served atomic.Int64
-	lis    net.Listener
+	cfg     ReplayConfig
+	log     *slog.Logger
+	flows   []*observer.GetFlowsResponse
+	nodes   []replayNode // sorted by name
+	created time.Time
+	start   time.Time     // with ShiftToNow
+	step    time.Duration // with ShiftToNow
+	period  time.Duration
+	served  atomic.Int64
+	lis     net.Listener
+}
+
+// replayNode is a node of the recording and how many flows it observed.
+type replayNode struct {
+	name  string
+	flows uint64
 }
 
 // NewReplay loads the files (protojson, the reference parser) and sorts
@@ -70,7 +84,7 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Replay{cfg: cfg, log: log.With("component", "hubble-replay")}
+	r := &Replay{cfg: cfg, log: log.With("component", "hubble-replay"), created: time.Now()}
 	skipped := 0
 	for _, path := range cfg.Files {
 		n, err := r.load(path)
@@ -85,6 +99,17 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 	sort.SliceStable(r.flows, func(i, j int) bool {
 		return r.flows[i].GetFlow().GetTime().AsTime().Before(r.flows[j].GetFlow().GetTime().AsTime())
 	})
+	perNode := map[string]uint64{}
+	for _, resp := range r.flows {
+		perNode[resp.GetFlow().GetNodeName()]++
+	}
+	for name, n := range perNode {
+		if name == "" {
+			name = "replay" // a recording without node names: one node
+		}
+		r.nodes = append(r.nodes, replayNode{name: name, flows: n})
+	}
+	sort.Slice(r.nodes, func(i, j int) bool { return r.nodes[i].name < r.nodes[j].name })
 	first := r.flows[0].GetFlow().GetTime().AsTime()
 	last := r.flows[len(r.flows)-1].GetFlow().GetTime().AsTime()
 	r.period = last.Sub(first) + time.Millisecond
@@ -186,11 +211,18 @@ func (r *Replay) Run(ctx context.Context) error {
 	}
 	srv := grpc.NewServer(opts...)
 	observer.RegisterObserverServer(srv, r)
+	// "hubble status" asks the standard health service about Hubble's
+	// observer service name before it asks for ServerStatus.
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(observerServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(r.lis) }()
 	r.log.Info("serving recorded flows", "addr", r.Addr(), "flows", len(r.flows), "rate", r.cfg.Rate, "loop", r.cfg.Loop)
 	select {
 	case <-ctx.Done():
+		hs.Shutdown()
 		srv.Stop()
 		<-errc
 		return nil
@@ -199,61 +231,144 @@ func (r *Replay) Run(ctx context.Context) error {
 	}
 }
 
+// The replay's model of a Hubble server: its ring buffer holds one pass of
+// the recording (MaxFlows is the number of recorded flows), which is what
+// --last, --first, --all, --since and --until read. With Loop, later passes
+// are the new flows a follow request receives after the buffer; with Loop
+// and ShiftToNow, flows stamped up to now have been seen and the buffer
+// holds the last pass-worth of them. Whatever the request, a stream sends at
+// most Rate flows per second.
+
+// timeAt is the time of the i-th flow of the endless (or single) sequence.
+func (r *Replay) timeAt(i int) time.Time {
+	if r.cfg.ShiftToNow {
+		return r.start.Add(time.Duration(i) * r.step)
+	}
+	t := r.flows[i%len(r.flows)].GetFlow().GetTime().AsTime()
+	if pass := i / len(r.flows); pass > 0 {
+		t = t.Add(time.Duration(pass) * r.period)
+	}
+	return t
+}
+
 // flowAt returns the i-th flow of the endless (or single) sequence, with its
 // time shifted for the pass it belongs to.
 func (r *Replay) flowAt(i int) *observer.GetFlowsResponse {
-	pass := i / len(r.flows)
 	src := r.flows[i%len(r.flows)]
-	var t *timestamppb.Timestamp
-	switch {
-	case r.cfg.ShiftToNow:
-		t = timestamppb.New(r.start.Add(time.Duration(i) * r.step))
-	case pass > 0:
-		t = timestamppb.New(src.GetFlow().GetTime().AsTime().Add(time.Duration(pass) * r.period))
-	default:
+	if !r.cfg.ShiftToNow && i < len(r.flows) {
 		return src
 	}
+	t := timestamppb.New(r.timeAt(i))
 	out := proto.Clone(src).(*observer.GetFlowsResponse)
 	out.GetFlow().Time = t
 	out.Time = t
 	return out
 }
 
-// GetFlows implements the observer API.
+// maxIndex bounds searches in the endless sequence of a looping replay.
+const maxIndex = 1 << 40
+
+// buffer is the part of the sequence a request made at now finds already
+// seen: [lo, hi).
+func (r *Replay) buffer(now time.Time) (lo, hi int) {
+	hi = len(r.flows)
+	if r.cfg.Loop && r.cfg.ShiftToNow && now.After(r.start) {
+		seen := int(min(int64(now.Sub(r.start)/r.step)+1, maxIndex))
+		hi = max(hi, seen)
+	}
+	return hi - len(r.flows), hi
+}
+
+// firstAtOrAfter is the first index in [lo, hi) whose flow is not before t
+// (hi if none); hi < 0 searches the endless sequence.
+func (r *Replay) firstAtOrAfter(t time.Time, lo, hi int) int {
+	if hi < 0 {
+		hi = max(lo+1, len(r.flows))
+		for hi < maxIndex && r.timeAt(hi-1).Before(t) {
+			hi *= 2
+		}
+	}
+	return lo + sort.Search(hi-lo, func(k int) bool { return !r.timeAt(lo + k).Before(t) })
+}
+
+// GetFlows implements the observer API with Hubble's semantics: the
+// whitelist and blacklist select flows; since (or first) picks where in the
+// buffer to start, otherwise number counts selected flows back from the
+// newest (all of them when 0 or max uint64); without follow the stream ends
+// after number selected flows or at the end of the buffer, with follow it
+// goes on with new flows until until or the client leaves. A follow request
+// with neither number nor since plays the recording from the start of the
+// buffer (a live Hubble would send only new flows, and a replay without
+// Loop has none).
 func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStreamingServer[observer.GetFlowsResponse]) error {
 	ctx := stream.Context()
+	if req.GetFirst() && req.GetFollow() {
+		return status.Error(codes.InvalidArgument, "first cannot be specified with follow")
+	}
+	filter, err := newRequestFilter(req.GetWhitelist(), req.GetBlacklist())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	var since, until time.Time
-	if req.GetSince() != nil {
-		since = req.GetSince().AsTime()
-	}
-	if req.GetUntil() != nil {
-		until = req.GetUntil().AsTime()
-	}
-	if req.GetFirst() {
-		return status.Error(codes.Unimplemented, "replay: first=true is not supported")
-	}
-	if req.GetNumber() != 0 && !req.GetFollow() && since.IsZero() {
-		// "hubble observe --last N": the last N flows of one pass.
-		for i := max(0, len(r.flows)-int(req.GetNumber())); i < len(r.flows); i++ {
-			if err := stream.Send(r.flowAt(i)); err != nil {
-				return err
-			}
-			r.served.Add(1)
+	if ts := req.GetSince(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return status.Errorf(codes.InvalidArgument, "since: %v", err)
 		}
-		return nil
+		since = ts.AsTime()
 	}
+	if ts := req.GetUntil(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return status.Errorf(codes.InvalidArgument, "until: %v", err)
+		}
+		until = ts.AsTime()
+	}
+	follow, number := req.GetFollow(), req.GetNumber()
+	keep := func(i int) bool { return filter.keep(r.flows[i%len(r.flows)].GetFlow()) }
+
+	lo, hi := r.buffer(time.Now())
+	var from int
+	switch {
+	case req.GetSince() != nil:
+		end := hi
+		if follow && r.cfg.Loop {
+			end = -1
+		} else if follow {
+			end = len(r.flows)
+		}
+		from = r.firstAtOrAfter(since, lo, end)
+	case req.GetFirst(), follow && number == 0:
+		from = lo
+	default:
+		// The newest number selected flows; number 0 (or one beyond the
+		// buffer, as --all's max uint64) reaches back to the oldest.
+		from = hi
+		for found := uint64(0); from > lo && (number == 0 || found < number); {
+			from--
+			if keep(from) {
+				found++
+			}
+		}
+	}
+
 	// Pacing by elapsed time rather than a ticker per flow: tickers cannot
 	// fire every 50 µs, so high rates are sent in small bursts.
 	began := time.Now()
 	sent := uint64(0)
-	for i := 0; r.cfg.Loop || i < len(r.flows); i++ {
-		resp := r.flowAt(i)
-		ft := resp.GetFlow().GetTime().AsTime()
-		if !since.IsZero() && ft.Before(since) {
-			continue
+	for i := from; ; i++ {
+		if !follow && i >= hi {
+			return nil
 		}
+		if !r.cfg.Loop && i >= len(r.flows) || i >= maxIndex {
+			// Nothing new will come: hold the stream open as Hubble does.
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		ft := r.timeAt(i)
 		if !until.IsZero() && ft.After(until) {
-			break
+			return nil
+		}
+		if !since.IsZero() && ft.Before(since) || !keep(i) {
+			continue
 		}
 		if r.cfg.Rate > 0 {
 			if ahead := time.Duration(float64(sent)/r.cfg.Rate*float64(time.Second)) - time.Since(began); ahead > time.Millisecond {
@@ -264,30 +379,85 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 				}
 			}
 		}
-		if err := stream.Send(resp); err != nil {
+		if err := stream.Send(r.flowAt(i)); err != nil {
 			return err
 		}
 		r.served.Add(1)
 		sent++
-		if req.GetNumber() != 0 && sent >= req.GetNumber() {
+		if !follow && number != 0 && sent >= number {
 			return nil
 		}
 	}
-	if req.GetFollow() {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	return nil
 }
 
-// ServerStatus implements the observer API.
+// ServerStatus implements the observer API ("hubble status").
 func (r *Replay) ServerStatus(context.Context, *observer.ServerStatusRequest) (*observer.ServerStatusResponse, error) {
+	now := time.Now()
+	lo, hi := r.buffer(now)
+	var rate float64
+	if r.cfg.Loop && r.cfg.ShiftToNow {
+		rate = float64(time.Second) / float64(r.step)
+	}
 	return &observer.ServerStatusResponse{
-		NumFlows:            uint64(len(r.flows)),
+		NumFlows:            uint64(hi - lo),
 		MaxFlows:            uint64(len(r.flows)),
-		SeenFlows:           uint64(r.served.Load()),
-		NumConnectedNodes:   wrapperspb.UInt32(1),
+		SeenFlows:           uint64(hi),
+		UptimeNs:            uint64(now.Sub(r.created)),
+		NumConnectedNodes:   wrapperspb.UInt32(uint32(len(r.nodes))),
 		NumUnavailableNodes: wrapperspb.UInt32(0),
-		Version:             "flowwarden-replay",
+		Version:             replayVersion,
+		FlowsRate:           rate,
 	}, nil
+}
+
+// observerServiceName is the name Hubble's servers give their observer
+// service in health checks.
+const observerServiceName = "hubble.server.Observer"
+
+// replayVersion is what status and node listings report as the server's
+// version.
+const replayVersion = "flowwarden-replay"
+
+// GetNodes implements the observer API ("hubble list nodes"): the nodes the
+// recording's flows were observed on, each with its share of the flows.
+func (r *Replay) GetNodes(context.Context, *observer.GetNodesRequest) (*observer.GetNodesResponse, error) {
+	uptime := uint64(time.Since(r.created))
+	out := &observer.GetNodesResponse{Nodes: make([]*observer.Node, 0, len(r.nodes))}
+	for _, n := range r.nodes {
+		out.Nodes = append(out.Nodes, &observer.Node{
+			Name:      n.name,
+			Version:   replayVersion,
+			Address:   r.Addr(),
+			State:     relaypb.NodeState_NODE_CONNECTED,
+			Tls:       &observer.TLS{Enabled: r.cfg.TLS.Enabled},
+			UptimeNs:  uptime,
+			NumFlows:  n.flows,
+			MaxFlows:  n.flows,
+			SeenFlows: n.flows,
+		})
+	}
+	return out, nil
+}
+
+// GetNamespaces implements the observer API ("hubble list namespaces"): the
+// namespaces of the recording's endpoints.
+func (r *Replay) GetNamespaces(context.Context, *observer.GetNamespacesRequest) (*observer.GetNamespacesResponse, error) {
+	type key struct{ cluster, ns string }
+	seen := map[key]bool{}
+	out := &observer.GetNamespacesResponse{}
+	for _, resp := range r.flows {
+		for _, ep := range []*flowpb.Endpoint{resp.GetFlow().GetSource(), resp.GetFlow().GetDestination()} {
+			k := key{ep.GetClusterName(), ep.GetNamespace()}
+			if k.ns == "" || seen[k] {
+				continue
+			}
+			seen[k] = true
+			out.Namespaces = append(out.Namespaces, &observer.Namespace{Cluster: k.cluster, Namespace: k.ns})
+		}
+	}
+	sort.Slice(out.Namespaces, func(i, j int) bool {
+		a, b := out.Namespaces[i], out.Namespaces[j]
+		return a.GetCluster() < b.GetCluster() || a.GetCluster() == b.GetCluster() && a.GetNamespace() < b.GetNamespace()
+	})
+	return out, nil
 }
