@@ -19,12 +19,26 @@ FUZZ_DECODE   ?= 60000x
 FUZZ_PARSE    ?= 150000x
 FUZZ_CONFIG   ?= 3000x
 
-.PHONY: all build deps prereqs test race bench fuzz lint run clean
+.PHONY: all build release deps prereqs test race bench fuzz lint run clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/flowwarden
+
+# The release build, and the only place its command is written: the
+# Dockerfile's build stage runs `make release`, and a test
+# (TestDockerfileBuildStage) runs that stage's command and checks what
+# `flowwarden version -o json` says. Symbols stripped (-s -w), paths trimmed;
+# version from the VERSION file (the tag deploy/ pins), commit and date from
+# git unless given (docker build --build-arg COMMIT=… DATE=…).
+VERSION       ?= $(shell cat VERSION)
+COMMIT        ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE          ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+RELEASE_LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+
+release:
+	$(GO) build -trimpath -ldflags "$(RELEASE_LDFLAGS)" -o $(BIN) ./cmd/flowwarden
 
 # libchdb.so (ClickHouse as a library) for the embedded database, from npm.
 deps: $(LIBCHDB)

@@ -77,7 +77,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			defer st.close()
 
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
 			if wcfg.SpoolDir == "" && !noSpool {
 				wcfg.SpoolDir = filepath.Join(g.dataDir, "spool")
 			}

@@ -30,8 +30,6 @@ type globals struct {
 	log                           *slog.Logger
 }
 
-var version = "dev"
-
 func newRootCommand() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
@@ -140,15 +138,4 @@ func applyConfig(cmd *cobra.Command, path string) error {
 		return fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-func newVersionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "flowwarden", version)
-		},
-	}
 }

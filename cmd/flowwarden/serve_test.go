@@ -96,7 +96,7 @@ func TestServeDetectsAndPages(t *testing.T) {
 	var metrics bytes.Buffer
 	_, _ = metrics.ReadFrom(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{`flowwarden_findings_total{detector="metadata-access",severity="critical"} 1`, "flowwarden_alerts_sent_total", "flowwarden_flows_written_total"} {
+	for _, m := range []string{`flowwarden_findings_total{detector="metadata-access",severity="critical"} 1`, "flowwarden_alerts_sent_total", "flowwarden_flows_written_total", `flowwarden_build_info{commit=`} {
 		if !strings.Contains(metrics.String(), m) {
 			t.Errorf("/metrics lacks %s", m)
 		}
