@@ -22,6 +22,10 @@ type Config struct {
 	EgressDenialSpike  EgressDenialSpikeConfig  `json:"egressDenialSpike"`
 	CrossNamespaceDeny CrossNamespaceDenyConfig `json:"crossNamespaceDenial"`
 	DenialRate         DenialRateConfig         `json:"denialRate"`
+	DNSTunnel          DNSTunnelConfig          `json:"dnsTunnel"`
+	LateralScan        LateralScanConfig        `json:"lateralScan"`
+	Beacon             BeaconConfig             `json:"beacon"`
+	PlaintextInMesh    PlaintextInMeshConfig    `json:"plaintextInMesh"`
 }
 
 // MetadataAccessConfig: any pod flow to a cloud metadata service.
@@ -91,6 +95,10 @@ func DefaultConfig() Config {
 		CrossNamespaceDeny: CrossNamespaceDenyConfig{Enabled: true, Window: 5 * time.Minute, ResolveAfter: 2, MinDenied: 1},
 		DenialRate: DenialRateConfig{Enabled: true, Window: 5 * time.Minute, ResolveAfter: 2, WarmupWindows: 3,
 			MinFlows: 50, MinShare: 0.2, Factor: 3},
+		DNSTunnel:       defaultDNSTunnel(),
+		LateralScan:     defaultLateralScan(),
+		Beacon:          defaultBeacon(),
+		PlaintextInMesh: defaultPlaintextInMesh(),
 	}
 }
 
@@ -103,7 +111,8 @@ func (c *Config) Validate() error {
 	for name, w := range map[string]time.Duration{
 		"metadataAccess": c.MetadataAccess.Window, "egressSpike": c.EgressSpike.Window,
 		"egressDenialSpike": c.EgressDenialSpike.Window, "crossNamespaceDenial": c.CrossNamespaceDeny.Window,
-		"denialRate": c.DenialRate.Window,
+		"denialRate": c.DenialRate.Window, "dnsTunnel": c.DNSTunnel.Window, "lateralScan": c.LateralScan.Window,
+		"plaintextInMesh": c.PlaintextInMesh.Window,
 	} {
 		if w <= 0 {
 			errs = append(errs, fmt.Errorf("%s.window must be positive", name))
@@ -120,6 +129,7 @@ func (c *Config) Validate() error {
 	if c.DenialRate.MinShare <= 0 || c.DenialRate.MinShare > 1 {
 		errs = append(errs, errors.New("denialRate.minShare must be in (0, 1]"))
 	}
+	errs = append(errs, c.DNSTunnel.validate(), c.LateralScan.validate(), c.Beacon.validate(), c.PlaintextInMesh.validate())
 	return errors.Join(errs...)
 }
 
@@ -139,6 +149,18 @@ func (c *Config) detectors(sink FindingSink, m *Metrics) []Detector {
 	}
 	if c.DenialRate.Enabled {
 		ds = append(ds, newDenialRate(c.DenialRate, c, sink, m))
+	}
+	if c.DNSTunnel.Enabled {
+		ds = append(ds, newDNSTunnel(c.DNSTunnel, c, sink, m))
+	}
+	if c.LateralScan.Enabled {
+		ds = append(ds, newLateralScan(c.LateralScan, c, sink, m))
+	}
+	if c.Beacon.Enabled {
+		ds = append(ds, newBeacon(c.Beacon, c, sink, m))
+	}
+	if c.PlaintextInMesh.Enabled {
+		ds = append(ds, newPlaintextInMesh(c.PlaintextInMesh, c, sink, m))
 	}
 	return ds
 }

@@ -44,6 +44,15 @@ type Metrics struct {
 	Keys      *prometheus.GaugeVec
 	Evictions *prometheus.CounterVec
 	Findings  *prometheus.CounterVec
+	// DNSVisibleWorkloads counts the workloads whose DNS queries the flows
+	// show (Hubble shows them only where a DNS rule sends DNS through
+	// Cilium's proxy): dns-tunnel is blind to the others.
+	DNSVisibleWorkloads prometheus.Gauge
+	// MeshRequests counts inbound requests seen by Envoy sidecars, by
+	// destination namespace and whether mutual TLS secured them;
+	// MTLSCoverage is the secured share per namespace since start.
+	MeshRequests *prometheus.CounterVec
+	MTLSCoverage *prometheus.GaugeVec
 }
 
 // NewMetrics creates the engine's metrics and registers them with reg (nil: not registered).
@@ -57,9 +66,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Keys dropped from detector state to stay within the key limit."}, []string{"detector"}),
 		Findings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_findings_total",
 			Help: "Findings opened, by detector and severity."}, []string{"detector", "severity"}),
+		DNSVisibleWorkloads: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flowwarden_dns_visible_workloads",
+			Help: "Workloads whose DNS queries appeared in the flows in the last hour (the ones dns-tunnel can judge)."}),
+		MeshRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flowwarden_mesh_inbound_requests_total",
+			Help: "Inbound requests seen in Envoy access logs, by destination namespace and mutual TLS (true/false)."}, []string{"namespace", "mtls"}),
+		MTLSCoverage: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flowwarden_mtls_coverage_ratio",
+			Help: "Share of a namespace's inbound mesh requests secured by mutual TLS since start (Linkerd's SECURED column)."}, []string{"namespace"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Flows, m.Keys, m.Evictions, m.Findings)
+		reg.MustRegister(m.Flows, m.Keys, m.Evictions, m.Findings, m.DNSVisibleWorkloads, m.MeshRequests, m.MTLSCoverage)
 	}
 	return m
 }
@@ -69,6 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type Engine struct {
 	mu        sync.Mutex
 	detectors []Detector
+	keyGauges []prometheus.Gauge // per detector, resolved once
 	metrics   *Metrics
 	clock     time.Time // newest flow time seen
 	advanced  time.Time // last time windows were advanced to
@@ -88,6 +104,9 @@ func NewEngine(cfg Config, sink FindingSink, metrics *Metrics) (*Engine, error) 
 	}
 	e := &Engine{metrics: metrics, lateness: cfg.Lateness, tick: 10 * time.Second}
 	e.detectors = cfg.detectors(sink, metrics)
+	for _, d := range e.detectors {
+		e.keyGauges = append(e.keyGauges, metrics.Keys.WithLabelValues(d.Name()))
+	}
 	return e, nil
 }
 
@@ -113,9 +132,9 @@ func (e *Engine) Write(_ context.Context, flows ...schema.Flow) error {
 
 func (e *Engine) advanceLocked(now time.Time) {
 	e.advanced = e.clock
-	for _, d := range e.detectors {
+	for i, d := range e.detectors {
 		d.Advance(now)
-		e.metrics.Keys.WithLabelValues(d.Name()).Set(float64(d.Keys()))
+		e.keyGauges[i].Set(float64(d.Keys()))
 	}
 }
 

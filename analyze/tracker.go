@@ -15,6 +15,9 @@ type window struct {
 	matched uint64 // flows that match the detector's condition
 	bytes   uint64 // bytes of the matched flows
 	samples []schema.Flow
+	// pairs is lateral-scan's sketch of the window's (address, port) pairs;
+	// kept (and cleared) from window to window.
+	pairs *pairSketch
 }
 
 // verdict is a detector's judgement of one closed window.
@@ -127,19 +130,24 @@ func (t *tracker) add(st *keyState, f *schema.Flow, matched bool) {
 	}
 	if t.early && st.open == nil {
 		if v := t.judge(st, &st.cur); v.fire {
-			t.openFinding(st, v)
-			// Report the open window's numbers without folding them in:
-			// close adds them when the window ends.
-			f := *st.open
-			f.End = st.start.Add(t.size)
-			f.Evidence.Flows, f.Evidence.Bytes = st.cur.matched, st.cur.bytes
-			f.Evidence.Observed, f.Evidence.Baseline, f.Evidence.Threshold = v.observed, v.baseline, v.threshold
-			f.Evidence.Samples = append([]schema.Flow(nil), st.cur.samples...)
-			f.Summary = t.summary(st, v)
-			f.Query = t.query(st, f.Start, f.End)
-			t.sink.Finding(f)
+			t.fireEarly(st, v)
 		}
 	}
+}
+
+// fireEarly opens a finding while its window is still open.
+func (t *tracker) fireEarly(st *keyState, v verdict) {
+	t.openFinding(st, v)
+	// Report the open window's numbers without folding them in:
+	// close adds them when the window ends.
+	f := *st.open
+	f.End = st.start.Add(t.size)
+	f.Evidence.Flows, f.Evidence.Bytes = st.cur.matched, st.cur.bytes
+	f.Evidence.Observed, f.Evidence.Baseline, f.Evidence.Threshold = v.observed, v.baseline, v.threshold
+	f.Evidence.Samples = append([]schema.Flow(nil), st.cur.samples...)
+	f.Summary = t.summary(st, v)
+	f.Query = t.query(st, f.Start, f.End)
+	t.sink.Finding(f)
 }
 
 func (t *tracker) openFinding(st *keyState, v verdict) {
@@ -217,7 +225,10 @@ func (t *tracker) close(st *keyState) {
 			}
 		}
 	}
-	*w = window{samples: w.samples[:0]}
+	if w.pairs != nil {
+		w.pairs.reset()
+	}
+	*w = window{samples: w.samples[:0], pairs: w.pairs}
 }
 
 // advance closes the windows of every key that ended at or before now, and

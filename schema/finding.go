@@ -113,6 +113,8 @@ type SampleRecord struct {
 	Protocol string    `json:"protocol"`
 	Verdict  string    `json:"verdict"`
 	Reason   string    `json:"drop_reason,omitempty"`
+	// Query is the DNS name asked, for DNS flows.
+	Query string `json:"dns_query,omitempty"`
 }
 
 // Record converts a finding for output and storage.
@@ -125,7 +127,8 @@ func (f Finding) Record() FindingRecord {
 			Samples: []SampleRecord{}}}
 	for _, s := range f.Evidence.Samples {
 		r.Evidence.Samples = append(r.Evidence.Samples, SampleRecord{Time: s.Time.UTC(), Source: endpointName(s.Src), Dest: endpointName(s.Dst),
-			DstAddr: s.DstIP.String(), DstPort: s.DstPort, Protocol: s.Protocol, Verdict: string(s.Verdict), Reason: s.DropReason})
+			DstAddr: s.DstIP.String(), DstPort: s.DstPort, Protocol: s.Protocol, Verdict: string(s.Verdict), Reason: s.DropReason,
+			Query: s.DNSQuery})
 	}
 	return r
 }

@@ -1,0 +1,494 @@
+package analyze
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"golang.org/x/net/publicsuffix"
+
+	"github.com/flowwarden/flowwarden/schema"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+)
+
+// DetectorDNSTunnel names the DNS tunnelling detector.
+const DetectorDNSTunnel = "dns-tunnel"
+
+// DNSTunnelConfig: information carried in DNS query names, per source
+// workload and registered domain (eTLD+1 of the public suffix list).
+type DNSTunnelConfig struct {
+	Enabled bool `json:"enabled"`
+	// Window is the span information is summed over, in three slices.
+	Window time.Duration `json:"window"`
+	// MinBytes is the information, in bytes, that new query names must
+	// carry to one registered domain within Window to fire.
+	MinBytes float64 `json:"minBytes"`
+	// MinNames is the number of new names needed as well.
+	MinNames int `json:"minNames"`
+	// Domains is how many registered domains are tracked per workload: the
+	// heaviest, as a Space-Saving heavy-hitters table.
+	Domains int `json:"domains"`
+	// ClusterDomain and SearchSuffixes (the nodes' own search domains) are
+	// stripped from names before judging: the resolver's search-path
+	// expansions belong to the name they expand.
+	ClusterDomain  string   `json:"clusterDomain"`
+	SearchSuffixes []string `json:"searchSuffixes"`
+	// ResolveAfter is the number of slices below the threshold that resolve a finding.
+	ResolveAfter int `json:"resolveAfter"`
+}
+
+func defaultDNSTunnel() DNSTunnelConfig {
+	return DNSTunnelConfig{Enabled: true, Window: 15 * time.Minute, MinBytes: 320, MinNames: 10, Domains: 4,
+		ClusterDomain: "cluster.local", ResolveAfter: 3}
+}
+
+func (c *DNSTunnelConfig) validate() error {
+	var errs []error
+	if c.MinBytes <= 0 || c.MinNames < 1 || c.Domains < 1 {
+		errs = append(errs, errors.New("dnsTunnel: minBytes, minNames and domains must be positive"))
+	}
+	if c.ClusterDomain == "" {
+		errs = append(errs, errors.New("dnsTunnel.clusterDomain must be set (cluster.local)"))
+	}
+	return errors.Join(errs...)
+}
+
+// dnsCached is a name judged before: most DNS traffic repeats a few names.
+type dnsCached struct {
+	q, ns, reg, sub, name string
+	ok                    bool
+}
+
+const dnsCacheSize = 512
+
+const (
+	dnsSlices     = 3
+	dnsFilterBits = 2048 // novelty filter per domain and generation
+	dnsSampleKeep = 3
+)
+
+// dnsDomain is one registered domain a workload queries: the information its
+// new names carried per slice, and a filter of names already seen.
+type dnsDomain struct {
+	name      string
+	info      [dnsSlices]float64 // estimated bytes in new names, per slice
+	names     [dnsSlices]uint32  // new names per slice
+	nx        [dnsSlices]uint32  // NXDOMAIN answers per slice
+	queries   [dnsSlices]uint32
+	inherited float64 // Space-Saving: weight of the entry it replaced (orders eviction only)
+	first     time.Time
+	last      time.Time
+	seen      [2][dnsFilterBits / 64]uint64 // names seen: this generation, the previous one
+	sampleQ   []string
+	samples   []schema.Flow
+	open      *schema.Finding
+	quiet     int
+	since     int // slices since the entry was (re)used
+}
+
+func (d *dnsDomain) sum() (info float64, names, nx, queries uint64) {
+	for i := 0; i < dnsSlices; i++ {
+		info += d.info[i]
+		names += uint64(d.names[i])
+		nx += uint64(d.nx[i])
+		queries += uint64(d.queries[i])
+	}
+	return
+}
+
+type dnsWorkload struct {
+	k     key
+	start time.Time // current slice's start
+	cur   int       // ring index of the current slice
+	rolls int
+	last  time.Time
+	doms  []*dnsDomain
+	elem  *list.Element
+}
+
+type dnsTunnel struct {
+	cfg      DNSTunnelConfig
+	slice    time.Duration
+	maxKeys  int
+	samples  int
+	sink     FindingSink
+	metrics  *Metrics
+	cluster  string // "." + cluster domain
+	extra    []string
+	names    [dnsCacheSize]dnsCached // recent names already judged
+	ws       map[key]*dnsWorkload
+	lru      *list.List
+	visibleT time.Time
+}
+
+func newDNSTunnel(c DNSTunnelConfig, g *Config, sink FindingSink, m *Metrics) *dnsTunnel {
+	d := &dnsTunnel{cfg: c, slice: c.Window / dnsSlices, maxKeys: g.MaxKeys, samples: g.Samples, sink: sink, metrics: m,
+		cluster: strings.ToLower(strings.Trim(c.ClusterDomain, ".")), ws: map[key]*dnsWorkload{}, lru: list.New()}
+	for _, s := range c.SearchSuffixes {
+		if s = strings.ToLower(strings.Trim(s, ".")); s != "" {
+			d.extra = append(d.extra, s)
+		}
+	}
+	return d
+}
+
+func (d *dnsTunnel) Name() string { return DetectorDNSTunnel }
+func (d *dnsTunnel) Keys() int    { return len(d.ws) }
+
+// outsideName strips the search suffixes a pod in namespace ns has (the
+// resolver's expansions) and returns the registered domain and the part
+// left of it, or ok=false for a name that stays inside the cluster (no
+// listed public suffix once stripped).
+func (d *dnsTunnel) outsideName(q, ns string) (reg, sub, name string, ok bool) {
+	c := &d.names[(fnv64(q)^uint64(len(ns)))%dnsCacheSize]
+	if c.q == q && c.ns == ns && q != "" {
+		return c.reg, c.sub, c.name, c.ok
+	}
+	reg, sub, name, ok = d.judgeName(q, ns)
+	*c = dnsCached{q: q, ns: ns, reg: reg, sub: sub, name: name, ok: ok}
+	return
+}
+
+func (d *dnsTunnel) judgeName(q, ns string) (reg, sub, name string, ok bool) {
+	q = strings.TrimSuffix(q, ".")
+	if hasUpper(q) {
+		q = strings.ToLower(q)
+	}
+	name = d.stripSearch(q, ns)
+	if name == "" {
+		return "", "", "", false
+	}
+	suffix, icann := publicsuffix.PublicSuffix(name)
+	if !icann && strings.IndexByte(suffix, '.') < 0 {
+		return "", "", "", false // no listed suffix: a cluster or private name (svc, local, internal, pod)
+	}
+	reg, err := publicsuffix.EffectiveTLDPlusOne(name)
+	if err != nil {
+		return "", "", "", false
+	}
+	if len(name) > len(reg) {
+		sub = name[:len(name)-len(reg)-1]
+	}
+	return reg, sub, name, true
+}
+
+// stripSearch removes one search suffix of a pod in ns: <ns>.svc.<cluster>,
+// svc.<cluster>, <cluster> and the nodes' own.
+func (d *dnsTunnel) stripSearch(q, ns string) string {
+	if rest, ok := cutDomainSuffix(q, d.cluster); ok {
+		if r, ok := cutDomainSuffix(rest, "svc"); ok {
+			if r2, ok := cutDomainSuffix(r, ns); ok && ns != "" {
+				return r2
+			}
+			return r
+		}
+		return rest
+	}
+	for _, s := range d.extra {
+		if rest, ok := cutDomainSuffix(q, s); ok {
+			return rest
+		}
+	}
+	return q
+}
+
+// cutDomainSuffix returns q without ".suffix" (or "" when q is suffix).
+func cutDomainSuffix(q, suffix string) (string, bool) {
+	if q == suffix {
+		return "", true
+	}
+	if len(q) > len(suffix) && q[len(q)-len(suffix)-1] == '.' && strings.HasSuffix(q, suffix) {
+		return q[:len(q)-len(suffix)-1], true
+	}
+	return q, false
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// nameInfoBytes estimates the information in a name's new part: its
+// length (dots excluded) times the Shannon entropy of its characters, in
+// bytes. Repeating or dictionary-like labels carry little; encoded data
+// nearly its full size.
+func nameInfoBytes(sub string) float64 {
+	var counts [256]uint8
+	n := 0
+	for i := 0; i < len(sub); i++ {
+		if sub[i] == '.' {
+			continue
+		}
+		counts[sub[i]]++
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	h := 0.0
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / float64(n)
+			h -= p * math.Log2(p)
+		}
+	}
+	return float64(n) * h / 8
+}
+
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+func (d *dnsTunnel) Observe(f *schema.Flow) {
+	if f.L7Type != "dns" || f.DNSQuery == "" {
+		return
+	}
+	// The asking workload is the source of a query and the destination of an answer.
+	ep := &f.Src
+	if f.IsReply {
+		ep = &f.Dst
+	}
+	if ep.Namespace == "" || ep.WorkloadKind == schema.KindReserved {
+		return
+	}
+	w := d.workload(key{ep.Namespace, ep.Workload}, f.Time)
+	reg, sub, name, ok := d.outsideName(f.DNSQuery, ep.Namespace)
+	if !ok {
+		return
+	}
+	dom := d.domain(w, reg)
+	if dom == nil {
+		return
+	}
+	i := w.cur
+	if f.IsReply {
+		if f.DNSRCode == 3 {
+			dom.nx[i]++
+		}
+		return
+	}
+	dom.queries[i]++
+	dom.last = f.Time
+	if sub == "" {
+		return
+	}
+	h := fnv64(sub)
+	word, bit := (h%dnsFilterBits)/64, uint64(1)<<(h%64)
+	if (dom.seen[0][word]|dom.seen[1][word])&bit != 0 {
+		return // asked before: no new information
+	}
+	dom.seen[0][word] |= bit
+	dom.info[i] += nameInfoBytes(sub)
+	dom.names[i]++
+	if dom.first.IsZero() {
+		dom.first = f.Time
+	}
+	info, names, _, _ := dom.sum()
+	if info >= d.cfg.MinBytes/2 {
+		if len(dom.sampleQ) < dnsSampleKeep {
+			dom.sampleQ = append(dom.sampleQ, strings.Clone(name))
+		}
+		if len(dom.samples) < d.samples {
+			dom.samples = append(dom.samples, *f)
+		}
+	}
+	if dom.open == nil && info >= d.cfg.MinBytes && names >= uint64(d.cfg.MinNames) {
+		d.openFinding(w, dom)
+		d.report(w, dom)
+	}
+}
+
+// workload returns the workload's state with its slices rolled to at.
+func (d *dnsTunnel) workload(k key, at time.Time) *dnsWorkload {
+	w, ok := d.ws[k]
+	if !ok {
+		w = &dnsWorkload{k: k, start: at.Truncate(d.slice)}
+		w.elem = d.lru.PushFront(w)
+		d.ws[k] = w
+		for len(d.ws) > d.maxKeys {
+			d.evict(d.lru.Back().Value.(*dnsWorkload))
+		}
+	} else {
+		d.lru.MoveToFront(w.elem)
+		d.roll(w, at)
+	}
+	if at.After(w.last) {
+		w.last = at
+	}
+	return w
+}
+
+// domain finds or makes the workload's entry for reg, replacing the
+// lightest entry without an open finding when the table is full.
+func (d *dnsTunnel) domain(w *dnsWorkload, reg string) *dnsDomain {
+	for _, dom := range w.doms {
+		if dom.name == reg {
+			return dom
+		}
+	}
+	if len(w.doms) < d.cfg.Domains {
+		dom := &dnsDomain{name: strings.Clone(reg)}
+		w.doms = append(w.doms, dom)
+		return dom
+	}
+	var min *dnsDomain
+	minW := math.Inf(1)
+	for _, dom := range w.doms {
+		if dom.open != nil {
+			continue
+		}
+		info, _, _, _ := dom.sum()
+		if x := info + dom.inherited; x < minW {
+			min, minW = dom, x
+		}
+	}
+	if min == nil {
+		return nil
+	}
+	*min = dnsDomain{name: strings.Clone(reg), inherited: minW, sampleQ: min.sampleQ[:0], samples: min.samples[:0]}
+	return min
+}
+
+func (d *dnsTunnel) roll(w *dnsWorkload, at time.Time) {
+	for n := 0; !at.Before(w.start.Add(d.slice)); n++ {
+		if n > dnsSlices+d.cfg.ResolveAfter {
+			w.start = at.Truncate(d.slice)
+			break
+		}
+		d.closeSlice(w)
+		w.start = w.start.Add(d.slice)
+	}
+}
+
+// closeSlice ends the workload's current slice: open findings are updated
+// or resolved, the oldest slice is forgotten.
+func (d *dnsTunnel) closeSlice(w *dnsWorkload) {
+	end := w.start.Add(d.slice)
+	for _, dom := range w.doms {
+		info, names, _, _ := dom.sum()
+		if dom.open != nil {
+			if info >= d.cfg.MinBytes && names >= uint64(d.cfg.MinNames) {
+				dom.quiet = 0
+				dom.open.End = end
+				d.report(w, dom)
+			} else if dom.quiet++; dom.quiet >= d.cfg.ResolveAfter {
+				dom.open.Status = schema.FindingResolved
+				d.sink.Finding(*dom.open)
+				dom.open = nil
+			}
+		}
+		dom.since++
+		if dom.since >= dnsSlices {
+			dom.inherited = 0
+		}
+	}
+	w.cur = (w.cur + 1) % dnsSlices
+	w.rolls++
+	newGen := w.rolls%dnsSlices == 0
+	for _, dom := range w.doms {
+		dom.info[w.cur], dom.names[w.cur], dom.nx[w.cur], dom.queries[w.cur] = 0, 0, 0, 0
+		if newGen {
+			dom.seen[1] = dom.seen[0]
+			dom.seen[0] = [dnsFilterBits / 64]uint64{}
+		}
+		if info, _, _, _ := dom.sum(); info == 0 && dom.open == nil {
+			dom.first = time.Time{}
+			dom.sampleQ, dom.samples = dom.sampleQ[:0], dom.samples[:0]
+		}
+	}
+}
+
+func (d *dnsTunnel) openFinding(w *dnsWorkload, dom *dnsDomain) {
+	dom.open = &schema.Finding{
+		ID: findingID(DetectorDNSTunnel, w.k.String()+"/"+dom.name), Detector: DetectorDNSTunnel, Severity: schema.SeverityCritical,
+		Namespace: w.k.a, Workload: w.k.b, Peer: dom.name, Start: dom.first.Truncate(time.Second), Status: schema.FindingOpen,
+		Evidence: schema.Evidence{Window: d.cfg.Window, Metric: "bytes/s in query names"},
+	}
+	dom.quiet = 0
+	d.metrics.Findings.WithLabelValues(DetectorDNSTunnel, string(schema.SeverityCritical)).Inc()
+}
+
+// report sends the open finding with the domain's current numbers.
+func (d *dnsTunnel) report(w *dnsWorkload, dom *dnsDomain) {
+	f := dom.open
+	info, names, nx, queries := dom.sum()
+	span := dom.last.Sub(dom.first)
+	span = max(span, time.Minute)
+	span = min(span, d.cfg.Window)
+	rate := info / span.Seconds()
+	if f.End.Before(dom.last) {
+		f.End = dom.last.Truncate(time.Second).Add(time.Second)
+	}
+	e := &f.Evidence
+	if rate > e.Observed {
+		e.Observed = rate
+	}
+	e.Threshold = d.cfg.MinBytes / d.cfg.Window.Seconds()
+	e.Flows = max(e.Flows, queries)
+	e.Bytes = max(e.Bytes, uint64(info))
+	e.Samples = append(e.Samples[:0], dom.samples...)
+	f.Summary = fmt.Sprintf("%s/%s carries about %.1f B/s in DNS query names to %s (%d new names, %d queries, %d NXDOMAIN in %s; e.g. %s)",
+		w.k.a, w.k.b, rate, dom.name, names, queries, nx, d.cfg.Window, strings.Join(dom.sampleQ, ", "))
+	f.Query = dnsQuery(f.Start, f.End, w.k, dom.name)
+	d.sink.Finding(*f)
+}
+
+func (d *dnsTunnel) Advance(now time.Time) {
+	for e := d.lru.Back(); e != nil; e = e.Prev() {
+		d.roll(e.Value.(*dnsWorkload), now)
+	}
+	// Workloads whose DNS the flows showed in the last hour.
+	visible := 0
+	for e := d.lru.Front(); e != nil && now.Sub(e.Value.(*dnsWorkload).last) < time.Hour; e = e.Next() {
+		visible++
+	}
+	d.metrics.DNSVisibleWorkloads.Set(float64(visible))
+}
+
+func (d *dnsTunnel) Flush() {
+	for e := d.lru.Back(); e != nil; e = e.Prev() {
+		w := e.Value.(*dnsWorkload)
+		for _, dom := range w.doms {
+			if dom.open != nil {
+				d.report(w, dom)
+			}
+		}
+	}
+}
+
+func (d *dnsTunnel) evict(w *dnsWorkload) {
+	for _, dom := range w.doms {
+		if dom.open != nil {
+			dom.open.Status = schema.FindingResolved
+			d.sink.Finding(*dom.open)
+		}
+	}
+	d.lru.Remove(w.elem)
+	delete(d.ws, w.k)
+	d.metrics.Evictions.WithLabelValues(DetectorDNSTunnel).Inc()
+}
+
+// dnsQuery selects the workload's DNS flows for the domain, expansions included.
+func dnsQuery(from, to time.Time, k key, domain string) string {
+	q := clickhouse.QuoteString(domain)
+	return "SELECT time, src_namespace, src_pod, src_workload, is_reply, dns_query, dns_rcode, dst_addr, dst_port\n" +
+		"FROM flows\nWHERE " + strings.Join([]string{
+		"time >= " + sqlTime(from), "time < " + sqlTime(to),
+		"l7_type = 'dns'",
+		fmt.Sprintf("((src_namespace = %s AND src_workload = %s) OR (dst_namespace = %s AND dst_workload = %s))",
+			clickhouse.QuoteString(k.a), clickhouse.QuoteString(k.b), clickhouse.QuoteString(k.a), clickhouse.QuoteString(k.b)),
+		"(position(lower(dns_query), " + clickhouse.QuoteString("."+domain+".") + ") > 0 OR startsWith(lower(dns_query), " + q + "))",
+	}, "\n  AND ") + "\nORDER BY time"
+}
