@@ -140,8 +140,14 @@ func (b *beacon) Observe(f *schema.Flow) {
 	b.fire(st, f, score, median)
 }
 
-// score rates the regularity of the last connections' intervals in [0, 1]:
-// the mean of 1-|Bowley skew|, 1-MAD/median and the count against MinConnections.
+// beaconMinMADScore gates the score: intervals whose median absolute
+// deviation exceeds a fifth of their median are not a beacon. Random
+// (Poisson) calls have a MAD of about half their median.
+const beaconMinMADScore = 0.8
+
+// score rates the regularity of the last connections' intervals in [0, 1],
+// as RITA does: 1-MAD/median (dispersion, weighted twice, and gated), 1-|Bowley
+// skew| (symmetry) and the count against MinConnections.
 func (b *beacon) score(st *beaconState) (float64, time.Duration) {
 	n := min(st.n, beaconRing)
 	var ts [beaconRing]int64
@@ -171,7 +177,10 @@ func (b *beacon) score(st *beaconState) (float64, time.Duration) {
 		madScore = max(0, 1-mad/q2)
 	}
 	countScore := min(1, float64(len(d))/float64(b.cfg.MinConnections))
-	return (1 - abs(skew) + madScore + countScore) / 3, time.Duration(q2)
+	if madScore < beaconMinMADScore {
+		return 0, time.Duration(q2) // dispersed: not a beacon whatever the rest says
+	}
+	return (2*madScore + 1 - abs(skew) + countScore) / 4, time.Duration(q2)
 }
 
 func quantile(sorted []float64, q float64) float64 {

@@ -31,9 +31,9 @@ type DNSTunnelConfig struct {
 	// Domains is how many registered domains are tracked per workload: the
 	// heaviest, as a Space-Saving heavy-hitters table.
 	Domains int `json:"domains"`
-	// ClusterDomain and SearchSuffixes (the nodes' own search domains) are
-	// stripped from names before judging: the resolver's search-path
-	// expansions belong to the name they expand.
+	// Names under ClusterDomain and SearchSuffixes (the nodes' own search
+	// domains) are not judged: the cluster's names and the resolver's
+	// search-path expansions are answered inside and carry nothing out.
 	ClusterDomain  string   `json:"clusterDomain"`
 	SearchSuffixes []string `json:"searchSuffixes"`
 	// ResolveAfter is the number of slices below the threshold that resolve a finding.
@@ -110,18 +110,17 @@ type dnsWorkload struct {
 }
 
 type dnsTunnel struct {
-	cfg      DNSTunnelConfig
-	slice    time.Duration
-	maxKeys  int
-	samples  int
-	sink     FindingSink
-	metrics  *Metrics
-	cluster  string // "." + cluster domain
-	extra    []string
-	names    [dnsCacheSize]dnsCached // recent names already judged
-	ws       map[key]*dnsWorkload
-	lru      *list.List
-	visibleT time.Time
+	cfg     DNSTunnelConfig
+	slice   time.Duration
+	maxKeys int
+	samples int
+	sink    FindingSink
+	metrics *Metrics
+	cluster string // "." + cluster domain
+	extra   []string
+	names   [dnsCacheSize]dnsCached // recent names already judged
+	ws      map[key]*dnsWorkload
+	lru     *list.List
 }
 
 func newDNSTunnel(c DNSTunnelConfig, g *Config, sink FindingSink, m *Metrics) *dnsTunnel {
@@ -138,10 +137,10 @@ func newDNSTunnel(c DNSTunnelConfig, g *Config, sink FindingSink, m *Metrics) *d
 func (d *dnsTunnel) Name() string { return DetectorDNSTunnel }
 func (d *dnsTunnel) Keys() int    { return len(d.ws) }
 
-// outsideName strips the search suffixes a pod in namespace ns has (the
-// resolver's expansions) and returns the registered domain and the part
-// left of it, or ok=false for a name that stays inside the cluster (no
-// listed public suffix once stripped).
+// outsideName returns the registered domain of a name a pod in namespace
+// ns asked and the part left of it, or ok=false for a name that stays
+// inside the cluster: under its search domains, or with no listed public
+// suffix. (ns is part of the cache key only: search domains are per namespace.)
 func (d *dnsTunnel) outsideName(q, ns string) (reg, sub, name string, ok bool) {
 	c := &d.names[(fnv64(q)^uint64(len(ns)))%dnsCacheSize]
 	if c.q == q && c.ns == ns && q != "" {
@@ -157,10 +156,10 @@ func (d *dnsTunnel) judgeName(q, ns string) (reg, sub, name string, ok bool) {
 	if hasUpper(q) {
 		q = strings.ToLower(q)
 	}
-	name = d.stripSearch(q, ns)
-	if name == "" {
+	if d.insideName(q) {
 		return "", "", "", false
 	}
+	name = q
 	suffix, icann := publicsuffix.PublicSuffix(name)
 	if !icann && strings.IndexByte(suffix, '.') < 0 {
 		return "", "", "", false // no listed suffix: a cluster or private name (svc, local, internal, pod)
@@ -175,24 +174,22 @@ func (d *dnsTunnel) judgeName(q, ns string) (reg, sub, name string, ok bool) {
 	return reg, sub, name, true
 }
 
-// stripSearch removes one search suffix of a pod in ns: <ns>.svc.<cluster>,
-// svc.<cluster>, <cluster> and the nodes' own.
-func (d *dnsTunnel) stripSearch(q, ns string) string {
-	if rest, ok := cutDomainSuffix(q, d.cluster); ok {
-		if r, ok := cutDomainSuffix(rest, "svc"); ok {
-			if r2, ok := cutDomainSuffix(r, ns); ok && ns != "" {
-				return r2
-			}
-			return r
-		}
-		return rest
+// insideName reports whether q ends in the cluster domain or one of the
+// nodes' search domains: the cluster's own names, and the search-path
+// expansions of outside names (x.evil.com.<ns>.svc.cluster.local). Those
+// are answered inside the cluster (CoreDNS, the VPC resolver) and carry
+// nothing out, and their NXDOMAIN answers are not a tunnel's: only the
+// query that leaves, x.evil.com., is judged.
+func (d *dnsTunnel) insideName(q string) bool {
+	if _, ok := cutDomainSuffix(q, d.cluster); ok {
+		return true
 	}
 	for _, s := range d.extra {
-		if rest, ok := cutDomainSuffix(q, s); ok {
-			return rest
+		if _, ok := cutDomainSuffix(q, s); ok {
+			return true
 		}
 	}
-	return q
+	return false
 }
 
 // cutDomainSuffix returns q without ".suffix" (or "" when q is suffix).
@@ -377,9 +374,9 @@ func (d *dnsTunnel) roll(w *dnsWorkload, at time.Time) {
 func (d *dnsTunnel) closeSlice(w *dnsWorkload) {
 	end := w.start.Add(d.slice)
 	for _, dom := range w.doms {
-		info, names, _, _ := dom.sum()
 		if dom.open != nil {
-			if info >= d.cfg.MinBytes && names >= uint64(d.cfg.MinNames) {
+			// A slice that carried less than its share of the threshold is quiet.
+			if dom.info[w.cur] >= d.cfg.MinBytes/dnsSlices {
 				dom.quiet = 0
 				dom.open.End = end
 				d.report(w, dom)
@@ -432,13 +429,14 @@ func (d *dnsTunnel) report(w *dnsWorkload, dom *dnsDomain) {
 		f.End = dom.last.Truncate(time.Second).Add(time.Second)
 	}
 	e := &f.Evidence
-	if rate > e.Observed {
-		e.Observed = rate
-	}
 	e.Threshold = d.cfg.MinBytes / d.cfg.Window.Seconds()
-	e.Flows = max(e.Flows, queries)
-	e.Bytes = max(e.Bytes, uint64(info))
-	e.Samples = append(e.Samples[:0], dom.samples...)
+	if uint64(info) < e.Bytes {
+		d.sink.Finding(*f) // past the peak: keep the peak's numbers
+		return
+	}
+	e.Observed = max(e.Observed, rate)
+	e.Flows, e.Bytes = queries, uint64(info)
+	e.Samples = append([]schema.Flow(nil), dom.samples...)
 	f.Summary = fmt.Sprintf("%s/%s carries about %.1f B/s in DNS query names to %s (%d new names, %d queries, %d NXDOMAIN in %s; e.g. %s)",
 		w.k.a, w.k.b, rate, dom.name, names, queries, nx, d.cfg.Window, strings.Join(dom.sampleQ, ", "))
 	f.Query = dnsQuery(f.Start, f.End, w.k, dom.name)

@@ -123,21 +123,20 @@ func newLateralScan(c LateralScanConfig, g *Config, sink FindingSink, m *Metrics
 	t.query = func(st *keyState, from, to time.Time) string {
 		return flowsQuery(from, to, "(src_namespace = "+quote(st.subj.namespace)+" AND src_workload = "+quote(st.subj.workload)+
 			" AND NOT is_reply OR dst_namespace = "+quote(st.subj.namespace)+" AND dst_workload = "+quote(st.subj.workload)+" AND is_reply)",
-			"NOT "+worldCondition)
+			"(NOT "+worldCondition+" OR isIPAddressInRange(dst_addr, '10.0.0.0/8') OR isIPAddressInRange(dst_addr, '172.16.0.0/12') OR isIPAddressInRange(dst_addr, '192.168.0.0/16') OR is_reply)")
 	}
 	d := &detector{tracker: t}
 	d.observe = func(f *schema.Flow) {
-		ep, other := &f.Src, &f.Dst
+		ep, other, addr, port := &f.Src, &f.Dst, f.DstIP, f.DstPort
 		if f.IsReply {
-			ep, other = &f.Dst, &f.Src
+			ep, other, addr, port = &f.Dst, &f.Src, f.SrcIP, f.SrcPort
 		}
-		if ep.Namespace == "" || ep.WorkloadKind == schema.KindReserved || other.IsWorld() || !f.SrcIP.IsValid() || !f.DstIP.IsValid() {
+		// Inside: a cluster identity, or a private address (Cilium names
+		// an unused pod address, the usual scan target, world).
+		if ep.Namespace == "" || ep.WorkloadKind == schema.KindReserved || !addr.IsValid() || other.IsWorld() && !addr.Unmap().IsPrivate() {
 			return
 		}
-		peer, port := f.DstIP.As16(), f.DstPort
-		if f.IsReply {
-			peer, port = f.SrcIP.As16(), f.SrcPort
-		}
+		peer := addr.As16()
 		st := t.state(key{ep.Namespace, ep.Workload}, subject{namespace: ep.Namespace, workload: ep.Workload}, f.Time)
 		if st.cur.pairs == nil {
 			st.cur.pairs = &pairSketch{}

@@ -169,4 +169,3 @@ func (e *Engine) MTLSCoverage() []NamespaceCoverage {
 	}
 	return nil
 }
-

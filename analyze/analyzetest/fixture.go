@@ -1,0 +1,122 @@
+// Package analyzetest reads and writes flow fixtures: gzipped JSON lines
+// of schema.Flow with short field names, so detection scenarios load
+// without a flow parser (no ingest import).
+package analyzetest
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+type endpoint struct {
+	Namespace string            `json:"ns,omitempty"`
+	Pod       string            `json:"pod,omitempty"`
+	Workload  string            `json:"wl,omitempty"`
+	Kind      string            `json:"kind,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Identity  uint32            `json:"id,omitempty"`
+}
+
+type record struct {
+	Time       time.Time  `json:"t"`
+	Node       string     `json:"node,omitempty"`
+	Source     string     `json:"src,omitempty"`
+	Verdict    string     `json:"v,omitempty"`
+	DropReason string     `json:"drop,omitempty"`
+	Direction  string     `json:"dir,omitempty"`
+	IsReply    bool       `json:"reply,omitempty"`
+	Protocol   string     `json:"proto,omitempty"`
+	SrcIP      netip.Addr `json:"sip"`
+	DstIP      netip.Addr `json:"dip"`
+	SrcPort    uint16     `json:"sport,omitempty"`
+	DstPort    uint16     `json:"dport,omitempty"`
+	TCPFlags   string     `json:"flags,omitempty"`
+	Src        endpoint   `json:"s"`
+	Dst        endpoint   `json:"d"`
+	DstNames   []string   `json:"names,omitempty"`
+	L7Type     string     `json:"l7,omitempty"`
+	DNSQuery   string     `json:"q,omitempty"`
+	DNSRCode   uint16     `json:"rcode,omitempty"`
+	HTTPMethod string     `json:"method,omitempty"`
+	HTTPPath   string     `json:"path,omitempty"`
+	HTTPStatus uint16     `json:"status,omitempty"`
+	Bytes      uint64     `json:"bytes,omitempty"`
+	MTLS       bool       `json:"mtls,omitempty"`
+}
+
+func toEndpoint(e schema.Endpoint) endpoint {
+	return endpoint{e.Namespace, e.Pod, e.Workload, e.WorkloadKind, e.Labels, e.Identity}
+}
+
+func fromEndpoint(e endpoint) schema.Endpoint {
+	return schema.Endpoint{Namespace: e.Namespace, Pod: e.Pod, Workload: e.Workload, WorkloadKind: e.Kind, Labels: e.Labels, Identity: e.Identity}
+}
+
+// WriteFlows writes flows to path as a gzipped fixture.
+func WriteFlows(path string, flows []schema.Flow) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	zw, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
+	enc := json.NewEncoder(zw)
+	for i := range flows {
+		x := &flows[i]
+		r := record{Time: x.Time.UTC(), Node: x.Node, Source: string(x.Source), Verdict: string(x.Verdict), DropReason: x.DropReason,
+			Direction: string(x.Direction), IsReply: x.IsReply, Protocol: x.Protocol, SrcIP: x.SrcIP, DstIP: x.DstIP,
+			SrcPort: x.SrcPort, DstPort: x.DstPort, TCPFlags: x.TCPFlags, Src: toEndpoint(x.Src), Dst: toEndpoint(x.Dst),
+			DstNames: x.DstNames, L7Type: x.L7Type, DNSQuery: x.DNSQuery, DNSRCode: x.DNSRCode, HTTPMethod: x.HTTPMethod,
+			HTTPPath: x.HTTPPath, HTTPStatus: x.HTTPStatus, Bytes: x.Bytes, MTLS: x.MTLS}
+		if err := enc.Encode(&r); err != nil {
+			f.Close()
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// ReadFlows reads a fixture written by WriteFlows.
+func ReadFlows(path string) ([]schema.Flow, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []schema.Flow
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		var r record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		ipv := uint8(4)
+		if r.SrcIP.Is6() && !r.SrcIP.Is4In6() {
+			ipv = 6
+		}
+		out = append(out, schema.Flow{Time: r.Time, Node: r.Node, Source: schema.SourceKind(r.Source), Verdict: schema.Verdict(r.Verdict),
+			DropReason: r.DropReason, Direction: schema.Direction(r.Direction), IsReply: r.IsReply, IPVersion: ipv, Protocol: r.Protocol,
+			SrcIP: r.SrcIP, DstIP: r.DstIP, SrcPort: r.SrcPort, DstPort: r.DstPort, TCPFlags: r.TCPFlags,
+			Src: fromEndpoint(r.Src), Dst: fromEndpoint(r.Dst), DstNames: r.DstNames, L7Type: r.L7Type, DNSQuery: r.DNSQuery,
+			DNSRCode: r.DNSRCode, HTTPMethod: r.HTTPMethod, HTTPPath: r.HTTPPath, HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return out, nil
+}
