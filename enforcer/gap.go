@@ -20,12 +20,12 @@ import (
 // carried. A rule that carried none is the least-privilege gap: access that
 // is granted and that nobody used in the window.
 type RuleUsage struct {
-	Policy    string // namespace/name
-	Direction string // ingress or egress
-	Index     int    // rule index within the direction
-	Rule      string // human description
-	Flows     uint64
-	Edges     int
+	Policy    string `json:"policy"`    // namespace/name
+	Direction string `json:"direction"` // ingress or egress
+	Index     int    `json:"index"`     // rule index within the direction
+	Rule      string `json:"rule"`      // human description
+	Flows     uint64 `json:"flows"`
+	Edges     int    `json:"edges"`
 }
 
 // Usage measures every rule of the policies against the observed graph.

@@ -72,6 +72,9 @@ type Result struct {
 	Skipped  []Skipped
 	// Warnings name generation choices a reviewer should look at.
 	Warnings []string
+	// BlastRadius, when the caller measured it (ComputeBlastRadius), goes
+	// into the pull request body.
+	BlastRadius *BlastRadius
 }
 
 // Generate writes the least-privilege policies for the observed graph: per

@@ -198,6 +198,19 @@ func PRBody(title string, res *Result, pr *PRResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n", title)
 	fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Left out*.\n\n")
+	if br := res.BlastRadius; br != nil && len(br.Rows) > 0 {
+		fmt.Fprintf(&b, "### Blast radius\n\nThe workloads an attacker holding one workload could reach, directly or by pivoting, on any port: **%d → %d** summed over %d workloads, a **%.1f%% reduction** against the policies in force.\n\n",
+			br.Before, br.After, len(br.Rows), br.ReductionPercent())
+		fmt.Fprintf(&b, "| workload | before | after | of |\n|---|---|---|---|\n")
+		for i, r := range br.Rows {
+			if i == 20 {
+				fmt.Fprintf(&b, "| … %d more | | | |\n", len(br.Rows)-20)
+				break
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d |\n", r.Workload, r.Before, r.After, r.Total)
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "### What changes\n\n")
 	nsPolicies := map[string][]networkingv1.NetworkPolicy{}
 	for _, np := range res.Policies {

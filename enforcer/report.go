@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
@@ -20,6 +21,10 @@ type ReportBuilder struct {
 	Denied map[Edge]*EdgeStats // dropped traffic
 	From   time.Time           // first flow seen
 	To     time.Time           // last flow seen
+
+	// Config generates the recommendation the blast radius is measured
+	// for (nil: DefaultConfig).
+	Config *Config
 
 	hostRules []HostRule
 }
@@ -55,45 +60,56 @@ func (b *ReportBuilder) AddGroup(f *schema.Flow, n uint64, first, last time.Time
 
 // EdgeRow is one line of a report table.
 type EdgeRow struct {
-	From, To, Port string
-	Flows          uint64
-	First, Last    time.Time
+	From  string    `json:"from"`
+	To    string    `json:"to"`
+	Port  string    `json:"port"`
+	Flows uint64    `json:"flows"`
+	First time.Time `json:"first_seen"`
+	Last  time.Time `json:"last_seen"`
 }
 
 // NamespaceReport is the report of one namespace.
 type NamespaceReport struct {
-	Name       string
-	Unused     []RuleUsage
-	Used       int
-	TopTalkers []EdgeRow
-	Denied     []EdgeRow
-	NewEdges   []EdgeRow
+	Name       string      `json:"name"`
+	Unused     []RuleUsage `json:"unused_rules"`
+	Used       int         `json:"used_rules"`
+	TopTalkers []EdgeRow   `json:"top_talkers"`
+	Denied     []EdgeRow   `json:"denied"`
+	NewEdges   []EdgeRow   `json:"new_edges"`
 }
 
 // HostRule is one counted accept rule of a node's host firewall and the
 // packets it let in over the report's window.
 type HostRule struct {
-	Node, Rule string // Rule: its comment (what it allows and why)
-	Handle     uint64
-	Packets    uint64
+	Node    string `json:"node"`
+	Rule    string `json:"rule"` // its comment (what it allows and why)
+	Handle  uint64 `json:"handle"`
+	Packets uint64 `json:"packets"`
 }
 
 // HostReport is the least-privilege gap of one node's host firewall.
 type HostReport struct {
-	Node   string
-	Unused []HostRule
-	Used   int
+	Node   string     `json:"node"`
+	Unused []HostRule `json:"unused_rules"`
+	Used   int        `json:"used_rules"`
 }
 
 // Report is the quarterly least-privilege report.
 type Report struct {
-	Generated  time.Time
-	From, To   time.Time
-	Policies   int
-	Namespaces []NamespaceReport
+	Generated  time.Time         `json:"generated"`
+	From       time.Time         `json:"from"`
+	To         time.Time         `json:"to"`
+	Policies   int               `json:"policies"`
+	Namespaces []NamespaceReport `json:"namespaces"`
 	// Hosts is set when host firewall counters were given (AddHostRules).
-	Hosts []HostReport
-	SVG   template.HTML
+	Hosts []HostReport `json:"hosts"`
+	// BlastRadius compares the policies in force with the recommended
+	// ones (ComputeBlastRadius); the sums and the reduction follow.
+	BlastRadius          []BlastRadiusRow `json:"blast_radius"`
+	BlastRadiusBefore    int              `json:"blast_radius_before"`
+	BlastRadiusAfter     int              `json:"blast_radius_after"`
+	BlastRadiusReduction float64          `json:"blast_radius_reduction_percent"`
+	SVG                  template.HTML    `json:"-"`
 }
 
 // NewEdgeWindow: edges first seen this close to the end of the window are "new".
@@ -172,8 +188,31 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 	for _, k := range sortedKeys(byNode) {
 		r.Hosts = append(r.Hosts, *byNode[k])
 	}
+	if len(b.Graph.Workloads) > 0 {
+		cfg := DefaultConfig()
+		if b.Config != nil {
+			cfg = *b.Config
+		}
+		rec, err := Generate(b.Graph, cfg)
+		if err != nil {
+			return nil, err
+		}
+		br, err := ComputeBlastRadius(policies, rec.Policies, b.Graph)
+		if err != nil {
+			return nil, err
+		}
+		r.BlastRadius, r.BlastRadiusBefore, r.BlastRadiusAfter, r.BlastRadiusReduction = br.Rows, br.Before, br.After, br.ReductionPercent()
+	}
 	r.SVG = template.HTML(ServiceGraphSVG(b.Graph, b.Denied))
 	return r, nil
+}
+
+// WriteJSON writes every figure of the report as one JSON document
+// (report.json): the machine-readable twin of report.md.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }
 
 func peerLabel(p Peer) string {
@@ -197,6 +236,15 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# Least-privilege report\n\nTraffic from %s to %s, against %d policies. Generated %s.\n\n",
 		r.From.UTC().Format(time.RFC3339), r.To.UTC().Format(time.RFC3339), r.Policies, r.Generated.UTC().Format(time.RFC3339))
+	if len(r.BlastRadius) > 0 {
+		p("## Blast radius\n\nWorkloads an attacker holding one workload reaches, directly or by pivoting, any port (outside addresses not counted): "+
+			"**%d → %d** summed over %d workloads with the recommended policies, a **%.1f%% reduction**.\n\n", r.BlastRadiusBefore, r.BlastRadiusAfter, len(r.BlastRadius), r.BlastRadiusReduction)
+		p("| workload | before | after | of |\n|---|---|---|---|\n")
+		for _, b := range r.BlastRadius {
+			p("| %s | %d | %d | %d |\n", b.Workload, b.Before, b.After, b.Total)
+		}
+		p("\n")
+	}
 	p("![service graph](service-graph.svg)\n\n")
 	table := func(title string, rows []EdgeRow) {
 		if len(rows) == 0 {
@@ -247,6 +295,12 @@ th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margi
 </style></head><body>
 <h1>Least-privilege report</h1>
 <p>Traffic from {{ts .From}} to {{ts .To}} (UTC), against {{.Policies}} policies. Generated {{ts .Generated}}.</p>
+{{if .BlastRadius}}<section id="blast-radius"><h2>Blast radius</h2>
+<p>Workloads an attacker holding one workload reaches, directly or by pivoting, any port (outside addresses not counted):
+<strong>{{.BlastRadiusBefore}} → {{.BlastRadiusAfter}}</strong> summed over {{len .BlastRadius}} workloads with the recommended policies,
+a <strong class="reduction">{{printf "%.1f" .BlastRadiusReduction}}% reduction</strong>.</p>
+<table><tr><th>workload</th><th>before</th><th>after</th><th>of</th></tr>
+{{range .BlastRadius}}<tr><td>{{.Workload}}</td><td>{{.Before}}</td><td>{{.After}}</td><td>{{.Total}}</td></tr>{{end}}</table></section>{{end}}
 <div class="graph">{{.SVG}}</div>
 {{range .Namespaces}}
 <h2>{{.Name}}</h2>

@@ -152,6 +152,11 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if current != "" {
 				return printTightening(cmd.Context(), g, w, current, res, graph)
 			}
+			br, err := enforcer.ComputeBlastRadius(nil, res.Policies, graph)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s, against no policies in force\n", br.Summary())
 			return nil
 		},
 	}
@@ -317,6 +322,7 @@ func newEnforceCommand(g *globals) *cobra.Command {
 		tokenFile string
 		host      hostFirewall
 		nftFile   string
+		current   string
 	)
 	cmd := &cobra.Command{
 		Use:   "enforce (--repo PATH --branch NAME (--since D | --hubble-file F...) | --host --since D [--apply | --repo PATH --branch NAME])",
@@ -367,8 +373,17 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 					return err
 				}
 			} else {
-				res, _, err := recommend(cmd.Context(), g, &src, cfg)
+				res, graph, err := recommend(cmd.Context(), g, &src, cfg)
 				if err != nil {
+					return err
+				}
+				var inForce []networkingv1.NetworkPolicy
+				if current != "" {
+					if inForce, err = loadPolicies(cmd.Context(), g, current); err != nil {
+						return err
+					}
+				}
+				if res.BlastRadius, err = enforcer.ComputeBlastRadius(inForce, res.Policies, graph); err != nil {
 					return err
 				}
 				if out, err = enforcer.Deliver(pr, res, cfg.NamePrefix); err != nil {
@@ -416,6 +431,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 	f.StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
 	host.flags(cmd, true)
 	f.StringVar(&nftFile, "nft-file", "", "--host: also write the ruleset as an nft -f file here")
+	f.StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\": the PR body states the blast radius reduction against them (default: none in force)")
 	return cmd
 }
 
@@ -430,8 +446,12 @@ func newReportCommand(g *globals) *cobra.Command {
 		Short: "Write the least-privilege report (Markdown, HTML, service-graph SVG)",
 		Long: `Per namespace: the allowed-but-unused rules of the policies in force (the
 least-privilege gap), top talkers, denied traffic and new edges, with a
-service graph coloured by verdict. Writes report.md, report.html (self-contained)
-and service-graph.svg into --out.`,
+service graph coloured by verdict; the blast radius of every workload (the
+workloads it reaches directly or by pivoting, any port) under the policies
+in force (none given: every pod reaches every other) and under the
+recommended policies, with the cluster's reduction. Writes report.md,
+report.html (self-contained), service-graph.svg and report.json (every figure
+of the report, "blast_radius" included) into --out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -468,7 +488,11 @@ and service-graph.svg into --out.`,
 			if err := r.WriteHTML(&page); err != nil {
 				return err
 			}
-			for name, content := range map[string]string{"report.md": md.String(), "report.html": page.String(), "service-graph.svg": string(r.SVG)} {
+			var js strings.Builder
+			if err := r.WriteJSON(&js); err != nil {
+				return err
+			}
+			for name, content := range map[string]string{"report.md": md.String(), "report.html": page.String(), "service-graph.svg": string(r.SVG), "report.json": js.String()} {
 				if err := os.WriteFile(filepath.Join(out, name), []byte(content), 0o644); err != nil {
 					return err
 				}
@@ -481,12 +505,15 @@ and service-graph.svg into --out.`,
 				unused += len(h.Unused)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces and %d host firewalls written to %s (%d rules allowed but unused)\n", len(r.Namespaces), len(r.Hosts), out, unused)
+			if len(r.BlastRadius) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "blast radius %d → %d with the recommended policies (%.1f%% reduction)\n", r.BlastRadiusBefore, r.BlastRadiusAfter, r.BlastRadiusReduction)
+			}
 			return nil
 		},
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&policies, "policies", "", "the NetworkPolicies in force: a directory, or \"cluster\" to list them from the API server")
-	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html and service-graph.svg")
+	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html, service-graph.svg and report.json")
 	return cmd
 }
 
@@ -543,6 +570,11 @@ func printTightening(ctx context.Context, g *globals, w io.Writer, current strin
 	if err != nil {
 		return err
 	}
+	br, err := enforcer.ComputeBlastRadius(nps, res.Policies, graph)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s, against the %d policies in %s\n", br.Summary(), len(nps), current)
 	fmt.Fprintf(w, "\nleast-privilege gap of the %d policies in %s:\n", len(nps), current)
 	for _, u := range usage {
 		if u.Flows == 0 {

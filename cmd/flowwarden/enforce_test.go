@@ -180,7 +180,7 @@ func TestPoliciesInForceFromTheCluster(t *testing.T) {
 
 // regexpGenerated masks the generation time, in RFC 3339 (report.md) or
 // "2006-01-02 15:04:05" (report.html).
-var regexpGenerated = regexp.MustCompile(`Generated [0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:]+Z?`)
+var regexpGenerated = regexp.MustCompile(`(Generated |"generated": ")[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+Z?`)
 
 // TestStoredHistoryMakesTheSamePolicies: recommend and report over the
 // stored flows (grouped by ClickHouse) write what they write from the

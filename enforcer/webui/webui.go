@@ -147,7 +147,9 @@ type page struct {
 	InForce int
 	// DiffError says why there is no diff (it did not finish in time).
 	DiffError string
-	Error     string
+	// Blast is the blast radius in force and with the recommendation.
+	Blast *enforcer.BlastRadius
+	Error string
 }
 
 // maxChangeRows bounds the diff table; the rows with the most observed
@@ -221,6 +223,9 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
 		}
 		p.InForce = len(current)
+		if p.Blast, err = enforcer.ComputeBlastRadius(current, res.Policies, b.Graph); err != nil {
+			return nil, err
+		}
 		dctx, cancel := context.WithTimeout(ctx, h.cfg.DiffBudget)
 		changes, err := enforcer.SemanticDiff(dctx, current, res.Policies, b.Graph)
 		cancel()
@@ -324,6 +329,9 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 {{range .Findings}}<tr><td>{{ts .Start}}</td><td class="{{.Severity}}">{{.Severity}}</td><td>{{.Detector}}</td><td>{{.Subject}}</td><td>{{.Summary}}</td><td>{{.Status}}</td><td><details><summary>query</summary><pre>{{.Query}}</pre></details></td></tr>
 {{end}}</table>{{else}}<p>No findings.</p>{{end}}
 <h2>Recommended policies</h2>
+{{with .Blast}}<p id="blast-radius">Blast radius (workloads one compromised workload reaches, directly or by pivoting, any port): <strong>{{.Before}} → {{.After}}</strong> over {{len .Rows}} workloads, a <strong>{{printf "%.1f" .ReductionPercent}}% reduction</strong> with the recommended policies.</p>
+<details><summary>per workload</summary><table id="blast-radius-rows"><tr><th>workload</th><th>before</th><th>after</th><th>of</th></tr>
+{{range .Rows}}<tr><td>{{.Workload}}</td><td>{{.Before}}</td><td>{{.After}}</td><td>{{.Total}}</td></tr>{{end}}</table></details>{{end}}
 {{if .DiffError}}<p id="diff-error" class="err">{{.DiffError}}</p>{{else}}{{if not .InForce}}<p id="no-policies">No NetworkPolicies in force are known (<code>serve --current-policies DIR|cluster</code> gives them), so today every pair may talk and the diff below is everything the recommendation closes.</p>{{end}}
 <p id="diff-summary">{{len .Policies}} policies; against the {{.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{.ObservedLosses}} of them observed, left out on purpose: listed first, with the reason) and {{.Gains}} would gain it.</p>
 {{if .Changes}}<table id="changes"><tr><th>from</th><th>to</th><th>change</th><th>ports</th><th>observed flows</th><th>why</th></tr>

@@ -88,7 +88,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	page := string(dom)
 	for _, want := range []string{`id="service-map"`, `<svg`, `data-id="bookinfo/productpage-v1"`, `data-id="tenant-a/scanner"`,
 		`class="edge forwarded"`, `class="edge dropped"`, `id="findings"`, "policy denied 300 flows", "Recommended policies", `id="changes"`,
-		`id="no-policies"`, "<td>guardrail: no tenant access into system namespace kube-system beyond DNS</td>", "<td>not observed</td>"} {
+		`id="no-policies"`, "<td>guardrail: no tenant access into system namespace kube-system beyond DNS</td>", "<td>not observed</td>",
+		`id="blast-radius"`, "% reduction</strong> with the recommended policies"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page as Chromium rendered it lacks %q", want)
 		}
