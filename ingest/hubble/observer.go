@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -56,19 +57,20 @@ func (c *ObserverConfig) validate() error {
 }
 
 // Observer streams flows from the observer API into a sink, reconnecting
-// with backoff. After a reconnect it resumes from the time of the last flow
-// it received, and drops the flows at that same time it already had, so the
-// stream has neither gaps nor duplicates.
+// with backoff. After a reconnect it resumes from the time of the newest
+// flow the sink accepted, and drops the flows at that same time the sink
+// already had, so the stream has neither gaps nor duplicates. The resume
+// point moves only over flows the sink accepted: flows received but
+// refused by the sink (a spool that cannot append) are asked for again.
 type Observer struct {
 	cfg   ObserverConfig
 	sink  ingest.Sink
 	stats *ingest.Stats
 	log   *slog.Logger
 
-	last     time.Time
+	last     time.Time      // time of the newest flow the sink accepted
 	lastSeen atomic.Int64   // last, in Unix nanoseconds, for other goroutines
-	atLast   []*flowpb.Flow // flows received with time == last
-	repeats  []*flowpb.Flow // flows at last that a resumed stream will send again
+	atLast   []*flowpb.Flow // accepted flows with time == last
 	connects atomic.Int32
 	// resumeKeys are the FlowKeys of flows at last that were stored before
 	// this process started (see Resume).
@@ -100,7 +102,8 @@ func (o *Observer) Resume(since time.Time, keys []string) {
 	}
 }
 
-// LastFlowTime is the time of the newest flow received (zero before any).
+// LastFlowTime is the time of the newest flow the sink accepted (zero
+// before any).
 func (o *Observer) LastFlowTime() time.Time {
 	if n := o.lastSeen.Load(); n != 0 {
 		return time.Unix(0, n).UTC()
@@ -160,8 +163,12 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 		return 0, err
 	}
 	o.connects.Add(1)
-	o.repeats = append([]*flowpb.Flow(nil), o.atLast...)
-	o.log.Info("streaming flows", "since", o.last)
+	// The stream starts at since and sends the flows at that time again:
+	// those the sink took before are dropped once each.
+	since := o.last
+	repeats := append([]*flowpb.Flow(nil), o.atLast...)
+	stored := maps.Clone(o.resumeKeys)
+	o.log.Info("streaming flows", "since", since)
 
 	// Receive in a goroutine so a partial batch can be handed over on a
 	// timer while Recv blocks.
@@ -185,13 +192,19 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 		}
 	}()
 	batch := make([]schema.Flow, 0, o.cfg.BatchSize)
+	protos := make([]*flowpb.Flow, 0, o.cfg.BatchSize) // batch's flows as received
 	delivered := 0
 	flush := func() error {
 		if err := ingest.Deliver(ctx, o.sink, o.stats, batch...); err != nil {
-			return err
+			// Not accepted: the resume point stays before these flows, and
+			// the next stream asks for them again.
+			return fmt.Errorf("sink refused %d flows: %w", len(batch), err)
+		}
+		for i := range batch {
+			o.accepted(batch[i].Time, protos[i])
 		}
 		delivered += len(batch)
-		batch = batch[:0]
+		batch, protos = batch[:0], protos[:0]
 		return nil
 	}
 	linger := time.NewTimer(o.cfg.BatchLinger)
@@ -223,23 +236,25 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 				continue
 			}
 			o.stats.Read()
-			if o.seen(f) {
-				o.stats.Skip()
-				continue
-			}
 			rec, err := FromProto(f, it.resp.GetTime().AsTime(), it.resp.GetNodeName())
 			if err != nil {
 				o.stats.Reject(RejectReason(err), fmt.Sprintf("%s: %v", o.cfg.Addr, err))
 				continue
 			}
-			if len(o.resumeKeys) > 0 && rec.Time.Equal(o.last) {
-				if k := schema.FlowKey(&rec); o.resumeKeys[k] > 0 {
-					o.resumeKeys[k]--
+			if rec.Time.Equal(since) {
+				if i := indexEqual(repeats, f); i >= 0 {
+					repeats = append(repeats[:i], repeats[i+1:]...)
+					o.stats.Skip()
+					continue
+				}
+				if k := schema.FlowKey(&rec); stored[k] > 0 {
+					stored[k]--
 					o.stats.Skip()
 					continue
 				}
 			}
 			batch = append(batch, rec)
+			protos = append(protos, f)
 			if len(batch) == cap(batch) {
 				if err := flush(); err != nil {
 					return delivered, err
@@ -249,27 +264,30 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	}
 }
 
-// seen records f as received and reports whether it is a repeat of a flow
-// delivered before the last reconnect: a resumed stream starts at the time
-// of the newest flow received, so the flows at exactly that time come again.
-// Only those are dropped (with multiplicity: two identical flows recorded
-// twice are both kept); a live stream is never deduplicated.
-func (o *Observer) seen(f *flowpb.Flow) bool {
-	t := f.GetTime().AsTime()
+// accepted moves the resume point over a flow the sink took: a resumed
+// stream starts at the time of the newest accepted flow, so the flows at
+// exactly that time come again and are dropped then (with multiplicity: two
+// identical flows recorded twice are both kept). A live stream is never
+// deduplicated.
+func (o *Observer) accepted(t time.Time, f *flowpb.Flow) {
 	switch {
 	case t.Equal(o.last):
-		for i, g := range o.repeats {
-			if proto.Equal(f, g) {
-				o.repeats = append(o.repeats[:i], o.repeats[i+1:]...)
-				return true
-			}
-		}
 		o.atLast = append(o.atLast, f)
 	case t.After(o.last):
 		o.last = t
 		o.lastSeen.Store(t.UnixNano())
 		o.atLast = append(o.atLast[:0], f)
-		o.repeats = nil
+		// Flows stored before this process started are all older now.
+		o.resumeKeys = nil
 	}
-	return false
+}
+
+// indexEqual finds f among fs.
+func indexEqual(fs []*flowpb.Flow, f *flowpb.Flow) int {
+	for i, g := range fs {
+		if proto.Equal(f, g) {
+			return i
+		}
+	}
+	return -1
 }
