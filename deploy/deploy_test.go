@@ -69,6 +69,8 @@ func strict(t *testing.T, doc []byte) any {
 		obj = &corev1.ServiceAccount{}
 	case "v1/Service":
 		obj = &corev1.Service{}
+	case "v1/Secret":
+		obj = &corev1.Secret{}
 	case "apps/v1/Deployment":
 		obj = &appsv1.Deployment{}
 	case "apps/v1/DaemonSet":
@@ -329,45 +331,71 @@ func TestPodSecurityAdmissionAdmitsEveryWorkload(t *testing.T) {
 	}
 	workloads := 0
 	for _, dir := range []string{".", "node"} {
-		levels := map[string]psapi.Level{}
-		type pod struct {
-			kind, name, namespace string
-			tmpl                  corev1.PodTemplateSpec
-		}
-		var pods []pod
-		for _, doc := range render(t, dir) {
-			switch o := strict(t, doc).(type) {
-			case *corev1.Namespace:
-				level, err := psapi.ParseLevel(o.Labels[psapi.EnforceLevelLabel])
-				if err != nil {
-					t.Fatalf("namespace %s: %v", o.Name, err)
-				}
-				levels[o.Name] = level
-			case *appsv1.Deployment:
-				pods = append(pods, pod{"Deployment", o.Name, o.Namespace, o.Spec.Template})
-			case *appsv1.DaemonSet:
-				pods = append(pods, pod{"DaemonSet", o.Name, o.Namespace, o.Spec.Template})
-			}
-		}
-		for _, p := range pods {
-			workloads++
-			level, ok := levels[p.namespace]
-			if !ok {
-				t.Errorf("%s %s: its namespace %q is not in deploy/%s", p.kind, p.name, p.namespace, dir)
-				continue
-			}
-			res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: level, Version: psapi.LatestVersion()},
-				&p.tmpl.ObjectMeta, &p.tmpl.Spec))
-			if !res.Allowed {
-				t.Errorf("%s %s in namespace %s (pod security %q) would be refused: %s", p.kind, p.name, p.namespace, level, res.ForbiddenReason())
-			}
-		}
+		workloads += checkPodSecurity(t, evaluator, render(t, dir), "deploy/"+dir)
 	}
 	if workloads != 2 {
 		t.Errorf("%d workloads checked, want serve's Deployment and the node DaemonSet", workloads)
 	}
 	// serve itself meets "restricted", whatever namespace it is put in.
-	d := renderedOne[appsv1.Deployment](t, ".")
+	checkServeRestricted(t, evaluator, render(t, "."))
+}
+
+// checkPodSecurity runs each workload's pod template of one rendering (a
+// kustomization or the Helm chart, named by source) through the Pod
+// Security Admission checks at the level its rendered namespace enforces,
+// and returns how many workloads it checked.
+func checkPodSecurity(t *testing.T, evaluator policy.Evaluator, docs [][]byte, source string) int {
+	t.Helper()
+	workloads := 0
+	levels := map[string]psapi.Level{}
+	type pod struct {
+		kind, name, namespace string
+		tmpl                  corev1.PodTemplateSpec
+	}
+	var pods []pod
+	for _, doc := range docs {
+		switch o := strict(t, doc).(type) {
+		case *corev1.Namespace:
+			level, err := psapi.ParseLevel(o.Labels[psapi.EnforceLevelLabel])
+			if err != nil {
+				t.Fatalf("namespace %s: %v", o.Name, err)
+			}
+			levels[o.Name] = level
+		case *appsv1.Deployment:
+			pods = append(pods, pod{"Deployment", o.Name, o.Namespace, o.Spec.Template})
+		case *appsv1.DaemonSet:
+			pods = append(pods, pod{"DaemonSet", o.Name, o.Namespace, o.Spec.Template})
+		}
+	}
+	for _, p := range pods {
+		workloads++
+		level, ok := levels[p.namespace]
+		if !ok {
+			t.Errorf("%s %s: its namespace %q is not in %s", p.kind, p.name, p.namespace, source)
+			continue
+		}
+		res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: level, Version: psapi.LatestVersion()},
+			&p.tmpl.ObjectMeta, &p.tmpl.Spec))
+		if !res.Allowed {
+			t.Errorf("%s %s in namespace %s (pod security %q) would be refused: %s", p.kind, p.name, p.namespace, level, res.ForbiddenReason())
+		}
+	}
+	return workloads
+}
+
+// checkServeRestricted: serve's pods meet "restricted" whatever namespace
+// they are put in.
+func checkServeRestricted(t *testing.T, evaluator policy.Evaluator, docs [][]byte) {
+	t.Helper()
+	var d *appsv1.Deployment
+	for _, doc := range docs {
+		if o, ok := strict(t, doc).(*appsv1.Deployment); ok {
+			d = o
+		}
+	}
+	if d == nil {
+		t.Fatal("no Deployment rendered")
+	}
 	res := policy.AggregateCheckResults(evaluator.EvaluatePod(psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()},
 		&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec))
 	if !res.Allowed {
@@ -380,7 +408,12 @@ func TestPodSecurityAdmissionAdmitsEveryWorkload(t *testing.T) {
 // selects serve's pods and targets a port they name, the NetworkPolicy for
 // serve selects them, and the ClusterRoleBinding names the ServiceAccount
 // the pods run as. Each is valid alone; these are what make them work.
-func TestSelectorsConnect(t *testing.T) {
+func TestSelectorsConnect(t *testing.T) { checkSelectorsConnect(t, render(t, ".")) }
+
+// checkSelectorsConnect follows the selectors of one rendering of serve's
+// objects (the kustomization or the Helm chart).
+func checkSelectorsConnect(t *testing.T, docs [][]byte) {
+	t.Helper()
 	var (
 		deploy  *appsv1.Deployment
 		svc     *corev1.Service
@@ -389,7 +422,7 @@ func TestSelectorsConnect(t *testing.T) {
 		sas     = map[string]bool{}
 		serveNP *networkingv1.NetworkPolicy
 	)
-	for _, doc := range render(t, ".") {
+	for _, doc := range docs {
 		switch o := strict(t, doc).(type) {
 		case *appsv1.Deployment:
 			deploy = o

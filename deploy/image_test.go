@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // TestImagesArePinnedToTheRelease: every container deploy/ runs is the
@@ -40,5 +41,16 @@ func TestImagesArePinnedToTheRelease(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d containers checked, want serve's and the node agent's", n)
+	}
+	// The Helm chart's default tag is its appVersion: the same release.
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	raw, err = os.ReadFile("helm/flowwarden/Chart.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &chart); err != nil || chart.AppVersion != strings.TrimSpace(strings.TrimPrefix(want, "ghcr.io/flowwarden/flowwarden:")) {
+		t.Errorf("the Helm chart's appVersion is %q (%v), want the VERSION file's", chart.AppVersion, err)
 	}
 }
