@@ -66,6 +66,11 @@ type Decision struct {
 	// Reason names the side that denied and the policies that isolated it,
 	// or the policies that allowed.
 	Reason string
+	// For a denial: the side that denied ("egress" of the source or
+	// "ingress" of the destination) and the policies ("namespace/name")
+	// that isolate that pod for that side, none of whose rules allows it.
+	Side     string
+	Isolated []string
 }
 
 // Evaluator decides whether NetworkPolicies allow a connection, by the
@@ -200,8 +205,24 @@ func compileRule(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.Ne
 
 // Evaluate judges one connection.
 func (e *Evaluator) Evaluate(c Connection) Decision {
-	ok, why := e.judge(c, true)
-	return Decision{Allowed: ok, Reason: why}
+	var d Decision
+	d.Allowed, d.Reason = e.judge(c, true)
+	if !d.Allowed {
+		d.Side = "ingress"
+		pod := c.Dst.Pod
+		if c.Src.Pod != nil {
+			if ok, _ := e.side(c, c.Src.Pod, true, false); !ok {
+				d.Side, pod = "egress", c.Src.Pod
+			}
+		}
+		for _, i := range e.byNS[pod.Namespace] {
+			p := &e.policies[i]
+			if (d.Side == "egress" && p.egress || d.Side == "ingress" && p.ingress) && p.selector.Matches(labels.Set(pod.Labels)) {
+				d.Isolated = append(d.Isolated, p.np.Namespace+"/"+p.np.Name)
+			}
+		}
+	}
+	return d
 }
 
 // Allows is Evaluate(c).Allowed without the reason: for callers that judge

@@ -228,16 +228,29 @@ func newVerifyCommand(g *globals) *cobra.Command {
 	var (
 		src      flowSource
 		policies string
+		junit    string
+		out      outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "verify --policies DIR (--hubble-file F... | --since D)",
-		Short: "Print every observed flow the policies would deny (JSON lines) and a summary",
+		Use:   "verify --policies DIR|cluster (--hubble-file F... | --since D)",
+		Short: "Check NetworkPolicies against observed traffic: the CI gate for policy changes",
 		Long: `Judges each observed flow (replies, flows of unknown direction and
-local-node traffic excepted) by the
-NetworkPolicies in DIR (or those in force in the cluster: --policies
-cluster), prints those they would deny as JSON lines with the reason, then a
-summary on stderr. Exit status 1 when a flow that was
-forwarded would be denied.`,
+local-node traffic excepted) by the NetworkPolicies in DIR (or those in force
+in the cluster: --policies cluster) and reports those they would deny, with
+the reason, then a summary on stderr.
+
+Output (-o): json prints the denied flows as JSON lines; github prints one
+GitHub Actions error annotation per observed edge that would lose access, on
+the policy file and the line of the rules that deny it (the policy that
+selects the pod, before a namespace's default deny). --junit FILE also writes
+JUnit XML: one test case per observed edge, failing when it would lose
+access, skipped when recommend left it out on purpose.
+
+Exit status: 0 when no observed traffic loses access, 1 when a flow that was
+forwarded would be denied (a regression), 2 when the check could not be
+made (bad policies, no traffic source, storage unreachable).`,
+		Example: `  # In CI, on every pull request that changes policies/:
+  flowwarden verify --policies policies --since 720h --clickhouse "$CLICKHOUSE_DSN" -o github --junit verify.xml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nps, err := loadPolicies(cmd.Context(), g, policies)
@@ -252,6 +265,13 @@ forwarded would be denied.`,
 			if err != nil {
 				return err
 			}
+			var sources map[string]enforcer.PolicySource
+			if policies != fromCluster {
+				if sources, err = enforcer.LoadDirSources(policies); err != nil {
+					return err
+				}
+			}
+			report := enforcer.NewVerifyReport(nps, sources)
 			// A first pass learns the ports each end listens on: it tells
 			// who opened the flows no other signal does.
 			if err := src.eachGroup(cmd.Context(), g, func(f *schema.Flow, _ uint64, _, _ time.Time) { v.Learn(f) }); err != nil {
@@ -265,25 +285,46 @@ forwarded would be denied.`,
 					return
 				}
 				checked++
+				why := ""
+				if e, reason := enforcer.EdgeOf(f); reason == "" {
+					why = leftOut[enforcer.EdgeKey(e)]
+				}
+				report.Add(f, d, why)
 				if d.Allowed {
 					return
 				}
 				denied++
-				out := deniedFlow{Time: f.Time, Source: endpointString(f.Src, f.SrcIP.String()), Dest: endpointString(f.Dst, f.DstIP.String()),
+				o := deniedFlow{Time: f.Time, Source: endpointString(f.Src, f.SrcIP.String()), Dest: endpointString(f.Dst, f.DstIP.String()),
 					Port: f.DstPort, Protocol: f.Protocol, Observed: string(f.Verdict), Reason: d.Reason}
-				if e, why := enforcer.EdgeOf(f); why == "" && leftOut[enforcer.EdgeKey(e)] != "" {
-					out.Intended = leftOut[enforcer.EdgeKey(e)]
+				if why != "" {
+					o.Intended = why
 					intended++
 				} else if enforcer.Counts(f) {
 					regressions++
 				}
-				_ = enc.Encode(out)
+				if out.value == "json" {
+					_ = enc.Encode(o)
+				}
 			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "%d policies; %d flows checked; %d would be denied: %d left out on purpose by recommend, %d forwarded when observed (regressions)\n",
-				len(nps), checked, denied, intended, regressions)
+			if out.value == "github" {
+				if err := report.WriteGitHub(cmd.OutOrStdout()); err != nil {
+					return err
+				}
+			}
+			if junit != "" {
+				var b strings.Builder
+				if err := report.WriteJUnit(&b); err != nil {
+					return err
+				}
+				if err := os.WriteFile(junit, []byte(b.String()), 0o644); err != nil {
+					return fmt.Errorf("--junit: %w", err)
+				}
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d policies; %d flows checked; %d would be denied: %d left out on purpose by recommend, %d forwarded when observed (regressions, on %d edges)\n",
+				len(nps), checked, denied, intended, regressions, report.Regressions())
 			if v.DirectionUnknown > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: direction unknown (no signal said which end opened the connection)\n", v.DirectionUnknown)
 			}
@@ -296,8 +337,22 @@ forwarded would be denied.`,
 			return nil
 		},
 	}
+	// A CI gate tells "traffic would lose access" (1) from "could not
+	// check" (2).
+	check := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		err := check(cmd, args)
+		var ec exitCode
+		if err != nil && !errors.As(err, &ec) {
+			fmt.Fprintln(cmd.ErrOrStderr(), "flowwarden verify:", err)
+			return exitCode(2)
+		}
+		return err
+	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&policies, "policies", "", "directory of NetworkPolicy YAML, or \"cluster\" for those in force (listed from the API server)")
+	cmd.Flags().StringVar(&junit, "junit", "", "also write JUnit XML here (one test case per observed edge)")
+	out.register(cmd, "json", "json", "github")
 	_ = cmd.MarkFlagRequired("policies")
 	return cmd
 }
