@@ -191,3 +191,32 @@ func TestReplayStatusNodesHealth(t *testing.T) {
 		t.Fatalf("namespaces: %v %v", ns, err)
 	}
 }
+
+// With Loop and ShiftToNow the flows stamped up to now have been seen: the
+// buffer rolls forward and holds the newest pass-worth of them.
+func TestReplayRollingBuffer(t *testing.T) {
+	r, c, _ := replayClient(t, ReplayConfig{Loop: true, ShiftToNow: true}) // stamped 1 ms apart
+	time.Sleep(700 * time.Millisecond)
+	ctx := context.Background()
+	st, err := c.ServerStatus(ctx, &observer.ServerStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetNumFlows() != uint64(r.Len()) || st.GetSeenFlows() < 700 {
+		t.Fatalf("after 700 ms at 1 flow/ms: %d flows in the buffer, %d seen; want %d and at least 700", st.GetNumFlows(), st.GetSeenFlows(), r.Len())
+	}
+	got, err := collect(ctx, t, c, &observer.GetFlowsRequest{Number: math.MaxUint64}, 0)
+	asked := time.Now()
+	if err != nil || len(got) != r.Len() {
+		t.Fatalf("all of the buffer: %d flows (%v), want %d", len(got), err, r.Len())
+	}
+	for i, f := range got {
+		ft := f.GetTime().AsTime()
+		if ft.After(asked) || i > 0 && ft.Sub(got[i-1].GetTime().AsTime()) != time.Millisecond {
+			t.Fatalf("flow %d at %s (asked at %s): the buffer must hold consecutive seen flows", i, ft, asked)
+		}
+	}
+	if first := got[0].GetTime().AsTime(); first.Sub(r.start) < 300*time.Millisecond {
+		t.Fatalf("the buffer still starts %s after the start; it should have rolled past the first pass", first.Sub(r.start))
+	}
+}
