@@ -33,10 +33,10 @@ func grafanaMacros(sql string) string {
 // and on a two-shard cluster, where the panels must give as many rows.
 func TestDashboardPanelsReturnRows(t *testing.T) {
 	native, _ := chtest.Server(t)
-	now := time.Now()                                                                                         // both get the very same flows, so the same time buckets
-	single := panelRows(t, now, "clickhouse://default@"+native+"/flowwarden", clickhouse.SchemaConfig{}, nil) // the panels name the database
+	now := time.Now()                                                                             // both get the very same flows, so the same time buckets
+	single := panelRows(t, now, chtest.DSN(native, "flowwarden"), clickhouse.SchemaConfig{}, nil) // the panels name the database
 	shards := chtest.Cluster(t, "fw", 2)
-	clustered := panelRows(t, now, "clickhouse://default@"+shards[0].Native+"/flowwarden", clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}, clickhouse.MigrateEachHost)
+	clustered := panelRows(t, now, shards[0].DSN("flowwarden"), clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}, clickhouse.MigrateEachHost)
 	for title, n := range single {
 		if clustered[title] != n {
 			t.Errorf("%s: %d rows on one server, %d on the two-shard cluster", title, n, clustered[title])

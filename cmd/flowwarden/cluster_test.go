@@ -17,7 +17,7 @@ func TestIngestIntoTwoShardCluster(t *testing.T) {
 	shards := chtest.Cluster(t, "flowwarden", 2)
 	files, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
 	cluster := []string{"--clickhouse-cluster", "flowwarden", "--clickhouse-replicated=false", "--clickhouse-cluster-ddl", "each-host", "--flows-ttl", "0", "--log-level", "warn"}
-	dsn := func(i int) string { return "clickhouse://default@" + shards[i].Native + "/flowwarden" }
+	dsn := func(i int) string { return shards[i].DSN("flowwarden") }
 
 	args := append([]string{"ingest", "--clickhouse", dsn(1)}, cluster...)
 	for _, f := range files {

@@ -48,7 +48,12 @@ func newQueryCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.close()
-			res, err := clickhouse.Query(cmd.Context(), st.conn, sql, lim)
+			reader, err := st.openReader(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer reader.Close()
+			res, err := clickhouse.Query(cmd.Context(), reader, sql, lim)
 			if err != nil {
 				return err
 			}
@@ -56,7 +61,7 @@ func newQueryCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "table", "output: table, csv or json (one object per line)")
-	cmd.Flags().DurationVar(&lim.MaxExecutionTime, "timeout", lim.MaxExecutionTime, "server-side execution time limit")
+	cmd.Flags().DurationVar(&lim.MaxExecutionTime, "timeout", lim.MaxExecutionTime, "server-side execution time limit (fractions of a second count; 0: none)")
 	cmd.Flags().Uint64Var(&lim.MaxResultRows, "max-rows", lim.MaxResultRows, "fail rather than return more rows than this")
 	return cmd
 }

@@ -165,7 +165,13 @@ func newServeCommand(g *globals) *cobra.Command {
 					g.log.Warn("policies in force: listing failed; retrying every --current-refresh", "err", err)
 				}
 			}
-			page := webui.New(webui.Config{Current: current}, st.conn, g.log)
+			// The page only reads: it logs in as the read-only user.
+			pageConn, err := st.openReader(ctx)
+			if err != nil {
+				return err
+			}
+			defer pageConn.Close()
+			page := webui.New(webui.Config{Current: current}, pageConn, g.log)
 			mux.Handle("GET /{$}", page)
 			httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

@@ -19,6 +19,14 @@ type storage struct {
 	conn   driver.Conn
 	server *embedded.Server
 	dsn    string
+	// readerDSN can only read: the embedded server's read-only user, or
+	// --clickhouse itself (clickhouse.Query then sets readonly=1).
+	readerDSN string
+}
+
+// openReader connects with readerDSN, for query and the other read paths.
+func (st *storage) openReader(ctx context.Context) (driver.Conn, error) {
+	return clickhouse.OpenReader(ctx, st.readerDSN)
 }
 
 // openStorage connects to --clickhouse, or to the embedded server another
@@ -42,7 +50,7 @@ func openStorage(ctx context.Context, g *globals) (*storage, error) {
 	}
 	if st.dsn == "" {
 		if r, err := embedded.FindRunning(g.dataDir); err == nil {
-			st.dsn = "clickhouse://default@" + r.Native + "/" + clickhouse.DefaultDatabase
+			st.dsn, st.readerDSN = r.DSN(clickhouse.DefaultDatabase), r.ReaderDSN(clickhouse.DefaultDatabase)
 			g.log.Debug("using the embedded ClickHouse of a running flowwarden", "pid", r.PID, "addr", r.Native)
 		} else {
 			srv, err := embedded.New(embedded.Config{DataDir: g.dataDir}, g.log)
@@ -53,8 +61,10 @@ func openStorage(ctx context.Context, g *globals) (*storage, error) {
 				return nil, err
 			}
 			st.server = srv
-			st.dsn = srv.DSN(clickhouse.DefaultDatabase)
+			st.dsn, st.readerDSN = srv.DSN(clickhouse.DefaultDatabase), srv.ReaderDSN(clickhouse.DefaultDatabase)
 		}
+	} else {
+		st.readerDSN = st.dsn
 	}
 	conn, err := clickhouse.Open(ctx, st.dsn)
 	if err != nil {
@@ -100,7 +110,8 @@ func newEmbeddedCommand(g *globals) *cobra.Command {
 			if err := srv.Start(cmd.Context()); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "native %s  http %s\n", srv.NativeAddr(), srv.HTTPAddr())
+			fmt.Fprintf(cmd.OutOrStdout(), "native %s  http %s  users %s, %s (passwords in %s)\n", srv.NativeAddr(), srv.HTTPAddr(),
+				embedded.AdminUser, embedded.ReaderUser, embedded.CredentialsFile(g.dataDir))
 			return srv.Run(cmd.Context())
 		},
 	}

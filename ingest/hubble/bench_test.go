@@ -107,7 +107,7 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	insertURL := "http://" + httpAddr + "/?query=" + "INSERT+INTO+" + db + ".hubble_raw+SETTINGS+input_format_json_read_objects_as_strings%3D1+FORMAT+JSONEachRow"
+	insertURL := chtest.URL(httpAddr) + "/?query=" + "INSERT+INTO+" + db + ".hubble_raw+SETTINGS+input_format_json_read_objects_as_strings%3D1+FORMAT+JSONEachRow"
 
 	var ours, theirs time.Duration
 	metrics := clickhouse.NewWriterMetrics(nil)
@@ -159,10 +159,10 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 		_ = metrics.InsertSeconds.(prometheus.Metric).Write(&m)
 		b.Logf("inserts: %d taking %.2fs in all", m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum())
 		_ = chtest.Exec(httpAddr, "SYSTEM FLUSH LOGS")
-		resp, _ := http.Post("http://"+httpAddr+"/", "text/plain", strings.NewReader("SELECT query_kind, left(query, 40), count(), sum(query_duration_ms), sum(written_rows) FROM system.query_log WHERE type = 'QueryFinish' AND current_database = '"+db+"' AND query_kind = 'Insert' GROUP BY ALL FORMAT PrettyCompact"))
+		resp, _ := http.Post(chtest.URL(httpAddr)+"/", "text/plain", strings.NewReader("SELECT query_kind, left(query, 40), count(), sum(query_duration_ms), sum(written_rows) FROM system.query_log WHERE type = 'QueryFinish' AND current_database = '"+db+"' AND query_kind = 'Insert' GROUP BY ALL FORMAT PrettyCompact"))
 		out, _ := io.ReadAll(resp.Body)
 		b.Log("\n" + string(out))
-		resp, _ = http.Post("http://"+httpAddr+"/", "text/plain", strings.NewReader("SELECT view_name, count(), sum(view_duration_ms), sum(written_rows) FROM system.query_views_log GROUP BY ALL FORMAT PrettyCompact"))
+		resp, _ = http.Post(chtest.URL(httpAddr)+"/", "text/plain", strings.NewReader("SELECT view_name, count(), sum(view_duration_ms), sum(written_rows) FROM system.query_views_log GROUP BY ALL FORMAT PrettyCompact"))
 		out, _ = io.ReadAll(resp.Body)
 		b.Log("\n" + string(out))
 	}

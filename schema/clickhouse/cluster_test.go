@@ -24,7 +24,7 @@ import (
 func TestTwoShardCluster(t *testing.T) {
 	ctx := context.Background()
 	shards := chtest.Cluster(t, "fw", 2)
-	dsn := "clickhouse://default@" + shards[0].Native + "/fwcluster"
+	dsn := shards[0].DSN("fwcluster")
 	cfg := clickhouse.SchemaConfig{Cluster: "fw", EachHost: true}
 
 	conn0, err := clickhouse.Open(ctx, dsn)
@@ -39,7 +39,7 @@ func TestTwoShardCluster(t *testing.T) {
 	if err := clickhouse.MigrateEachHost(ctx, conn0, dsn, cfg, nil); err != nil {
 		t.Fatalf("second migration: %v", err)
 	}
-	conn1, err := clickhouse.Open(ctx, "clickhouse://default@"+shards[1].Native+"/fwcluster")
+	conn1, err := clickhouse.Open(ctx, shards[1].DSN("fwcluster"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func BenchmarkDistributedInsert(b *testing.B) {
 	}
 	single, _ := chtest.Database(b)
 	shards := chtest.Cluster(b, "fw", 2)
-	cluster := "clickhouse://default@" + shards[0].Native + "/fwbench"
+	cluster := shards[0].DSN("fwbench")
 	for _, target := range []struct {
 		dsn string
 		cfg clickhouse.SchemaConfig

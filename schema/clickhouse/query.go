@@ -102,18 +102,57 @@ func stripComments(s string) string {
 	return b.String()
 }
 
+// OpenReader connects to the ClickHouse named by dsn to read: unlike Open
+// it creates nothing (a read-only user could not), and it defaults the
+// database the same way. Use it with a read-only user's DSN (the embedded
+// server's ReaderDSN) for query and the other read paths.
+func OpenReader(ctx context.Context, dsn string) (driver.Conn, error) {
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse ClickHouse DSN %s: %w", RedactDSN(dsn), err)
+	}
+	if opts.Auth.Database == "" {
+		opts.Auth.Database = DefaultDatabase
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	return conn, nil
+}
+
 // Query runs a read-only statement with limits. The server enforces
-// readonly=1, so even a statement that slips past CheckReadOnly cannot write.
+// readonly (readonly=1 for this query, unless the user's profile already
+// pins it, as the embedded server's reader's does), so even a statement that
+// slips past CheckReadOnly cannot write. The execution time limit is sent
+// in fractional seconds: a limit under a second stays a limit.
 func Query(ctx context.Context, conn driver.Conn, sql string, lim QueryLimits) (*Result, error) {
 	if err := CheckReadOnly(sql); err != nil {
 		return nil, err
 	}
+	if lim.MaxExecutionTime < 0 {
+		return nil, fmt.Errorf("negative execution time limit %s", lim.MaxExecutionTime)
+	}
 	settings := ch.Settings{
-		"max_execution_time":   int(lim.MaxExecutionTime.Seconds()),
+		"max_execution_time":   lim.MaxExecutionTime.Seconds(),
 		"max_result_rows":      lim.MaxResultRows,
 		"result_overflow_mode": "throw",
 		"max_memory_usage":     lim.MaxMemoryBytes,
-		"readonly":             1,
+	}
+	// A profile with readonly ≥ 1 refuses any change of it, even to 1.
+	var readonly string
+	if err := conn.QueryRow(ctx, "SELECT toString(getSetting('readonly'))").Scan(&readonly); err != nil {
+		return nil, fmt.Errorf("query: read the session's readonly setting: %w", err)
+	}
+	if readonly == "0" {
+		settings["readonly"] = 1
 	}
 	rows, err := conn.Query(ch.Context(ctx, ch.WithSettings(settings)), sql)
 	if err != nil {

@@ -137,7 +137,7 @@ func BenchmarkEachFlow(b *testing.B) {
 	native := func() time.Duration {
 		t0 := time.Now()
 		q := "SELECT * FROM " + database + ".flows ORDER BY time FORMAT Native"
-		resp, err := http.Post("http://"+httpAddr+"/", "text/plain", strings.NewReader(q))
+		resp, err := http.Post(chtest.URL(httpAddr)+"/", "text/plain", strings.NewReader(q))
 		if err != nil {
 			b.Fatal(err)
 		}

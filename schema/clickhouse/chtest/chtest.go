@@ -1,15 +1,21 @@
 // Package chtest gives tests a real ClickHouse: the server named by
 // FLOWWARDEN_TEST_CLICKHOUSE (host:port of the native protocol, with
-// FLOWWARDEN_TEST_CLICKHOUSE_HTTP for HTTP), or else an embedded one started
-// from libchdb.so for the test binary. Each test gets its own database.
+// FLOWWARDEN_TEST_CLICKHOUSE_HTTP for HTTP, and FLOWWARDEN_TEST_CLICKHOUSE_USER
+// and _PASSWORD when it wants them), or else an embedded one started from
+// libchdb.so for the test binary. Each test gets its own database. The
+// embedded servers admit only flowwarden's users, with their passwords:
+// take DSNs and URLs from here (Database, DSN, URL, Exec).
 package chtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,7 +36,56 @@ var (
 	httpAdr string
 	initErr error
 	seq     atomic.Int64
+
+	// logins maps a server's native and HTTP addresses to its admin
+	// login, and readers to its read-only one.
+	logins, readers sync.Map // addr → login
 )
+
+type login struct{ user, password string }
+
+// Register makes Exec, DSN and URL log in to a server a test started itself.
+func Register(s *embedded.Server) { register(s) }
+
+func register(s *embedded.Server) {
+	c := s.Credentials()
+	for _, a := range []string{s.NativeAddr(), s.HTTPAddr()} {
+		logins.Store(a, login{embedded.AdminUser, c.Admin})
+		readers.Store(a, login{embedded.ReaderUser, c.Reader})
+	}
+}
+
+func loginOf(m *sync.Map, addr string) login {
+	if l, ok := m.Load(addr); ok {
+		return l.(login)
+	}
+	user := os.Getenv("FLOWWARDEN_TEST_CLICKHOUSE_USER")
+	if user == "" {
+		user = "default"
+	}
+	return login{user, os.Getenv("FLOWWARDEN_TEST_CLICKHOUSE_PASSWORD")}
+}
+
+// DSN is a clickhouse-go DSN for database on the test server whose native
+// address is addr, with its admin login.
+func DSN(addr, database string) string {
+	l := loginOf(&logins, addr)
+	return "clickhouse://" + url.UserPassword(l.user, l.password).String() + "@" + addr + "/" + database
+}
+
+// ReaderDSN is DSN with the server's read-only login (for an external test
+// server: the same login as DSN).
+func ReaderDSN(addr, database string) string {
+	l := loginOf(&readers, addr)
+	return "clickhouse://" + url.UserPassword(l.user, l.password).String() + "@" + addr + "/" + database
+}
+
+// URL is the base URL of the HTTP interface at httpAddr with the admin
+// login in it (net/http sends it as basic authentication).
+func URL(httpAddr string) string {
+	l := loginOf(&logins, httpAddr)
+	return "http://" + url.UserPassword(l.user, l.password).String() + "@" + httpAddr
+}
 
 // Main wraps testing.M.Run for packages that use the embedded server: it
 // lets the test binary serve as the server child and stops the server at the
@@ -63,6 +118,7 @@ func start() {
 	if initErr = server.Start(ctx); initErr != nil {
 		return
 	}
+	register(server)
 	native, httpAdr = server.NativeAddr(), server.HTTPAddr()
 }
 
@@ -98,12 +154,12 @@ func Database(t testing.TB) (dsn, database string) {
 	if httpAdr != "" {
 		t.Cleanup(func() { _ = Exec(httpAdr, "DROP DATABASE IF EXISTS "+database) })
 	}
-	return "clickhouse://default@" + addr + "/" + database, database
+	return DSN(addr, database), database
 }
 
-// Exec runs one statement over the HTTP interface.
+// Exec runs one statement over the HTTP interface, as the server's admin.
 func Exec(httpAddr, sql string) error {
-	resp, err := http.Post("http://"+httpAddr+"/", "text/plain", strings.NewReader(sql))
+	resp, err := http.Post(URL(httpAddr)+"/", "text/plain", strings.NewReader(sql))
 	if err != nil {
 		return err
 	}
@@ -120,6 +176,9 @@ type Shard struct {
 	Native, HTTP string
 }
 
+// DSN is a clickhouse-go DSN for database on the shard, as its admin.
+func (s Shard) DSN(database string) string { return DSN(s.Native, database) }
+
 // Cluster starts n embedded ClickHouse servers that know each other as the
 // cluster name (n shards of one replica each, from a remote_servers file
 // every server loads) and stops them when the test ends. There is no
@@ -135,22 +194,28 @@ func Cluster(t testing.TB, name string, n int) []Shard {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The servers reach each other (Distributed tables) as the admin, so
+	// they share its password.
+	pw := make([]byte, 16)
+	_, _ = rand.Read(pw)
+	password := hex.EncodeToString(pw)
 	ports := make([][2]int, n)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "<clickhouse>\n  <remote_servers>\n    <%s>\n", name)
 	for i := range ports {
 		ports[i] = [2]int{free[2*i], free[2*i+1]}
-		fmt.Fprintf(&cfg, "      <shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>\n", ports[i][0])
+		fmt.Fprintf(&cfg, "      <shard><replica><host>127.0.0.1</host><port>%d</port><user>%s</user><password>%s</password></replica></shard>\n",
+			ports[i][0], embedded.AdminUser, password)
 	}
 	fmt.Fprintf(&cfg, "    </%s>\n  </remote_servers>\n</clickhouse>\n", name)
 	configFile := filepath.Join(dir, "cluster.xml")
-	if err := os.WriteFile(configFile, []byte(cfg.String()), 0o644); err != nil {
+	if err := os.WriteFile(configFile, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	servers := make([]*embedded.Server, n)
 	for i := range servers {
 		s, err := embedded.New(embedded.Config{DataDir: filepath.Join(dir, fmt.Sprintf("shard%d", i+1)), TCPPort: ports[i][0], HTTPPort: ports[i][1],
-			ConfigFile: configFile}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			ConfigFile: configFile, AdminPassword: password}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,6 +240,7 @@ func startAll(t testing.TB, servers []*embedded.Server) []Shard {
 	}
 	out := make([]Shard, len(servers))
 	for i, s := range servers {
+		register(s)
 		out[i] = Shard{Native: s.NativeAddr(), HTTP: s.HTTPAddr()}
 	}
 	return out

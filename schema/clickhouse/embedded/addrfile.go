@@ -20,15 +20,26 @@ type Running struct {
 	PID    int    `json:"pid"`
 	Native string `json:"native"`
 	HTTP   string `json:"http"`
+	// cred is read from the data dir's credentials file (owner only).
+	cred Credentials
+}
+
+// DSN is a clickhouse-go DSN for the given database as AdminUser.
+func (r *Running) DSN(database string) string {
+	return dsn(AdminUser, r.cred.Admin, r.Native, database)
+}
+
+// ReaderDSN is a clickhouse-go DSN for the given database as ReaderUser.
+func (r *Running) ReaderDSN(database string) string {
+	return dsn(ReaderUser, r.cred.Reader, r.Native, database)
 }
 
 func (s *Server) writeAddrFile() error {
 	b, _ := json.Marshal(Running{PID: os.Getpid(), Native: s.NativeAddr(), HTTP: s.HTTPAddr()})
-	tmp := filepath.Join(s.cfg.DataDir, addrFileName+".tmp")
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, addrFileName), b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", addrFileName, err)
 	}
-	return os.Rename(tmp, filepath.Join(s.cfg.DataDir, addrFileName))
+	return nil
 }
 
 func (s *Server) removeAddrFile() {
@@ -45,6 +56,13 @@ func FindRunning(dataDir string) (*Running, error) {
 	var r Running
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("read %s: %w", addrFileName, err)
+	}
+	cb, err := os.ReadFile(filepath.Join(dataDir, credentialsFileName))
+	if err != nil {
+		return nil, fmt.Errorf("embedded ClickHouse credentials: %w", err)
+	}
+	if err := json.Unmarshal(cb, &r.cred); err != nil {
+		return nil, fmt.Errorf("read %s: %w", credentialsFileName, err)
 	}
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + r.HTTP + "/ping")

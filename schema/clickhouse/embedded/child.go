@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+	"golang.org/x/sys/unix"
 )
 
 // Environment variables that turn a flowwarden (or test) binary into the
@@ -92,11 +93,14 @@ func RunChildIfRequested() {
 }
 
 // ServeForever loads libchdb.so and serves ClickHouse on 127.0.0.1 with data
-// in dir (and the configuration file configFile, if not empty). It returns
-// only on failure.
+// in dir and the configuration file configFile (users and paths; see
+// writeServerConfig). Before ClickHouse starts, the thread that runs it is
+// confined with Landlock to dir and the configuration's directory (see
+// confine); without Landlock it serves unconfined and says so on stderr.
+// It returns only on failure.
 func ServeForever(dir string, tcpPort, httpPort int, configFile string) error {
-	if dir == "" || tcpPort <= 0 || httpPort <= 0 {
-		return fmt.Errorf("embedded server needs a data dir and ports (dir=%q tcp=%d http=%d)", dir, tcpPort, httpPort)
+	if dir == "" || tcpPort <= 0 || httpPort <= 0 || configFile == "" {
+		return fmt.Errorf("embedded server needs a data dir, a config file and ports (dir=%q config=%q tcp=%d http=%d)", dir, configFile, tcpPort, httpPort)
 	}
 	lib, err := FindLibrary()
 	if err != nil {
@@ -112,9 +116,16 @@ func ServeForever(dir string, tcpPort, httpPort int, configFile string) error {
 	}
 	var queryCmdline func(argc int32, argv unsafe.Pointer) unsafe.Pointer
 	purego.RegisterLibFunc(&queryCmdline, h, "chdb_query_cmdline")
+	switch err := confine(dir, filepath.Dir(configFile)); {
+	case errors.Is(err, errNoLandlock):
+		fmt.Fprintln(os.Stderr, "embedded clickhouse: WARNING: no Landlock in this kernel: queries can read any file this process can (file())")
+	case err != nil:
+		return err
+	}
 
 	args := []string{
 		"clickhouse",
+		"--config-file=" + configFile,
 		"--path=" + dir,
 		"--tcp_port=" + strconv.Itoa(tcpPort),
 		"--http_port=" + strconv.Itoa(httpPort),
@@ -122,8 +133,13 @@ func ServeForever(dir string, tcpPort, httpPort int, configFile string) error {
 		"--multiquery",
 		"--query=" + keepAliveQuery,
 	}
-	if configFile != "" {
-		args = append(args[:1], append([]string{"--config-file=" + configFile}, args[1:]...)...)
+	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err == nil {
+		// Interactive mode (its queries first, then a prompt that never
+		// comes) only to keep clickhouse-local from installing its
+		// error handler that kills the process on any uncaught exception
+		// in a connection thread, which a failed native login is: with
+		// it, one wrong password stopped the server.
+		args = append(args, "--interactive", "--disable_suggestion", "--progress=off")
 	}
 	cargs := make([]*byte, len(args)+1)
 	keep := make([][]byte, len(args))

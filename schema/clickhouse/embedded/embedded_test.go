@@ -13,7 +13,10 @@ import (
 	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
 )
 
-func TestMain(m *testing.M) { chtest.Main(m) }
+func TestMain(m *testing.M) {
+	runIntruderIfRequested()
+	chtest.Main(m)
+}
 
 // TestSupervisorRestartsAndDataPersists kills the child and expects the
 // supervisor to bring it back with the data it had, on the same ports.
@@ -28,6 +31,7 @@ func TestSupervisorRestartsAndDataPersists(t *testing.T) {
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	chtest.Register(s)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	for _, q := range []string{
@@ -96,6 +100,7 @@ func TestStartPicksNewPortsWhenOneIsTaken(t *testing.T) {
 		t.Fatalf("start with a taken port: %v", err)
 	}
 	defer s.Stop()
+	chtest.Register(s)
 	if s.NativeAddr() == taken {
 		t.Fatalf("still on the taken port %s", taken)
 	}

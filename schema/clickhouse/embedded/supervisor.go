@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config configures the embedded server.
@@ -26,11 +29,19 @@ type Config struct {
 	TCPPort, HTTPPort int
 	// StartTimeout bounds the wait for the server to answer /ping.
 	StartTimeout time.Duration
-	// RestartBackoff is the pause before restarting a child that died.
-	RestartBackoff time.Duration
+	// RestartBackoff is the first pause before restarting a child that
+	// died; each further restart in a row waits twice as long, up to
+	// MaxRestartBackoff, with jitter. A child that served for
+	// StableAfter resets it.
+	RestartBackoff, MaxRestartBackoff, StableAfter time.Duration
 	// ConfigFile is an extra ClickHouse configuration file (XML or YAML)
 	// merged over the defaults, e.g. remote_servers for a local cluster.
 	ConfigFile string
+	// AdminPassword, when set, is AdminUser's password (a test cluster's
+	// servers share one to reach each other). Otherwise a random one is
+	// made once and kept, with ReaderUser's, in the data dir (mode 0600).
+	// Only hex digits.
+	AdminPassword string
 	// Command is the program (and arguments) to run as the child; it must call
 	// RunChildIfRequested early. Defaults to this executable.
 	Command []string
@@ -51,6 +62,18 @@ func (c *Config) setDefaults() error {
 	if c.RestartBackoff == 0 {
 		c.RestartBackoff = time.Second
 	}
+	if c.MaxRestartBackoff == 0 {
+		c.MaxRestartBackoff = time.Minute
+	}
+	if c.MaxRestartBackoff < c.RestartBackoff {
+		c.MaxRestartBackoff = c.RestartBackoff
+	}
+	if c.StableAfter == 0 {
+		c.StableAfter = time.Minute
+	}
+	if c.AdminPassword != "" && !isHex(c.AdminPassword) {
+		return errors.New("embedded clickhouse: the admin password must be hex digits")
+	}
 	if len(c.Command) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
@@ -63,9 +86,10 @@ func (c *Config) setDefaults() error {
 
 // Server supervises one embedded ClickHouse child process.
 type Server struct {
-	cfg Config
-	lib string
-	log *slog.Logger
+	cfg  Config
+	lib  string
+	log  *slog.Logger
+	cred Credentials
 
 	// pickedTCP/pickedHTTP: the config left the port at 0, so Start may
 	// pick again when another process binds it first.
@@ -89,7 +113,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, lib: lib, log: log.With("component", "embedded-clickhouse")}
+	cred, err := loadOrCreateCredentials(cfg.DataDir, cfg.AdminPassword)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, lib: lib, cred: cred, log: log.With("component", "embedded-clickhouse")}
 	if err := s.choosePorts(); err != nil {
 		return nil, err
 	}
@@ -117,9 +145,28 @@ func (s *Server) NativeAddr() string { return "127.0.0.1:" + strconv.Itoa(s.cfg.
 // HTTPAddr is host:port of the HTTP listener.
 func (s *Server) HTTPAddr() string { return "127.0.0.1:" + strconv.Itoa(s.cfg.HTTPPort) }
 
-// DSN is a clickhouse-go DSN for the given database.
+// DSN is a clickhouse-go DSN for the given database as AdminUser.
 func (s *Server) DSN(database string) string {
-	return "clickhouse://default@" + s.NativeAddr() + "/" + database
+	return dsn(AdminUser, s.cred.Admin, s.NativeAddr(), database)
+}
+
+// ReaderDSN is a clickhouse-go DSN for the given database as ReaderUser,
+// who can only read.
+func (s *Server) ReaderDSN(database string) string {
+	return dsn(ReaderUser, s.cred.Reader, s.NativeAddr(), database)
+}
+
+// Credentials are the passwords of AdminUser and ReaderUser.
+func (s *Server) Credentials() Credentials { return s.cred }
+
+// PID is the child's process id, 0 when none was started.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }
 
 // Restarts counts how many times the child was restarted after dying.
@@ -162,18 +209,43 @@ func (s *Server) launch() error {
 	if err != nil {
 		return fmt.Errorf("embedded clickhouse: open log: %w", err)
 	}
+	chPath := filepath.Join(s.cfg.DataDir, "clickhouse")
+	configFile, err := writeServerConfig(filepath.Join(s.cfg.DataDir, configDirName), chPath, s.cfg.ConfigFile, s.cred)
+	if err != nil {
+		logFile.Close()
+		return fmt.Errorf("embedded clickhouse: write its configuration: %w", err)
+	}
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
-	cmd.Env = append(os.Environ(),
-		envChild+"=1",
-		EnvLibPath+"="+s.lib,
-		envChildDir+"="+filepath.Join(s.cfg.DataDir, "clickhouse"),
-		envTCPPort+"="+strconv.Itoa(s.cfg.TCPPort),
-		envHTTPPort+"="+strconv.Itoa(s.cfg.HTTPPort),
-		envConfigFile+"="+s.cfg.ConfigFile,
-	)
+	// A minimal environment: nothing of ours (tokens, DSNs, proxies) is
+	// the server's business.
+	cmd.Env = []string{
+		envChild + "=1",
+		EnvLibPath + "=" + s.lib,
+		envChildDir + "=" + chPath,
+		envTCPPort + "=" + strconv.Itoa(s.cfg.TCPPort),
+		envHTTPPort + "=" + strconv.Itoa(s.cfg.HTTPPort),
+		envConfigFile + "=" + configFile,
+	}
+	if tz, ok := os.LookupEnv("TZ"); ok {
+		cmd.Env = append(cmd.Env, "TZ="+tz)
+	}
 	cmd.Dir = s.cfg.DataDir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	// A terminal on stdin makes the child run ClickHouse interactively,
+	// which keeps a failed login from killing it (see ServeForever).
+	ptm, pts, err := openPTY()
+	if err != nil {
+		s.log.Warn("no pseudo-terminal for the server: a failed native login will stop it (and the supervisor restart it)", "err", err)
+	} else {
+		cmd.Stdin = pts
+	}
+	closePTY := func() {
+		if ptm != nil {
+			ptm.Close()
+			pts.Close()
+		}
+	}
 	// The child dies with us, whatever way we go.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	// Pdeathsig fires when the forking thread exits, not the process (Go
@@ -189,10 +261,12 @@ func (s *Server) launch() error {
 		started <- nil
 		_ = cmd.Wait()
 		logFile.Close()
+		closePTY()
 		close(exited)
 	}()
 	if err := <-started; err != nil {
 		logFile.Close()
+		closePTY()
 		return fmt.Errorf("embedded clickhouse: start child: %w", err)
 	}
 	s.mu.Lock()
@@ -235,9 +309,13 @@ func (s *Server) waitReady(ctx context.Context) error {
 }
 
 // Run supervises the started child until ctx ends: a child that dies is
-// restarted after RestartBackoff. On return the child has been stopped.
+// restarted after a pause that doubles with each restart in a row (from
+// RestartBackoff up to MaxRestartBackoff, with jitter) and starts over once
+// a child has served for StableAfter. On return the child has been stopped.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Stop()
+	failures := 0
+	up := time.Now()
 	for {
 		s.mu.Lock()
 		exited := s.exited
@@ -247,24 +325,45 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-exited:
 		}
-		s.log.Warn("child exited; restarting", "backoff", s.cfg.RestartBackoff)
+		if time.Since(up) >= s.cfg.StableAfter {
+			failures = 0
+		}
+		wait := restartDelay(failures, s.cfg.RestartBackoff, s.cfg.MaxRestartBackoff, randFloat)
+		failures++
+		s.log.Warn("child exited; restarting", "backoff", wait.Round(time.Millisecond), "restarts_in_a_row", failures)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(s.cfg.RestartBackoff):
+		case <-time.After(wait):
 		}
+		up = time.Now()
 		if err := s.launch(); err != nil {
 			s.log.Error("restart failed", "err", err)
 			continue
 		}
 		if err := s.waitReady(ctx); err != nil {
 			s.log.Error("restarted child not ready", "err", err)
+			s.Kill()
 			continue
 		}
 		s.mu.Lock()
 		s.restarts++
 		s.mu.Unlock()
 	}
+}
+
+// restartDelay is the pause before restart number n+1 in a row: base·2ⁿ
+// capped at max, then drawn uniformly from its upper half (jitter, so
+// that servers that died together do not restart in step).
+func restartDelay(n int, base, max time.Duration, rnd func() float64) time.Duration {
+	d := base
+	for i := 0; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d/2 + time.Duration(rnd()*float64(d/2))
 }
 
 // Kill sends SIGKILL to the child (for fault-injection tests).
@@ -300,6 +399,32 @@ func (s *Server) Stop() {
 	}
 }
 
+// openPTY opens a pseudo-terminal pair: the child gets the terminal side
+// as stdin (not as its controlling terminal), the supervisor holds the
+// master until the child exits. Nothing is ever written to either.
+func openPTY() (ptm, pts *os.File, err error) {
+	ptm, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := int(ptm.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		ptm.Close()
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		ptm.Close()
+		return nil, nil, fmt.Errorf("pty number: %w", err)
+	}
+	pts, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		ptm.Close()
+		return nil, nil, err
+	}
+	return ptm, pts, nil
+}
+
 // tailFile returns the last n bytes of a file, for error messages.
 func tailFile(path string, n int64) string {
 	f, err := os.Open(path)
@@ -313,3 +438,5 @@ func tailFile(path string, n int64) string {
 	b, _ := io.ReadAll(f)
 	return string(b)
 }
+
+var randFloat = rand.Float64

@@ -1,0 +1,65 @@
+package clickhouse_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
+	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
+)
+
+// TestQueryAsReaderAndSubSecondTimeout runs Query as the embedded server's
+// read-only user and as the admin (with readonly=1 set per query): both
+// read the tables, both keep a timeout under a second (it once became 0,
+// no limit), and the reader is refused host files by the server itself
+// (Query's own checks do not look at functions).
+func TestQueryAsReaderAndSubSecondTimeout(t *testing.T) {
+	conn, dsn := migrated(t, clickhouse.DefaultSchemaConfig())
+	ctx := context.Background()
+	native, _ := chtest.Server(t)
+	db := dsn[strings.LastIndexByte(dsn, '/')+1:]
+	reader, err := clickhouse.OpenReader(ctx, chtest.ReaderDSN(native, db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	for _, tc := range []struct {
+		name string
+		run  func(sql string, lim clickhouse.QueryLimits) (*clickhouse.Result, error)
+	}{
+		{"reader", func(sql string, lim clickhouse.QueryLimits) (*clickhouse.Result, error) {
+			return clickhouse.Query(ctx, reader, sql, lim)
+		}},
+		{"admin", func(sql string, lim clickhouse.QueryLimits) (*clickhouse.Result, error) {
+			return clickhouse.Query(ctx, conn, sql, lim)
+		}},
+	} {
+		res, err := tc.run("SELECT count() FROM flows", clickhouse.DefaultQueryLimits())
+		if err != nil || len(res.Rows) != 1 {
+			t.Fatalf("%s: count flows: %v", tc.name, err)
+		}
+		lim := clickhouse.DefaultQueryLimits()
+		lim.MaxExecutionTime = 300 * time.Millisecond
+		t0 := time.Now()
+		_, err = tc.run("SELECT sleepEachRow(0.1) FROM numbers(20)", lim)
+		if err == nil || !strings.Contains(err.Error(), "imeout") {
+			t.Errorf("%s: a 2 s query under a 300 ms limit: %v after %s", tc.name, err, time.Since(t0))
+		}
+		if _, err := tc.run("SELECT 1 SETTINGS readonly = 0", clickhouse.DefaultQueryLimits()); err == nil {
+			t.Errorf("%s: readonly lifted inside the query", tc.name)
+		}
+	}
+	if chtest.Embedded(t) == nil || embedded.LandlockABI() == 0 {
+		t.Skip("host files are refused by the embedded server's Landlock confinement, not here")
+	}
+	for _, sql := range []string{"SELECT file('/etc/hostname')", "SELECT substring(file('/etc/shadow'), 1, 40)", "SELECT file('/proc/1/environ')"} {
+		if res, err := clickhouse.Query(ctx, reader, sql, clickhouse.DefaultQueryLimits()); err == nil {
+			t.Errorf("%s answered %v", sql, res.Rows)
+		} else if !strings.Contains(err.Error(), "Permission denied") && !strings.Contains(err.Error(), "No such file") {
+			t.Errorf("%s: refused for another reason: %v", sql, err)
+		}
+	}
+}
