@@ -25,6 +25,8 @@ func newDetectCommand(g *globals) *cobra.Command {
 		files        []string
 		since, until string
 		format       string
+		current      string
+		strictMTLS   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "detect (--hubble-file FILE... | --since D|TIME [--until TIME]) [--format json|table]",
@@ -52,7 +54,11 @@ Exit status 0 whether or not anything was found.`,
 				return fmt.Errorf("--format %q: want json or table", format)
 			}
 			var found analyze.Collector
-			eng, err := analyze.NewEngine(analyze.DefaultConfig(), &found, nil)
+			dcfg, err := detectorConfig(cmd.Context(), g, current, strictMTLS)
+			if err != nil {
+				return err
+			}
+			eng, err := analyze.NewEngine(dcfg, &found, nil)
 			if err != nil {
 				return err
 			}
@@ -78,6 +84,8 @@ Exit status 0 whether or not anything was found.`,
 	cmd.Flags().StringVar(&since, "since", "", "run over the stored history from this far back (24h) or from this time (RFC 3339)")
 	cmd.Flags().StringVar(&until, "until", "", "with --since: end of the window (RFC 3339; default now)")
 	cmd.Flags().StringVar(&format, "format", "json", "output: json (one finding per line) or table")
+	cmd.Flags().StringVar(&current, "current-policies", "", "the PeerAuthentications in force, for plaintext-in-mesh: a directory of YAML, or \"cluster\"")
+	cmd.Flags().StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
 	return cmd
 }
 

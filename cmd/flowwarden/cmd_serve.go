@@ -48,6 +48,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		tlsCert       string
 		tlsKey        string
 		currentDir    string
+		strictMTLS    []string
 		currentEvery  time.Duration
 		withConntrack bool
 		withNftables  bool
@@ -116,7 +117,11 @@ func newServeCommand(g *globals) *cobra.Command {
 					findingSinks = append(findingSinks, sender)
 				}
 				detectorMetrics := analyze.NewMetrics(reg)
-				if eng, err = analyze.NewEngine(analyze.DefaultConfig(), findingSinks, detectorMetrics); err != nil {
+				dcfg, err := detectorConfig(ctx, g, currentDir, strictMTLS)
+				if err != nil {
+					return err
+				}
+				if eng, err = analyze.NewEngine(dcfg, findingSinks, detectorMetrics); err != nil {
 					return err
 				}
 				if dropRate, err = analyze.NewDropRate(analyze.DefaultDropRateConfig(), findingSinks, detectorMetrics); err != nil {
@@ -335,7 +340,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics and /healthz (all read-only)")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve the page, /metrics and /healthz over TLS with this certificate")
-	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh)")
+	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh); the PeerAuthentications there (read at start) tell plaintext-in-mesh which workloads must use mutual TLS")
+	f.StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
 	f.DurationVar(&currentEvery, "current-refresh", 5*time.Minute, "with --current-policies cluster: how often the policies in force are listed again")
 	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
