@@ -299,7 +299,7 @@ func (r *Replay) firstAtOrAfter(t time.Time, lo, hi int) int {
 // goes on with new flows until until or the client leaves. A follow request
 // with neither number nor since plays the recording from the start of the
 // buffer (a live Hubble would send only new flows, and a replay without
-// Loop has none).
+// Loop has none). A field mask keeps only the fields it names.
 func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStreamingServer[observer.GetFlowsResponse]) error {
 	ctx := stream.Context()
 	if req.GetFirst() && req.GetFollow() {
@@ -321,6 +321,10 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 			return status.Errorf(codes.InvalidArgument, "until: %v", err)
 		}
 		until = ts.AsTime()
+	}
+	mask, err := newFlowMask(req.GetFieldMask())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	follow, number := req.GetFollow(), req.GetNumber()
 	keep := func(i int) bool { return filter.keep(r.flows[i%len(r.flows)].GetFlow()) }
@@ -379,7 +383,12 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 				}
 			}
 		}
-		if err := stream.Send(r.flowAt(i)); err != nil {
+		resp := r.flowAt(i)
+		if mask != nil {
+			resp = &observer.GetFlowsResponse{Time: resp.GetTime(), NodeName: resp.GetNodeName(),
+				ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: mask.apply(resp.GetFlow())}}
+		}
+		if err := stream.Send(resp); err != nil {
 			return err
 		}
 		r.served.Add(1)

@@ -328,6 +328,35 @@ func TestReplayWithHubbleCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("field masks", func(t *testing.T) {
+		// The default output asks for the fields it prints (a field mask).
+		compact := strings.Split(strings.TrimSpace(string(runHubble(t, bin, home, "observe", server, "--last", "4", "--verdict", "DROPPED"))), "\n")
+		if len(compact) != 4 || !strings.Contains(compact[0], "DROPPED") {
+			t.Fatalf("hubble observe --last 4 --verdict DROPPED (compact):\n%s", strings.Join(compact, "\n"))
+		}
+		out := runHubble(t, bin, home, "observe", server, "-o", "jsonpb", "--last", "3", "--field-mask", "time,verdict,source.namespace")
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("--field-mask: %d lines", len(lines))
+		}
+		for _, l := range lines {
+			var resp struct {
+				Flow map[string]json.RawMessage `json:"flow"`
+			}
+			if err := json.Unmarshal([]byte(l), &resp); err != nil {
+				t.Fatal(err)
+			}
+			for k := range resp.Flow {
+				if k != "time" && k != "verdict" && k != "source" {
+					t.Fatalf("--field-mask time,verdict,source.namespace: the flow has %q: %s", k, l)
+				}
+			}
+			if src := string(resp.Flow["source"]); src != "" && strings.Contains(src, "pod_name") {
+				t.Fatalf("--field-mask kept source.pod_name: %s", l)
+			}
+		}
+	})
+
 	t.Run("status", func(t *testing.T) {
 		out := runHubble(t, bin, home, "status", server, "-o", "json")
 		// Protobuf's JSON: 64-bit numbers as strings, wrappers unwrapped.

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -107,9 +109,23 @@ func TestReplayGetFlowsSelection(t *testing.T) {
 		t.Fatalf("since + number 4: %d flows", len(from))
 	}
 
-	// Refusals, as Hubble's: first with follow, bad filters.
+	// A field mask keeps only the fields it names.
+	masked, _ := collect(ctx, t, c, &observer.GetFlowsRequest{Number: 5, FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"verdict", "source.namespace", "source.pod_name"}}}, 0)
+	if len(masked) != 5 {
+		t.Fatalf("masked: %d flows", len(masked))
+	}
+	for i, f := range masked {
+		orig := all[len(all)-5+i]
+		want := &flowpb.Flow{Verdict: orig.GetVerdict(), Source: &flowpb.Endpoint{Namespace: orig.GetSource().GetNamespace(), PodName: orig.GetSource().GetPodName()}}
+		if !proto.Equal(f, want) {
+			t.Fatalf("masked flow %d: %v, want %v", i, f, want)
+		}
+	}
+
+	// Refusals, as Hubble's: first with follow, bad filters, bad masks.
 	for _, req := range []*observer.GetFlowsRequest{
 		{First: true, Follow: true},
+		{FieldMask: &fieldmaskpb.FieldMask{Paths: []string{"source.no_such_field"}}},
 		{Whitelist: []*flowpb.FlowFilter{{SourceIp: []string{"not-an-ip"}}}},
 		{Blacklist: []*flowpb.FlowFilter{{DestinationPort: []string{"99999"}}}},
 	} {
