@@ -22,6 +22,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 		envoyFiles  []string
 		batchSize   int
 		workers     int
+		window      ingest.TimeWindow
 	)
 	cmd := &cobra.Command{
 		Use:   "ingest --hubble-file FILE...",
@@ -71,8 +72,12 @@ func newIngestCommand(g *globals) *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
 				}
 			}
-			each(hubbleFiles, func(f string, stats *ingest.Stats) error { return hubble.ReadFile(ctx, f, workers, hubbleSink, stats) })
-			each(envoyFiles, func(f string, stats *ingest.Stats) error { return envoy.ReadFile(ctx, f, identities, w, stats) })
+			each(hubbleFiles, func(f string, stats *ingest.Stats) error {
+				return hubble.ReadFileConfig(ctx, f, hubble.FileConfig{Workers: workers, Window: window}, hubbleSink, stats)
+			})
+			each(envoyFiles, func(f string, stats *ingest.Stats) error {
+				return envoy.ReadFileWindow(ctx, f, window, identities, w, stats)
+			})
 			stopWriter()
 			werr := <-wdone
 			written := accepted - int64(counterValue(metrics.Dropped))
@@ -86,6 +91,8 @@ func newIngestCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&envoyFiles, "envoy-file", nil, "Istio/Envoy access log, text or JSON (repeatable; - for stdin)")
 	cmd.Flags().IntVar(&batchSize, "batch-size", 50000, "rows per ClickHouse insert")
 	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each file (1: in file order)")
+	cmd.Flags().DurationVar(&window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock (negative: no limit)")
+	cmd.Flags().DurationVar(&window.MaxAge, "max-flow-age", 0, "reject flows older than this (0: none, so old recordings import)")
 	return cmd
 }
 

@@ -141,8 +141,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if resumeAt.After(obsCfg.Since) {
-				obs.Resume(resumeAt, resumeKeys)
+			if resumeAt.After(obsCfg.Since) && obs.Resume(resumeAt, resumeKeys) {
 				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", resumeAt, "already_held_at_that_time", len(resumeKeys))
 			}
 			lis, err := net.Listen("tcp", listen)
@@ -230,7 +229,7 @@ func newServeCommand(g *globals) *cobra.Command {
 					}
 					followed[f] = true
 					source(func() error {
-						return envoy.Follow(gctx, f, envoy.FollowConfig{Positions: positions}, identities, sink, envoyStats)
+						return envoy.Follow(gctx, f, envoy.FollowConfig{Positions: positions, Window: obsCfg.Window}, identities, sink, envoyStats)
 					})
 				}
 			}
@@ -352,7 +351,9 @@ func newServeCommand(g *globals) *cobra.Command {
 	host.flags(f)
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
 	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")
-	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored")
+	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored (unless it is beyond --max-clock-skew)")
+	f.DurationVar(&obsCfg.Window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock, and never resume after such a time (negative: no limit)")
+	f.DurationVar(&obsCfg.Window.MaxAge, "max-flow-age", 0, "reject live flows older than this (0: none; a replayed recording keeps its old times)")
 	f.BoolVar(&detect, "detect", true, "run the detectors on the stream and store their findings")
 	f.StringArrayVar(&amCfg.Alertmanagers, "alertmanager", nil, "Alertmanager base URL to send findings to (repeatable, e.g. an HA pair)")
 	f.StringVar(&amCfg.Cluster, "cluster", "", "value of the cluster label on alerts")

@@ -48,6 +48,12 @@ type Enricher interface {
 // ReadLines reads access-log lines to the end, writing flows to sink. On a
 // read error the flows of the lines read before it are delivered first.
 func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
+	return ReadLinesWindow(ctx, r, name, ingest.TimeWindow{}, enrich, sink, stats)
+}
+
+// ReadLinesWindow is ReadLines that rejects flows outside window (the zero
+// window refuses only flows more than ingest.DefaultMaxSkew in the future).
+func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window ingest.TimeWindow, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
 	br := bufio.NewReaderSize(r, MaxLineBytes)
 	var p Parser
 	batch := make([]schema.Flow, 0, 256)
@@ -65,7 +71,11 @@ func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, s
 		}
 		if t := bytes.TrimSpace(line); len(t) > 0 || tooLong {
 			stats.Read()
-			switch a, perr := p.Parse(t); {
+			a, perr := p.Parse(t)
+			if perr == nil {
+				perr = window.Check(a.StartTime)
+			}
+			switch {
 			case tooLong:
 				stats.Reject("line too long", fmt.Sprintf("%s:%d: longer than %d bytes", name, lineNo, MaxLineBytes))
 			case perr != nil:
@@ -98,13 +108,18 @@ func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, s
 
 // ReadFile reads one access-log file to the end ("-": standard input).
 func ReadFile(ctx context.Context, path string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
+	return ReadFileWindow(ctx, path, ingest.TimeWindow{}, enrich, sink, stats)
+}
+
+// ReadFileWindow is ReadFile that rejects flows outside window.
+func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
 	if path == "-" {
-		return ReadLines(ctx, os.Stdin, "stdin", enrich, sink, stats)
+		return ReadLinesWindow(ctx, os.Stdin, "stdin", window, enrich, sink, stats)
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open access log: %w", err)
 	}
 	defer f.Close()
-	return ReadLines(ctx, f, path, enrich, sink, stats)
+	return ReadLinesWindow(ctx, f, path, window, enrich, sink, stats)
 }

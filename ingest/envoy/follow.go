@@ -27,6 +27,9 @@ type FollowConfig struct {
 	// it was rotated or truncated meanwhile), so lines written while it was
 	// stopped are read.
 	Positions *Positions
+	// Window bounds the flows' times around this host's clock (the zero
+	// value: at most ingest.DefaultMaxSkew in the future).
+	Window ingest.TimeWindow
 }
 
 // Follow reads an access log like `tail -F`: on and on, reopening it when
@@ -117,6 +120,9 @@ func Follow(ctx context.Context, path string, cfg FollowConfig, enrich Enricher,
 			return nil
 		}
 		a, err := p.Parse(line)
+		if err == nil {
+			err = cfg.Window.Check(a.StartTime)
+		}
 		if err != nil {
 			stats.Reject(RejectReason(err), fmt.Sprintf("%s:%d: %v", path, lineNo, err))
 			return nil

@@ -55,6 +55,22 @@ const batchSize = 1024
 // .gz, a read error) still has every complete line before the failure
 // decoded and delivered; the error is returned after that.
 func ReadFile(ctx context.Context, path string, workers int, sink ingest.Sink, stats *ingest.Stats) error {
+	return ReadFileConfig(ctx, path, FileConfig{Workers: workers}, sink, stats)
+}
+
+// FileConfig says how ReadFileConfig reads a file.
+type FileConfig struct {
+	// Workers decode in parallel (0 or 1: in order, on the caller's goroutine).
+	Workers int
+	// Window bounds the flows' times; the zero value refuses only flows
+	// more than ingest.DefaultMaxSkew in the future, so old recordings
+	// import.
+	Window ingest.TimeWindow
+}
+
+// ReadFileConfig is ReadFile with a time window.
+func ReadFileConfig(ctx context.Context, path string, cfg FileConfig, sink ingest.Sink, stats *ingest.Stats) error {
+	workers := cfg.Workers
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open Hubble file: %w", err)
@@ -70,9 +86,9 @@ func ReadFile(ctx context.Context, path string, workers int, sink ingest.Sink, s
 		r = gz
 	}
 	if workers > 1 {
-		return readParallel(ctx, r, path, workers, sink, stats)
+		return readParallel(ctx, r, path, workers, cfg.Window, sink, stats)
 	}
-	return ReadLines(ctx, r, path, sink, stats)
+	return readLines(ctx, r, path, cfg.Window, sink, stats)
 }
 
 // lineReader yields lines with their numbers; lines longer than
@@ -133,9 +149,12 @@ func (lr *lineReader) next() ([]byte, error) {
 }
 
 // decodeInto decodes one line, counting it, and appends a flow to batch.
-func decodeInto(d *Decoder, line []byte, name string, lineNo int, batch []schema.Flow, stats *ingest.Stats) []schema.Flow {
+func decodeInto(d *Decoder, line []byte, name string, lineNo int, window ingest.TimeWindow, batch []schema.Flow, stats *ingest.Stats) []schema.Flow {
 	stats.Read()
 	flow, err := d.Decode(line)
+	if err == nil {
+		err = window.Check(flow.Time)
+	}
 	switch {
 	case err == nil:
 		return append(batch, flow)
@@ -150,6 +169,10 @@ func decodeInto(d *Decoder, line []byte, name string, lineNo int, batch []schema
 // ReadLines is ReadFile over any reader, in order, on the caller's
 // goroutine; name labels rejection examples.
 func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, stats *ingest.Stats) error {
+	return readLines(ctx, r, name, ingest.TimeWindow{}, sink, stats)
+}
+
+func readLines(ctx context.Context, r io.Reader, name string, window ingest.TimeWindow, sink ingest.Sink, stats *ingest.Stats) error {
 	lr := newLineReader(r)
 	d := NewDecoder()
 	batch := make([]schema.Flow, 0, batchSize)
@@ -165,7 +188,7 @@ func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, 
 		if lr.lineNo%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		batch = decodeInto(d, line, name, lr.lineNo, batch, stats)
+		batch = decodeInto(d, line, name, lr.lineNo, window, batch, stats)
 		if len(batch) == cap(batch) {
 			if err := ingest.Deliver(ctx, sink, stats, batch...); err != nil {
 				return err
@@ -184,7 +207,7 @@ type chunk struct {
 
 // readParallel reads lines on one goroutine and decodes them on several.
 // Flows reach the sink in chunks of batchSize lines, not in file order.
-func readParallel(ctx context.Context, r io.Reader, name string, workers int, sink ingest.Sink, stats *ingest.Stats) error {
+func readParallel(ctx context.Context, r io.Reader, name string, workers int, window ingest.TimeWindow, sink ingest.Sink, stats *ingest.Stats) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	chunks := make(chan *chunk, workers)
@@ -199,7 +222,7 @@ func readParallel(ctx context.Context, r io.Reader, name string, workers int, si
 			for c := range chunks {
 				start := 0
 				for i, end := range c.ends {
-					batch = decodeInto(d, c.data[start:end], name, c.lineNos[i], batch, stats)
+					batch = decodeInto(d, c.data[start:end], name, c.lineNos[i], window, batch, stats)
 					start = end
 				}
 				if err := ingest.Deliver(ctx, sink, stats, batch...); err != nil {

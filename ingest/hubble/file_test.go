@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/schema"
@@ -146,7 +147,7 @@ func TestReadErrorKeepsCompleteLines(t *testing.T) {
 		if workers == 1 {
 			err = ReadLines(context.Background(), r, "disk", &sink, &stats)
 		} else {
-			err = readParallel(context.Background(), r, "disk", workers, &sink, &stats)
+			err = readParallel(context.Background(), r, "disk", workers, ingest.TimeWindow{}, &sink, &stats)
 		}
 		if !errors.Is(err, boom) {
 			t.Errorf("%d workers: error %v, want the read error", workers, err)
@@ -156,6 +157,53 @@ func TestReadErrorKeepsCompleteLines(t *testing.T) {
 		}
 		if s := stats.Snapshot(); s.RejectedTotal() != 1 || s.Rejected["truncated JSON"] != 1 {
 			t.Errorf("%d workers: the cut line must be rejected as truncated: %s", workers, s)
+		}
+	}
+}
+
+// TestFileTimeWindow: a file import keeps old recordings (no lower bound
+// unless asked for) and rejects flows from the future, with their reasons.
+func TestFileTimeWindow(t *testing.T) {
+	lines := sampleLines(t)["basic-sample-10-flows.json"]
+	future := bytes.ReplaceAll(bytes.Clone(lines[0]), []byte(`"time":"2021-`), []byte(`"time":"2100-`))
+	soon := bytes.ReplaceAll(bytes.Clone(lines[1]), []byte(`"time":"2021-06-16T16:52:13`), []byte(`"time":"2021-06-16T16:55:13`))
+	path := filepath.Join(t.TempDir(), "f.json")
+	data := append(bytes.Join(lines, []byte("\n")), '\n')
+	data = append(data, future...)
+	data = append(data, '\n')
+	data = append(data, soon...)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A clock at the recording's time: the flow 3 minutes later is within
+	// the skew, the 2100 one is not; and with MaxAge, nothing before it is.
+	clock := func() time.Time { return time.Date(2021, 6, 16, 16, 53, 0, 0, time.UTC) }
+	for _, c := range []struct {
+		name     string
+		window   ingest.TimeWindow
+		accepted int
+		rejected map[string]int64
+	}{
+		{"default", ingest.TimeWindow{}, len(lines) + 1, map[string]int64{ingest.ReasonFuture: 1}},
+		{"skew 1m", ingest.TimeWindow{MaxSkew: time.Minute, Now: clock}, len(lines), map[string]int64{ingest.ReasonFuture: 2}},
+		{"no skew bound", ingest.TimeWindow{MaxSkew: -1, Now: clock}, len(lines) + 2, map[string]int64{}},
+		{"max age", ingest.TimeWindow{MaxAge: time.Hour}, 0, map[string]int64{ingest.ReasonFuture: 1, ingest.ReasonTooOld: int64(len(lines) + 1)}},
+	} {
+		for _, workers := range []int{1, 2} {
+			var sink countingSink
+			var stats ingest.Stats
+			if err := ReadFileConfig(context.Background(), path, FileConfig{Workers: workers, Window: c.window}, &sink, &stats); err != nil {
+				t.Fatal(err)
+			}
+			s := stats.Snapshot()
+			if sink.n != c.accepted || len(s.Rejected) != len(c.rejected) {
+				t.Errorf("%s, %d workers: %d accepted, want %d: %s", c.name, workers, sink.n, c.accepted, s)
+			}
+			for reason, n := range c.rejected {
+				if s.Rejected[reason] != n {
+					t.Errorf("%s, %d workers: %d rejected as %q, want %d: %s", c.name, workers, s.Rejected[reason], reason, n, s)
+				}
+			}
 		}
 	}
 }

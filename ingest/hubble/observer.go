@@ -35,6 +35,10 @@ type ObserverConfig struct {
 	// a partial batch is handed over after BatchLinger (default 200 ms).
 	BatchSize   int
 	BatchLinger time.Duration
+	// Window bounds the flows' times around this host's clock: flows
+	// further ahead than its skew (or, with MaxAge, older) are rejected
+	// and counted, and a resume point beyond now + skew is not used.
+	Window ingest.TimeWindow
 }
 
 func (c *ObserverConfig) validate() error {
@@ -93,13 +97,23 @@ func NewObserver(cfg ObserverConfig, sink ingest.Sink, stats *ingest.Stats, log 
 
 // Resume makes the stream start at since, dropping the flows at exactly
 // that time whose FlowKey is among keys (with multiplicity): they are
-// already stored. Call before Run.
-func (o *Observer) Resume(since time.Time, keys []string) {
+// already stored. Call before Run. A since later than the window allows
+// (now + skew: a flow from a node with a wrong clock, stored before times
+// were checked) would make the stream wait for that time, so it is not
+// used: the stream starts where the config says (Since, or live), and
+// Resume reports false.
+func (o *Observer) Resume(since time.Time, keys []string) bool {
+	if latest := o.cfg.Window.Latest(); !latest.IsZero() && since.After(latest) {
+		o.log.Warn("the newest durable flow is in the future; not resuming after it (flows since then that the stream no longer holds are not recovered)",
+			"newest_durable", since, "latest_accepted", latest, "start", o.cfg.Since)
+		return false
+	}
 	o.last = since
 	o.resumeKeys = map[string]int{}
 	for _, k := range keys {
 		o.resumeKeys[k]++
 	}
+	return true
 }
 
 // LastFlowTime is the time of the newest flow the sink accepted (zero
@@ -237,6 +251,9 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 			}
 			o.stats.Read()
 			rec, err := FromProto(f, it.resp.GetTime().AsTime(), it.resp.GetNodeName())
+			if err == nil {
+				err = o.cfg.Window.Check(rec.Time)
+			}
 			if err != nil {
 				o.stats.Reject(RejectReason(err), fmt.Sprintf("%s: %v", o.cfg.Addr, err))
 				continue

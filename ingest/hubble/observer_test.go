@@ -3,7 +3,9 @@ package hubble
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -211,5 +213,93 @@ func TestSinkFailureLosesNoFlow(t *testing.T) {
 	}
 	if obs.Connects() < 2 {
 		t.Fatalf("observer connected %d times; a refused write must end the stream and resume", obs.Connects())
+	}
+}
+
+// TestFutureFlowDoesNotStopRestart: a flow dated 2100 (a node with a wrong
+// clock) stored before times were checked is the newest durable flow; a
+// restart must not resume after it (the stream would wait until 2100), so
+// live flows are stored again. And a live stream that carries such a flow
+// rejects it with a reason, stores the others and keeps its resume point
+// at their times.
+func TestFutureFlowDoesNotStopRestart(t *testing.T) {
+	ctx := context.Background()
+	conn, w, stopWriter := openStore(t, clickhouse.WriterConfig{BatchSize: 200, FlushInterval: 50 * time.Millisecond})
+	future := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := w.Write(ctx, schemaFlow{Time: future, Node: "bad-clock", Source: "hubble", Verdict: "FORWARDED"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resumeAt, keys, err := w.ResumePoint(ctx, conn, "hubble")
+	if err != nil || !resumeAt.Equal(future) {
+		t.Fatalf("resume point %v, %v; want the 2100 flow", resumeAt, err)
+	}
+
+	files := sampleFiles(t)[:2]
+	r, stopReplay := startReplay(t, ReplayConfig{Files: files, Listen: "127.0.0.1:0", Rate: 5000, ShiftToNow: true})
+	defer stopReplay()
+	var stats ingest.Stats
+	obs, err := NewObserver(ObserverConfig{Addr: r.Addr(), MinBackoff: 20 * time.Millisecond, BatchSize: 64, BatchLinger: 20 * time.Millisecond}, w, &stats, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obs.Resume(resumeAt, keys) {
+		t.Fatal("Resume took a resume point in 2100")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- obs.Run(runCtx) }()
+	waitFor(t, 30*time.Second, func() bool { return stats.Snapshot().Accepted >= int64(r.Len()) }, "%d live flows accepted", r.Len())
+	cancel()
+	<-done
+	stopWriter()
+	var live uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM flows WHERE node != 'bad-clock' AND time > now() - INTERVAL 1 HOUR").Scan(&live); err != nil {
+		t.Fatal(err)
+	}
+	if live != uint64(r.Len()) {
+		t.Fatalf("%d live flows stored after the restart, want %d", live, r.Len())
+	}
+
+	// A 2100 flow in a live stream is rejected; the flows around it are not.
+	lines := sampleLines(t)["basic-sample-10-flows.json"]
+	bad := strings.Replace(string(lines[4]), `"time":"2021-`, `"time":"2100-`, 2)
+	if bad == string(lines[4]) {
+		t.Fatal("sample line has no 2021 time to move")
+	}
+	path := filepath.Join(t.TempDir(), "mixed.json")
+	var in strings.Builder
+	for i, l := range lines {
+		if i == 4 {
+			in.WriteString(bad + "\n")
+		}
+		in.Write(l)
+		in.WriteByte('\n')
+	}
+	if err := os.WriteFile(path, []byte(in.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r2, stop2 := startReplay(t, ReplayConfig{Files: []string{path}, Listen: "127.0.0.1:0"})
+	defer stop2()
+	var stats2 ingest.Stats
+	sink := &countingSink{}
+	obs2, err := NewObserver(ObserverConfig{Addr: r2.Addr(), BatchLinger: 10 * time.Millisecond}, sink, &stats2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx2, cancel2 := context.WithCancel(ctx)
+	go func() { done <- obs2.Run(runCtx2) }()
+	waitFor(t, 30*time.Second, func() bool { return stats2.Snapshot().Read >= int64(len(lines)+1) }, "all lines read")
+	time.Sleep(100 * time.Millisecond)
+	cancel2()
+	<-done
+	s := stats2.Snapshot()
+	if s.Accepted != int64(len(lines)) || s.Rejected[ingest.ReasonFuture] != 1 {
+		t.Fatalf("want %d accepted and the 2100 flow rejected as %q: %s", len(lines), ingest.ReasonFuture, s)
+	}
+	if last := obs2.LastFlowTime(); last.Year() != 2021 {
+		t.Fatalf("resume point %v, want the newest 2021 flow", last)
 	}
 }
