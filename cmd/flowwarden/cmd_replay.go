@@ -35,7 +35,8 @@ observer gRPC server, answering as Hubble's own server does:
   hubble observe: every filter of the CLI (namespaces, pods, labels, IPs and
   CIDRs, FQDNs, verdicts, ports, protocols, node names, event types, HTTP
   fields, reply, identities, workloads, ... and --not; CEL expressions are
-  refused), --all, --first N, --last N, --follow, --since and --until;
+  refused), --all, --first N, --last N, --follow, --since, --until and
+  field masks (--field-mask, and the default of compact output);
   hubble status (health service and server status), hubble list nodes (the
   nodes of the recording) and hubble list namespaces.
 
