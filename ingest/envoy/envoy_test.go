@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/schema"
@@ -240,5 +241,38 @@ func TestReadErrorKeepsCompleteLines(t *testing.T) {
 	}
 	if n != lines {
 		t.Fatalf("%d flows delivered, want %d: %s", n, lines, stats.Snapshot())
+	}
+}
+
+// TestTimeWindow: a line dated beyond the clock's skew is rejected with its
+// reason; old lines are kept unless a maximum age is set.
+func TestTimeWindow(t *testing.T) {
+	line := func(start string) string {
+		return `{"start_time":"` + start + `","method":"GET","path":"/","upstream_host":"10.0.0.1:80"}`
+	}
+	input := strings.Join([]string{line("2020-11-25T21:26:18.409Z"), line("2100-01-01T00:00:00Z"), line(time.Now().UTC().Format(time.RFC3339Nano))}, "\n")
+	for _, c := range []struct {
+		window   ingest.TimeWindow
+		accepted int64
+		reasons  map[string]int64
+	}{
+		{ingest.TimeWindow{}, 2, map[string]int64{ingest.ReasonFuture: 1}},
+		{ingest.TimeWindow{MaxAge: 24 * time.Hour}, 1, map[string]int64{ingest.ReasonFuture: 1, ingest.ReasonTooOld: 1}},
+		{ingest.TimeWindow{MaxSkew: -1}, 3, map[string]int64{}},
+	} {
+		var stats ingest.Stats
+		sink := ingest.SinkFunc(func(context.Context, ...schema.Flow) error { return nil })
+		if err := ReadLinesWindow(context.Background(), strings.NewReader(input), "w", c.window, nil, sink, &stats); err != nil {
+			t.Fatal(err)
+		}
+		s := stats.Snapshot()
+		if s.Accepted != c.accepted || len(s.Rejected) != len(c.reasons) {
+			t.Errorf("%+v: %s", c.window, s)
+		}
+		for r, n := range c.reasons {
+			if s.Rejected[r] != n {
+				t.Errorf("%+v: %q counted %d, want %d: %s", c.window, r, s.Rejected[r], n, s)
+			}
+		}
 	}
 }
