@@ -8,9 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -92,34 +95,57 @@ func buildHubbleCLI(t *testing.T) string {
 
 // recorded is one flow of a file, as this test reads it.
 type recorded struct {
-	time          time.Time
-	verdict       string
-	srcNs, srcPod string
-	dstNs, dstPod string
-	dstPort       int
-	hasPort       bool
-	node          string
+	time                time.Time
+	verdict             string
+	srcNs, srcPod       string
+	dstNs, dstPod       string
+	dstPort             int
+	hasPort             bool
+	node                string
+	srcLabels           []string
+	dstLabels           []string
+	dstIP               string
+	dstNames            []string
+	l4                  string // TCP, UDP, ICMPv4, ...
+	eventType           int
+	isReply             *bool
+	httpCode            int
+	httpMethod, httpURL string
 }
 
 func readRecorded(t *testing.T, files []string) []recorded {
 	t.Helper()
 	type endpoint struct {
-		Namespace string `json:"namespace"`
-		PodName   string `json:"pod_name"`
+		Namespace string   `json:"namespace"`
+		PodName   string   `json:"pod_name"`
+		Labels    []string `json:"labels"`
 	}
 	type port struct {
 		DestinationPort int `json:"destination_port"`
 	}
 	type line struct {
 		Flow *struct {
-			Time        string   `json:"time"`
-			Verdict     string   `json:"verdict"`
-			Source      endpoint `json:"source"`
-			Destination endpoint `json:"destination"`
-			L4          struct {
-				TCP, UDP, SCTP *port
-			} `json:"l4"`
-			NodeName string `json:"node_name"`
+			Time        string           `json:"time"`
+			Verdict     string           `json:"verdict"`
+			Source      endpoint         `json:"source"`
+			Destination endpoint         `json:"destination"`
+			L4          map[string]*port `json:"l4"`
+			NodeName    string           `json:"node_name"`
+			IP          struct {
+				Destination string `json:"destination"`
+			} `json:"IP"`
+			DestinationNames []string `json:"destination_names"`
+			EventType        struct {
+				Type int `json:"type"`
+			} `json:"event_type"`
+			IsReply *bool `json:"is_reply"`
+			L7      struct {
+				HTTP *struct {
+					Code   int    `json:"code"`
+					Method string `json:"method"`
+					URL    string `json:"url"`
+				} `json:"http"`
+			} `json:"l7"`
 		} `json:"flow"`
 		Time     string `json:"time"`
 		NodeName string `json:"node_name"`
@@ -157,11 +183,17 @@ func readRecorded(t *testing.T, files []string) []recorded {
 			if r.node == "" {
 				r.node = l.NodeName
 			}
-			for _, p := range []*port{l.Flow.L4.TCP, l.Flow.L4.UDP, l.Flow.L4.SCTP} {
-				if p != nil {
+			for proto, p := range l.Flow.L4 {
+				r.l4 = proto
+				if proto == "TCP" || proto == "UDP" || proto == "SCTP" {
 					r.dstPort, r.hasPort = p.DestinationPort, true
-					break
 				}
+			}
+			r.srcLabels, r.dstLabels = l.Flow.Source.Labels, l.Flow.Destination.Labels
+			r.dstIP, r.dstNames = l.Flow.IP.Destination, l.Flow.DestinationNames
+			r.eventType, r.isReply = l.Flow.EventType.Type, l.Flow.IsReply
+			if h := l.Flow.L7.HTTP; h != nil {
+				r.httpCode, r.httpMethod, r.httpURL = h.Code, h.Method, h.URL
 			}
 			out = append(out, r)
 		}
@@ -285,6 +317,38 @@ func TestReplayWithHubbleCLI(t *testing.T) {
 			return f.srcNs == "bookinfo" && f.hasPort && f.dstPort == 9080
 		}},
 		{[]string{"--all", "--not", "--namespace", "kube-system"}, func(f recorded) bool { return f.srcNs != "kube-system" && f.dstNs != "kube-system" }},
+		// More of the filters the CLI sends, each against the files.
+		{[]string{"--all", "--label", "k8s:app=ratings"}, func(f recorded) bool {
+			return slices.Contains(f.srcLabels, "k8s:app=ratings") || slices.Contains(f.dstLabels, "k8s:app=ratings")
+		}},
+		{[]string{"--all", "--to-label", "reserved:world"}, func(f recorded) bool { return slices.Contains(f.dstLabels, "reserved:world") }},
+		{[]string{"--all", "--to-ip", "10.128.0.0/12"}, func(f recorded) bool {
+			a, err := netip.ParseAddr(f.dstIP)
+			return err == nil && netip.MustParsePrefix("10.128.0.0/12").Contains(a)
+		}},
+		{[]string{"--all", "--to-fqdn", "*.one.one"}, func(f recorded) bool {
+			return slices.ContainsFunc(f.dstNames, func(n string) bool { return strings.HasSuffix(n, ".one.one") })
+		}},
+		{[]string{"--all", "--protocol", "udp"}, func(f recorded) bool { return f.l4 == "UDP" }},
+		// A node name without a cluster matches in any cluster.
+		{[]string{"--all", "--node-name", "kind-*"}, func(f recorded) bool {
+			node := f.node
+			if i := strings.LastIndex(node, "/"); i >= 0 {
+				node = node[i+1:]
+			}
+			return strings.HasPrefix(node, "kind-")
+		}},
+		{[]string{"--all", "--type", "l7"}, func(f recorded) bool { return f.eventType == 129 }},
+		{[]string{"--all", "--http-status", "5+"}, func(f recorded) bool { return f.httpCode >= 500 && f.httpCode < 600 }},
+		{[]string{"--all", "--http-method", "get", "--http-path", "^/ratings/[0-9]+$"}, func(f recorded) bool {
+			u, err := url.Parse(f.httpURL)
+			return strings.EqualFold(f.httpMethod, "GET") && err == nil && regexp.MustCompile(`^/ratings/[0-9]+$`).MatchString(u.Path)
+		}},
+		{[]string{"--all", "--reply"}, func(f recorded) bool { return f.isReply != nil && *f.isReply }},
+		// Not a reply: is_reply false, or unknown on a drop.
+		{[]string{"--all", "--not-reply"}, func(f recorded) bool {
+			return f.isReply != nil && !*f.isReply || f.isReply == nil && f.verdict == "DROPPED"
+		}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			got := observe(tc.args...)
