@@ -2,6 +2,7 @@ package schema
 
 import (
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -154,4 +155,24 @@ func (e *Endpoint) validate(side string) error {
 		}
 	}
 	return nil
+}
+
+// CleanName returns s with every invalid UTF-8 sequence and control
+// character replaced by U+FFFD: for text a source reports about itself
+// (an nftables rule comment, a table name) that is kept, not rejected,
+// because what it labels (a firewall counter) matters more than its label.
+func CleanName(s string) string {
+	if CheckName("", s) == nil {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || (r == utf8.RuneError && n <= 1) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+		i += n
+	}
+	return b.String()
 }

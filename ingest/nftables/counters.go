@@ -22,6 +22,8 @@ var families = map[nftables.TableFamily]string{
 }
 
 // Read takes one reading of every counter in every table (on node).
+// Names and comments are kept as text: invalid UTF-8 and control
+// characters in them (a comment set through raw netlink) become U+FFFD.
 func Read(conn *nftables.Conn, node string, now time.Time) ([]schema.CounterSample, error) {
 	tables, err := conn.ListTables()
 	if err != nil {
@@ -40,7 +42,7 @@ func Read(conn *nftables.Conn, node string, now time.Time) ([]schema.CounterSamp
 		}
 		for _, o := range objs {
 			if c, ok := o.(*nftables.CounterObj); ok {
-				out = append(out, schema.CounterSample{Time: now, Node: node, Family: fam, Table: t.Name, Name: c.Name, Packets: c.Packets, Bytes: c.Bytes})
+				out = append(out, schema.CounterSample{Time: now, Node: node, Family: fam, Table: schema.CleanName(t.Name), Name: schema.CleanName(c.Name), Packets: c.Packets, Bytes: c.Bytes})
 			}
 		}
 		for _, ch := range chains {
@@ -61,8 +63,8 @@ func Read(conn *nftables.Conn, node string, now time.Time) ([]schema.CounterSamp
 				}
 				for _, e := range r.Exprs {
 					if c, ok := e.(*expr.Counter); ok {
-						out = append(out, schema.CounterSample{Time: now, Node: node, Family: fam, Table: t.Name, Chain: ch.Name, Handle: r.Handle,
-							Comment: comment, Packets: c.Packets, Bytes: c.Bytes, Drop: drop})
+						out = append(out, schema.CounterSample{Time: now, Node: node, Family: fam, Table: schema.CleanName(t.Name), Chain: schema.CleanName(ch.Name), Handle: r.Handle,
+							Comment: schema.CleanName(comment), Packets: c.Packets, Bytes: c.Bytes, Drop: drop})
 					}
 				}
 			}
