@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,7 +36,6 @@ import (
 
 func newServeCommand(g *globals) *cobra.Command {
 	var (
-		listen        string
 		obsCfg        hubble.ObserverConfig
 		wcfg          = clickhouse.DefaultWriterConfig()
 		resume        bool
@@ -45,8 +43,9 @@ func newServeCommand(g *globals) *cobra.Command {
 		detect        bool
 		amCfg         alerting.Config
 		noSpool       bool
-		tlsCert       string
-		tlsKey        string
+		httpCfg       webui.ServerConfig
+		tokenFile     string
+		page          bool
 		currentDir    string
 		strictMTLS    []string
 		currentEvery  time.Duration
@@ -63,12 +62,15 @@ func newServeCommand(g *globals) *cobra.Command {
       --hubble-tls-ca ca.crt --hubble-tls-cert client.crt --hubble-tls-key client.key \
       --hubble-tls-server-name instance.hubble-relay.cilium.io`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if obsCfg.Addr == "" && !withConntrack && !withNftables && len(envoyFiles) == 0 {
 				return errors.New("no flow source: give --hubble ADDR, --envoy-file, --conntrack or --nftables")
 			}
-			if (tlsCert == "") != (tlsKey == "") {
+			if (httpCfg.TLSCert == "") != (httpCfg.TLSKey == "") {
 				return errors.New("--tls-cert and --tls-key go together")
+			}
+			if httpCfg.BearerToken, err = readToken(tokenFile); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			st, err := openStorage(ctx, g)
@@ -144,20 +146,32 @@ func newServeCommand(g *globals) *cobra.Command {
 			if resumeAt.After(obsCfg.Since) && obs.Resume(resumeAt, resumeKeys) {
 				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", resumeAt, "already_held_at_that_time", len(resumeKeys))
 			}
-			lis, err := net.Listen("tcp", listen)
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+			// /healthz: not ok while flows cannot be stored; /readyz: also
+			// while ClickHouse or the Hubble stream is not there.
+			health := &webui.Health{}
+			health.Check("storage", func(context.Context) error { return w.Failure() })
+			health.Ready("clickhouse", func(ctx context.Context) error { return st.conn.Ping(ctx) })
+			if hubbleAddr != "" {
+				health.Ready("hubble", obs.Connected)
+			}
+			health.Info(func() map[string]any {
+				s := hubbleStats.Snapshot()
+				return map[string]any{"hubble_connects": obs.Connects(), "last_flow_time": obs.LastFlowTime(),
+					"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal()}
+			})
+			mux.Handle("GET /healthz", health.Healthz())
+			mux.Handle("GET /readyz", health.Readyz())
+			httpSrv, err := webui.NewServer(httpCfg, mux, g.log)
 			if err != nil {
 				return fmt.Errorf("--listen: %w", err)
 			}
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-			mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
-				s := hubbleStats.Snapshot()
-				rw.Header().Set("Content-Type", "application/json")
-				_ = json.NewEncoder(rw).Encode(map[string]any{
-					"status": "ok", "hubble_connects": obs.Connects(), "last_flow_time": obs.LastFlowTime(),
-					"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal(),
-				})
-			})
+			if exposed, protection := httpSrv.Exposed(); exposed && protection == "" {
+				g.log.Warn("--listen is reachable from other machines and nothing protects it: anyone who reaches it reads the service map, findings and their SQL (and /metrics); give --auth-token-file or --tls-client-ca, or listen on 127.0.0.1", "listen", httpCfg.Listen)
+			} else if exposed {
+				g.log.Info("--listen is reachable from other machines", "listen", httpCfg.Listen, "protected_by", protection)
+			}
 			var current []networkingv1.NetworkPolicy
 			if currentDir != "" {
 				if current, err = loadPolicies(ctx, g, currentDir); err != nil {
@@ -175,9 +189,10 @@ func newServeCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer pageConn.Close()
-			page := webui.New(webui.Config{Current: current}, pageConn, g.log)
-			mux.Handle("GET /{$}", page)
-			httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+			pageH := webui.New(webui.Config{Current: current}, pageConn, g.log)
+			if page {
+				mux.Handle("GET /{$}", pageH)
+			}
 
 			// The writer outlives the sources so that it flushes what they gave
 			// it: sources run through source(), and shutdown waits for them
@@ -207,7 +222,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				source(func() error { return obs.Run(gctx) })
 			}
 			if currentDir == fromCluster && currentEvery > 0 {
-				grp.Go(func() error { refreshPolicies(gctx, g, page, currentEvery); return nil })
+				grp.Go(func() error { refreshPolicies(gctx, g, pageH, currentEvery); return nil })
 			}
 			if len(envoyFiles) > 0 {
 				// Where each access log was read to is kept in the data
@@ -298,25 +313,8 @@ func newServeCommand(g *globals) *cobra.Command {
 			if sender != nil {
 				grp.Go(func() error { return sender.Run(wctx) })
 			}
-			grp.Go(func() error {
-				var err error
-				if tlsCert != "" {
-					err = httpSrv.ServeTLS(lis, tlsCert, tlsKey)
-				} else {
-					err = httpSrv.Serve(lis)
-				}
-				if errors.Is(err, http.ErrServerClosed) {
-					return nil
-				}
-				return err
-			})
-			grp.Go(func() error {
-				<-gctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				return httpSrv.Shutdown(sctx)
-			})
-			g.log.Info("serving", "listen", lis.Addr().String(), "hubble", obsCfg.Addr, "clickhouse", clickhouse.RedactDSN(st.dsn))
+			grp.Go(func() error { return httpSrv.Serve(gctx) })
+			g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", obsCfg.Addr, "clickhouse", clickhouse.RedactDSN(st.dsn))
 			<-gctx.Done()
 			// Sources stop first, then the writer flushes and the findings
 			// store and the sender finish, then the database stops.
@@ -337,12 +335,16 @@ func newServeCommand(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics and /healthz (all read-only)")
-	f.StringVar(&tlsCert, "tls-cert", "", "serve the page, /metrics and /healthz over TLS with this certificate")
+	f.StringVar(&httpCfg.Listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics, /healthz and /readyz (all read-only); a non-loopback address without --auth-token-file or --tls-client-ca is warned about")
+	f.BoolVar(&page, "page", true, "serve the page on / (false: only /metrics, /healthz and /readyz, as the node agent does)")
+	f.IntVar(&httpCfg.MaxConns, "max-connections", 256, "most connections the HTTP server holds open at once (more wait in the kernel's queue, holding no descriptor); idle ones are closed after 30 s, at once when three quarters are in use")
+	f.StringVar(&tokenFile, "auth-token-file", "", "require \"Authorization: Bearer <token>\" for the page and /metrics, the token read from this file (or from $FLOWWARDEN_AUTH_TOKEN); /healthz and /readyz stay open for probes")
+	f.StringVar(&httpCfg.ClientCA, "tls-client-ca", "", "with --tls-cert: require a client certificate signed by this CA (PEM) for the page and /metrics (mTLS); /healthz and /readyz stay open for probes")
+	f.StringVar(&httpCfg.TLSCert, "tls-cert", "", "serve the page, /metrics, /healthz and /readyz over TLS with this certificate")
 	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh); the PeerAuthentications there (read at start) tell plaintext-in-mesh which workloads must use mutual TLS")
 	f.StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
 	f.DurationVar(&currentEvery, "current-refresh", 5*time.Minute, "with --current-policies cluster: how often the policies in force are listed again")
-	f.StringVar(&tlsKey, "tls-key", "", "key of --tls-cert")
+	f.StringVar(&httpCfg.TLSKey, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
 	f.StringArrayVar(&envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable); how far it was read is kept in --data-dir, so a restart reads what was written meanwhile")
 	f.BoolVar(&withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
@@ -404,4 +406,21 @@ func refreshPolicies(ctx context.Context, g *globals, page *webui.Handler, every
 		}
 		page.SetCurrent(nps)
 	}
+}
+
+// readToken reads the HTTP bearer token from file (or, without one, from
+// $FLOWWARDEN_AUTH_TOKEN); "" when neither is set. The token is never logged.
+func readToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv("FLOWWARDEN_AUTH_TOKEN")), nil
+	}
+	raw, err := readSmallFile(file, 4<<10)
+	if err != nil {
+		return "", fmt.Errorf("--auth-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" {
+		return "", fmt.Errorf("--auth-token-file %s is empty", file)
+	}
+	return tok, nil
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -43,8 +46,15 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyConfig(cmd, g.configFile); err != nil {
+			path := g.configFile
+			if !cmd.Flags().Changed("config") {
+				path = os.Getenv("FLOWWARDEN_CONFIG")
+			}
+			if err := applyConfig(cmd, path); err != nil {
 				return err
+			}
+			if g.flowsTTL < 0 || g.rollupTTL < 0 {
+				return fmt.Errorf("--flows-ttl %s and --rollup-ttl %s cannot be negative (0 keeps data forever)", g.flowsTTL, g.rollupTTL)
 			}
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -57,7 +67,7 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.configFile, "config", "", "YAML `file` whose keys set flags by name (e.g. clickhouse: clickhouse://host:9000/flowwarden)")
+	pf.StringVar(&g.configFile, "config", "", "YAML `file` whose keys set flags by name (e.g. clickhouse: clickhouse://host:9000/flowwarden); env FLOWWARDEN_CONFIG; at most 1 MiB")
 	pf.StringVar(&g.clickhouse, "clickhouse", "", "ClickHouse DSN, e.g. clickhouse://user:pass@host:9000/flowwarden (env FLOWWARDEN_CLICKHOUSE); empty: embedded")
 	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory: the embedded ClickHouse, serve's spool, the access-log read positions, the node's confirmed host firewall")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -84,17 +94,25 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 	return root
 }
 
+// maxConfigBytes caps the config file: it is read whole.
+const maxConfigBytes = 1 << 20
+
+// flagName is what a config key naming a flag looks like; other keys are
+// not echoed in errors (a config pointed at the wrong file must not print
+// its lines).
+var flagName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
+
 // applyConfig fills every flag the command line did not set: first from
 // FLOWWARDEN_<FLAG> environment variables, then from the YAML config file.
 func applyConfig(cmd *cobra.Command, path string) error {
 	values := map[string]any{}
 	if path != "" {
-		raw, err := os.ReadFile(path)
+		raw, err := readSmallFile(path, maxConfigBytes)
 		if err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
 		if err := yaml.UnmarshalStrict(raw, &values); err != nil {
-			return fmt.Errorf("config %s: %w", path, err)
+			return fmt.Errorf("config %s: not a YAML map of flag names to values: %w", path, redactYAMLError(err))
 		}
 	}
 	flags := cmd.Flags()
@@ -129,13 +147,31 @@ func applyConfig(cmd *cobra.Command, path string) error {
 			}
 		}
 	})
+	hidden := 0
 	for k := range values {
-		if !known[k] {
+		switch {
+		case known[k]:
+		case flagName.MatchString(k):
 			errs = append(errs, fmt.Sprintf("config key %q is not a flag of %q", k, cmd.CommandPath()))
+		default:
+			hidden++
 		}
 	}
+	if hidden > 0 {
+		errs = append(errs, fmt.Sprintf("%d config keys are not flag names (not shown: is %s a flowwarden config?)", hidden, path))
+	}
 	if len(errs) > 0 {
+		sort.Strings(errs)
 		return fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// quoted matches what YAML and JSON errors quote from their input.
+var quoted = regexp.MustCompile("`[^`]*`|\"[^\"]*\"|'[^']*'")
+
+// redactYAMLError drops the input quoted in a YAML error, keeping where
+// and what: a config pointed at the wrong file must not print its lines.
+func redactYAMLError(err error) error {
+	return errors.New(quoted.ReplaceAllString(err.Error(), "…"))
 }

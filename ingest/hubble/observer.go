@@ -76,6 +76,10 @@ type Observer struct {
 	lastSeen atomic.Int64   // last, in Unix nanoseconds, for other goroutines
 	atLast   []*flowpb.Flow // accepted flows with time == last
 	connects atomic.Int32
+	// streaming is true while a GetFlows stream is open; streamErr is why
+	// the last one ended (for readiness).
+	streaming atomic.Bool
+	streamErr atomic.Pointer[string]
 	// resumeKeys are the FlowKeys of flows at last that were stored before
 	// this process started (see Resume).
 	resumeKeys map[string]int
@@ -128,6 +132,17 @@ func (o *Observer) LastFlowTime() time.Time {
 // Connects counts the streams opened so far.
 func (o *Observer) Connects() int { return int(o.connects.Load()) }
 
+// Connected reports why no flow stream is open now (nil while one is).
+func (o *Observer) Connected(context.Context) error {
+	if o.streaming.Load() {
+		return nil
+	}
+	if e := o.streamErr.Load(); e != nil {
+		return fmt.Errorf("no flow stream from %s: %s", o.cfg.Addr, *e)
+	}
+	return fmt.Errorf("no flow stream from %s yet", o.cfg.Addr)
+}
+
 // Run streams until ctx ends.
 func (o *Observer) Run(ctx context.Context) error {
 	creds := insecure.NewCredentials()
@@ -150,6 +165,10 @@ func (o *Observer) Run(ctx context.Context) error {
 		received, err := o.stream(ctx, client)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if err != nil {
+			msg := err.Error()
+			o.streamErr.Store(&msg)
 		}
 		if received > 0 {
 			backoff = o.cfg.MinBackoff
@@ -177,6 +196,8 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 		return 0, err
 	}
 	o.connects.Add(1)
+	o.streaming.Store(true)
+	defer o.streaming.Store(false)
 	// The stream starts at since and sends the flows at that time again:
 	// those the sink took before are dropped once each.
 	since := o.last

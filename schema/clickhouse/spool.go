@@ -54,6 +54,7 @@ type spool struct {
 	curRows  int
 	curStart time.Time
 	unsealed []string // closed segments (".open" paths) still to be renamed
+	inserted []string // segments inserted whose deletion failed, to delete
 	dirDirty bool     // a create or rename not yet synced to the directory
 	bytes    int64    // bytes in all segments
 	closed   []string
@@ -64,6 +65,7 @@ type spool struct {
 
 	appendErr error // the last append's failure, nil once one succeeds
 	sealErr   error // the last seal's failure, nil once every segment is sealed
+	removeErr error // the last deletion's failure, nil once every inserted segment is deleted
 	onError   func(op string)
 }
 
@@ -185,6 +187,9 @@ func (s *spool) failure() error {
 	}
 	if s.sealErr != nil {
 		errs = append(errs, fmt.Errorf("spool seal failing (%d segments wait): %w", len(s.unsealed), s.sealErr))
+	}
+	if s.removeErr != nil {
+		errs = append(errs, fmt.Errorf("spool cannot delete inserted segments (%d wait): %w", len(s.inserted), s.removeErr))
 	}
 	return errors.Join(errs...)
 }
@@ -355,10 +360,11 @@ func (s *spool) sealPendingLocked() error {
 }
 
 // seal closes the open segment if it is older than age (or any age when
-// age is 0), and retries the seals that failed.
+// age is 0), and retries the seals and deletions that failed.
 func (s *spool) seal(age time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.removeInsertedLocked()
 	if s.cur != nil && time.Since(s.curStart) >= age {
 		return s.closeLocked()
 	}
@@ -366,6 +372,24 @@ func (s *spool) seal(age time.Duration) error {
 		return s.sealPendingLocked()
 	}
 	return nil
+}
+
+// removeInsertedLocked retries deleting the segments inserted already.
+func (s *spool) removeInsertedLocked() {
+	for len(s.inserted) > 0 {
+		path := filepath.Join(s.dir, s.inserted[0])
+		info, _ := os.Stat(path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.removeErr = fmt.Errorf("spool: %w", err)
+			return
+		}
+		if info != nil {
+			s.bytes -= info.Size()
+		}
+		s.inserted = s.inserted[1:]
+		s.cond.Broadcast()
+	}
+	s.removeErr = nil
 }
 
 // claim returns the oldest sealed segment no drainer holds, or "".
@@ -398,12 +422,19 @@ func (s *spool) pending() (sealed int, open bool) {
 	return len(s.closed), s.cur != nil || len(s.unsealed) > 0
 }
 
-// remove deletes a replayed segment.
+// remove deletes a replayed segment. When the deletion fails, the
+// segment is not replayed again: it is deleted by a later seal.
 func (s *spool) remove(name string) error {
 	path := filepath.Join(s.dir, name)
 	info, _ := os.Stat(path)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
+		s.forget(name, nil)
+		s.mu.Lock()
+		s.inserted = append(s.inserted, name)
+		s.removeErr = fmt.Errorf("spool: %w", err)
+		s.mu.Unlock()
+		s.failed("remove")
+		return s.removeErr
 	}
 	s.forget(name, info)
 	return nil

@@ -585,16 +585,27 @@ func (w *Writer) runSpool(ctx context.Context) error {
 					return
 				}
 				w.log.Error("spool segment not inserted", "segment", name, "err", err)
+				select { // not in a tight loop
+				case <-ictx.Done():
+					return
+				case <-time.After(time.Second):
+				}
 			}
 		}
 	})
 	tick := time.NewTicker(max(w.cfg.FlushInterval/4, 10*time.Millisecond))
 	defer tick.Stop()
+	var sealErr string // logged once per distinct failure, not every tick
 	for {
 		select {
 		case <-tick.C:
 			if err := w.spool.seal(w.cfg.FlushInterval); err != nil {
-				w.log.Error("sealing spool segment", "err", err)
+				if err.Error() != sealErr {
+					w.log.Error("sealing spool segment; retrying", "err", err)
+				}
+				sealErr = err.Error()
+			} else {
+				sealErr = ""
 			}
 			sealed, _ := w.spool.pending()
 			w.metrics.QueuedBatches.Set(float64(sealed))
@@ -659,7 +670,11 @@ func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name s
 		w.log.Error("ClickHouse refused a spool segment for good; set aside (see RUNBOOK.md, FlowwardenFlowsRejected)", "segment", to, "flows", len(flows), "err", perm.Err)
 		return nil
 	}
-	return w.spool.remove(name)
+	if err := w.spool.remove(name); err != nil {
+		// Not inserted again: deleted by a later seal.
+		w.log.Warn("spool segment inserted but not deleted; deleting it later", "segment", name, "err", err)
+	}
+	return nil
 }
 
 // ResumePoint is where a source should resume after a restart: the newest
