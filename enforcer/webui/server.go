@@ -45,11 +45,11 @@ type ServerConfig struct {
 
 // Server is the hardened HTTP server.
 type Server struct {
-	cfg  ServerConfig
-	lis  net.Listener
-	srv  *http.Server
-	log  *slog.Logger
-	tls  *tls.Config
+	cfg ServerConfig
+	lis net.Listener
+	srv *http.Server
+	log *slog.Logger
+	tls *tls.Config
 
 	mu        sync.Mutex
 	conns     int
