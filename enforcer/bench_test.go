@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	networkingv1 "k8s.io/api/networking/v1"
+
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -97,29 +99,90 @@ func BenchmarkRecommend(b *testing.B) {
 }
 
 // BenchmarkSemanticDiff times the diff between no policies and the
-// recommendation (what serve's page and recommend --current compute) as
-// the number of workloads grows.
+// recommendation (what serve's page and recommend --current compute) over
+// equivalence classes, summarised, at 200, 1,000 and 5,000 workloads, and
+// the pairwise diff at 200 workloads in the same run: each class size
+// reports its time as a ratio to that (x-pairwise-200), its classes, and
+// the peak heap sampled while it runs. Run it on one core: -cpu 1.
 func BenchmarkSemanticDiff(b *testing.B) {
-	for _, n := range []int{50, 100, 200} {
-		b.Run(fmt.Sprintf("workloads=%d", n), func(b *testing.B) {
-			g := NewGraph()
-			syntheticTraffic(n, 10, 40*n, g.Add, nil)
-			res, err := Generate(g, DefaultConfig())
-			if err != nil {
+	setup := func(b *testing.B, n int) (*Graph, []networkingv1.NetworkPolicy) {
+		g := NewGraph()
+		syntheticTraffic(n, max(10, n/50), 40*n, g.Add, nil)
+		res, err := Generate(g, DefaultConfig())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return g, res.Policies
+	}
+	// The baseline: the pairwise diff of 200 workloads.
+	g200, p200 := setup(b, 200)
+	start := time.Now()
+	if _, err := semanticDiffPairwise(context.Background(), nil, p200, g200); err != nil {
+		b.Fatal(err)
+	}
+	pairwise := time.Since(start)
+	b.Run("pairwise/workloads=200", func(b *testing.B) {
+		for it := 0; it < b.N; it++ {
+			if _, err := semanticDiffPairwise(context.Background(), nil, p200, g200); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	for _, n := range []int{200, 1000, 5000} {
+		b.Run(fmt.Sprintf("classes/workloads=%d", n), func(b *testing.B) {
+			g, after := setup(b, n)
+			runtime.GC()
 			b.ResetTimer()
-			var changes int
-			for it := 0; it < b.N; it++ {
-				c, err := SemanticDiff(context.Background(), nil, res.Policies, g)
-				if err != nil {
-					b.Fatal(err)
+			var sum DiffSummary
+			var pc, qc int
+			peak := heapPeak(func() {
+				for it := 0; it < b.N; it++ {
+					d, err := SemanticDiffClasses(context.Background(), nil, after, g)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sum = d.Summarize()
+					pc, qc = d.Classes()
 				}
-				changes = len(c)
-			}
-			b.ReportMetric(float64(changes), "changes")
+			})
+			per := b.Elapsed() / time.Duration(b.N)
+			b.ReportMetric(per.Seconds(), "s/diff")
+			b.ReportMetric(per.Seconds()/pairwise.Seconds(), "x-pairwise-200")
+			b.ReportMetric(float64(sum.Losses), "losses")
+			b.ReportMetric(float64(pc), "peer-classes")
+			b.ReportMetric(float64(qc), "port-classes")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 		})
 	}
+}
+
+// heapPeak runs fn and returns the highest heap in use sampled meanwhile.
+func heapPeak(fn func()) uint64 {
+	var peak uint64
+	sample := func() {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		peak = max(peak, m.HeapInuse)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				sample()
+			}
+		}
+	}()
+	fn()
+	close(stop)
+	<-done
+	sample()
+	return peak
 }
 
 // BenchmarkUsage times the least-privilege gap (what report and recommend

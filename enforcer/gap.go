@@ -181,10 +181,23 @@ type Change struct {
 // SemanticDiff compares what two policy sets allow between the observed
 // workloads (and observed external peers), on every port either set or the
 // traffic mentions for that pair. It answers "which pod pairs and ports gain
-// or lose access", not how the YAML changed. It judges every pair of peers
-// on every port, so its cost grows with the square of the workloads; it
-// stops with ctx's error when ctx ends.
+// or lose access", not how the YAML changed. It is computed over
+// equivalence classes (SemanticDiffClasses) and expanded to one Change per
+// pair and port: on a large cluster that list is long, and
+// SemanticDiffClasses(...).Summarize() counts it instead. It stops with
+// ctx's error when ctx ends.
 func SemanticDiff(ctx context.Context, before, after []networkingv1.NetworkPolicy, g *Graph) ([]Change, error) {
+	d, err := SemanticDiffClasses(ctx, before, after, g)
+	if err != nil {
+		return nil, err
+	}
+	return d.Changes(), nil
+}
+
+// semanticDiffPairwise is the diff judged pair by pair on every port: the
+// oracle SemanticDiff is tested against. Its cost grows with the square of
+// the workloads.
+func semanticDiffPairwise(ctx context.Context, before, after []networkingv1.NetworkPolicy, g *Graph) ([]Change, error) {
 	g.Settle()
 	nsl := func(ns string) map[string]string { return g.NamespaceLabels[ns] }
 	evA, err := NewEvaluator(before, nsl)
