@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -34,6 +35,25 @@ type Result struct {
 	Rows    [][]any
 }
 
+// ErrOutsideDatabase is returned by Query for statements that call a
+// function reaching files, programs or other hosts.
+var ErrOutsideDatabase = errors.New("functions that read files or reach other hosts or programs (file, url, remote, s3, executable, …) are not allowed")
+
+// outsideFunctions read the server's files, run programs or connect to
+// other hosts. CheckReadOnly refuses them by name as a first line; the
+// server is the second (the embedded one: the read-only user has no grant
+// for any source, and a Landlock confinement refuses the scalar file(),
+// which checks no grant).
+var outsideFunctions = map[string]bool{
+	"file": true, "filecluster": true, "url": true, "urlcluster": true, "remote": true, "remotesecure": true,
+	"cluster": true, "clusterallreplicas": true, "s3": true, "s3cluster": true, "gcs": true, "oss": true, "cosn": true,
+	"azureblobstorage": true, "azureblobstoragecluster": true, "hdfs": true, "hdfscluster": true, "executable": true,
+	"executablepool": true, "mysql": true, "postgresql": true, "jdbc": true, "odbc": true, "sqlite": true, "mongodb": true,
+	"redis": true, "input": true, "iceberg": true, "icebergs3": true, "icebergazure": true, "iceberghdfs": true,
+	"iceberglocal": true, "deltalake": true, "deltalakelocal": true, "deltalakeazure": true, "hudi": true,
+	"arrowflight": true, "ytsaurus": true, "catboostevaluate": true, "dictionary": true,
+}
+
 var readOnlyKeywords = map[string]bool{"SELECT": true, "WITH": true, "SHOW": true, "DESCRIBE": true, "DESC": true, "EXPLAIN": true, "EXISTS": true}
 
 // CheckReadOnly rejects anything but a single read-only statement. It is the
@@ -54,7 +74,59 @@ func CheckReadOnly(sql string) error {
 	if !readOnlyKeywords[strings.ToUpper(word)] {
 		return fmt.Errorf("%q: %w", word, ErrNotReadOnly)
 	}
+	if name := callsOutside(s) + callsOutside(sql); name != "" {
+		return fmt.Errorf("%s(): %w", name, ErrOutsideDatabase)
+	}
 	return nil
+}
+
+// callsOutside returns the first name of outsideFunctions called in s
+// (comments already stripped), bare or quoted, in any case.
+func callsOutside(s string) string {
+	for i := 0; i < len(s); {
+		c := s[i]
+		var name string
+		switch {
+		case c == '\'':
+			i = skipQuoted(s, i)
+			continue
+		case c == '`' || c == '"':
+			end := skipQuoted(s, i)
+			name = s[i+1 : max(i+1, end-1)]
+			i = end
+		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			j := i
+			for j < len(s) && (s[j] == '_' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= '0' && s[j] <= '9') {
+				j++
+			}
+			name, i = s[i:j], j
+		default:
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && strings.ContainsRune(" \t\r\n", rune(s[j])) {
+			j++
+		}
+		if j < len(s) && s[j] == '(' && outsideFunctions[strings.ToLower(name)] {
+			return name
+		}
+	}
+	return ""
+}
+
+// skipQuoted returns the index after the quoted token starting at s[i].
+func skipQuoted(s string, i int) int {
+	q := s[i]
+	for j := i + 1; j < len(s); j++ {
+		switch s[j] {
+		case '\\':
+			j++
+		case q:
+			return j + 1
+		}
+	}
+	return len(s)
 }
 
 // hasSecondStatement reports a semicolon outside string literals.
