@@ -2,10 +2,14 @@ package envoy
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -274,5 +278,43 @@ func TestTimeWindow(t *testing.T) {
 				t.Errorf("%+v: %q counted %d, want %d: %s", c.window, r, s.Rejected[r], n, s)
 			}
 		}
+	}
+}
+
+// TestTruncatedGzipKeepsCompleteLines: an access log .gz cut short delivers
+// the flows of every complete line, then reports the error.
+func TestTruncatedGzipKeepsCompleteLines(t *testing.T) {
+	good := `[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 4 4 "-" "curl/7.73.0-DEV" "84961386" "httpbin:8000" "10.44.1.27:80" outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default`
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	for i := range 2000 {
+		fmt.Fprintf(zw, "%s %d\n", good, i) // distinct lines, so the stream does not shrink to nothing
+	}
+	zw.Close()
+	cut := b.Bytes()[:b.Len()*2/3]
+	zr, err := gzip.NewReader(bytes.NewReader(cut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(zr)
+	if err == nil {
+		t.Fatal("the cut file reads without error")
+	}
+	want := bytes.Count(out, []byte("\n"))
+	if want < 300 {
+		t.Fatalf("only %d complete lines", want)
+	}
+	path := filepath.Join(t.TempDir(), "access.log.gz")
+	if err := os.WriteFile(path, cut, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { n += len(fs); return nil })
+	var stats ingest.Stats
+	if err := ReadFile(context.Background(), path, nil, sink, &stats); err == nil {
+		t.Fatal("no error for a truncated file")
+	}
+	if n != want {
+		t.Fatalf("%d flows, want the %d complete lines: %s", n, want, stats.Snapshot())
 	}
 }

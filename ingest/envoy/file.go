@@ -3,6 +3,7 @@ package envoy
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ func RejectReason(err error) string {
 	return "wrong field type or value"
 }
 
+// ReasonCut counts the partial line a read error ended.
+const ReasonCut = "line cut by a read error"
+
 // Enricher fills in flow endpoints from elsewhere (the identity cache).
 type Enricher interface {
 	Enrich(f *schema.Flow)
@@ -69,6 +73,9 @@ func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window inges
 			tooLong = true
 			_, err = br.ReadSlice('\n')
 		}
+		// A line the read error cut short may still parse (the text
+		// format's last fields are optional): it is rejected, not guessed.
+		cut := err != nil && err != io.EOF && !tooLong
 		if t := bytes.TrimSpace(line); len(t) > 0 || tooLong {
 			stats.Read()
 			a, perr := p.Parse(t)
@@ -76,6 +83,8 @@ func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window inges
 				perr = window.Check(a.StartTime)
 			}
 			switch {
+			case cut:
+				stats.Reject(ReasonCut, fmt.Sprintf("%s:%d: %v", name, lineNo, err))
 			case tooLong:
 				stats.Reject("line too long", fmt.Sprintf("%s:%d: longer than %d bytes", name, lineNo, MaxLineBytes))
 			case perr != nil:
@@ -106,7 +115,9 @@ func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window inges
 	}
 }
 
-// ReadFile reads one access-log file to the end ("-": standard input).
+// ReadFile reads one access-log file to the end ("-": standard input; gzip
+// when the name ends in .gz). A file that cannot be read to its end (a
+// truncated .gz) has the flows of its complete lines delivered first.
 func ReadFile(ctx context.Context, path string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
 	return ReadFileWindow(ctx, path, ingest.TimeWindow{}, enrich, sink, stats)
 }
@@ -121,5 +132,14 @@ func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, 
 		return fmt.Errorf("open access log: %w", err)
 	}
 	defer f.Close()
-	return ReadLinesWindow(ctx, f, path, window, enrich, sink, stats)
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	return ReadLinesWindow(ctx, r, path, window, enrich, sink, stats)
 }
