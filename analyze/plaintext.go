@@ -6,6 +6,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -102,13 +104,13 @@ type plaintextInMesh struct {
 	policy   *MTLSPolicy
 	exempt   map[uint16]bool
 	coverage MTLSCoverage
-	exported map[string][2]uint64 // counts already added to the metrics
+	exported map[string]*nsMetrics
 	metrics  *Metrics
 }
 
 func newPlaintextInMesh(c PlaintextInMeshConfig, g *Config, sink FindingSink, m *Metrics) *plaintextInMesh {
 	p := &plaintextInMesh{policy: NewMTLSPolicy(c.PeerAuthentications, c.RootNamespace, c.StrictNamespaces),
-		exempt: map[uint16]bool{}, exported: map[string][2]uint64{}, metrics: m}
+		exempt: map[uint16]bool{}, exported: map[string]*nsMetrics{}, metrics: m}
 	for _, port := range c.ExemptPorts {
 		p.exempt[port] = true
 	}
@@ -147,13 +149,28 @@ func newPlaintextInMesh(c PlaintextInMeshConfig, g *Config, sink FindingSink, m 
 
 func (p *plaintextInMesh) Advance(now time.Time) {
 	p.detector.Advance(now)
-	for _, c := range p.coverage.Namespaces() {
-		was := p.exported[c.Namespace]
-		p.metrics.MeshRequests.WithLabelValues(c.Namespace, "true").Add(float64(c.Secured - was[0]))
-		p.metrics.MeshRequests.WithLabelValues(c.Namespace, "false").Add(float64((c.Total - c.Secured) - (was[1] - was[0])))
-		p.metrics.MTLSCoverage.WithLabelValues(c.Namespace).Set(c.Ratio)
-		p.exported[c.Namespace] = [2]uint64{c.Secured, c.Total}
+	for ns, n := range p.coverage.ns {
+		x := p.exported[ns]
+		if x == nil {
+			x = &nsMetrics{secured: p.metrics.MeshRequests.WithLabelValues(ns, "true"), plain: p.metrics.MeshRequests.WithLabelValues(ns, "false"),
+				ratio: p.metrics.MTLSCoverage.WithLabelValues(ns)}
+			p.exported[ns] = x
+		}
+		if x.was == *n {
+			continue
+		}
+		x.secured.Add(float64(n[0] - x.was[0]))
+		x.plain.Add(float64((n[1] - n[0]) - (x.was[1] - x.was[0])))
+		x.ratio.Set(float64(n[0]) / float64(n[1]))
+		x.was = *n
 	}
+}
+
+// nsMetrics are a namespace's coverage metrics and the counts they show.
+type nsMetrics struct {
+	secured, plain prometheus.Counter
+	ratio          prometheus.Gauge
+	was            [2]uint64
 }
 
 // MTLSCoverage returns the mutual TLS coverage per namespace of the

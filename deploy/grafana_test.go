@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
@@ -99,14 +100,22 @@ func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaCon
 	old.Time = now.Add(-60 * 24 * time.Hour) // an edge last used two months ago
 	old.Src.Workload, old.Src.Namespace = "retired-batch", "bookinfo"
 	flows = append(flows, old)
+	// Two inbound requests an Envoy sidecar logged, one with mutual TLS.
+	for _, mtls := range []bool{true, false} {
+		in := flows[1]
+		in.Source, in.Direction, in.IsReply, in.MTLS = schema.SourceEnvoy, schema.DirectionIngress, false, mtls
+		in.Dst.Namespace, in.Dst.Workload = "bookinfo", "ratings-v1"
+		flows = append(flows, in)
+	}
 	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.Exec(ctx, `INSERT INTO findings (id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence, query, updated_at)
-		SETTINGS distributed_foreground_insert = 1 VALUES ('f1', 'egress-denial-spike', 'critical', 'tenant-a', 'scanner', '', 'scan', now64(9), now64(9), 'open', 300, '{}', 'SELECT 1', now64(6))`); err != nil {
+		SETTINGS distributed_foreground_insert = 1 VALUES ('f1', 'egress-denial-spike', 'critical', 'tenant-a', 'scanner', '', 'scan', now64(9), now64(9), 'open', 300, '{}', 'SELECT 1', now64(6)),
+		('f2', 'dns-tunnel', 'critical', 'tenant-a', 'scanner', 'exfil-tunnel.net', 'tunnel', now64(9) - INTERVAL 1 MINUTE, now64(9), 'open', 900, '{}', 'SELECT 1', now64(6))`); err != nil {
 		t.Fatal(err)
 	}
-	if len(dash.Panels) != 5 {
+	if len(dash.Panels) != 7 {
 		t.Fatalf("%d panels", len(dash.Panels))
 	}
 	rows := map[string]int{}
