@@ -118,6 +118,7 @@ func benchFlows(b *testing.B, e *Engine, flows []schema.Flow) {
 	batch := make([]schema.Flow, 0, 256)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := 0; i < b.N; {
 		batch = batch[:0]
 		for j := 0; j < cap(batch) && i < b.N; j++ {
@@ -129,6 +130,7 @@ func benchFlows(b *testing.B, e *Engine, flows []schema.Flow) {
 		_ = e.Write(b.Context(), batch...)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+	reportCPU(b, cpu0)
 }
 
 // BenchmarkBreachMemoryPerKey measures the heap one tracked key costs in
