@@ -430,8 +430,8 @@ func TestBreachScenarios(t *testing.T) {
 	}
 }
 
-// firstAlert replays flows one by one and returns the event time of the
-// flow on which the detector first reported a finding.
+// firstAlert replays flows and returns the event time of the flow on which
+// the detector first reported a finding.
 func firstAlert(t testing.TB, cfg Config, flows []schema.Flow, detector string) (time.Time, bool) {
 	var at time.Time
 	var clock time.Time
@@ -443,9 +443,12 @@ func firstAlert(t testing.TB, cfg Config, flows []schema.Flow, detector string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range flows {
-		clock = flows[i].Time
-		_ = e.Write(t.Context(), flows[i])
+	// Batches of 16 flows (seconds of these scenarios): the delay is exact
+	// to the batch's last flow, and the replay quick.
+	for i := 0; i < len(flows); i += 16 {
+		batch := flows[i:min(i+16, len(flows))]
+		clock = batch[len(batch)-1].Time
+		_ = e.Write(t.Context(), batch...)
 	}
 	e.Flush()
 	return at, !at.IsZero()
@@ -512,5 +515,58 @@ func TestDNSTunnelSkipsClusterDomainNames(t *testing.T) {
 	}
 	if found := runScenario(t, cfg, g.out); len(found) != 0 {
 		t.Errorf("names under the cluster domain were judged: %+v", found)
+	}
+}
+
+// TestBeaconScoreSeparates draws many interval sequences: a C2 implant's
+// (a minute with ±10% jitter) must score as a beacon, random calls
+// (Poisson, mean a minute) and user sessions (bursts of quick calls between
+// random pauses) must not; the rates, and the rate for ±25% jitter, are logged.
+func TestBeaconScoreSeparates(t *testing.T) {
+	b := newBeacon(defaultBeacon(), &Config{MaxKeys: 1, Samples: 1}, nil, NewMetrics(nil))
+	rnd := rand.New(rand.NewPCG(1, 2))
+	judge := func(next func() time.Duration) bool {
+		st := &beaconState{}
+		at := breachStart
+		for i := 0; i < 13; i++ { // the fewest connections judged
+			st.times[st.n%beaconRing] = at.UnixNano()
+			st.n++
+			at = at.Add(next())
+		}
+		score, median := b.score(st)
+		return score >= b.cfg.MinScore && median >= b.cfg.MinInterval
+	}
+	jittered := func(pct int) func() time.Duration {
+		return func() time.Duration {
+			return time.Minute + time.Duration(rnd.IntN(2*600*pct+1)-600*pct)*time.Millisecond
+		}
+	}
+	burst := 0
+	const n = 2000
+	var c2, c2wide, poisson, sessions int
+	for i := 0; i < n; i++ {
+		if judge(jittered(10)) {
+			c2++
+		}
+		if judge(jittered(25)) {
+			c2wide++
+		}
+		if judge(func() time.Duration { return time.Duration(rnd.ExpFloat64() * float64(time.Minute)) }) {
+			poisson++
+		}
+		if judge(func() time.Duration { // 3 to 8 calls 1-3 s apart, then a pause of 5 minutes on average
+			if burst--; burst > 0 {
+				return time.Duration(1000+rnd.IntN(2000)) * time.Millisecond
+			}
+			burst = 3 + rnd.IntN(6)
+			return time.Duration(rnd.ExpFloat64() * float64(5*time.Minute))
+		}) {
+			sessions++
+		}
+	}
+	t.Logf("13 connections judged as a beacon: C2 ±10%% jitter %d/%d, ±25%% jitter %d/%d; Poisson %d/%d, user sessions %d/%d",
+		c2, n, c2wide, n, poisson, n, sessions, n)
+	if c2 < n*95/100 || poisson > n/100 || sessions > n/100 {
+		t.Errorf("C2 found %d/%d (want >= 95%%), random calls taken for beacons %d and %d of %d (want <= 1%%)", c2, n, poisson, sessions, n)
 	}
 }
