@@ -164,6 +164,17 @@ func TestHealthAlertsFire(t *testing.T) {
 		// 25 segments waiting from 10m, for 15m.
 		{"20m", "FlowwardenSpoolGrowing", nil},
 		{"30m", "FlowwardenSpoolGrowing", []map[string]any{firing("FlowwardenSpoolGrowing", "warning", nil, "the spool holds 25 segments waiting for ClickHouse")}},
+		// serve-0's storage fails from 10m on, for 5m: firing from 15m;
+		// serve-1's failure lasts 3m and never fires.
+		{"14m", "FlowwardenStorageFailing", nil},
+		{"20m", "FlowwardenStorageFailing", []map[string]any{firing("FlowwardenStorageFailing", "critical", map[string]string{"pod": "serve-0"}, "")}},
+		// 40 flows refused at 30m: firing while within the last 10m.
+		{"29m", "FlowwardenFlowsRejected", nil},
+		{"35m", "FlowwardenFlowsRejected", []map[string]any{firing("FlowwardenFlowsRejected", "critical", nil, "")}},
+		{"50m", "FlowwardenFlowsRejected", nil},
+		// Torn records never fire; a corrupt one at 40m does.
+		{"35m", "FlowwardenSpoolCorrupt", nil},
+		{"45m", "FlowwardenSpoolCorrupt", []map[string]any{firing("FlowwardenSpoolCorrupt", "warning", map[string]string{"kind": "corrupt"}, "")}},
 	}
 	var tests []map[string]any
 	for _, c := range checks {
@@ -180,6 +191,11 @@ func TestHealthAlertsFire(t *testing.T) {
 				{"series": `flowwarden_clickhouse_insert_errors_total`, "values": "0x10 1+1x50"},
 				{"series": `flowwarden_alerts_send_failures_total{alertmanager="http://am:9093"}`, "values": "0x60"},
 				{"series": `flowwarden_clickhouse_queued_batches`, "values": "0x10 25x50"},
+				{"series": `flowwarden_storage_failing{pod="serve-0"}`, "values": "0x10 1x50"},
+				{"series": `flowwarden_storage_failing{pod="serve-1"}`, "values": "0x10 1x3 0x47"},
+				{"series": `flowwarden_clickhouse_rejected_flows_total`, "values": "0x30 40x30"},
+				{"series": `flowwarden_spool_damaged_records_total{kind="torn"}`, "values": "0x20 1x40"},
+				{"series": `flowwarden_spool_damaged_records_total{kind="corrupt"}`, "values": "0x40 1x20"},
 			},
 			"alert_rule_test": tests,
 		}},

@@ -85,6 +85,8 @@ func strict(t *testing.T, doc []byte) any {
 		obj = &ciliumv2.CiliumNetworkPolicy{}
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		obj = &monitoringv1.ServiceMonitor{}
+	case "monitoring.coreos.com/v1/PodMonitor":
+		obj = &monitoringv1.PodMonitor{}
 	case "monitoring.coreos.com/v1/PrometheusRule":
 		obj = &monitoringv1.PrometheusRule{}
 	default:
@@ -253,6 +255,45 @@ func TestNodeDaemonSetNeedsOnlyNetAdmin(t *testing.T) {
 	}
 	if dataDir == "" || !onNode {
 		t.Errorf("--data-dir %q is not a hostPath volume of the same path", dataDir)
+	}
+}
+
+// The node agent, on the host network, serves no page and listens on its
+// node's address only; the PodMonitor scrapes the port it has, and the
+// probes reach /readyz and /livez there.
+func TestNodeAgentServesMetricsOnlyOnTheNodeAddress(t *testing.T) {
+	ds := renderedOne[appsv1.DaemonSet](t, "node")
+	pm := renderedOne[monitoringv1.PodMonitor](t, "node")
+	c := ds.Spec.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	if !strings.Contains(args, "--page=false") || !strings.Contains(args, "--listen=$(NODE_IP):9966") {
+		t.Errorf("node agent args %q: want --page=false and --listen=$(NODE_IP):9966", args)
+	}
+	var nodeIP bool
+	for _, e := range c.Env {
+		if e.Name == "NODE_IP" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.hostIP" {
+			nodeIP = true
+		}
+	}
+	if !nodeIP {
+		t.Error("NODE_IP is not the node's address (status.hostIP)")
+	}
+	for k, v := range pm.Spec.Selector.MatchLabels {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("the PodMonitor selects %s=%s, which the node pods lack", k, v)
+		}
+	}
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for _, e := range pm.Spec.PodMetricsEndpoints {
+		if e.Port == nil || ports[*e.Port] != 9966 || e.Path != "/metrics" {
+			t.Errorf("the PodMonitor scrapes %v %s, not the container's port 9966 /metrics", e.Port, e.Path)
+		}
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/livez" {
+		t.Error("the node agent's probes are not /readyz and /livez")
 	}
 }
 

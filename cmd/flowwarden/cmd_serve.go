@@ -163,6 +163,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			})
 			mux.Handle("GET /healthz", health.Healthz())
 			mux.Handle("GET /readyz", health.Readyz())
+			mux.Handle("GET /livez", health.Livez())
 			httpSrv, err := webui.NewServer(httpCfg, mux, g.log)
 			if err != nil {
 				return fmt.Errorf("--listen: %w", err)

@@ -46,6 +46,17 @@ func (h *Health) Info(fn func() map[string]any) {
 	h.info = fn
 }
 
+// Livez serves /livez: ok while the process serves HTTP at all. It is the
+// liveness probe; /healthz fails during a ClickHouse outage, which a
+// restart does not cure.
+func (h *Health) Livez() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+}
+
 // Healthz serves /healthz.
 func (h *Health) Healthz() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, false) })

@@ -19,7 +19,7 @@ import (
 )
 
 // ServerConfig configures the HTTP server serve runs on its listen
-// address: the page, /metrics, /healthz and /readyz.
+// address: the page, /metrics, /healthz, /readyz and /livez.
 type ServerConfig struct {
 	// Listen is the TCP address (default 127.0.0.1:9965).
 	Listen string
@@ -58,7 +58,7 @@ type Server struct {
 
 // Unauthenticated are the paths served without the bearer token or the
 // client certificate: the probes.
-var Unauthenticated = []string{"/healthz", "/readyz"}
+var Unauthenticated = []string{"/healthz", "/readyz", "/livez"}
 
 // NewServer validates cfg, loads the certificates and listens; it serves
 // nothing until Serve.

@@ -70,7 +70,7 @@ func TestServerBearerToken(t *testing.T) {
 		want        int
 	}{
 		{"/", "", 401}, {"/metrics", "", 401}, {"/metrics", "wrong", 401}, {"/", "t0ken", 200}, {"/metrics", "t0ken", 200},
-		{"/healthz", "", 200}, {"/readyz", "", 200},
+		{"/healthz", "", 200}, {"/readyz", "", 200}, {"/livez", "", 200},
 	} {
 		if got := get(t, http.DefaultClient, base+tc.path, tc.token); got != tc.want {
 			t.Errorf("GET %s with token %q: %d, want %d", tc.path, tc.token, got, tc.want)
@@ -177,6 +177,7 @@ func TestHealthAndReadiness(t *testing.T) {
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", h.Healthz())
 		mux.Handle("/readyz", h.Readyz())
+		mux.Handle("/livez", h.Livez())
 		return mux
 	}())
 	base := "http://" + s.Addr().String()
@@ -203,6 +204,9 @@ func TestHealthAndReadiness(t *testing.T) {
 	storage = errors.New("spool append failing")
 	if c, m := body("/healthz"); c != 503 || m["status"] != "failing" || m["failures"].(map[string]any)["storage"] != "spool append failing" {
 		t.Errorf("storage failing: /healthz %d %v", c, m)
+	}
+	if c, _ := body("/livez"); c != 200 {
+		t.Errorf("storage failing: /livez %d; a restart does not cure it", c)
 	}
 }
 
