@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ import (
 // hostFirewall holds the flags of `recommend --host` and `enforce --host`.
 type hostFirewall struct {
 	enabled  bool
+	flavor   string
 	addrs    []string
 	podCIDRs []string
 	nodeCIDR []string
@@ -40,6 +42,9 @@ func (h *hostFirewall) flags(cmd *cobra.Command, enforce bool) {
 	h.cfg = hostfw.DefaultConfig()
 	f := cmd.Flags()
 	f.BoolVar(&h.enabled, "host", false, "the node's host firewall (nftables, from the inbound traffic conntrack saw) instead of NetworkPolicies")
+	if !enforce {
+		f.StringVar(&h.flavor, "host-flavor", "nft", "--host: the firewall to write for: nft (an nft -f file), ufw (a script of ufw commands), firewalld (a zone file and the firewall-cmd lines); the same rules in each")
+	}
 	f.StringArrayVar(&h.addrs, "node-address", nil, "--host: an address or prefix the node is reached on (repeatable; default: the flows serve --conntrack recorded as inbound, to the node's interface addresses of the time)")
 	f.StringArrayVar(&h.podCIDRs, "pod-cidr", nil, "--host: the cluster's pod range, left to the CNI (repeatable)")
 	f.StringArrayVar(&h.nodeCIDR, "node-cidr", nil, "--host: the range the cluster's nodes are in; the overlay's tunnel ports accept only it (repeatable; default: from anywhere)")
@@ -149,15 +154,45 @@ func (h *hostFirewall) recommend(cmd *cobra.Command, g *globals, src *flowSource
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	var text bytes.Buffer
-	if err := rs.WriteText(&text, time.Now()); err != nil {
+	now := time.Now()
+	base := strings.TrimSuffix(h.fileName(), ".nft")
+	files := map[string]*bytes.Buffer{}
+	var missing []hostfw.Unexpressed
+	var how string
+	switch h.flavor {
+	case "nft":
+		files[base+".nft"] = &bytes.Buffer{}
+		err = rs.WriteText(files[base+".nft"], now)
+		how = "load with nft -f, or flowwarden enforce --host --apply"
+	case "ufw":
+		files[base+".ufw.sh"] = &bytes.Buffer{}
+		missing, err = rs.WriteUFW(files[base+".ufw.sh"], now)
+		how = "review, run as root, then ufw --force enable"
+	case "firewalld":
+		files[base+".firewalld.xml"], files[base+".firewalld.sh"] = &bytes.Buffer{}, &bytes.Buffer{}
+		if _, err = rs.WriteFirewalldZone(files[base+".firewalld.xml"], now); err == nil {
+			missing, err = rs.WriteFirewalldCommands(files[base+".firewalld.sh"], now)
+		}
+		how = "the zone file for /etc/firewalld/zones/" + hostfw.FirewalldZone + ".xml, or run the firewall-cmd lines as root"
+	default:
+		return fmt.Errorf("--host-flavor %q: want nft, ufw or firewalld", h.flavor)
+	}
+	if err != nil {
 		return err
 	}
-	path := filepath.Join(out, h.fileName())
-	if err := os.WriteFile(path, text.Bytes(), 0o644); err != nil {
-		return err
+	var paths []string
+	for name, text := range files {
+		path := filepath.Join(out, name)
+		if err := os.WriteFile(path, text.Bytes(), 0o644); err != nil {
+			return err
+		}
+		paths = append(paths, path)
 	}
-	h.summary(cmd.OutOrStdout(), rs, "written to "+path+" (load with nft -f, or flowwarden enforce --host --apply)")
+	slices.Sort(paths)
+	h.summary(cmd.OutOrStdout(), rs, "written to "+strings.Join(paths, " and ")+" ("+how+")")
+	for _, m := range missing {
+		fmt.Fprintf(cmd.OutOrStdout(), "  not expressible in %s: %s\n", h.flavor, m)
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/flowwarden/flowwarden/alerting/amtest"
 	"github.com/flowwarden/flowwarden/enforcer/hostfw"
+	"github.com/flowwarden/flowwarden/enforcer/hostfw/hostfwtest"
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
@@ -115,6 +117,7 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "2 for observed service ports") {
 		t.Errorf("recommend --host said: %s", out)
 	}
+	hostFlavorsOpenTheSamePorts(t, dsn, string(file))
 
 	// enforce --host --repo: the same ruleset as a pull request.
 	repoDir, repo := initRepo(t)
@@ -333,5 +336,65 @@ func TestServeWarnsWithoutConntrackAccounting(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "sysctl -w net.netfilter.nf_conntrack_acct=1") {
 		t.Errorf("the warning does not say what to change:\n%s", logs)
+	}
+}
+
+// hostFlavorsOpenTheSamePorts writes the end-to-end rule set as ufw and
+// firewalld files (recommend --host --host-flavor) and has the tools check
+// them (ufw --dry-run; firewall-offline-cmd on a private copy of
+// /etc/firewalld): each opens the nft file's ports to the same sources.
+func hostFlavorsOpenTheSamePorts(t *testing.T, dsn, nftFile string) {
+	t.Helper()
+	want := hostfwtest.NftOpens(nftFile)
+	var ports []string
+	for _, o := range want {
+		if o.Port != "0" && o.Source != "" {
+			ports = append(ports, o.String())
+		}
+	}
+	if !slices.Equal(ports, []string{"tcp/18100 from 10.199.0.2", "tcp/18102 from 10.199.0.2"}) {
+		t.Fatalf("the nft file opens %q", ports)
+	}
+	dir := t.TempDir()
+	for _, flavor := range []string{"ufw", "firewalld"} {
+		out, err := runIn(context.Background(), nil, "recommend", "--out", dir, "--host", "--host-flavor", flavor, "--since", "1h", "--clickhouse", dsn, "--node", "node-1", "--log-level", "warn")
+		if err != nil || !strings.Contains(out, "2 for observed service ports") {
+			t.Fatalf("recommend --host --host-flavor %s: %v\n%s", flavor, err, out)
+		}
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	key := func(o []hostfwtest.Open) []string {
+		var s []string
+		for _, x := range o {
+			s = append(s, x.String())
+		}
+		slices.Sort(s)
+		return slices.Compact(s)
+	}
+	var tcpUDP, nonIface []hostfwtest.Open
+	for _, o := range want {
+		if o.Proto == "tcp" || o.Proto == "udp" || o.Proto == "any" {
+			tcpUDP = append(tcpUDP, o)
+		}
+		if o.Iface == "" {
+			nonIface = append(nonIface, o)
+		}
+	}
+	ufw, _ := hostfwtest.UFWDryRun(t, read("host-node-1.ufw.sh"))
+	if g, w := key(ufw), key(tcpUDP); !slices.Equal(g, w) {
+		t.Errorf("ufw opens\n%s\nthe nft file\n%s", strings.Join(g, "\n"), strings.Join(w, "\n"))
+	}
+	zone := hostfwtest.FirewalldZoneFile(t, read("host-node-1.firewalld.xml"))
+	cmds := hostfwtest.FirewalldCommands(t, read("host-node-1.firewalld.sh"))
+	for name, fw := range map[string]hostfwtest.Firewalld{"zone file": zone, "firewall-cmd lines": cmds} {
+		if g, w := key(fw.Opens), key(nonIface); !slices.Equal(g, w) || fw.DefaultZone != "flowwarden" || fw.Target != "DROP" {
+			t.Errorf("firewalld (%s) opens\n%s\nthe nft file\n%s\n%s", name, strings.Join(g, "\n"), strings.Join(w, "\n"), fw.Output)
+		}
 	}
 }
