@@ -1,11 +1,13 @@
 package enforcer
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
 	"math"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -109,7 +111,15 @@ type Report struct {
 	BlastRadiusBefore    int              `json:"blast_radius_before"`
 	BlastRadiusAfter     int              `json:"blast_radius_after"`
 	BlastRadiusReduction float64          `json:"blast_radius_reduction_percent"`
-	SVG                  template.HTML    `json:"-"`
+	// Summary leads the report (Summarize against the recommendation).
+	Summary *Summary `json:"summary"`
+	// DroppedEdges and DroppedFlows are what the datapath itself denied.
+	DroppedEdges int           `json:"dropped_edges"`
+	DroppedFlows uint64        `json:"dropped_flows"`
+	SVG          template.HTML `json:"-"`
+	// Map is the service map for report.html (grouped by namespace above
+	// GroupAbove workloads).
+	Map template.HTML `json:"-"`
 }
 
 // NewEdgeWindow: edges first seen this close to the end of the window are "new".
@@ -202,8 +212,17 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 			return nil, err
 		}
 		r.BlastRadius, r.BlastRadiusBefore, r.BlastRadiusAfter, r.BlastRadiusReduction = br.Rows, br.Before, br.After, br.ReductionPercent()
+		rec.BlastRadius = br
+		if r.Summary, err = Summarize(context.Background(), b.Graph, policies, rec); err != nil {
+			return nil, err
+		}
+	}
+	for _, st := range b.Denied {
+		r.DroppedEdges++
+		r.DroppedFlows += st.Flows
 	}
 	r.SVG = template.HTML(ServiceGraphSVG(b.Graph, b.Denied))
+	r.Map = template.HTML(ServiceMapHTML(b.Graph, b.Denied, GroupAbove))
 	return r, nil
 }
 
@@ -236,6 +255,33 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# Least-privilege report\n\nTraffic from %s to %s, against %d policies. Generated %s.\n\n",
 		r.From.UTC().Format(time.RFC3339), r.To.UTC().Format(time.RFC3339), r.Policies, r.Generated.UTC().Format(time.RFC3339))
+	if sm := r.Summary; sm != nil {
+		p("## Summary\n\n")
+		p("- Namespaces with a default deny: %d of %d in force, %d with the recommended policies\n", sm.DefaultDenyBefore, sm.Namespaces, sm.DefaultDenyAfter)
+		p("- Workloads covered by a policy: %d of %d in force, %d with the recommended policies\n", sm.CoveredBefore, sm.Workloads, sm.CoveredAfter)
+		p("- Rules in force that carried no observed traffic: %d of %d\n", sm.RulesUnused, sm.RulesInForce)
+		p("- Blast radius: %d → %d (%.1f%% reduction)\n", sm.BlastBefore, sm.BlastAfter, sm.BlastReduction)
+		p("- Observed traffic the recommended policies would deny: %d edges; the datapath itself dropped %d flows on %d edges\n", len(sm.WouldDeny), r.DroppedFlows, r.DroppedEdges)
+		if sm.DiffError == "" {
+			p("- Access the recommendation removes that nobody was seen using: %d pair/port combinations", sm.UnobservedLossTotal())
+			var parts []string
+			for _, ns := range sm.UnobservedLossNamespaces() {
+				parts = append(parts, fmt.Sprintf("%s %d", orOutside(ns), sm.UnobservedLosses[ns]))
+			}
+			if len(parts) > 0 {
+				p(" (%s)", strings.Join(parts, ", "))
+			}
+			p("\n")
+		}
+		p("\n")
+		if len(sm.WouldDeny) > 0 {
+			p("### Observed traffic the recommended policies would deny\n\n| from | to | port | flows | why |\n|---|---|---|---|---|\n")
+			for _, d := range sm.WouldDeny {
+				p("| %s | %s | %s | %d | %s |\n", d.From, d.To, d.Port, d.Flows, d.Why)
+			}
+			p("\n")
+		}
+	}
 	if len(r.BlastRadius) > 0 {
 		p("## Blast radius\n\nWorkloads an attacker holding one workload reaches, directly or by pivoting, any port (outside addresses not counted): "+
 			"**%d → %d** summed over %d workloads with the recommended policies, a **%.1f%% reduction**.\n\n", r.BlastRadiusBefore, r.BlastRadiusAfter, len(r.BlastRadius), r.BlastRadiusReduction)
@@ -283,25 +329,36 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 }
 
 var reportHTML = template.Must(template.New("report").Funcs(template.FuncMap{
-	"ts":  func(t time.Time) string { return t.UTC().Format(time.DateTime) },
-	"inc": func(i int) int { return i + 1 },
+	"ts":        func(t time.Time) string { return t.UTC().Format(time.DateTime) },
+	"inc":       func(i int) int { return i + 1 },
+	"orOutside": orOutside,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>flowwarden least-privilege report</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2rem;color:#1b1b1b;max-width:1200px}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;font-size:.9rem;text-align:left}
 th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margin-top:2.5rem}.unused{color:#a15c00}
-.graph{border:1px solid #ddd;overflow:auto}
+.graph{border:1px solid #ddd}.graph svg{max-width:100%;height:auto;display:block}
 </style></head><body>
 <h1>Least-privilege report</h1>
 <p>Traffic from {{ts .From}} to {{ts .To}} (UTC), against {{.Policies}} policies. Generated {{ts .Generated}}.</p>
+{{with .Summary}}<section id="summary"><h2>Summary</h2><ul>
+<li>Namespaces with a default deny: {{.DefaultDenyBefore}} of {{.Namespaces}} in force, {{.DefaultDenyAfter}} with the recommended policies</li>
+<li>Workloads covered by a policy: {{.CoveredBefore}} of {{.Workloads}} in force, {{.CoveredAfter}} with the recommended policies</li>
+<li>Rules in force that carried no observed traffic: {{.RulesUnused}} of {{.RulesInForce}}</li>
+<li>Blast radius: {{.BlastBefore}} → {{.BlastAfter}} ({{printf "%.1f" .BlastReduction}}% reduction)</li>
+<li>Observed traffic the recommended policies would deny: {{len .WouldDeny}} edges; the datapath itself dropped {{$.DroppedFlows}} flows on {{$.DroppedEdges}} edges</li>
+{{if not .DiffError}}<li>Access removed that nobody was seen using: {{.UnobservedLossTotal}} pair/port combinations; per namespace: {{range $i, $ns := .UnobservedLossNamespaces}}{{if $i}}, {{end}}{{orOutside $ns}} {{index $.Summary.UnobservedLosses $ns}}{{end}}</li>{{end}}
+</ul>
+{{with .WouldDeny}}<h3>Observed traffic the recommended policies would deny</h3><table id="would-deny"><tr><th>from</th><th>to</th><th>port</th><th>flows</th><th>why</th></tr>
+{{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{.Why}}</td></tr>{{end}}</table>{{end}}</section>{{end}}
 {{if .BlastRadius}}<section id="blast-radius"><h2>Blast radius</h2>
 <p>Workloads an attacker holding one workload reaches, directly or by pivoting, any port (outside addresses not counted):
 <strong>{{.BlastRadiusBefore}} → {{.BlastRadiusAfter}}</strong> summed over {{len .BlastRadius}} workloads with the recommended policies,
 a <strong class="reduction">{{printf "%.1f" .BlastRadiusReduction}}% reduction</strong>.</p>
 <table><tr><th>workload</th><th>before</th><th>after</th><th>of</th></tr>
 {{range .BlastRadius}}<tr><td>{{.Workload}}</td><td>{{.Before}}</td><td>{{.After}}</td><td>{{.Total}}</td></tr>{{end}}</table></section>{{end}}
-<div class="graph">{{.SVG}}</div>
+<div class="graph" id="service-map">{{.Map}}</div>
 {{range .Namespaces}}
 <h2>{{.Name}}</h2>
 {{if or .Unused .Used}}<h3>Allowed but unused ({{len .Unused}} rules unused, {{.Used}} used)</h3>
@@ -403,4 +460,73 @@ func ServiceGraphSVG(g *Graph, denied map[Edge]*EdgeStats) string {
 		height-6, height-6, height-2, height-6, height-6, height-2)
 	b.WriteString(`</svg>`)
 	return b.String()
+}
+
+// GroupAbove is the number of workloads above which the service map shows
+// namespaces, each opening onto its own workloads.
+const GroupAbove = 40
+
+// ServiceMapHTML is the service map for a page: ServiceGraphSVG up to
+// groupAbove workloads; above, one box per namespace with the traffic
+// between namespaces, then per namespace a <details> that opens onto the
+// workload-level map of the traffic into and out of it. No scripts.
+func ServiceMapHTML(g *Graph, denied map[Edge]*EdgeStats, groupAbove int) string {
+	g.Settle()
+	if len(g.Workloads) <= groupAbove {
+		return ServiceGraphSVG(g, denied)
+	}
+	count := map[string]int{}
+	for _, w := range g.Workloads {
+		count[w.Namespace]++
+	}
+	nsPeer := func(p Peer) Peer {
+		if p.Kind != PeerWorkload {
+			return p
+		}
+		ns := nsOf(p)
+		return Peer{Kind: PeerWorkload, Workload: fmt.Sprintf("%s/%d workloads", ns, count[ns])}
+	}
+	top := NewGraph()
+	topDenied := map[Edge]*EdgeStats{}
+	fold := func(src map[Edge]*EdgeStats, dst map[Edge]*EdgeStats) {
+		for e, st := range src {
+			f, t := nsPeer(e.From), nsPeer(e.To)
+			if f.Kind != PeerWorkload {
+				f = Peer{Kind: PeerExternal, Addr: netip.IPv4Unspecified()}
+			}
+			if t.Kind != PeerWorkload {
+				t = Peer{Kind: PeerExternal, Addr: netip.IPv4Unspecified()}
+			}
+			addEdgeStats(dst, Edge{From: f, To: t, Protocol: "any"}, st.Flows, st.First, st.Last)
+		}
+	}
+	fold(g.Edges, top.Edges)
+	fold(denied, topDenied)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<p class="map-note">%d workloads in %d namespaces: one box per namespace (every address outside the cluster as 0.0.0.0); open a namespace below for its workloads.</p>`, len(g.Workloads), len(count))
+	b.WriteString(ServiceGraphSVG(top, topDenied))
+	for _, ns := range sortedKeys(count) {
+		sub := NewGraph()
+		subDenied := map[Edge]*EdgeStats{}
+		for e, st := range g.Edges {
+			if nsOf(e.From) == ns || nsOf(e.To) == ns {
+				sub.Edges[e] = st
+			}
+		}
+		for e, st := range denied {
+			if nsOf(e.From) == ns || nsOf(e.To) == ns {
+				subDenied[e] = st
+			}
+		}
+		fmt.Fprintf(&b, `<details class="ns-map" data-namespace="%s"><summary>%s: %d workloads</summary>%s</details>`,
+			template.HTMLEscapeString(ns), template.HTMLEscapeString(ns), count[ns], ServiceGraphSVG(sub, subDenied))
+	}
+	return b.String()
+}
+
+func orOutside(ns string) string {
+	if ns == "" {
+		return "(outside the cluster)"
+	}
+	return ns
 }

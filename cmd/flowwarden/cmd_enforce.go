@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -636,54 +637,47 @@ func printTightening(ctx context.Context, g *globals, w io.Writer, current strin
 			fmt.Fprintf(w, "  unused: %s %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
 		}
 	}
-	// It judges every pair on every port: say so before a long wait.
-	g.log.Info("semantic diff: judging every pair of observed peers on every port", "workloads", len(graph.Workloads))
+	g.log.Info("semantic diff: judging access over equivalence classes of peers and ports", "workloads", len(graph.Workloads))
 	start := time.Now()
-	changes, err := enforcer.SemanticDiff(ctx, nps, res.Policies, graph)
-	g.log.Info("semantic diff done", "changes", len(changes), "took", time.Since(start).Round(time.Millisecond))
+	d, err := enforcer.SemanticDiffClasses(ctx, nps, res.Policies, graph)
 	if err != nil {
 		return err
 	}
-	// One line per peer pair and direction of change, ports listed.
-	type pair struct {
-		from, to string
-		gains    bool
+	sum := d.Summarize()
+	peers, ports := d.Classes()
+	g.log.Info("semantic diff done", "losses", sum.Losses, "gains", sum.Gains, "peer_classes", peers, "port_classes", ports, "took", time.Since(start).Round(time.Millisecond))
+	leftOut := map[string]string{}
+	for _, s := range res.Skipped {
+		leftOut[fmt.Sprintf("%s %s %s/%d", s.Edge.From, s.Edge.To, s.Edge.Protocol, s.Edge.Port)] = s.Reason
 	}
-	ports := map[pair][]string{}
-	observed := map[pair]uint64{}
-	var order []pair
-	gains, losses := 0, 0
-	for _, c := range changes {
-		k := pair{c.From, c.To, c.Gains}
-		if _, ok := ports[k]; !ok {
-			order = append(order, k)
-		}
-		ports[k] = append(ports[k], c.Port)
-		observed[k] += c.Observed
-		if c.Gains {
-			gains++
-		} else {
-			losses++
-		}
-	}
-	const maxLines = 40
-	for i, k := range order {
-		if i == maxLines {
-			fmt.Fprintf(w, "  … and %d more pairs\n", len(order)-maxLines)
-			break
-		}
+	// Observed traffic first, one line each; the rest as counts.
+	for _, c := range sum.Observed {
 		verb := "loses"
-		if k.gains {
+		if c.Gains {
 			verb = "gains"
 		}
-		list := ports[k]
-		if len(list) > 6 {
-			list = append(list[:6:6], fmt.Sprintf("(+%d ports)", len(ports[k])-6))
+		line := fmt.Sprintf("  %s → %s %s %s (observed flows: %d)", c.From, c.To, verb, c.Port, c.Observed)
+		if why := leftOut[c.From+" "+c.To+" "+c.Port]; why != "" && !c.Gains {
+			line += ": " + why
 		}
-		fmt.Fprintf(w, "  %s → %s %s %s (observed flows: %d)\n", k.from, k.to, verb, strings.Join(list, " "), observed[k])
+		fmt.Fprintln(w, line)
 	}
-	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access, %d gain it\n", losses, gains)
+	unobserved := 0
+	for _, ns := range sortedNamespaces(sum.UnobservedLosses) {
+		fmt.Fprintf(w, "  namespace %s: %d pairs/ports nobody was seen using lose access\n", ns, sum.UnobservedLosses[ns])
+		unobserved += sum.UnobservedLosses[ns]
+	}
+	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access (%d unobserved), %d gain it\n", sum.Losses, unobserved, sum.Gains)
 	return nil
+}
+
+func sortedNamespaces(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // writeCilium writes CiliumNetworkPolicies as <namespace>/<workload>.yaml.

@@ -38,9 +38,10 @@ type Config struct {
 	// the policies and diffs them, seconds of CPU on a large cluster, so
 	// viewers share one build and never pile builds up.
 	MaxAge time.Duration
-	// DiffBudget bounds the semantic diff (default 10s): it judges every
-	// pair of peers on every port, so on a large cluster the page says it
-	// did not finish rather than keep the viewer waiting.
+	// DiffBudget bounds the semantic diff (default 10s; it is computed
+	// over equivalence classes, 5,000 workloads in a few seconds): past it
+	// the page says the diff did not finish rather than keep the viewer
+	// waiting.
 	DiffBudget time.Duration
 }
 
@@ -117,44 +118,22 @@ type findingRow struct {
 	Status, Query                        string
 }
 
-type changeRow struct {
-	From, To, Ports string
-	Gains           bool
-	Observed        uint64
-	// Why: for a loss of observed traffic, the generator's reason for
-	// leaving it out (a guardrail); else whether it was observed.
-	Why string
-}
-
 type page struct {
 	Now       time.Time
 	Window    time.Duration
 	Flows     int
 	Workloads int
-	SVG       template.HTML
+	Map       template.HTML
 	Findings  []findingRow
 	Policies  []policyRow
-	Changes   []changeRow
-	// ChangeRows is how many rows there were before the page kept the
-	// first maxChangeRows.
-	ChangeRows int
-	Losses     int
-	// ObservedLosses are the losses of observed traffic: what the
-	// generator left out on purpose (guardrails), listed first.
-	ObservedLosses int
-	Gains          int
+	// Allows are the recommended allows per workload, with their evidence.
+	Allows []enforcer.RuleEvidence
+	// Summary leads the page; its diff part may be missing (DiffError).
+	Summary *enforcer.Summary
 	// InForce is how many policies the diff is made against.
 	InForce int
-	// DiffError says why there is no diff (it did not finish in time).
-	DiffError string
-	// Blast is the blast radius in force and with the recommendation.
-	Blast *enforcer.BlastRadius
-	Error string
+	Error   string
 }
-
-// maxChangeRows bounds the diff table; the rows with the most observed
-// flows come first.
-const maxChangeRows = 50
 
 type policyRow struct {
 	Name string
@@ -193,7 +172,7 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 		return nil, err
 	}
 	p.Workloads = len(b.Graph.Workloads)
-	p.SVG = template.HTML(enforcer.ServiceGraphSVG(b.Graph, b.Denied))
+	p.Map = template.HTML(enforcer.ServiceMapHTML(b.Graph, b.Denied, enforcer.GroupAbove))
 	rows, err := h.conn.Query(ctx, `SELECT start, severity, detector, namespace, workload, peer, summary, status, query
 		FROM findings FINAL ORDER BY start DESC LIMIT 20`)
 	if err != nil {
@@ -222,89 +201,23 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 			y, _ := enforcer.MarshalPolicy(np)
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
 		}
+		p.Allows = res.Evidence
+		sort.SliceStable(p.Allows, func(i, j int) bool {
+			a, b := p.Allows[i], p.Allows[j]
+			return a.Policy+a.Direction+a.Peer+a.Port < b.Policy+b.Direction+b.Peer+b.Port
+		})
 		p.InForce = len(current)
-		if p.Blast, err = enforcer.ComputeBlastRadius(current, res.Policies, b.Graph); err != nil {
+		dctx, cancel := context.WithTimeout(ctx, h.cfg.DiffBudget)
+		p.Summary, err = enforcer.Summarize(dctx, b.Graph, current, res)
+		cancel()
+		if err != nil {
 			return nil, err
 		}
-		dctx, cancel := context.WithTimeout(ctx, h.cfg.DiffBudget)
-		changes, err := enforcer.SemanticDiff(dctx, current, res.Policies, b.Graph)
-		cancel()
-		switch {
-		case err != nil && ctx.Err() == nil && dctx.Err() != nil:
-			p.DiffError = fmt.Sprintf("The semantic diff of %d workloads did not finish within %s; flowwarden recommend --current prints it.", len(b.Graph.Workloads), h.cfg.DiffBudget)
-		case err != nil:
-			return nil, err
-		default:
-			p.addChanges(changes, res.Skipped)
+		if p.Summary.DiffError != "" {
+			p.Summary.DiffError = fmt.Sprintf("The semantic diff of %d workloads did not finish within %s; flowwarden recommend --current prints it.", len(b.Graph.Workloads), h.cfg.DiffBudget)
 		}
 	}
 	return p, nil
-}
-
-// addChanges groups the semantic diff into rows (one per pair, direction
-// and reason), observed traffic first.
-func (p *page) addChanges(changes []enforcer.Change, skipped []enforcer.Skipped) {
-	leftOut := map[[3]string]string{}
-	for _, s := range skipped {
-		leftOut[[3]string{s.Edge.From.String(), s.Edge.To.String(), fmt.Sprintf("%s/%d", s.Edge.Protocol, s.Edge.Port)}] = s.Reason
-	}
-	type rowKey struct {
-		from, to, why string
-		gains         bool
-	}
-	grouped := map[rowKey]*changeRow{}
-	for _, c := range changes {
-		var why string
-		switch {
-		case c.Gains && c.Observed > 0:
-			why = "observed"
-		case c.Gains:
-			why = "not observed" // allowed by a rule that also covers this port
-		case c.Observed > 0:
-			why = leftOut[[3]string{c.From, c.To, c.Port}]
-			if why == "" {
-				why = "observed, left out"
-			}
-		default:
-			why = "not observed"
-		}
-		k := rowKey{c.From, c.To, why, c.Gains}
-		row := grouped[k]
-		if row == nil {
-			row = &changeRow{From: c.From, To: c.To, Gains: c.Gains, Why: why}
-			grouped[k] = row
-		}
-		if row.Ports != "" {
-			row.Ports += " "
-		}
-		row.Ports += c.Port
-		row.Observed += c.Observed
-		if c.Gains {
-			p.Gains++
-		} else {
-			p.Losses++
-			if c.Observed > 0 {
-				p.ObservedLosses++
-			}
-		}
-	}
-	for _, r := range grouped {
-		p.Changes = append(p.Changes, *r)
-	}
-	sort.Slice(p.Changes, func(i, j int) bool {
-		a, b := &p.Changes[i], &p.Changes[j]
-		if a.Observed != b.Observed {
-			return a.Observed > b.Observed
-		}
-		if a.From != b.From {
-			return a.From < b.From
-		}
-		return a.To < b.To
-	})
-	p.ChangeRows = len(p.Changes)
-	if len(p.Changes) > maxChangeRows {
-		p.Changes = p.Changes[:maxChangeRows]
-	}
 }
 
 var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
@@ -314,7 +227,7 @@ var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
 <style>
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1b1b}
 h1{margin:0 0 .3rem}h2{margin-top:2rem;border-bottom:2px solid #333}
-.meta{color:#555}.map{border:1px solid #ddd;overflow:auto;max-height:70vh}
+.meta{color:#555}.map{border:1px solid #ddd}.map svg{max-width:100%;height:auto;display:block}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem;font-size:.9rem;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.critical{color:#b00020;font-weight:bold}.warning{color:#a15c00;font-weight:bold}
 pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{color:#b00020}.err{color:#b00020}
@@ -322,21 +235,35 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 <h1>flowwarden</h1>
 <p class="meta">{{.Flows}} flows from {{.Workloads}} workloads in the last {{.Window}} (to {{ts .Now}} UTC).</p>
 {{if .Error}}<p class="err">{{.Error}}</p>{{end}}
+{{with .Summary}}<section id="summary"><h2>Summary</h2>
+{{if not $.InForce}}<p id="no-policies">No NetworkPolicies in force are known (<code>serve --current-policies DIR|cluster</code> gives them), so today every pair may talk: the figures below are what the recommendation closes.</p>{{end}}
+<ul>
+<li>Namespaces with a default deny: {{.DefaultDenyBefore}} of {{.Namespaces}} in force, {{.DefaultDenyAfter}} with the recommended policies</li>
+<li>Workloads covered by a policy: {{.CoveredBefore}} of {{.Workloads}} in force, {{.CoveredAfter}} with the recommended policies</li>
+<li>Rules in force that carried no observed traffic: {{.RulesUnused}} of {{.RulesInForce}}</li>
+<li id="blast-radius">Blast radius (workloads one compromised workload reaches, directly or by pivoting, any port): <strong>{{.BlastBefore}} → {{.BlastAfter}}</strong>, a <strong>{{printf "%.1f" .BlastReduction}}% reduction</strong> with the recommended policies</li>
+<li>Observed traffic the recommended policies would deny: {{len .WouldDeny}} edges{{if .WouldDeny}} (below, with why){{end}}</li>
+</ul>
+{{if .DiffError}}<p id="diff-error" class="err">{{.DiffError}}</p>{{else}}<p id="diff-summary">{{len $.Policies}} policies; against the {{$.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{len .WouldDeny}} of them observed, left out on purpose: listed below, with the reason) and {{.Gains}} would gain it.</p>{{end}}
+{{with .WouldDeny}}<h3>Observed traffic the recommended policies would deny</h3>
+<table id="would-deny"><tr><th>from</th><th>to</th><th>port</th><th>observed flows</th><th>why</th></tr>
+{{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{.Why}}</td></tr>
+{{end}}</table>{{end}}
+{{if .UnobservedLosses}}<h3>Access nobody was seen using, removed</h3>
+<table id="unobserved-losses"><tr><th>namespace</th><th>pair/port combinations losing access</th></tr>
+{{range .UnobservedLossNamespaces}}<tr><td>{{.}}</td><td>{{index $.Summary.UnobservedLosses .}}</td></tr>
+{{end}}</table>{{end}}
+</section>{{end}}
 <h2>Service map</h2>
-<div class="map" id="service-map">{{.SVG}}</div>
+<div class="map" id="service-map">{{.Map}}</div>
 <h2>Recent findings</h2>
 {{if .Findings}}<table id="findings"><tr><th>start</th><th>severity</th><th>detector</th><th>subject</th><th>summary</th><th>status</th><th>SQL</th></tr>
 {{range .Findings}}<tr><td>{{ts .Start}}</td><td class="{{.Severity}}">{{.Severity}}</td><td>{{.Detector}}</td><td>{{.Subject}}</td><td>{{.Summary}}</td><td>{{.Status}}</td><td><details><summary>query</summary><pre>{{.Query}}</pre></details></td></tr>
 {{end}}</table>{{else}}<p>No findings.</p>{{end}}
 <h2>Recommended policies</h2>
-{{with .Blast}}<p id="blast-radius">Blast radius (workloads one compromised workload reaches, directly or by pivoting, any port): <strong>{{.Before}} → {{.After}}</strong> over {{len .Rows}} workloads, a <strong>{{printf "%.1f" .ReductionPercent}}% reduction</strong> with the recommended policies.</p>
-<details><summary>per workload</summary><table id="blast-radius-rows"><tr><th>workload</th><th>before</th><th>after</th><th>of</th></tr>
-{{range .Rows}}<tr><td>{{.Workload}}</td><td>{{.Before}}</td><td>{{.After}}</td><td>{{.Total}}</td></tr>{{end}}</table></details>{{end}}
-{{if .DiffError}}<p id="diff-error" class="err">{{.DiffError}}</p>{{else}}{{if not .InForce}}<p id="no-policies">No NetworkPolicies in force are known (<code>serve --current-policies DIR|cluster</code> gives them), so today every pair may talk and the diff below is everything the recommendation closes.</p>{{end}}
-<p id="diff-summary">{{len .Policies}} policies; against the {{.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{.ObservedLosses}} of them observed, left out on purpose: listed first, with the reason) and {{.Gains}} would gain it.</p>
-{{if .Changes}}<table id="changes"><tr><th>from</th><th>to</th><th>change</th><th>ports</th><th>observed flows</th><th>why</th></tr>
-{{range .Changes}}<tr><td>{{.From}}</td><td>{{.To}}</td>{{if .Gains}}<td class="gain">gains</td>{{else}}<td class="loss">loses</td>{{end}}<td>{{.Ports}}</td><td>{{.Observed}}</td><td>{{.Why}}</td></tr>
-{{end}}</table>{{if gt .ChangeRows (len .Changes)}}<p>The {{len .Changes}} rows with the most observed flows of {{.ChangeRows}}; <code>flowwarden recommend --current</code> prints them all.</p>{{end}}{{end}}{{end}}
+{{with .Allows}}<table id="allows"><tr><th>policy</th><th>direction</th><th>peer</th><th>port</th><th>observed flows</th></tr>
+{{range .}}<tr><td>{{.Policy}}</td><td>{{.Direction}}</td><td>{{.Peer}}</td><td>{{.Port}}</td><td>{{.Stats.Flows}}</td></tr>
+{{end}}</table>{{end}}
 {{range .Policies}}<details><summary>{{.Name}}</summary><pre>{{.YAML}}</pre></details>
 {{end}}
 </body></html>
