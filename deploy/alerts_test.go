@@ -175,6 +175,9 @@ func TestHealthAlertsFire(t *testing.T) {
 		// Torn records never fire; a corrupt one at 40m does.
 		{"35m", "FlowwardenSpoolCorrupt", nil},
 		{"45m", "FlowwardenSpoolCorrupt", []map[string]any{firing("FlowwardenSpoolCorrupt", "warning", map[string]string{"kind": "corrupt"}, "")}},
+		// DNS names stop at 20m while the detectors keep getting flows: 30m later.
+		{"45m", "FlowwardenDNSBlind", nil},
+		{"55m", "FlowwardenDNSBlind", []map[string]any{firing("FlowwardenDNSBlind", "warning", nil, "")}},
 	}
 	var tests []map[string]any
 	for _, c := range checks {
@@ -196,6 +199,8 @@ func TestHealthAlertsFire(t *testing.T) {
 				{"series": `flowwarden_clickhouse_rejected_flows_total`, "values": "0x30 40x30"},
 				{"series": `flowwarden_spool_damaged_records_total{kind="torn"}`, "values": "0x20 1x40"},
 				{"series": `flowwarden_spool_damaged_records_total{kind="corrupt"}`, "values": "0x40 1x20"},
+				{"series": `flowwarden_dns_visible_workloads`, "values": "4x20 0x40"},
+				{"series": `flowwarden_detector_flows_total`, "values": "0+100x60"},
 			},
 			"alert_rule_test": tests,
 		}},
