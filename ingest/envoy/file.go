@@ -127,7 +127,7 @@ func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, 
 	if path == "-" {
 		return ReadLinesWindow(ctx, os.Stdin, "stdin", window, enrich, sink, stats)
 	}
-	f, err := os.Open(path)
+	f, err := ingest.OpenFile(ctx, path)
 	if err != nil {
 		return fmt.Errorf("open access log: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 
@@ -71,7 +70,7 @@ type FileConfig struct {
 // ReadFileConfig is ReadFile with a time window.
 func ReadFileConfig(ctx context.Context, path string, cfg FileConfig, sink ingest.Sink, stats *ingest.Stats) error {
 	workers := cfg.Workers
-	f, err := os.Open(path)
+	f, err := ingest.OpenFile(ctx, path)
 	if err != nil {
 		return fmt.Errorf("open Hubble file: %w", err)
 	}
