@@ -570,3 +570,38 @@ func TestBeaconScoreSeparates(t *testing.T) {
 		t.Errorf("C2 found %d/%d (want >= 95%%), random calls taken for beacons %d and %d of %d (want <= 1%%)", c2, n, poisson, sessions, n)
 	}
 }
+
+// Constant memory per workload: a crawler resolving a new site every 100 ms
+// keeps at most Domains entries, and a slow drip hidden in it is still found.
+func TestDNSTunnelInsideACrawler(t *testing.T) {
+	cfg := DefaultConfig()
+	g := newBreachGen(11)
+	g.dnsTunnel(g.media, "d.metrics-cdn.org", 0, 20, 10*time.Second, 24, false)
+	for i := 0; i < 20*60*10; i++ {
+		g.dns(breachStart.Add(time.Duration(i)*100*time.Millisecond), g.media, fmt.Sprintf("img-%s.site-%d.com.", g.hex(4), i), 0)
+	}
+	sort.SliceStable(g.out, func(a, b int) bool { return g.out[a].Time.Before(g.out[b].Time) })
+	var c Collector
+	e, err := NewEngine(cfg, &c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = e.Write(t.Context(), g.out...)
+	for _, d := range e.detectors {
+		if dt, ok := d.(*dnsTunnel); ok {
+			for _, w := range dt.ws {
+				if len(w.doms) > cfg.DNSTunnel.Domains {
+					t.Errorf("%v tracks %d domains, limit %d", w.k, len(w.doms), cfg.DNSTunnel.Domains)
+				}
+			}
+		}
+	}
+	e.Flush()
+	var got []string
+	for _, f := range c.Findings() {
+		got = append(got, f.Detector+" "+f.Peer)
+	}
+	if fmt.Sprint(got) != "[dns-tunnel metrics-cdn.org]" {
+		t.Errorf("findings %v, want the drip's domain only", got)
+	}
+}

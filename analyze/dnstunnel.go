@@ -29,7 +29,7 @@ type DNSTunnelConfig struct {
 	// MinNames is the number of new names needed as well.
 	MinNames int `json:"minNames"`
 	// Domains is how many registered domains are tracked per workload: the
-	// heaviest, as a Space-Saving heavy-hitters table.
+	// heaviest by information in the window (the lightest is replaced).
 	Domains int `json:"domains"`
 	// Names under ClusterDomain and SearchSuffixes (the nodes' own search
 	// domains) are not judged: the cluster's names and the resolver's
@@ -73,20 +73,18 @@ const (
 // dnsDomain is one registered domain a workload queries: the information its
 // new names carried per slice, and a filter of names already seen.
 type dnsDomain struct {
-	name      string
-	info      [dnsSlices]float64 // estimated bytes in new names, per slice
-	names     [dnsSlices]uint32  // new names per slice
-	nx        [dnsSlices]uint32  // NXDOMAIN answers per slice
-	queries   [dnsSlices]uint32
-	inherited float64 // Space-Saving: weight of the entry it replaced (orders eviction only)
-	first     time.Time
-	last      time.Time
-	seen      [2][dnsFilterBits / 64]uint64 // names seen: this generation, the previous one
-	sampleQ   []string
-	samples   []schema.Flow
-	open      *schema.Finding
-	quiet     int
-	since     int // slices since the entry was (re)used
+	name    string
+	info    [dnsSlices]float64 // estimated bytes in new names, per slice
+	names   [dnsSlices]uint32  // new names per slice
+	nx      [dnsSlices]uint32  // NXDOMAIN answers per slice
+	queries [dnsSlices]uint32
+	first   time.Time
+	last    time.Time
+	seen    [2][dnsFilterBits / 64]uint64 // names seen: this generation, the previous one
+	sampleQ []string
+	samples []schema.Flow
+	open    *schema.Finding
+	quiet   int
 }
 
 func (d *dnsDomain) sum() (info float64, names, nx, queries uint64) {
@@ -327,8 +325,12 @@ func (d *dnsTunnel) workload(k key, at time.Time) *dnsWorkload {
 	return w
 }
 
-// domain finds or makes the workload's entry for reg, replacing the
-// lightest entry without an open finding when the table is full.
+// domain finds or makes the workload's entry for reg. A full table
+// replaces its lightest entry without an open finding, and the newcomer
+// starts from nothing: it must outweigh the others on its own to stay.
+// (Space-Saving's inherited counts would let a crawler's stream of new
+// domains ratchet every entry up and push out a slow tunnel whose weight,
+// unlike theirs, is concentrated on one domain.)
 func (d *dnsTunnel) domain(w *dnsWorkload, reg string) *dnsDomain {
 	for _, dom := range w.doms {
 		if dom.name == reg {
@@ -347,14 +349,14 @@ func (d *dnsTunnel) domain(w *dnsWorkload, reg string) *dnsDomain {
 			continue
 		}
 		info, _, _, _ := dom.sum()
-		if x := info + dom.inherited; x < minW {
-			min, minW = dom, x
+		if info < minW {
+			min, minW = dom, info
 		}
 	}
 	if min == nil {
 		return nil
 	}
-	*min = dnsDomain{name: strings.Clone(reg), inherited: minW, sampleQ: min.sampleQ[:0], samples: min.samples[:0]}
+	*min = dnsDomain{name: strings.Clone(reg), sampleQ: min.sampleQ[:0], samples: min.samples[:0]}
 	return min
 }
 
@@ -385,10 +387,6 @@ func (d *dnsTunnel) closeSlice(w *dnsWorkload) {
 				d.sink.Finding(*dom.open)
 				dom.open = nil
 			}
-		}
-		dom.since++
-		if dom.since >= dnsSlices {
-			dom.inherited = 0
 		}
 	}
 	w.cur = (w.cur + 1) % dnsSlices
