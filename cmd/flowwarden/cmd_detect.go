@@ -22,36 +22,37 @@ import (
 
 func newDetectCommand(g *globals) *cobra.Command {
 	var (
-		files        []string
-		since, until string
-		format       string
-		current      string
-		strictMTLS   []string
+		files      []string
+		win        window
+		out        outputFlag
+		current    string
+		strictMTLS []string
 	)
 	cmd := &cobra.Command{
-		Use:   "detect (--hubble-file FILE... | --since D|TIME [--until TIME]) [--format json|table]",
+		Use:   "detect (--hubble-file FILE... | --since D|TIME [--until D|TIME]) [-o json|table|yaml]",
 		Short: "Run the detectors offline over flow files or stored history and print the findings",
 		Long: `Runs the same detectors as serve, on flow event time, and prints every
-finding: JSON, one object per line, or a table.
+finding: -o json, one object per line (the default), a table, or yaml.
 
---hubble-file reads recorded files, in order, one after the other.
+--hubble-file reads recorded files, in order, one after the other (- is stdin).
 --since reads the history stored in ClickHouse instead (a duration back from
-now, such as 24h, or a time such as 2026-03-02T09:00:00Z; --until ends the
+now, such as 30d or 24h, or a time such as 2026-03-02T09:00:00Z; --until ends the
 window, default now): every flow, and the nftables counter readings that
 serve --nftables stored, which feed the nft-drop-spike detector too. Use it
 to re-run the detectors over last week, or over an incident window.
 
 Exit status 0 whether or not anything was found.`,
+		Example: `  flowwarden detect --hubble-file testdata/scenarios/metadata-probe.jsonl.gz -o table
+  flowwarden detect --since 7d
+  flowwarden detect --since 2026-03-02T09:00:00Z --until 2026-03-02T10:00:00Z -o yaml
+  hubble observe --since 1h -o jsonpb | flowwarden detect --hubble-file -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (len(files) == 0) == (since == "") {
-				return errors.New("give either --hubble-file or --since")
-			}
-			if until != "" && since == "" {
+			if win.until != "" && !win.given() {
 				return errors.New("--until needs --since")
 			}
-			if format != "json" && format != "table" {
-				return fmt.Errorf("--format %q: want json or table", format)
+			if (len(files) == 0) == !win.given() {
+				return errors.New("give either --hubble-file or --since")
 			}
 			var found analyze.Collector
 			dcfg, err := detectorConfig(cmd.Context(), g, current, strictMTLS)
@@ -62,8 +63,8 @@ Exit status 0 whether or not anything was found.`,
 			if err != nil {
 				return err
 			}
-			if since != "" {
-				if err := detectStored(cmd.Context(), g, since, until, eng, &found); err != nil {
+			if win.given() {
+				if err := detectStored(cmd.Context(), g, win, eng, &found); err != nil {
 					return err
 				}
 			}
@@ -77,13 +78,12 @@ Exit status 0 whether or not anything was found.`,
 				}
 			}
 			eng.Flush()
-			return printFindings(cmd.OutOrStdout(), format, found.Findings())
+			return printFindings(cmd.OutOrStdout(), out.value, found.Findings())
 		},
 	}
 	cmd.Flags().StringArrayVar(&files, "hubble-file", nil, "Hubble JSON-lines file (repeatable)")
-	cmd.Flags().StringVar(&since, "since", "", "run over the stored history from this far back (24h) or from this time (RFC 3339)")
-	cmd.Flags().StringVar(&until, "until", "", "with --since: end of the window (RFC 3339; default now)")
-	cmd.Flags().StringVar(&format, "format", "json", "output: json (one finding per line) or table")
+	win.register(cmd, "run over the stored history")
+	out.register(cmd, "json", "json", "table", "yaml")
 	cmd.Flags().StringVar(&current, "current-policies", "", "the PeerAuthentications in force, for plaintext-in-mesh: a directory of YAML, or \"cluster\"")
 	cmd.Flags().StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
 	return cmd
@@ -91,20 +91,14 @@ Exit status 0 whether or not anything was found.`,
 
 // detectStored feeds the flows and nftables counter readings stored over
 // [since, until) to the detectors.
-func detectStored(ctx context.Context, g *globals, since, until string, eng *analyze.Engine, found analyze.FindingSink) error {
+func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engine, found analyze.FindingSink) error {
 	now := time.Now()
-	from, err := parseWhen(since, now, "--since")
+	from, to, err := win.bounds(now)
 	if err != nil {
 		return err
 	}
-	to := now
-	if until != "" {
-		if to, err = parseWhen(until, now, "--until"); err != nil {
-			return err
-		}
-	}
-	if !from.Before(to) {
-		return fmt.Errorf("--since %s is not before --until %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	if to.IsZero() {
+		to = now
 	}
 	st, err := openStorage(ctx, g)
 	if err != nil {
@@ -154,23 +148,15 @@ func detectStored(ctx context.Context, g *globals, since, until string, eng *ana
 	return nil
 }
 
-// parseWhen reads a time (RFC 3339, or a date) or a duration back from now.
-func parseWhen(s string, now time.Time, flag string) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
-		if d <= 0 {
-			return time.Time{}, fmt.Errorf("%s %s: want a positive duration", flag, s)
-		}
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%s %q: want a duration (24h) or a time (2026-03-02T09:00:00Z)", flag, s)
-}
-
 func printFindings(w io.Writer, format string, findings []schemaFinding) error {
+	if format == "yaml" {
+		recs := make([]any, len(findings))
+		for i, f := range findings {
+			recs[i] = f.Record()
+		}
+		o := outputFlag{value: "yaml"}
+		return o.print(w, recs, nil)
+	}
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		for _, f := range findings {

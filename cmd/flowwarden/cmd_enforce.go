@@ -29,18 +29,18 @@ import (
 // or the flows stored in ClickHouse over a window.
 type flowSource struct {
 	files []string
-	since time.Duration
+	win   window
 }
 
 func (s *flowSource) flags(cmd *cobra.Command) {
-	cmd.Flags().StringArrayVar(&s.files, "hubble-file", nil, "Hubble JSON-lines file of observed traffic (repeatable)")
-	cmd.Flags().DurationVar(&s.since, "since", 0, "use the flows stored in ClickHouse over this window (e.g. 720h for 30 days)")
+	cmd.Flags().StringArrayVar(&s.files, "hubble-file", nil, "Hubble JSON-lines file of observed traffic (repeatable; - is stdin)")
+	s.win.register(cmd, "use the flows stored in ClickHouse")
 }
 
 // each calls fn for every observed flow.
 func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)) error {
 	switch {
-	case len(s.files) > 0 && s.since > 0:
+	case len(s.files) > 0 && s.win.given():
 		return errors.New("give either --hubble-file or --since, not both")
 	case len(s.files) > 0:
 		sink := ingest.SinkFunc(func(_ context.Context, flows ...schema.Flow) error {
@@ -59,9 +59,9 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 			}
 		}
 		return nil
-	case s.since > 0:
-		return s.readStored(ctx, g, func(conn driver.Conn, since time.Time, n *atomic.Int64) error {
-			return clickhouse.EachFlow(ctx, conn, clickhouse.EndpointColumns, since, time.Time{}, func(f *schema.Flow) {
+	case s.win.given() || s.win.until != "":
+		return s.readStored(ctx, g, func(conn driver.Conn, since, until time.Time, n *atomic.Int64) error {
+			return clickhouse.EachFlow(ctx, conn, clickhouse.EndpointColumns, since, until, func(f *schema.Flow) {
 				n.Add(1)
 				fn(f)
 			})
@@ -75,11 +75,11 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 // (clickhouse.EachFlowGroup), which is what makes months of flows cheap to
 // turn into a graph.
 func (s *flowSource) eachGroup(ctx context.Context, g *globals, fn func(f *schema.Flow, n uint64, first, last time.Time)) error {
-	if len(s.files) > 0 || s.since <= 0 {
+	if len(s.files) > 0 || !s.win.given() {
 		return s.each(ctx, g, func(f *schema.Flow) { fn(f, 1, f.Time, f.Time) })
 	}
-	return s.readStored(ctx, g, func(conn driver.Conn, since time.Time, n *atomic.Int64) error {
-		return clickhouse.EachFlowGroup(ctx, conn, since, time.Time{}, func(f *schema.Flow, flows uint64, first, last time.Time) {
+	return s.readStored(ctx, g, func(conn driver.Conn, since, until time.Time, n *atomic.Int64) error {
+		return clickhouse.EachFlowGroup(ctx, conn, since, until, func(f *schema.Flow, flows uint64, first, last time.Time) {
 			n.Add(int64(flows))
 			fn(f, flows, first, last)
 		})
@@ -88,7 +88,11 @@ func (s *flowSource) eachGroup(ctx context.Context, g *globals, fn func(f *schem
 
 // readStored opens the storage and runs read over the window, logging the
 // flows it counts in n every few seconds.
-func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn driver.Conn, since time.Time, n *atomic.Int64) error) error {
+func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn driver.Conn, since, until time.Time, n *atomic.Int64) error) error {
+	from, to, err := s.win.bounds(time.Now())
+	if err != nil {
+		return err
+	}
 	st, err := openStorage(ctx, g)
 	if err != nil {
 		return err
@@ -96,7 +100,7 @@ func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn 
 	defer st.close()
 	var n atomic.Int64
 	defer reportRead(g, "reading stored flows", &n, time.Now())()
-	return read(st.conn, time.Now().Add(-s.since), &n)
+	return read(st.conn, from, to, &n)
 }
 
 func newRecommendCommand(g *globals) *cobra.Command {
@@ -107,14 +111,22 @@ func newRecommendCommand(g *globals) *cobra.Command {
 		flavor  string
 		cfg     = enforcer.DefaultConfig()
 		host    hostFirewall
+		output  outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "recommend (--since D | --hubble-file F...) --out DIR",
+		Use:   "recommend (--since D|TIME [--until D|TIME] | --hubble-file F...) --out DIR",
 		Short: "Write least-privilege NetworkPolicies for the observed traffic, proven against it",
-		Args:  cobra.NoArgs,
+		Example: `  flowwarden recommend --since 30d --out ./policies
+  flowwarden recommend --hubble-file flows.json --out ./policies --flavor cilium -o json
+  flowwarden recommend --since 30d --out ./policies --current cluster
+  flowwarden recommend --host --since 30d --out ./hosts`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return errors.New("give --out DIR")
+			}
+			if output.value != "table" && (current != "" || host.enabled) {
+				return fmt.Errorf("-o %s: --current and --host print text only (-o table)", output.value)
 			}
 			if host.enabled {
 				return host.recommend(cmd, g, &src, out)
@@ -139,6 +151,19 @@ func newRecommendCommand(g *globals) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			if output.value != "table" {
+				br, err := enforcer.ComputeBlastRadius(nil, res.Policies, graph)
+				if err != nil {
+					return err
+				}
+				sum := recommendSummary{Out: out, Files: paths, Workloads: len(graph.Workloads), Edges: len(graph.Edges),
+					DirectionUnknown: graph.DirectionUnknown(), LeftOut: []leftOutEdge{}, Warnings: res.Warnings, BlastRadius: br.Summary()}
+				for _, s := range res.Skipped {
+					sum.LeftOut = append(sum.LeftOut, leftOutEdge{From: peerString(s.Edge.From), To: peerString(s.Edge.To),
+						Port: fmt.Sprintf("%s/%d", s.Edge.Protocol, s.Edge.Port), Reason: s.Reason})
+				}
+				return output.print(w, sum, nil)
+			}
 			fmt.Fprintf(w, "%d policies for %d workloads written to %s (%d edges observed, %d left out on purpose)\n",
 				len(paths), len(graph.Workloads), out, len(graph.Edges), len(res.Skipped))
 			if n := graph.DirectionUnknown(); n > 0 {
@@ -163,6 +188,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	}
 	src.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "directory for the policies (<namespace>/<workload>.yaml)")
+	output.register(cmd, "table", "table", "json", "yaml")
 	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy) or cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS)")
 	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")
 	cmd.Flags().Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
@@ -233,14 +259,15 @@ func newVerifyCommand(g *globals) *cobra.Command {
 		out      outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "verify --policies DIR|cluster (--hubble-file F... | --since D)",
+		Use:   "verify --policies DIR|FILE|-|cluster (--hubble-file F... | --since D|TIME [--until D|TIME])",
 		Short: "Check NetworkPolicies against observed traffic: the CI gate for policy changes",
 		Long: `Judges each observed flow (replies, flows of unknown direction and
 local-node traffic excepted) by the NetworkPolicies in DIR (or those in force
 in the cluster: --policies cluster) and reports those they would deny, with
 the reason, then a summary on stderr.
 
-Output (-o): json prints the denied flows as JSON lines; github prints one
+Output (-o): json prints the denied flows as JSON lines; table and yaml print
+them once all are judged; github prints one
 GitHub Actions error annotation per observed edge that would lose access, on
 the policy file and the line of the rules that deny it (the policy that
 selects the pod, before a namespace's default deny). --junit FILE also writes
@@ -249,10 +276,13 @@ access, skipped when recommend left it out on purpose.
 
 Exit status: 0 when no observed traffic loses access, 1 when a flow that was
 forwarded would be denied (a regression), 2 when the check could not be
-made (bad policies, no traffic source, storage unreachable).`,
+made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 		Example: `  # In CI, on every pull request that changes policies/:
-  flowwarden verify --policies policies --since 720h --clickhouse "$CLICKHOUSE_DSN" -o github --junit verify.xml`,
-		Args: cobra.NoArgs,
+  flowwarden verify --policies policies --since 30d --clickhouse "$CLICKHOUSE_DSN" -o github --junit verify.xml
+  flowwarden verify --policies ./policies --hubble-file flows.json -o table
+  kubectl get networkpolicies -A -o yaml | flowwarden verify --policies - --since 2026-11-01T00:00:00Z`,
+		Annotations: map[string]string{errorExitAnnotation: "2"}, // flag errors too
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nps, err := loadPolicies(cmd.Context(), g, policies)
 			if err != nil {
@@ -262,12 +292,16 @@ made (bad policies, no traffic source, storage unreachable).`,
 			if err != nil {
 				return err
 			}
-			leftOut, err := enforcer.LoadLeftOut(policies)
-			if err != nil {
-				return err
+			// What recommend left out on purpose, recorded next to the
+			// policies it wrote (a directory; none for a file, stdin or cluster).
+			leftOut := map[string]string{}
+			if fi, err := os.Stat(policies); err == nil && fi.IsDir() {
+				if leftOut, err = enforcer.LoadLeftOut(policies); err != nil {
+					return err
+				}
 			}
 			var sources map[string]enforcer.PolicySource
-			if policies != fromCluster {
+			if policies != fromCluster && policies != "-" {
 				if sources, err = enforcer.LoadDirSources(policies); err != nil {
 					return err
 				}
@@ -278,7 +312,10 @@ made (bad policies, no traffic source, storage unreachable).`,
 			if err := src.eachGroup(cmd.Context(), g, func(f *schema.Flow, _ uint64, _, _ time.Time) { v.Learn(f) }); err != nil {
 				return err
 			}
+			// -o json streams one object per line; table and yaml print
+			// the denied flows once all are judged.
 			enc := json.NewEncoder(cmd.OutOrStdout())
+			var collected []deniedFlow
 			var checked, denied, regressions, intended int
 			err = src.each(cmd.Context(), g, func(f *schema.Flow) {
 				d, ok := v.Check(f)
@@ -303,8 +340,11 @@ made (bad policies, no traffic source, storage unreachable).`,
 				} else if enforcer.Counts(f) {
 					regressions++
 				}
-				if out.value == "json" {
+				switch out.value {
+				case "json":
 					_ = enc.Encode(o)
+				case "table", "yaml":
+					collected = append(collected, o)
 				}
 			})
 			if err != nil {
@@ -312,6 +352,20 @@ made (bad policies, no traffic source, storage unreachable).`,
 			}
 			if out.value == "github" {
 				if err := report.WriteGitHub(cmd.OutOrStdout()); err != nil {
+					return err
+				}
+			}
+			if out.value == "table" || out.value == "yaml" {
+				if collected == nil {
+					collected = []deniedFlow{}
+				}
+				err := out.print(cmd.OutOrStdout(), collected, func(t *table) {
+					t.header("TIME", "SOURCE", "DESTINATION", "PORT", "OBSERVED", "INTENDED", "REASON")
+					for _, d := range collected {
+						t.row(d.Time.UTC().Format(time.RFC3339), d.Source, d.Dest, fmt.Sprintf("%s/%d", d.Protocol, d.Port), d.Observed, orDash(d.Intended), d.Reason)
+					}
+				})
+				if err != nil {
 					return err
 				}
 			}
@@ -351,9 +405,9 @@ made (bad policies, no traffic source, storage unreachable).`,
 		return err
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "directory of NetworkPolicy YAML, or \"cluster\" for those in force (listed from the API server)")
+	cmd.Flags().StringVar(&policies, "policies", "", "directory or file of NetworkPolicy YAML (- is stdin), or \"cluster\" for those in force (listed from the API server)")
 	cmd.Flags().StringVar(&junit, "junit", "", "also write JUnit XML here (one test case per observed edge)")
-	out.register(cmd, "json", "json", "github")
+	out.register(cmd, "json", "json", "github", "table", "yaml")
 	_ = cmd.MarkFlagRequired("policies")
 	return cmd
 }
@@ -376,13 +430,17 @@ func newEnforceCommand(g *globals) *cobra.Command {
 		bodyFile  string
 		gh        enforcer.GitHub
 		tokenFile string
+		output    outputFlag
 		host      hostFirewall
 		nftFile   string
 		current   string
 	)
 	cmd := &cobra.Command{
-		Use:   "enforce (--repo PATH --branch NAME (--since D | --hubble-file F...) | --host --since D [--apply | --repo PATH --branch NAME])",
+		Use:   "enforce (--repo PATH --branch NAME (--since D|TIME | --hubble-file F...) | --host --since D|TIME [--apply | --repo PATH --branch NAME])",
 		Short: "Deliver proven least-privilege policies as a pull request, or apply the node's host firewall",
+		Example: `  flowwarden enforce --repo ./cluster-config --branch flowwarden/policies --since 30d
+  flowwarden enforce --repo ./cluster-config --branch flowwarden/policies --since 30d --github acme/cluster-config -o json
+  flowwarden enforce --host --since 30d --apply`,
 		Long: `Generates the policies as recommend does, writes them to policies/<namespace>/<workload>.yaml
 in a git working copy on a new branch, commits, and writes the pull request body
 (Markdown with the evidence per allow) to --pr-body or stdout. With --github
@@ -450,10 +508,11 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 				if err := os.WriteFile(bodyFile, []byte(out.Body), 0o644); err != nil {
 					return err
 				}
-			} else {
+			} else if output.value == "markdown" {
 				fmt.Fprint(cmd.OutOrStdout(), out.Body)
 			}
 			g.log.Info("policy branch committed", "repo", pr.Repo, "branch", pr.Branch, "commit", out.Commit, "files", len(out.Files), "removed", len(out.Removed))
+			var prURL string
 			if gh.Repo != "" {
 				title := pr.Title
 				switch {
@@ -468,6 +527,11 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 					return err
 				}
 				fmt.Fprintln(cmd.ErrOrStderr(), "pull request:", url)
+				prURL = url
+			}
+			if output.value != "markdown" {
+				return output.print(cmd.OutOrStdout(), enforceSummary{Repo: pr.Repo, Branch: pr.Branch, Base: out.Base, Commit: out.Commit,
+					Files: out.Files, Removed: out.Removed, PullRequest: prURL, Body: out.Body}, nil)
 			}
 			return nil
 		},
@@ -478,6 +542,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 	f.StringVar(&pr.Branch, "branch", "", "new branch for the change")
 	f.StringVar(&pr.Title, "title", "", "pull request title")
 	f.StringVar(&bodyFile, "pr-body", "", "write the pull request body (Markdown) here instead of stdout")
+	output.register(cmd, "markdown", "markdown", "json", "yaml")
 	f.StringVar(&gh.Repo, "github", "", "owner/repo: push the branch and open the pull request on GitHub")
 	f.StringVar(&tokenFile, "github-token-file", "", "file holding the GitHub token (default: $GITHUB_TOKEN)")
 	f.StringVar(&gh.API, "github-api", "https://api.github.com", "GitHub REST API base URL")
@@ -496,10 +561,13 @@ func newReportCommand(g *globals) *cobra.Command {
 		src      flowSource
 		policies string
 		out      string
+		output   outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "report (--since 2160h | --hubble-file F...) --policies DIR --out DIR",
+		Use:   "report (--since D|TIME [--until D|TIME] | --hubble-file F...) --policies DIR --out DIR",
 		Short: "Write the least-privilege report (Markdown, HTML, service-graph SVG)",
+		Example: `  flowwarden report --since 90d --policies cluster --out ./report
+  flowwarden report --since 2026-07-01 --until 2026-10-01 --policies ./policies --out ./q3 -o json`,
 		Long: `Per namespace: the allowed-but-unused rules of the policies in force (the
 least-privilege gap), top talkers, denied traffic and new edges, with a
 service graph coloured by verdict; the blast radius of every workload (the
@@ -524,9 +592,13 @@ of the report, "blast_radius" included) into --out.`,
 			if err := src.eachGroup(cmd.Context(), g, b.AddGroup); err != nil {
 				return err
 			}
-			if src.since > 0 {
+			if src.win.given() {
 				// The host firewalls' rules, from the counters serve --nftables stored.
-				if err := addHostRules(cmd.Context(), g, b, time.Now().Add(-src.since)); err != nil {
+				from, _, err := src.win.bounds(time.Now())
+				if err != nil {
+					return err
+				}
+				if err := addHostRules(cmd.Context(), g, b, from); err != nil {
 					return err
 				}
 			}
@@ -560,6 +632,10 @@ of the report, "blast_radius" included) into --out.`,
 			for _, h := range r.Hosts {
 				unused += len(h.Unused)
 			}
+			if output.value != "table" {
+				return output.print(cmd.OutOrStdout(), reportSummary{Out: out, ObservedFrom: r.From, ObservedTo: r.To, Namespaces: len(r.Namespaces), Hosts: len(r.Hosts), UnusedRules: unused,
+					BlastRadiusBefore: r.BlastRadiusBefore, BlastRadiusAfter: r.BlastRadiusAfter, BlastRadiusReductionPercent: r.BlastRadiusReduction}, nil)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces and %d host firewalls written to %s (%d rules allowed but unused)\n", len(r.Namespaces), len(r.Hosts), out, unused)
 			if len(r.BlastRadius) > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "blast radius %d → %d with the recommended policies (%.1f%% reduction)\n", r.BlastRadiusBefore, r.BlastRadiusAfter, r.BlastRadiusReduction)
@@ -570,6 +646,7 @@ of the report, "blast_radius" included) into --out.`,
 	src.flags(cmd)
 	cmd.Flags().StringVar(&policies, "policies", "", "the NetworkPolicies in force: a directory, or \"cluster\" to list them from the API server")
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html, service-graph.svg and report.json")
+	output.register(cmd, "table", "table", "json", "yaml")
 	return cmd
 }
 
@@ -600,8 +677,16 @@ const fromCluster = "cluster"
 // loadPolicies reads the NetworkPolicies in force: from the API server
 // when spec is "cluster", else from the directory spec.
 func loadPolicies(ctx context.Context, g *globals, spec string) ([]networkingv1.NetworkPolicy, error) {
-	if spec != fromCluster {
-		return enforcer.LoadDir(spec)
+	switch spec {
+	case "-":
+		raw, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return nil, fmt.Errorf("policies from stdin: %w", err)
+		}
+		return enforcer.ParsePolicies(raw)
+	case fromCluster:
+	default:
+		return enforcer.LoadDir(spec) // a directory or one file
 	}
 	cfg, err := kubeapi.Config(g.kubeconfig)
 	if err != nil {
@@ -700,4 +785,49 @@ func writeCilium(dir string, cps []enforcer.CiliumPolicy, prefix string) ([]stri
 		paths = append(paths, rel)
 	}
 	return paths, nil
+}
+
+// recommendSummary is what recommend -o json|yaml prints.
+type recommendSummary struct {
+	Out              string        `json:"out"`
+	Files            []string      `json:"files"`
+	Workloads        int           `json:"workloads"`
+	Edges            int           `json:"edges"`
+	DirectionUnknown uint64        `json:"direction_unknown"`
+	LeftOut          []leftOutEdge `json:"left_out"`
+	Warnings         []string      `json:"warnings"`
+	BlastRadius      string        `json:"blast_radius"`
+}
+
+type leftOutEdge struct {
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Port   string `json:"port"`
+	Reason string `json:"reason"`
+}
+
+// reportSummary is what report -o json|yaml prints (report.json in --out
+// holds every figure).
+type reportSummary struct {
+	Out                         string    `json:"out"`
+	ObservedFrom                time.Time `json:"observed_from"`
+	ObservedTo                  time.Time `json:"observed_to"`
+	Namespaces                  int       `json:"namespaces"`
+	Hosts                       int       `json:"host_firewalls"`
+	UnusedRules                 int       `json:"unused_rules"`
+	BlastRadiusBefore           int       `json:"blast_radius_before"`
+	BlastRadiusAfter            int       `json:"blast_radius_after"`
+	BlastRadiusReductionPercent float64   `json:"blast_radius_reduction_percent"`
+}
+
+// enforceSummary is what enforce -o json|yaml prints.
+type enforceSummary struct {
+	Repo        string   `json:"repo"`
+	Branch      string   `json:"branch"`
+	Base        string   `json:"base"`
+	Commit      string   `json:"commit"`
+	Files       []string `json:"files"`
+	Removed     []string `json:"removed"`
+	PullRequest string   `json:"pull_request,omitempty"`
+	Body        string   `json:"body"`
 }

@@ -23,12 +23,15 @@ func newIngestCommand(g *globals) *cobra.Command {
 		batchSize   int
 		workers     int
 		window      ingest.TimeWindow
+		output      outputFlag
 	)
 	cmd := &cobra.Command{
 		Use:   "ingest --hubble-file FILE...",
 		Short: "Read flow files to the end into ClickHouse and print a summary",
 		Example: `  flowwarden ingest --hubble-file /var/run/cilium/hubble/events.log
-  flowwarden ingest --hubble-file a.json --hubble-file b.json.gz --flows-ttl 0`,
+  flowwarden ingest --hubble-file a.json --hubble-file b.json.gz --flows-ttl 0 -o json
+  hubble observe --since 1h -o jsonpb | flowwarden ingest --hubble-file -
+  kubectl logs deploy/productpage -c istio-proxy | flowwarden ingest --envoy-file -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(hubbleFiles)+len(envoyFiles) == 0 {
@@ -58,6 +61,7 @@ func newIngestCommand(g *globals) *cobra.Command {
 			// Envoy files, read after them, are attributed from it.
 			identities := ingest.NewIdentityCache(time.Hour, 0)
 			hubbleSink := ingest.Fanout{identities, w}
+			var perFile []ingestFile
 			each := func(files []string, read func(f string, stats *ingest.Stats) error) {
 				for _, f := range files {
 					var stats ingest.Stats
@@ -69,7 +73,10 @@ func newIngestCommand(g *globals) *cobra.Command {
 					s := stats.Snapshot()
 					accepted += s.Accepted
 					rejected += s.RejectedTotal()
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
+					perFile = append(perFile, ingestFile{File: f, Read: s.Read, Accepted: s.Accepted, Skipped: s.Skipped, Rejected: s.Rejected, Examples: s.Examples})
+					if output.value == "table" {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
+					}
 				}
 			}
 			each(hubbleFiles, func(f string, stats *ingest.Stats) error {
@@ -82,18 +89,40 @@ func newIngestCommand(g *globals) *cobra.Command {
 			werr := <-wdone
 			written := accepted - int64(counterValue(metrics.Dropped))
 			elapsed := time.Since(start)
-			fmt.Fprintf(cmd.OutOrStdout(), "total: %d flows written, %d lines rejected, in %s (%.0f flows/s)\n",
-				written, rejected, elapsed.Round(time.Millisecond), float64(written)/elapsed.Seconds())
+			if output.value == "table" {
+				fmt.Fprintf(cmd.OutOrStdout(), "total: %d flows written, %d lines rejected, in %s (%.0f flows/s)\n",
+					written, rejected, elapsed.Round(time.Millisecond), float64(written)/elapsed.Seconds())
+			} else if err := output.print(cmd.OutOrStdout(), ingestSummary{Files: perFile, Written: written, Rejected: rejected, Seconds: elapsed.Seconds()}, nil); err != nil {
+				return errors.Join(readErr, werr, err)
+			}
 			return errors.Join(readErr, werr)
 		},
 	}
-	cmd.Flags().StringArrayVar(&hubbleFiles, "hubble-file", nil, "Hubble exporter / `hubble observe -o json` file (repeatable; .gz is read compressed)")
+	cmd.Flags().StringArrayVar(&hubbleFiles, "hubble-file", nil, "Hubble exporter / `hubble observe -o json` file (repeatable; .gz is read compressed; - for stdin)")
+	output.register(cmd, "table", "table", "json", "yaml")
 	cmd.Flags().StringArrayVar(&envoyFiles, "envoy-file", nil, "Istio/Envoy access log, text or JSON (repeatable; - for stdin)")
 	cmd.Flags().IntVar(&batchSize, "batch-size", 50000, "rows per ClickHouse insert")
 	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each file (1: in file order)")
 	cmd.Flags().DurationVar(&window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock (negative: no limit)")
 	cmd.Flags().DurationVar(&window.MaxAge, "max-flow-age", 0, "reject flows older than this (0: none, so old recordings import)")
 	return cmd
+}
+
+// ingestSummary is what ingest -o json|yaml prints.
+type ingestSummary struct {
+	Files    []ingestFile `json:"files"`
+	Written  int64        `json:"written"`
+	Rejected int64        `json:"rejected"`
+	Seconds  float64      `json:"seconds"`
+}
+
+type ingestFile struct {
+	File     string           `json:"file"`
+	Read     int64            `json:"read"`
+	Accepted int64            `json:"accepted"`
+	Skipped  int64            `json:"skipped"`
+	Rejected map[string]int64 `json:"rejected"`
+	Examples []string         `json:"examples,omitempty"`
 }
 
 // reportProgress logs a file's progress every 5 s until the returned func is called.

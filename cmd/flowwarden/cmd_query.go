@@ -19,14 +19,15 @@ import (
 
 func newQueryCommand(g *globals) *cobra.Command {
 	var (
-		format string
+		output outputFlag
 		lim    = clickhouse.DefaultQueryLimits()
 	)
 	cmd := &cobra.Command{
-		Use:   `query [--format table|csv|json] "SQL"`,
+		Use:   `query [-o table|csv|json] "SQL"`,
 		Short: "Run a read-only forensic SQL query (\"-\" reads it from stdin)",
 		Example: `  flowwarden query "SELECT verdict, count() FROM flows GROUP BY verdict"
-  flowwarden query --format json "SELECT * FROM flows WHERE dst_addr = '169.254.169.254' LIMIT 10"`,
+  flowwarden query -o json "SELECT * FROM flows WHERE dst_addr = '169.254.169.254' LIMIT 10"
+  echo "SELECT count() FROM flows WHERE time > now() - INTERVAL 1 DAY" | flowwarden query -o csv -`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sql := args[0]
@@ -36,9 +37,6 @@ func newQueryCommand(g *globals) *cobra.Command {
 					return fmt.Errorf("read query from stdin: %w", err)
 				}
 				sql = string(b)
-			}
-			if format != "table" && format != "csv" && format != "json" {
-				return fmt.Errorf("--format %q: want table, csv or json", format)
 			}
 			if err := clickhouse.CheckReadOnly(sql); err != nil {
 				return err
@@ -57,10 +55,10 @@ func newQueryCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeResult(cmd.OutOrStdout(), format, res)
+			return writeResult(cmd.OutOrStdout(), output.value, res)
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "table", "output: table, csv or json (one object per line)")
+	output.register(cmd, "table", "table", "csv", "json")
 	cmd.Flags().DurationVar(&lim.MaxExecutionTime, "timeout", lim.MaxExecutionTime, "server-side execution time limit (fractions of a second count; 0: none)")
 	cmd.Flags().Uint64Var(&lim.MaxResultRows, "max-rows", lim.MaxResultRows, "fail rather than return more rows than this")
 	return cmd

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -24,14 +23,9 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newRootCommand().ExecuteContext(ctx); err != nil {
-		var ec exitCode
-		if errors.As(err, &ec) {
-			os.Exit(int(ec))
-		}
-		fmt.Fprintln(os.Stderr, "flowwarden:", err)
-		os.Exit(1)
-	}
+	code := execute(ctx, newRootCommand(), os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // exitCode lets a command choose its exit status without printing an error.

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -33,12 +32,9 @@ func TestMain(m *testing.M) {
 		cmd := newRootCommand()
 		cmd.SetArgs(argv)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		if err := cmd.ExecuteContext(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "flowwarden:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		code := execute(ctx, cmd, os.Stderr) // main's exit statuses
+		stop()
+		os.Exit(code)
 	}
 	if os.Getenv("FLOWWARDEN_NETNS_TRAFFIC") != "" {
 		netnstest.Main(m) // generates traffic and exits

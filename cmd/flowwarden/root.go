@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +25,7 @@ type globals struct {
 	dataDir    string
 	kubeconfig string
 	logLevel   string
+	logFormat  string
 	flowsTTL   time.Duration
 	rollupTTL  time.Duration
 	// ttlGiven: --flows-ttl / --rollup-ttl were set (flag, env or config),
@@ -61,7 +65,15 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			g.flowsTTLGiven, g.rollupTTLGiven = cmd.Flags().Changed("flows-ttl"), cmd.Flags().Changed("rollup-ttl")
-			g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+			opts := &slog.HandlerOptions{Level: lvl}
+			switch g.logFormat {
+			case "text":
+				g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts))
+			case "json":
+				g.log = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts))
+			default:
+				return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+			}
 			slog.SetDefault(g.log)
 			return nil
 		},
@@ -71,6 +83,9 @@ With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
 	pf.StringVar(&g.clickhouse, "clickhouse", "", "ClickHouse DSN, e.g. clickhouse://user:pass@host:9000/flowwarden (env FLOWWARDEN_CLICKHOUSE); empty: embedded")
 	pf.StringVar(&g.dataDir, "data-dir", "./flowwarden-data", "data directory: the embedded ClickHouse, serve's spool, the access-log read positions, the node's confirmed host firewall")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text (key=value) or json (one object per line, for log collectors)")
+	_ = root.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = root.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig for reading the policies in force from the cluster (default: $KUBECONFIG, ~/.kube/config, or the pod's ServiceAccount)")
 	pf.DurationVar(&g.flowsTTL, "flows-ttl", 90*24*time.Hour, "retention of raw flows (and nftables counter readings), counted from when they were stored (0: forever); given on an existing data dir, changes its tables' TTL")
 	pf.DurationVar(&g.rollupTTL, "rollup-ttl", 400*24*time.Hour, "retention of the edges rollups and findings, counted from when they were stored (0: forever); given on an existing data dir, changes its tables' TTL")
@@ -104,6 +119,9 @@ var flagName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
 // applyConfig fills every flag the command line did not set: first from
 // FLOWWARDEN_<FLAG> environment variables, then from the YAML config file.
+// One config file serves every subcommand: a key that is a flag of another
+// command (serve's hubble, say, read by query) is ignored; a key that is no
+// command's flag is an error, so a typo does not pass silently.
 func applyConfig(cmd *cobra.Command, path string) error {
 	values := map[string]any{}
 	if path != "" {
@@ -147,12 +165,13 @@ func applyConfig(cmd *cobra.Command, path string) error {
 			}
 		}
 	})
+	anyCommand := allFlagNames(cmd.Root())
 	hidden := 0
 	for k := range values {
 		switch {
-		case known[k]:
+		case known[k], anyCommand[k]:
 		case flagName.MatchString(k):
-			errs = append(errs, fmt.Sprintf("config key %q is not a flag of %q", k, cmd.CommandPath()))
+			errs = append(errs, fmt.Sprintf("config key %q is not a flag of any flowwarden command", k))
 		default:
 			hidden++
 		}
@@ -174,4 +193,45 @@ var quoted = regexp.MustCompile("`[^`]*`|\"[^\"]*\"|'[^']*'")
 // and what: a config pointed at the wrong file must not print its lines.
 func redactYAMLError(err error) error {
 	return errors.New(quoted.ReplaceAllString(err.Error(), "…"))
+}
+
+// allFlagNames is the set of flag names of cmd and all its subcommands.
+func allFlagNames(cmd *cobra.Command) map[string]bool {
+	names := map[string]bool{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) { names[f.Name] = true })
+		c.PersistentFlags().VisitAll(func(f *pflag.Flag) { names[f.Name] = true })
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(cmd)
+	return names
+}
+
+// errorExitAnnotation on a command sets the exit status of its errors (verify
+// uses 2, as kubectl diff does, since its 1 means "would deny traffic").
+const errorExitAnnotation = "flowwarden/error-exit-code"
+
+// execute runs the command tree and returns the process's exit status: 0, a
+// command's chosen exitCode (printed by the command itself), or the error's
+// status (1, or the failing command's errorExitAnnotation) after printing
+// the error to stderr.
+func execute(ctx context.Context, root *cobra.Command, stderr io.Writer) int {
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return int(ec)
+	}
+	fmt.Fprintln(stderr, "flowwarden:", err)
+	if cmd != nil {
+		if c, err := strconv.Atoi(cmd.Annotations[errorExitAnnotation]); err == nil {
+			return c
+		}
+	}
+	return 1
 }

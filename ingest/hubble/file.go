@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 
@@ -52,7 +53,8 @@ const batchSize = 1024
 // returns early only when ctx ends, the file cannot be read, or the sink
 // fails. A file that cannot be read to its end (a truncated or corrupt
 // .gz, a read error) still has every complete line before the failure
-// decoded and delivered; the error is returned after that.
+// decoded and delivered; the error is returned after that. The path "-" is
+// standard input.
 func ReadFile(ctx context.Context, path string, workers int, sink ingest.Sink, stats *ingest.Stats) error {
 	return ReadFileConfig(ctx, path, FileConfig{Workers: workers}, sink, stats)
 }
@@ -70,6 +72,9 @@ type FileConfig struct {
 // ReadFileConfig is ReadFile with a time window.
 func ReadFileConfig(ctx context.Context, path string, cfg FileConfig, sink ingest.Sink, stats *ingest.Stats) error {
 	workers := cfg.Workers
+	if path == "-" { // standard input, in order (hubble observe -o jsonpb | ...)
+		return readLines(ctx, os.Stdin, "stdin", cfg.Window, sink, stats)
+	}
 	f, err := ingest.OpenFile(ctx, path)
 	if err != nil {
 		return fmt.Errorf("open Hubble file: %w", err)
