@@ -14,10 +14,11 @@ BENCHTIME     ?= 2s
 # duration (-fuzztime 15s) can fail a clean run with "context deadline
 # exceeded" when the deadline meets a running input (go.dev/issue/75804, a
 # race in Go's fuzz coordinator fixed in Go 1.27); FUZZTIME=1m overrides all
-# three for a longer local run.
+# of them for a longer local run.
 FUZZ_DECODE   ?= 60000x
 FUZZ_PARSE    ?= 150000x
 FUZZ_CONFIG   ?= 3000x
+FUZZ_SCAN     ?= 150000x
 
 .PHONY: all build release deps prereqs test race bench fuzz lint run clean
 
@@ -86,6 +87,7 @@ bench: deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_DECODE)) ./ingest/hubble
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_PARSE)) ./ingest/envoy
+	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_SCAN)) ./ingest/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_CONFIG)) ./cmd/flowwarden
 
 # Replay the published Hubble samples over real gRPC and store them in the

@@ -95,7 +95,7 @@ func (p *JSONParser) Parse(line []byte) (AccessLog, error) {
 	if err != nil {
 		return a, err
 	}
-	if s.Peek() != 0 {
+	if s.SkipSpace(); s.Pos() != len(line) {
 		return a, s.Errf("unexpected data after the JSON object")
 	}
 	if !seen {
