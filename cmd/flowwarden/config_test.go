@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
 // The config path comes from FLOWWARDEN_CONFIG too (read before the
@@ -70,6 +74,38 @@ func TestNegativeTTLRefused(t *testing.T) {
 	for _, args := range [][]string{{"--flows-ttl", "-5h", "version"}, {"--rollup-ttl", "-1s", "version"}} {
 		if _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "negative") {
 			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+// serve on a non-loopback address warns unless a token or client
+// certificates protect it; the token itself is never printed.
+func TestServeWarnsAboutAnExposedListenAddress(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	const token = "tok-do-not-print-7f3a"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		warn bool
+	}{
+		{[]string{"--listen", "0.0.0.0:0"}, true},
+		{[]string{"--listen", "0.0.0.0:0", "--auth-token-file", tokenFile}, false},
+		{[]string{"--listen", "127.0.0.1:0"}, false},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		args := append([]string{"serve", "--clickhouse", dsn, "--hubble", "127.0.0.1:1", "--data-dir", t.TempDir(), "--detect=false", "--log-level", "debug"}, tc.args...)
+		done, logs := runInBackground(ctx, args...)
+		waitUntil(t, 20*time.Second, "serve to start", func() bool { return strings.Contains(logs.String(), "msg=serving") })
+		cancel()
+		<-done
+		if got := strings.Contains(logs.String(), "nothing protects it"); got != tc.warn {
+			t.Errorf("%v: warned %v, want %v\n%s", tc.args, got, tc.warn, logs.String())
+		}
+		if strings.Contains(logs.String(), token) {
+			t.Errorf("the bearer token was logged:\n%s", logs.String())
 		}
 	}
 }

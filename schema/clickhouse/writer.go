@@ -252,9 +252,7 @@ func (w *Writer) insertOutcome(err error) {
 	w.healthMu.Lock()
 	w.insertErr = err
 	w.healthMu.Unlock()
-	if err != nil {
-		w.metrics.StorageFailing.Set(1)
-	}
+	_ = w.Failure() // sets the gauge
 }
 
 // SpooledUntil is the time of the newest flow in the spool (zero without
