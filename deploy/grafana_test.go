@@ -3,9 +3,11 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +23,11 @@ import (
 func TestMain(m *testing.M) { chtest.Main(m) }
 
 // grafanaMacros expands the ClickHouse data-source macros the way the
-// plugin does, for a 400-day range ending now.
-func grafanaMacros(sql string) string {
+// plugin does, for a 400-day range ending now, and the dashboard's
+// variables as Grafana does: database flowwarden, namespace as given ("*"
+// is All, the variable's allValue).
+func grafanaMacros(sql, namespace string) string {
+	sql = strings.NewReplacer("${database}", "flowwarden", "${namespace}", namespace).Replace(sql)
 	sql = regexp.MustCompile(`\$__timeFilter\((\w+)\)`).ReplaceAllString(sql, "$1 >= now() - INTERVAL 400 DAY AND $1 <= now()")
 	sql = regexp.MustCompile(`\$__timeInterval\((\w+)\)`).ReplaceAllString(sql, "toStartOfInterval($1, INTERVAL 60 second)")
 	return sql
@@ -55,6 +60,13 @@ func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaCon
 		t.Fatal(err)
 	}
 	var dash struct {
+		Templating struct {
+			List []struct {
+				Name     string `json:"name"`
+				Query    string `json:"query"`
+				AllValue string `json:"allValue"`
+			} `json:"list"`
+		} `json:"templating"`
 		Panels []struct {
 			Title   string `json:"title"`
 			Targets []struct {
@@ -120,7 +132,15 @@ func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaCon
 	}
 	rows := map[string]int{}
 	for _, p := range dash.Panels {
-		sql := grafanaMacros(p.Targets[0].RawSQL)
+		if strings.Contains(p.Targets[0].RawSQL, "flowwarden.") || !strings.Contains(p.Targets[0].RawSQL, "${database}.") ||
+			!strings.Contains(p.Targets[0].RawSQL, "${namespace}") {
+			t.Errorf("%s: the database and the namespace are not the dashboard's variables:\n%s", p.Title, p.Targets[0].RawSQL)
+		}
+		// A namespace nothing is in: the panel filters by it.
+		if res, err := clickhouse.Query(ctx, conn, grafanaMacros(p.Targets[0].RawSQL, "no-such-namespace"), clickhouse.DefaultQueryLimits()); err != nil || len(res.Rows) != 0 {
+			t.Errorf("%s: namespace filter not applied (%v)", p.Title, err)
+		}
+		sql := grafanaMacros(p.Targets[0].RawSQL, "*")
 		if strings.Contains(sql, "$__") {
 			t.Fatalf("%s: unexpanded macro in %s", p.Title, sql)
 		}
@@ -133,6 +153,31 @@ func panelRows(t *testing.T, now time.Time, dsn string, cfg clickhouse.SchemaCon
 			t.Errorf("%s: no rows", p.Title)
 		}
 		rows[p.Title] = len(res.Rows)
+	}
+	// The variables' own queries: the database first, and the namespaces
+	// that let a panel show something.
+	vars := map[string][]string{}
+	for _, v := range dash.Templating.List {
+		if v.Query == "" || v.Name == "datasource" {
+			continue
+		}
+		res, err := clickhouse.Query(ctx, conn, grafanaMacros(v.Query, "*"), clickhouse.DefaultQueryLimits())
+		if err != nil {
+			t.Fatalf("variable %s: %v", v.Name, err)
+		}
+		for _, r := range res.Rows {
+			vars[v.Name] = append(vars[v.Name], fmt.Sprint(r[0]))
+		}
+		if v.Name == "namespace" && v.AllValue != "*" {
+			t.Errorf("the namespace variable's All is %q, the panels test for \"*\"", v.AllValue)
+		}
+	}
+	if len(vars["database"]) == 0 || vars["database"][0] != "flowwarden" || !slices.Contains(vars["namespace"], "tenant-a") {
+		t.Errorf("variables offer %v", vars)
+	}
+	// Both open findings are about tenant-a.
+	if res, err := clickhouse.Query(ctx, conn, grafanaMacros(dash.Panels[3].Targets[0].RawSQL, "tenant-a"), clickhouse.DefaultQueryLimits()); err != nil || len(res.Rows) != 2 {
+		t.Errorf("%s for tenant-a: %v %v", dash.Panels[3].Title, res, err)
 	}
 	return rows
 }
