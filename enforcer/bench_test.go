@@ -215,3 +215,27 @@ func BenchmarkUsage(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBlastRadius times the blast radius of no policies and of the
+// recommendation (what report, recommend and the page compute) at 1,000
+// and 5,000 workloads, over classes.
+func BenchmarkBlastRadius(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("workloads=%d", n), func(b *testing.B) {
+			g := NewGraph()
+			syntheticTraffic(n, max(10, n/50), 40*n, g.Add, nil)
+			res, err := Generate(g, DefaultConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			var br *BlastRadius
+			for it := 0; it < b.N; it++ {
+				if br, err = ComputeBlastRadius(nil, res.Policies, g); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(br.ReductionPercent(), "reduction-%")
+		})
+	}
+}

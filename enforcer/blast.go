@@ -1,6 +1,7 @@
 package enforcer
 
 import (
+	"context"
 	"fmt"
 	"sort"
 
@@ -49,14 +50,11 @@ func (b *BlastRadius) Summary() string {
 func ComputeBlastRadius(before, after []networkingv1.NetworkPolicy, g *Graph) (*BlastRadius, error) {
 	g.Settle()
 	keys := sortedKeys(g.Workloads)
-	b, err := reachCounts(before, g, keys)
+	counts, err := reachCountsClasses(before, after, g)
 	if err != nil {
-		return nil, fmt.Errorf("blast radius of the policies in force: %w", err)
+		return nil, fmt.Errorf("blast radius: %w", err)
 	}
-	a, err := reachCounts(after, g, keys)
-	if err != nil {
-		return nil, fmt.Errorf("blast radius of the recommended policies: %w", err)
-	}
+	b, a := counts[0], counts[1]
 	out := &BlastRadius{}
 	for i, k := range keys {
 		out.Rows = append(out.Rows, BlastRadiusRow{Workload: k, Before: b[i], After: a[i], Total: len(keys) - 1})
@@ -69,8 +67,163 @@ func ComputeBlastRadius(before, after []networkingv1.NetworkPolicy, g *Graph) (*
 	return out, nil
 }
 
+// reachCountsClasses is reachCounts for both sets at once, over the
+// classes of the semantic diff (workloads every policy and rule treat
+// alike reach alike): per class, the classes reachable through classes,
+// then per workload the members of those, itself excepted.
+func reachCountsClasses(before, after []networkingv1.NetworkPolicy, g *Graph) ([2][]int, error) {
+	var out [2][]int
+	var ports []diffPort
+	for _, p := range probePorts(append(append([]networkingv1.NetworkPolicy(nil), before...), after...)) {
+		ports = append(ports, diffPort{key: fmt.Sprintf("%s/%d", p.proto, p.port), proto: p.proto, n: p.port})
+	}
+	d, m, err := buildClasses(context.Background(), before, after, g, ports)
+	if err != nil {
+		return out, err
+	}
+	C, Q := len(d.members), len(d.pmembers)
+	workloads := newBitset(C)
+	for c := range C {
+		if !d.addr[c] {
+			workloads.set(c)
+		}
+	}
+	al, ing := newBitset(C), newBitset(C)
+	for s := range m.sets {
+		// Direct reach between workload classes on any port; a class
+		// reaches itself only through another member.
+		direct := make([]bitset, C)
+		for a := range C {
+			if d.addr[a] {
+				continue
+			}
+			direct[a] = newBitset(C)
+			for q := range Q {
+				m.allowed(s, a, q, al, ing)
+				direct[a].or(al)
+			}
+			direct[a].and(workloads)
+			if len(d.members[a]) < 2 && direct[a].has(a) {
+				direct[a][a/64] &^= 1 << (a % 64)
+			}
+		}
+		reach := closureCounts(direct, d.members)
+		for i, p := range d.peers {
+			if p.Kind == PeerWorkload {
+				out[s] = append(out[s], reach[d.class[i]])
+			}
+		}
+	}
+	return out, nil
+}
+
+// closureCounts returns, per class, how many peers a member of it reaches
+// through the direct relation (nil rows: not part of the graph), itself
+// excepted. The strongly connected components are found (Tarjan's
+// algorithm, without recursion) and, as they come out children first,
+// each gets the set of classes it reaches, so the cost follows the edges
+// rather than the square of the classes.
+func closureCounts(direct []bitset, members [][]int) []int {
+	C := len(direct)
+	adj := make([][]int, C)
+	for a, row := range direct {
+		if row != nil {
+			row.each(func(c int) { adj[a] = append(adj[a], c) })
+		}
+	}
+	index, low, comp := make([]int, C), make([]int, C), make([]int, C)
+	for i := range index {
+		index[i], comp[i] = -1, -1
+	}
+	onStack := make([]bool, C)
+	var stack []int
+	type frame struct{ v, next int }
+	var calls []frame
+	var closure []bitset // per component: its classes and all they reach
+	counter := 0
+	reach := make([]int, C)
+	for root := range C {
+		if direct[root] == nil || index[root] >= 0 {
+			continue
+		}
+		calls = append(calls[:0], frame{root, 0})
+		index[root], low[root] = counter, counter
+		counter++
+		stack = append(stack, root)
+		onStack[root] = true
+		for len(calls) > 0 {
+			f := &calls[len(calls)-1]
+			v := f.v
+			if f.next < len(adj[v]) {
+				w := adj[v][f.next]
+				f.next++
+				switch {
+				case index[w] < 0:
+					index[w], low[w] = counter, counter
+					counter++
+					stack = append(stack, w)
+					onStack[w] = true
+					calls = append(calls, frame{w, 0})
+				case onStack[w]:
+					low[v] = min(low[v], index[w])
+				}
+				continue
+			}
+			calls = calls[:len(calls)-1]
+			if len(calls) > 0 {
+				u := calls[len(calls)-1].v
+				low[u] = min(low[u], low[v])
+			}
+			if low[v] != index[v] {
+				continue
+			}
+			// v roots a component: pop it.
+			id := len(closure)
+			set := newBitset(C)
+			var comps []int
+			for {
+				w := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				onStack[w] = false
+				comp[w] = id
+				set.set(w)
+				comps = append(comps, w)
+				if w == v {
+					break
+				}
+			}
+			isCyclic := len(comps) > 1
+			for _, w := range comps {
+				for _, x := range adj[w] {
+					if comp[x] == id {
+						isCyclic = isCyclic || x == w
+						continue
+					}
+					set.or(closure[comp[x]])
+				}
+			}
+			closure = append(closure, set)
+			// Reached from a member: the component itself only when it
+			// has a cycle, and everything it leads to.
+			n := 0
+			set.each(func(c int) { n += len(members[c]) })
+			for _, w := range comps {
+				r := n
+				if !isCyclic {
+					r -= len(members[w]) // the members of its own class are not reached
+				} else {
+					r-- // itself
+				}
+				reach[w] = r
+			}
+		}
+	}
+	return reach
+}
+
 // reachCounts returns, per workload (in keys order), the number of other
-// workloads in the transitive closure of what the policies let it reach.
+// workloads in the transitive closure of what the policies let it reach,
+// pair by pair: the oracle reachCountsClasses is tested against.
 func reachCounts(policies []networkingv1.NetworkPolicy, g *Graph, keys []string) ([]int, error) {
 	ev, err := NewEvaluator(policies, func(ns string) map[string]string { return g.NamespaceLabels[ns] })
 	if err != nil {

@@ -3,6 +3,7 @@ package enforcer
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -110,5 +111,52 @@ func TestBlastRadiusByHand(t *testing.T) {
 	}
 	if body := PRBody("t", res, &PRResult{}); !strings.Contains(body, "33.3% reduction") {
 		t.Errorf("PR body does not state the reduction:\n%s", body)
+	}
+}
+
+// The blast radius over classes equals the pairwise closure: on the
+// samples (policies in force → recommended, and none), the hand-made
+// cluster, and a synthetic cluster with some policies dropped.
+func TestBlastRadiusClassesMatchPairwise(t *testing.T) {
+	type tcase struct {
+		name          string
+		g             *Graph
+		before, after []networkingv1.NetworkPolicy
+	}
+	g, res := generate(t, sampleFlows(t), DefaultConfig())
+	current, err := LoadDir("../testdata/netpol/current")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows, inForce, _ := blastCluster()
+	hg, hres := generate(t, flows, DefaultConfig())
+	sg := NewGraph()
+	syntheticTraffic(120, 8, 40*120, sg.Add, nil)
+	sres, err := Generate(sg, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var some []networkingv1.NetworkPolicy
+	for i, np := range sres.Policies {
+		if i%4 != 0 {
+			some = append(some, np)
+		}
+	}
+	for _, c := range []tcase{{"samples", g, current, res.Policies}, {"samples/none", g, nil, res.Policies},
+		{"by hand", hg, inForce, hres.Policies}, {"synthetic", sg, some, sres.Policies}} {
+		keys := sortedKeys(c.g.Workloads)
+		got, err := reachCountsClasses(c.before, c.after, c.g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s, set := range [][]networkingv1.NetworkPolicy{c.before, c.after} {
+			want, err := reachCounts(set, c.g, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got[s]) != fmt.Sprint(want) {
+				t.Errorf("%s, set %d: classes %v, pairwise %v", c.name, s, got[s], want)
+			}
+		}
 	}
 }

@@ -151,19 +151,107 @@ type classRule struct {
 // equivalence classes (see ClassDiff). It stops with ctx's error when ctx
 // ends.
 func SemanticDiffClasses(ctx context.Context, before, after []networkingv1.NetworkPolicy, g *Graph) (*ClassDiff, error) {
+	d, m, err := buildClasses(ctx, before, after, g, nil)
+	if err != nil {
+		return nil, err
+	}
+	C, Q := len(d.members), len(d.pmembers)
+	// The access from each source class on each port class, both sets.
+	d.loss = make([]bitset, C*Q)
+	d.gain = make([]bitset, C*Q)
+	var allowed [2]bitset
+	allowed[0], allowed[1] = newBitset(C), newBitset(C)
+	ing := newBitset(C)
+	for a := range C {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("semantic diff of %d peers in %d classes stopped: %w", len(d.peers), C, ctx.Err())
+		}
+		for q := range Q {
+			for s := range m.sets {
+				m.allowed(s, a, q, allowed[s], ing)
+			}
+			var loss, gain bitset
+			for w := range allowed[0] {
+				b, af := allowed[0][w], allowed[1][w]
+				if l := b &^ af; l != 0 {
+					if loss == nil {
+						loss = newBitset(C)
+					}
+					loss[w] = l
+				}
+				if gn := af &^ b; gn != 0 {
+					if gain == nil {
+						gain = newBitset(C)
+					}
+					gain[w] = gn
+				}
+			}
+			d.loss[a*Q+q], d.gain[a*Q+q] = loss, gain
+		}
+	}
+	return d, nil
+}
+
+// classSet is one policy set over classes: the rules, who is isolated,
+// and the index of rules by the class they are about.
+type classSet struct {
+	sel           []bitset // policy → classes it selects
+	egByClass     [][]int  // class → egress rules of the policies selecting it
+	egIsolated    []bool
+	inByPeerClass [][]int // class → ingress rules whose peers match it
+	notInIsolated bitset
+	rules         []classRule
+}
+
+// classModel is both policy sets over the classes of a ClassDiff.
+type classModel struct {
+	sets [2]classSet
+	all  bitset
+	addr []bool
+}
+
+// allowed sets al to the destination classes source class a may reach on
+// port class q under set s (ing is scratch space).
+func (m *classModel) allowed(s, a, q int, al, ing bitset) {
+	x := &m.sets[s]
+	if x.egIsolated[a] && !m.addr[a] {
+		al.clear()
+		for _, k := range x.egByClass[a] {
+			if r := &x.rules[k]; r.ports.has(q) {
+				al.or(r.peers)
+			}
+		}
+	} else {
+		al.copyFrom(m.all)
+	}
+	ing.copyFrom(x.notInIsolated)
+	for _, k := range x.inByPeerClass[a] {
+		if r := &x.rules[k]; r.ports.has(q) {
+			ing.or(x.sel[r.policy])
+		}
+	}
+	al.and(ing)
+}
+
+// buildClasses groups the peers and ports (portList, or those diffPeers
+// finds when nil) into classes and compiles both sets over them.
+func buildClasses(ctx context.Context, before, after []networkingv1.NetworkPolicy, g *Graph, ports []diffPort) (*ClassDiff, *classModel, error) {
 	g.Settle()
 	nsl := func(ns string) map[string]string { return g.NamespaceLabels[ns] }
 	evs := [2]*Evaluator{}
 	for s, set := range [][]networkingv1.NetworkPolicy{before, after} {
 		ev, err := NewEvaluator(set, nsl)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		evs[s] = ev
 	}
 	peers, portList, observed, err := diffPeers(before, after, g)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if ports != nil {
+		portList = ports
 	}
 	d := &ClassDiff{peers: peers, ports: portList, observed: observed}
 	endpoints := make([]Endpoint, len(peers))
@@ -204,7 +292,7 @@ func SemanticDiffClasses(ctx context.Context, before, after []networkingv1.Netwo
 	for s, ev := range evs {
 		for pi := range ev.policies {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, nil, ctx.Err()
 			}
 			p := &ev.policies[pi]
 			var match []int
@@ -325,15 +413,8 @@ func SemanticDiffClasses(ctx context.Context, before, after []networkingv1.Netwo
 	Q := len(d.pmembers)
 	// Per set: the rules over classes, who is isolated, and the index of
 	// rules by the class they are about.
-	type setData struct {
-		sel           []bitset // policy → classes it selects
-		egByClass     [][]int  // class → egress rules of the policies selecting it
-		egIsolated    []bool
-		inByPeerClass [][]int // class → ingress rules whose peers match it
-		notInIsolated bitset
-		rules         []classRule
-	}
-	var sd [2]setData
+	m := &classModel{all: all, addr: d.addr}
+	sd := &m.sets
 	for s, ev := range evs {
 		x := &sd[s]
 		x.sel = make([]bitset, len(ev.policies))
@@ -385,58 +466,7 @@ func SemanticDiffClasses(ctx context.Context, before, after []networkingv1.Netwo
 			}
 		}
 	}
-	// The access from each source class on each port class, both sets.
-	d.loss = make([]bitset, C*Q)
-	d.gain = make([]bitset, C*Q)
-	var allowed [2]bitset
-	allowed[0], allowed[1] = newBitset(C), newBitset(C)
-	ing := newBitset(C)
-	for a := range C {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("semantic diff of %d peers in %d classes stopped: %w", len(peers), C, ctx.Err())
-		}
-		for q := range Q {
-			for s := range sd {
-				x := &sd[s]
-				al := allowed[s]
-				if x.egIsolated[a] && !d.addr[a] {
-					al.clear()
-					for _, k := range x.egByClass[a] {
-						if r := &x.rules[k]; r.ports.has(q) {
-							al.or(r.peers)
-						}
-					}
-				} else {
-					al.copyFrom(all)
-				}
-				ing.copyFrom(x.notInIsolated)
-				for _, k := range x.inByPeerClass[a] {
-					if r := &x.rules[k]; r.ports.has(q) {
-						ing.or(x.sel[r.policy])
-					}
-				}
-				al.and(ing)
-			}
-			var loss, gain bitset
-			for w := range allowed[0] {
-				b, af := allowed[0][w], allowed[1][w]
-				if l := b &^ af; l != 0 {
-					if loss == nil {
-						loss = newBitset(C)
-					}
-					loss[w] = l
-				}
-				if gn := af &^ b; gn != 0 {
-					if gain == nil {
-						gain = newBitset(C)
-					}
-					gain[w] = gn
-				}
-			}
-			d.loss[a*Q+q], d.gain[a*Q+q] = loss, gain
-		}
-	}
-	return d, nil
+	return d, m, nil
 }
 
 // Classes is the number of peer classes and port classes.
