@@ -72,9 +72,11 @@ type PortProtocol struct {
 	Protocol string `json:"protocol"`
 }
 
-// L7Rules holds DNS rules (for the DNS proxy behind toFQDNs).
+// L7Rules holds DNS rules (for the DNS proxy behind toFQDNs) and, with
+// --l7, HTTP rules (ciliuml7.go).
 type L7Rules struct {
-	DNS []DNSRule `json:"dns,omitempty"`
+	HTTP []HTTPRule `json:"http,omitempty"`
+	DNS  []DNSRule  `json:"dns,omitempty"`
 }
 
 // DNSRule allows DNS lookups matching a pattern.

@@ -112,6 +112,8 @@ func newRecommendCommand(g *globals) *cobra.Command {
 		cfg     = enforcer.DefaultConfig()
 		host    hostFirewall
 		output  outputFlag
+		l7      bool
+		l7cfg   = enforcer.DefaultL7Config()
 	)
 	cmd := &cobra.Command{
 		Use:   "recommend (--since D|TIME [--until D|TIME] | --hubble-file F...) --out DIR",
@@ -134,13 +136,26 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if flavor != "kubernetes" && flavor != "cilium" {
 				return fmt.Errorf("--flavor %q: want kubernetes or cilium", flavor)
 			}
+			if l7 && flavor != "cilium" {
+				return errors.New("--l7 needs --flavor cilium")
+			}
 			res, graph, err := recommend(cmd.Context(), g, &src, cfg)
 			if err != nil {
 				return err
 			}
 			var paths []string
 			if flavor == "cilium" {
-				paths, err = writeCilium(out, enforcer.ToCilium(res, graph), cfg.NamePrefix)
+				cps := enforcer.ToCilium(res, graph)
+				if l7 {
+					notes := cmd.OutOrStdout()
+					if output.value != "table" {
+						notes = cmd.ErrOrStderr() // stdout is the JSON/YAML summary
+					}
+					if err := ciliumL7(cmd.Context(), g, &src, notes, cps, l7cfg, cfg.NamePrefix); err != nil {
+						return err
+					}
+				}
+				paths, err = writeCilium(out, cps, cfg.NamePrefix)
 			} else {
 				paths, err = enforcer.WriteDir(out, res.Policies, cfg.NamePrefix)
 			}
@@ -190,6 +205,8 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "directory for the policies (<namespace>/<workload>.yaml)")
 	output.register(cmd, "table", "table", "json", "yaml")
 	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy) or cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS)")
+	cmd.Flags().BoolVar(&l7, "l7", false, "--flavor cilium: HTTP rules (method, path) on ports whose every observed flow was HTTP seen by Cilium's proxy, DNS rules naming the names looked up; other ports stay L4 (listed)")
+	cmd.Flags().IntVar(&l7cfg.PathFamily, "l7-path-family", l7cfg.PathFamily, "--l7: paths equal but for one segment seen with at least this many values become one rule with [^/]+ there (0: never)")
 	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")
 	cmd.Flags().Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
 	cmd.Flags().IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
