@@ -127,9 +127,10 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if out == "" {
 				return errors.New("give --out DIR")
 			}
-			if output.value != "table" && (current != "" || host.enabled) {
-				return fmt.Errorf("-o %s: --current and --host print text only (-o table)", output.value)
+			if output.value != "table" && current != "" {
+				return fmt.Errorf("-o %s: --current prints text only (-o table)", output.value)
 			}
+			host.output = &output
 			if host.enabled {
 				return host.recommend(cmd, g, &src, out)
 			}
@@ -477,6 +478,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 				if gh.Repo != "" {
 					return errors.New("--github needs --repo and --branch")
 				}
+				host.output = &output
 				return host.enforce(cmd, g, &src, nftFile)
 			}
 			if pr.Repo == "" || pr.Branch == "" {

@@ -36,6 +36,8 @@ type hostFirewall struct {
 
 	apply   bool
 	timeout time.Duration
+	// output is the command's -o (table: the text summary).
+	output *outputFlag
 }
 
 func (h *hostFirewall) flags(cmd *cobra.Command, enforce bool) {
@@ -189,6 +191,14 @@ func (h *hostFirewall) recommend(cmd *cobra.Command, g *globals, src *flowSource
 		paths = append(paths, path)
 	}
 	slices.Sort(paths)
+	if h.structured() {
+		sum := h.summaryOf(rs, "written")
+		sum.Files, sum.How = paths, how
+		for _, m := range missing {
+			sum.NotExpressible = append(sum.NotExpressible, m.String())
+		}
+		return h.output.print(cmd.OutOrStdout(), sum, nil)
+	}
 	h.summary(cmd.OutOrStdout(), rs, "written to "+strings.Join(paths, " and ")+" ("+how+")")
 	for _, m := range missing {
 		fmt.Fprintf(cmd.OutOrStdout(), "  not expressible in %s: %s\n", h.flavor, m)
@@ -218,6 +228,11 @@ func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, 
 		if err != nil {
 			return err
 		}
+		if h.structured() {
+			sum := h.summaryOf(rs, "dry run passed")
+			sum.Ruleset = text.String()
+			return h.output.print(w, sum, nil)
+		}
 		if out == "" {
 			_, _ = w.Write(text.Bytes())
 		}
@@ -242,8 +257,42 @@ func (h *hostFirewall) enforce(cmd *cobra.Command, g *globals, src *flowSource, 
 		h.summary(w, rs, "applied and confirmed")
 		return fmt.Errorf("applied and confirmed, but a reboot will clear it: %w", err)
 	}
+	if h.structured() {
+		sum := h.summaryOf(rs, "applied and confirmed")
+		sum.Kept = kept
+		return h.output.print(w, sum, nil)
+	}
 	h.summary(w, rs, "applied and confirmed; kept in "+kept+" (serve --nftables with this --data-dir restores it after a reboot)")
 	return nil
+}
+
+// structured: -o json or yaml rather than the text summary.
+func (h *hostFirewall) structured() bool {
+	return h.output != nil && h.output.value != "table" && h.output.value != "markdown"
+}
+
+// hostSummary is what recommend --host and enforce --host print with -o json|yaml.
+type hostSummary struct {
+	Node           string   `json:"node"`
+	Status         string   `json:"status"`
+	Rules          int      `json:"rules"`
+	ObservedRules  int      `json:"observed_port_rules"`
+	InboundFlows   int      `json:"inbound_flows"`
+	Files          []string `json:"files,omitempty"`
+	How            string   `json:"how,omitempty"`
+	NotExpressible []string `json:"not_expressible,omitempty"`
+	Ruleset        string   `json:"ruleset,omitempty"`
+	Kept           string   `json:"kept,omitempty"`
+}
+
+func (h *hostFirewall) summaryOf(rs *hostfw.Ruleset, status string) hostSummary {
+	sum := hostSummary{Node: h.ns.node, Status: status, Rules: len(rs.Rules), InboundFlows: int(rs.Observed)}
+	for _, r := range rs.Rules {
+		if r.Hosts > 0 {
+			sum.ObservedRules++
+		}
+	}
+	return sum
 }
 
 // pullRequest commits hosts/<node>.nft on a new branch; the body lists the

@@ -117,6 +117,11 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "2 for observed service ports") {
 		t.Errorf("recommend --host said: %s", out)
 	}
+	// The same as JSON (-o json, as every printing command).
+	hostJSON, stderr, code := runCLI(t, nil, "recommend", "-o", "json", "--out", t.TempDir(), "--host", "--since", "1h", "--clickhouse", dsn, "--node", "node-1", "--log-level", "warn")
+	if sum := jsonDoc(t, "recommend --host", hostJSON); code != 0 || sum["observed_port_rules"] != 2.0 || sum["node"] != "node-1" || len(sum["files"].([]any)) != 1 {
+		t.Errorf("recommend --host -o json: exit %d %v\n%s", code, sum, stderr)
+	}
 	hostFlavorsOpenTheSamePorts(t, dsn, string(file))
 
 	// enforce --host --repo: the same ruleset as a pull request.
