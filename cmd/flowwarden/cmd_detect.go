@@ -41,6 +41,11 @@ window, default now): every flow, and the nftables counter readings that
 serve --nftables stored, which feed the nft-drop-spike detector too. Use it
 to re-run the detectors over last week, or over an incident window.
 
+--current-policies (a directory, or "cluster") gives plaintext-in-mesh the
+Istio PeerAuthentications in force, and --strict-mtls-namespace names
+namespaces that must use mutual TLS whatever they say; without either it
+reports nothing.
+
 Exit status 0 whether or not anything was found.`,
 		Example: `  flowwarden detect --hubble-file testdata/scenarios/metadata-probe.jsonl.gz -o table
   flowwarden detect --since 7d
