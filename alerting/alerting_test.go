@@ -3,7 +3,9 @@ package alerting
 import (
 	"context"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,6 +62,10 @@ func TestCriticalFindingPagesAndResolves(t *testing.T) {
 	})
 }
 
+// TestAlertSurvivesAlertmanagerOutage: an incident that starts and ends
+// while the only Alertmanager is down is kept in memory (the active gauge
+// stays at 1 after it resolved, the failed sends are counted), and once
+// Alertmanager is back it still notifies: firing first, resolved after.
 func TestAlertSurvivesAlertmanagerOutage(t *testing.T) {
 	hook := &amtest.Webhook{}
 	hs := httptest.NewServer(hook)
@@ -68,32 +74,67 @@ func TestAlertSurvivesAlertmanagerOutage(t *testing.T) {
 	dir := t.TempDir()
 	am := amtest.Start(t, hs.URL, addr, dir)
 
-	s, err := New(Config{Alertmanagers: []string{"http://" + addr}, ResendInterval: 300 * time.Millisecond}, nil, nil)
+	m := NewMetrics(nil)
+	s, err := New(Config{Alertmanagers: []string{"http://" + addr}, ResendInterval: 300 * time.Millisecond}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = s.Run(ctx) }()
+	failed := func() float64 { return testutil.ToFloat64(m.Failed.WithLabelValues("http://" + addr)) }
+	var mu sync.Mutex
+	var deliveries []time.Time // successful POSTs that carried f2
+	s.OnDelivered(func(ids []string, at time.Time) {
+		if slices.Contains(ids, "f2") {
+			mu.Lock()
+			deliveries = append(deliveries, at)
+			mu.Unlock()
+		}
+	})
 
 	am.Stop()
-	// The incident starts and ends while Alertmanager is down.
+	// The incident starts and ends while Alertmanager is down; the sender
+	// tries, fails and counts each failure, before and after the resolution.
 	s.Finding(finding("f2", "egress-denial-spike", schema.SeverityCritical, schema.FindingOpen))
-	time.Sleep(1500 * time.Millisecond)
+	amtest.WaitFor(t, 20*time.Second, "a counted failed send while firing", func() bool { return failed() >= 1 })
 	s.Finding(finding("f2", "egress-denial-spike", schema.SeverityCritical, schema.FindingResolved))
-	time.Sleep(500 * time.Millisecond)
-	if _, _, ok := hook.Find("FlowwardenEgressDenialSpike", "firing"); ok {
-		t.Fatal("notified while Alertmanager was down?")
+	before := failed()
+	amtest.WaitFor(t, 20*time.Second, "a counted failed send after the resolution", func() bool { return failed() > before })
+	if v := testutil.ToFloat64(m.Active); v != 1 {
+		t.Fatalf("active alerts %v while Alertmanager is down, want 1: the resolved incident was dropped undelivered", v)
 	}
+	if n := testutil.ToFloat64(m.Sent.WithLabelValues("http://" + addr)); n != 0 {
+		t.Fatalf("%v alerts counted as sent while Alertmanager was down", n)
+	}
+
 	amtest.Start(t, hs.URL, addr, dir)
 	amtest.WaitFor(t, 20*time.Second, "the alert after the outage", func() bool {
 		_, _, ok := hook.Find("FlowwardenEgressDenialSpike", "firing")
+		if ok {
+			if _, _, res := hook.Find("FlowwardenEgressDenialSpike", "resolved"); res {
+				t.Fatal("resolved notified before (or with) firing: nobody heard of the incident")
+			}
+		}
 		return ok
 	})
 	amtest.WaitFor(t, 20*time.Second, "its resolution after the outage", func() bool {
 		_, _, ok := hook.Find("FlowwardenEgressDenialSpike", "resolved")
 		return ok
 	})
+	amtest.WaitFor(t, 5*time.Second, "the delivered alert to leave memory", func() bool { return testutil.ToFloat64(m.Active) == 0 })
+	// The sender itself held the resolution back two resend intervals after
+	// the late firing, so that Alertmanager notifies firing whatever its
+	// group_wait: the last POST carrying f2 (the resolution) comes at least
+	// 600 ms after the first (the firing).
+	mu.Lock()
+	defer mu.Unlock()
+	if len(deliveries) < 2 {
+		t.Fatalf("%d deliveries of f2, want the firing and the resolution", len(deliveries))
+	}
+	if gap := deliveries[len(deliveries)-1].Sub(deliveries[0]); gap < 600*time.Millisecond {
+		t.Fatalf("resolution posted %v after the late firing, want at least 2 resend intervals (600ms)", gap)
+	}
 }
 
 func TestAlertName(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -71,33 +73,94 @@ func TestKeysAreBounded(t *testing.T) {
 }
 
 // Event time: the same flows give the same findings however they are
-// batched and whatever the wall clock does.
+// batched, and wherever they sit against the wall clock: moved 30 years
+// into the past or the future, the findings are the same, moved by as much
+// (a window closed on wall time would close every window at once for the
+// past copy and none for the future one).
 func TestFindingsDependOnEventTimeOnly(t *testing.T) {
 	flows := scenarioFlows(t, "cross-namespace-scan")
-	run := func(batch int) []schema.Finding {
+	run := func(batch int, shift time.Duration) []schema.Finding {
+		moved := make([]schema.Flow, len(flows))
+		for i, f := range flows {
+			f.Time = f.Time.Add(shift)
+			moved[i] = f
+		}
 		var c Collector
-		e, _ := NewEngine(DefaultConfig(), &c, nil)
-		for i := 0; i < len(flows); i += batch {
-			_ = e.Write(context.Background(), flows[i:min(i+batch, len(flows))]...)
-			if i%(batch*7) == 0 {
-				time.Sleep(time.Microsecond)
-			}
+		e, err := NewEngine(DefaultConfig(), &c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < len(moved); i += batch {
+			_ = e.Write(context.Background(), moved[i:min(i+batch, len(moved))]...)
 		}
 		e.Flush()
-		return c.Findings()
+		got := c.Findings()
+		for i := range got {
+			got[i].Start, got[i].End = got[i].Start.Add(-shift), got[i].End.Add(-shift)
+			got[i].Evidence.Samples = slices.Clone(got[i].Evidence.Samples)
+			for j := range got[i].Evidence.Samples {
+				got[i].Evidence.Samples[j].Time = got[i].Evidence.Samples[j].Time.Add(-shift)
+			}
+		}
+		return got
 	}
-	a, b := run(1), run(997)
+	a, b := run(1, 0), run(997, 0)
 	if len(a) != 3 || !reflect.DeepEqual(a, b) {
 		t.Fatalf("one flow at a time: %d findings; batches of 997: %d; equal: %v", len(a), len(b), reflect.DeepEqual(a, b))
 	}
+	// The forensic query names the (moved) time range; the rest must match.
+	noQuery := func(fs []schema.Finding) []schema.Finding {
+		out := slices.Clone(fs)
+		for i := range out {
+			out[i].Query = ""
+		}
+		return out
+	}
+	const years30 = 30 * 365 * 24 * time.Hour
+	for _, shift := range []time.Duration{-years30, years30} {
+		if got := run(1, shift); !reflect.DeepEqual(noQuery(got), noQuery(a)) {
+			t.Fatalf("flows moved by %v: %d findings differ from the same flows unmoved (%d):\n%+v\nvs\n%+v", shift, len(got), len(a), got, a)
+		}
+	}
 }
 
+// TestConfigValidation: the defaults are valid; each fault alone is
+// refused, by Validate and by NewEngine, with an error naming its field;
+// the values at the edge of each bound are accepted.
 func TestConfigValidation(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.EgressSpike.Factor = 0.5
-	cfg.MetadataAccess.Addresses = append(cfg.MetadataAccess.Addresses, "not-an-ip")
-	if err := cfg.Validate(); err == nil {
-		t.Fatal("bad config accepted")
+	def := DefaultConfig()
+	if err := def.Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	for _, c := range []struct {
+		field string
+		fault func(*Config)
+		ok    bool
+	}{
+		{"maxKeys", func(c *Config) { c.MaxKeys = 0 }, false},
+		{"egressSpike.window", func(c *Config) { c.EgressSpike.Window = 0 }, false},
+		{"denialRate.window", func(c *Config) { c.DenialRate.Window = -time.Second }, false},
+		{"metadataAccess.addresses", func(c *Config) { c.MetadataAccess.Addresses = append(c.MetadataAccess.Addresses, "not-an-ip") }, false},
+		{"egressSpike", func(c *Config) { c.EgressSpike.Factor = 0.5 }, false},
+		{"egressSpike", func(c *Config) { c.EgressSpike.Factor = 1 }, false},
+		{"egressSpike", func(c *Config) { c.EgressSpike.CriticalFactor = c.EgressSpike.Factor - 0.1 }, false},
+		{"egressSpike", func(c *Config) { c.EgressSpike.CriticalFactor = c.EgressSpike.Factor }, true},
+		{"denialRate.minShare", func(c *Config) { c.DenialRate.MinShare = 0 }, false},
+		{"denialRate.minShare", func(c *Config) { c.DenialRate.MinShare = 1.01 }, false},
+		{"denialRate.minShare", func(c *Config) { c.DenialRate.MinShare = 1 }, true},
+	} {
+		cfg := DefaultConfig()
+		c.fault(&cfg)
+		err := cfg.Validate()
+		_, nerr := NewEngine(cfg, &Collector{}, nil)
+		switch {
+		case c.ok && (err != nil || nerr != nil):
+			t.Errorf("%s at its bound refused: %v / %v", c.field, err, nerr)
+		case !c.ok && (err == nil || nerr == nil):
+			t.Errorf("%s: the fault alone was accepted (Validate: %v, NewEngine: %v)", c.field, err, nerr)
+		case !c.ok && !strings.Contains(err.Error(), c.field):
+			t.Errorf("%s: the error does not name the field: %v", c.field, err)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -159,9 +160,58 @@ func TestQueryRefusesWrites(t *testing.T) {
 	}
 }
 
+// TestConfigFileAndEnv: a flag not given on the command line takes its
+// value from FLOWWARDEN_<FLAG>, else from the config file (lists as YAML
+// sequences, one value each); the command line wins over both, the
+// environment over the file; a key of another command's flag is ignored,
+// one of no command's flag refused, as is a bad environment value.
 func TestConfigFileAndEnv(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "fw.yaml")
+	file := "log-level: warn\ndata-dir: /from-file\nflush-interval: 7s\nlisten: 127.0.0.1:1\n" +
+		"alertmanager: [http://am-0:9093, http://am-1:9093]\nmin-flows: 5\n"
+	if err := os.WriteFile(cfg, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	effective := func(args ...string) map[string]string {
+		t.Helper()
+		root := newRootCommand()
+		cmd, rest, err := root.Find(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.ParseFlags(rest); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyConfig(cmd, cfg); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		got := map[string]string{}
+		for _, name := range []string{"log-level", "data-dir", "flush-interval", "listen", "alertmanager"} {
+			f := cmd.Flags().Lookup(name)
+			if f == nil {
+				t.Fatalf("serve has no --%s", name)
+			}
+			got[name] = f.Value.String()
+		}
+		return got
+	}
+	want := map[string]string{"log-level": "warn", "data-dir": "/from-file", "flush-interval": "7s", "listen": "127.0.0.1:1",
+		"alertmanager": "[http://am-0:9093,http://am-1:9093]"}
+	if got := effective("serve"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("from the file (min-flows, recommend's, ignored by serve):\n got %v\nwant %v", got, want)
+	}
+	t.Setenv("FLOWWARDEN_DATA_DIR", "/from-env")
+	t.Setenv("FLOWWARDEN_LOG_LEVEL", "error")
+	want["data-dir"], want["log-level"] = "/from-env", "error"
+	if got := effective("serve"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the environment over the file:\n got %v\nwant %v", got, want)
+	}
+	want["data-dir"], want["flush-interval"] = "/from-flag", "2s"
+	if got := effective("serve", "--data-dir", "/from-flag", "--flush-interval", "2s"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the command line over both:\n got %v\nwant %v", got, want)
+	}
+
 	if err := os.WriteFile(cfg, []byte("no-such-flag: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -156,6 +156,15 @@ func applyConfig(cmd *cobra.Command, path string) error {
 				for i, p := range vv {
 					parts[i] = fmt.Sprint(p)
 				}
+				// A repeatable flag (StringArray) takes the sequence as its
+				// values: joined with commas it would be one value.
+				if sv, ok := f.Value.(pflag.SliceValue); ok {
+					if err := sv.Replace(parts); err != nil {
+						errs = append(errs, fmt.Sprintf("config key %s: %v", f.Name, err))
+					}
+					f.Changed = true
+					return
+				}
 				s = strings.Join(parts, ",")
 			default:
 				s = fmt.Sprint(vv)
