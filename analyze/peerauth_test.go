@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -88,5 +89,27 @@ func TestListPeerAuthentications(t *testing.T) {
 	p := NewMTLSPolicy(pas, "istio-system", nil)
 	if len(pas) != 2 || !p.Strict("payments", map[string]string{"app": "ledger"}, 8080) || p.Strict("payments", map[string]string{"app": "ledger"}, 9901) {
 		t.Errorf("listed %+v", pas)
+	}
+}
+
+// A PeerAuthentication set to STRICT while serve runs applies from then on.
+func TestSetPeerAuthentications(t *testing.T) {
+	var c Collector
+	e, err := NewEngine(DefaultConfig(), &c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newBreachGen(3)
+	g.envoy(breachStart, g.debug, g.ledger, 8080, false, "/")
+	_ = e.Write(t.Context(), g.out...)
+	if len(c.Findings()) != 0 {
+		t.Fatalf("no policy in force, yet %+v", c.Findings())
+	}
+	e.SetPeerAuthentications([]PeerAuthentication{{Namespace: "payments", Name: "default", Mode: "STRICT"}})
+	g.out = g.out[:0]
+	g.envoy(breachStart.Add(time.Second), g.debug, g.ledger, 8080, false, "/")
+	_ = e.Write(t.Context(), g.out...)
+	if f := c.Findings(); len(f) != 1 || f[0].Detector != DetectorPlaintextInMesh || f[0].Workload != "ledger" {
+		t.Fatalf("after payments turned STRICT: %+v", f)
 	}
 }

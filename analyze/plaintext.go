@@ -101,6 +101,7 @@ func MTLSCoverageOf(flows []schema.Flow) []NamespaceCoverage {
 
 type plaintextInMesh struct {
 	*detector
+	cfg      PlaintextInMeshConfig
 	policy   *MTLSPolicy
 	exempt   map[uint16]bool
 	coverage MTLSCoverage
@@ -109,7 +110,7 @@ type plaintextInMesh struct {
 }
 
 func newPlaintextInMesh(c PlaintextInMeshConfig, g *Config, sink FindingSink, m *Metrics) *plaintextInMesh {
-	p := &plaintextInMesh{policy: NewMTLSPolicy(c.PeerAuthentications, c.RootNamespace, c.StrictNamespaces),
+	p := &plaintextInMesh{cfg: c, policy: NewMTLSPolicy(c.PeerAuthentications, c.RootNamespace, c.StrictNamespaces),
 		exempt: map[uint16]bool{}, exported: map[string]*nsMetrics{}, metrics: m}
 	for _, port := range c.ExemptPorts {
 		p.exempt[port] = true
@@ -185,4 +186,17 @@ func (e *Engine) MTLSCoverage() []NamespaceCoverage {
 		}
 	}
 	return nil
+}
+
+// SetPeerAuthentications replaces the PeerAuthentications in force that
+// plaintext-in-mesh judges by (serve lists them again every
+// --current-refresh); the namespaces named strict stay strict.
+func (e *Engine) SetPeerAuthentications(pas []PeerAuthentication) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, d := range e.detectors {
+		if p, ok := d.(*plaintextInMesh); ok {
+			p.policy = NewMTLSPolicy(pas, p.cfg.RootNamespace, p.cfg.StrictNamespaces)
+		}
+	}
 }

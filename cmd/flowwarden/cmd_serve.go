@@ -224,6 +224,9 @@ func newServeCommand(g *globals) *cobra.Command {
 			}
 			if currentDir == fromCluster && currentEvery > 0 {
 				grp.Go(func() error { refreshPolicies(gctx, g, pageH, currentEvery); return nil })
+				if eng != nil {
+					grp.Go(func() error { refreshPeerAuthentications(gctx, g, eng, currentEvery); return nil })
+				}
 			}
 			if len(envoyFiles) > 0 {
 				// Where each access log was read to is kept in the data
@@ -342,7 +345,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&tokenFile, "auth-token-file", "", "require \"Authorization: Bearer <token>\" for the page and /metrics, the token read from this file (or from $FLOWWARDEN_AUTH_TOKEN); /healthz and /readyz stay open for probes")
 	f.StringVar(&httpCfg.ClientCA, "tls-client-ca", "", "with --tls-cert: require a client certificate signed by this CA (PEM) for the page and /metrics (mTLS); /healthz and /readyz stay open for probes")
 	f.StringVar(&httpCfg.TLSCert, "tls-cert", "", "serve the page, /metrics, /healthz and /readyz over TLS with this certificate")
-	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh); the PeerAuthentications there (read at start) tell plaintext-in-mesh which workloads must use mutual TLS")
+	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh); the PeerAuthentications there (from the cluster: listed again every --current-refresh) tell plaintext-in-mesh which workloads must use mutual TLS")
 	f.StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
 	f.DurationVar(&currentEvery, "current-refresh", 5*time.Minute, "with --current-policies cluster: how often the policies in force are listed again")
 	f.StringVar(&httpCfg.TLSKey, "tls-key", "", "key of --tls-cert")

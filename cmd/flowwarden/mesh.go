@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/client-go/dynamic"
 
@@ -42,4 +43,31 @@ func detectorConfig(ctx context.Context, g *globals, current string, strict []st
 	}
 	g.log.Info("PeerAuthentications in force read from the cluster", "server", rc.Host, "policies", len(cfg.PlaintextInMesh.PeerAuthentications))
 	return cfg, nil
+}
+
+// refreshPeerAuthentications lists the PeerAuthentications in force from
+// the cluster every interval and hands them to the detectors, until ctx
+// ends. A failed listing keeps the last ones.
+func refreshPeerAuthentications(ctx context.Context, g *globals, eng *analyze.Engine, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rc, err := kubeapi.Config(g.kubeconfig)
+		if err == nil {
+			var client *dynamic.DynamicClient
+			if client, err = dynamic.NewForConfig(rc); err == nil {
+				var pas []analyze.PeerAuthentication
+				if pas, err = analyze.ListPeerAuthentications(ctx, client); err == nil {
+					eng.SetPeerAuthentications(pas)
+					continue
+				}
+			}
+		}
+		g.log.Warn("PeerAuthentications in force: listing failed; keeping the last ones", "err", err)
+	}
 }
