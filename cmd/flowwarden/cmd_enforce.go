@@ -105,15 +105,16 @@ func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn 
 
 func newRecommendCommand(g *globals) *cobra.Command {
 	var (
-		src     flowSource
-		out     string
-		current string
-		flavor  string
-		cfg     = enforcer.DefaultConfig()
-		host    hostFirewall
-		output  outputFlag
-		l7      bool
-		l7cfg   = enforcer.DefaultL7Config()
+		src         flowSource
+		out         string
+		current     string
+		flavor      string
+		cfg         = enforcer.DefaultConfig()
+		host        hostFirewall
+		output      outputFlag
+		l7          bool
+		l7cfg       = enforcer.DefaultL7Config()
+		trustDomain string
 	)
 	cmd := &cobra.Command{
 		Use:   "recommend (--since D|TIME [--until D|TIME] | --hubble-file F...) --out DIR",
@@ -134,8 +135,11 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if host.enabled {
 				return host.recommend(cmd, g, &src, out)
 			}
+			if flavor == "istio" {
+				return istioRecommend(cmd.Context(), g, &src, cmd.OutOrStdout(), out, l7cfg, cfg.NamePrefix, trustDomain)
+			}
 			if flavor != "kubernetes" && flavor != "cilium" {
-				return fmt.Errorf("--flavor %q: want kubernetes or cilium", flavor)
+				return fmt.Errorf("--flavor %q: want kubernetes, cilium or istio", flavor)
 			}
 			if l7 && flavor != "cilium" {
 				return errors.New("--l7 needs --flavor cilium")
@@ -205,7 +209,8 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	src.flags(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "directory for the policies (<namespace>/<workload>.yaml)")
 	output.register(cmd, "table", "table", "json", "yaml")
-	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy) or cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS)")
+	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy), cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS; --l7 for HTTP/DNS rules) or istio (one ALLOW AuthorizationPolicy per workload from the sidecars' inbound access logs stored by serve --envoy-file, and PeerAuthentication STRICT where no plaintext caller was seen)")
+	cmd.Flags().StringVar(&trustDomain, "istio-trust-domain", "cluster.local", "--flavor istio: the mesh trust domain of principals derived from service accounts")
 	cmd.Flags().BoolVar(&l7, "l7", false, "--flavor cilium: HTTP rules (method, path) on ports whose every observed flow was HTTP seen by Cilium's proxy, DNS rules naming the names looked up; other ports stay L4 (listed)")
 	cmd.Flags().IntVar(&l7cfg.PathFamily, "l7-path-family", l7cfg.PathFamily, "--l7: paths equal but for one segment seen with at least this many values become one rule with [^/]+ there (0: never)")
 	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")

@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +49,62 @@ func ciliumL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, cps
 	}
 	for _, n := range notes {
 		fmt.Fprintf(w, "  L7 %s\n", n)
+	}
+	return nil
+}
+
+// istioRecommend writes one ALLOW AuthorizationPolicy per workload from the
+// inbound requests the sidecars logged (proven against them first), and
+// PeerAuthentication STRICT for each namespace where nobody called in
+// plaintext; the other namespaces are listed with their plaintext callers.
+func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Writer, out string, cfg enforcer.L7Config, prefix, trustDomain string) error {
+	obs := enforcer.NewIstioObservations(trustDomain)
+	if err := src.eachFull(ctx, g, obs.Add); err != nil {
+		return err
+	}
+	if len(obs.Requests) == 0 {
+		return errors.New("no inbound HTTP requests from Istio/Envoy access logs with a known destination workload: ingest the sidecars' logs (serve --envoy-file) with Hubble's identities")
+	}
+	aps := obs.IstioPolicies(cfg, prefix)
+	if bad := obs.ProveIstio(aps); len(bad) > 0 {
+		for _, b := range bad {
+			g.log.Error("generated AuthorizationPolicies disagree with observed requests", "problem", b)
+		}
+		return fmt.Errorf("%d Istio checks failed: not written (a bug; please report it)", len(bad))
+	}
+	write := func(ns, file string, obj any) error {
+		b, err := enforcer.MarshalIstio(obj)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(out, ns), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(out, ns, file), b, 0o644)
+	}
+	for _, ap := range aps {
+		ns, _ := ap.Metadata["namespace"].(string)
+		name, _ := ap.Metadata["name"].(string)
+		if err := write(ns, strings.TrimPrefix(name, prefix)+".authz.yaml", ap); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "%d AuthorizationPolicies (ALLOW) from %d distinct inbound requests written to %s (every observed request allowed; unobserved methods, paths, callers and ports denied)\n",
+		len(aps), len(obs.Requests), out)
+	for _, r := range obs.Readiness() {
+		if r.Ready() {
+			if err := write(r.Namespace, "peer-authentication.yaml", enforcer.StrictPeerAuthentication(r.Namespace)); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "  mTLS STRICT ready: %s (%d requests, all mutual TLS): PeerAuthentication written\n", r.Namespace, r.MTLS)
+			continue
+		}
+		callers := make([]string, 0, len(r.Plaintext))
+		for c, n := range r.Plaintext {
+			callers = append(callers, fmt.Sprintf("%s (%d)", c, n))
+		}
+		slices.Sort(callers)
+		fmt.Fprintf(w, "  mTLS STRICT would break %s: plaintext callers %s; no PeerAuthentication written\n", r.Namespace, strings.Join(callers, ", "))
 	}
 	return nil
 }
