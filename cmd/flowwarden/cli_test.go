@@ -408,7 +408,8 @@ func TestDashIsStdin(t *testing.T) {
 // TestEveryCommandHasExamples: each command's help shows examples, and the
 // shell completion cobra provides works.
 func TestEveryCommandHasExamples(t *testing.T) {
-	for _, c := range newRootCommand().Commands() {
+	root := newRootCommand()
+	for _, c := range append(root.Commands(), root) {
 		if !c.Hidden && strings.TrimSpace(c.Example) == "" {
 			t.Errorf("%s has no examples in its help", c.Name())
 		}

@@ -46,7 +46,15 @@ func newRootCommand() *cobra.Command {
 conntrack) in ClickHouse, detects attacks on the live stream, and writes the
 network policies that would have stopped them.
 
-With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.`,
+With no --clickhouse, an embedded ClickHouse (libchdb.so) runs under --data-dir.
+
+Printing commands take -o json|table|yaml; history readers take --since 30d or
+an RFC 3339 time; "-" is stdin wherever a file is read. Shell completion:
+flowwarden completion bash|zsh|fish|powershell --help.`,
+		Example: `  flowwarden serve --hubble hubble-relay.kube-system.svc:443 --hubble-tls --clickhouse clickhouse://host:9000/flowwarden
+  flowwarden query -o json "SELECT verdict, count() FROM flows GROUP BY verdict"
+  flowwarden recommend --since 30d --out ./policies && flowwarden verify --policies ./policies --since 30d
+  source <(flowwarden completion bash)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
