@@ -263,15 +263,17 @@ func (d *dnsTunnel) Observe(f *schema.Flow) {
 	if !ok {
 		return
 	}
-	dom := d.domain(w, reg)
-	if dom == nil {
-		return
-	}
 	i := w.cur
 	if f.IsReply {
-		if f.DNSRCode == 3 {
+		// Answers are counted for a domain already tracked; they never
+		// take a place in the table.
+		if dom := d.lookup(w, reg); dom != nil && f.DNSRCode == 3 {
 			dom.nx[i]++
 		}
+		return
+	}
+	dom := d.domain(w, reg)
+	if dom == nil {
 		return
 	}
 	dom.queries[i]++
@@ -325,6 +327,15 @@ func (d *dnsTunnel) workload(k key, at time.Time) *dnsWorkload {
 	return w
 }
 
+func (d *dnsTunnel) lookup(w *dnsWorkload, reg string) *dnsDomain {
+	for _, dom := range w.doms {
+		if dom.name == reg {
+			return dom
+		}
+	}
+	return nil
+}
+
 // domain finds or makes the workload's entry for reg. A full table
 // replaces its lightest entry without an open finding, and the newcomer
 // starts from nothing: it must outweigh the others on its own to stay.
@@ -332,10 +343,8 @@ func (d *dnsTunnel) workload(k key, at time.Time) *dnsWorkload {
 // domains ratchet every entry up and push out a slow tunnel whose weight,
 // unlike theirs, is concentrated on one domain.)
 func (d *dnsTunnel) domain(w *dnsWorkload, reg string) *dnsDomain {
-	for _, dom := range w.doms {
-		if dom.name == reg {
-			return dom
-		}
+	if dom := d.lookup(w, reg); dom != nil {
+		return dom
 	}
 	if len(w.doms) < d.cfg.Domains {
 		dom := &dnsDomain{name: strings.Clone(reg)}
