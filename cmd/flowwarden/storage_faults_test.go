@@ -32,7 +32,8 @@ func healthOf(url string) (int, map[string]string) {
 
 // TestServeSealFailureRecoversWithoutRestart makes serve's spool directory
 // immutable (chattr +i: no file can be created or renamed in it) while
-// flows stream in, then writable again. While it lasts /healthz and
+// flows stream in, then writable again (TestSpoolSealFailureRecovers makes
+// the seal itself fail, deterministically). While it lasts /healthz and
 // /readyz say storage is failing; afterwards serve goes on by itself and
 // ClickHouse ends with every flow the replay server sent, once.
 func TestServeSealFailureRecoversWithoutRestart(t *testing.T) {
@@ -72,7 +73,7 @@ func TestServeSealFailureRecoversWithoutRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done, logs := runInBackground(ctx, "serve", "--clickhouse", dsn, "--hubble", replay.Addr(), "--listen", listen, "--data-dir", dataDir,
-		"--flush-interval", "200ms", "--detect=false", "--log-level", "warn", "--flows-ttl", "0")
+		"--flush-interval", "1s", "--detect=false", "--log-level", "warn", "--flows-ttl", "0")
 	healthz, readyz := "http://"+listen+"/healthz", "http://"+listen+"/readyz"
 	waitUntil(t, 30*time.Second, "flows before the fault", func() bool { n, _ := countFlows(t, dsn); return n >= 200 })
 	if code, f := healthOf(healthz); code != 200 {
@@ -80,12 +81,20 @@ func TestServeSealFailureRecoversWithoutRestart(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, "/readyz to be ok", func() bool { code, _ := healthOf(readyz); return code == 200 })
 
+	// Made immutable while a segment is open (a segment lives 1 s), so
+	// that it is its seal that fails first.
+	waitUntil(t, 10*time.Second, "an open segment", func() bool {
+		open, _ := filepath.Glob(filepath.Join(spool, "*.seg.open"))
+		return len(open) > 0
+	})
 	setImmutable(true)
+	// The open segment's seal fails (or, when none was open at that
+	// instant, the next append's create): both are the spool failing.
 	var failure string
-	waitUntil(t, 10*time.Second, "/healthz to report the spool seal failing", func() bool {
+	waitUntil(t, 10*time.Second, "/healthz to report the spool failing", func() bool {
 		code, f := healthOf(healthz)
 		failure = f["storage"]
-		return code == http.StatusServiceUnavailable && strings.Contains(failure, "spool seal failing")
+		return code == http.StatusServiceUnavailable && (strings.Contains(failure, "spool seal failing") || strings.Contains(failure, "spool append failing"))
 	})
 	t.Logf("/healthz during the fault: %s", failure)
 	time.Sleep(2 * time.Second)

@@ -101,15 +101,18 @@ func TestSpoolSealFailureRecovers(t *testing.T) {
 		}
 	}
 	send(250)
+	// A segment is open (250 flows in segments of 100): its seal fails.
+	if _, open := w.spool.pending(); !open {
+		t.Fatal("no segment open")
+	}
 	fs.set(true)
-	// The open segment's seal fails, and so does every append after it.
-	deadline := time.Now().Add(10 * time.Second)
-	for w.Failure() == nil {
-		send(1)
-		if time.Now().After(deadline) {
-			t.Fatal("no failure reported while the spool directory refuses writes")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := w.spool.seal(0); err == nil || !strings.Contains(w.Failure().Error(), "spool seal failing") {
+		t.Fatalf("seal with the directory refusing renames: %v; failure %v", err, w.Failure())
+	}
+	// So does every append that needs a new segment.
+	send(1)
+	if !strings.Contains(w.Failure().Error(), "spool append failing") {
+		t.Fatalf("failure %v, want the append failing too", w.Failure())
 	}
 	send(50)
 	if failedWrites == 0 {
