@@ -3,8 +3,11 @@
 package deploy
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -21,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	psapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -42,13 +46,27 @@ func render(t *testing.T, dir string) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return splitYAML(t, out)
+}
+
+// splitYAML splits a multi-document YAML stream as kubectl does
+// (apimachinery's reader), dropping empty documents.
+func splitYAML(t testing.TB, raw []byte) [][]byte {
+	t.Helper()
 	var docs [][]byte
-	for _, d := range bytes.Split(out, []byte("\n---\n")) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for {
+		d, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("splitting YAML documents: %v", err)
+		}
 		if len(bytes.TrimSpace(d)) > 0 {
 			docs = append(docs, d)
 		}
 	}
-	return docs
 }
 
 // strict decodes a manifest into its API type, rejecting unknown fields.

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"fmt"
 	"path"
 	"slices"
@@ -52,7 +51,7 @@ func renderHelm(t *testing.T, vals map[string]any) [][]byte {
 		if path.Ext(name) != ".yaml" {
 			continue // _helpers.tpl, NOTES.txt
 		}
-		for _, d := range bytes.Split([]byte("\n"+files[name]), []byte("\n---")) {
+		for _, d := range splitYAML(t, []byte(files[name])) {
 			var probe map[string]any
 			if err := yaml.Unmarshal(d, &probe); err != nil {
 				t.Fatalf("%s: not YAML: %v\n%s", name, err, files[name])

@@ -1,10 +1,12 @@
 package enforcer
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -89,9 +92,20 @@ func LoadDir(dir string) ([]networkingv1.NetworkPolicy, error) {
 // skipped, malformed policies rejected.
 func ParsePolicies(raw []byte) ([]networkingv1.NetworkPolicy, error) {
 	var out []networkingv1.NetworkPolicy
-	for i, doc := range bytes.Split(append([]byte("\n"), raw...), []byte("\n---")) {
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
+	// apimachinery's reader splits on "---" lines as kubectl does (a
+	// separator may carry a comment; "---x" is an error, not a split).
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for i := 0; ; i++ {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		var v any
+		if err := yaml.Unmarshal(doc, &v); err == nil && v == nil {
+			continue // empty, or comments only
 		}
 		var head struct {
 			Kind  string           `json:"kind"`
