@@ -426,3 +426,13 @@ func TestEveryCommandHasExamples(t *testing.T) {
 		t.Errorf("no completion of -o values:\n%s", out)
 	}
 }
+
+// TestServeHubbleSinceTakesDaysAndTimes: serve's --hubble-since (how far
+// back the first Hubble stream starts) reads the same forms.
+func TestServeHubbleSinceTakesDaysAndTimes(t *testing.T) {
+	dsn, _ := chtest.Database(t)
+	_, stderr, code := runCLI(t, nil, "serve", "--clickhouse", dsn, "--hubble", "127.0.0.1:1", "--no-spool", "--listen", "127.0.0.1:0", "--hubble-since", "yesterday")
+	if code != 1 || !strings.Contains(stderr, `--hubble-since "yesterday": want a duration (24h) or a time`) {
+		t.Errorf("serve --hubble-since yesterday: exit %d\n%s", code, stderr)
+	}
+}

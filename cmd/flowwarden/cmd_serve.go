@@ -39,7 +39,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		obsCfg        hubble.ObserverConfig
 		wcfg          = clickhouse.DefaultWriterConfig()
 		resume        bool
-		sinceIn       time.Duration
+		sinceIn       string
 		detect        bool
 		amCfg         alerting.Config
 		noSpool       bool
@@ -88,8 +88,10 @@ func newServeCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if sinceIn > 0 {
-				obsCfg.Since = time.Now().Add(-sinceIn)
+			if sinceIn != "" {
+				if obsCfg.Since, err = parseWhen(sinceIn, time.Now(), "--hubble-since"); err != nil {
+					return err
+				}
 			}
 			var resumeAt time.Time
 			var resumeKeys []string
@@ -356,7 +358,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.BoolVar(&restoreHostFW, "restore-host-firewall", true, "with --nftables: at start, load the host firewall last confirmed with enforce --host --apply (kept under --data-dir) when table inet flowwarden is missing, as after a reboot")
 	host.flags(f)
 	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
-	f.DurationVar(&sinceIn, "hubble-since", 0, "on first start, also fetch flows this far back (e.g. 1h)")
+	f.StringVar(&sinceIn, "hubble-since", "", "on first start, also fetch flows this far back (1h, 2d) or from this time (RFC 3339)")
 	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored (unless it is beyond --max-clock-skew)")
 	f.DurationVar(&obsCfg.Window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock, and never resume after such a time (negative: no limit)")
 	f.DurationVar(&obsCfg.Window.MaxAge, "max-flow-age", 0, "reject live flows older than this (0: none; a replayed recording keeps its old times)")
