@@ -409,7 +409,11 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			if v.Unjudged > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: a pod end's labels were unknown (Cilium gave only reserved labels)\n", v.Unjudged)
 			}
-			if regressions > 0 {
+			l7Denied, err := verifyL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies)
+			if err != nil {
+				return err
+			}
+			if regressions > 0 || l7Denied > 0 {
 				return exitCode(1)
 			}
 			return nil

@@ -29,3 +29,26 @@ func TestRecommendCiliumL7(t *testing.T) {
 		t.Errorf("--l7 without cilium: %v", err)
 	}
 }
+
+// verify judges layer 7 too: the written Cilium HTTP rules pass against the
+// traffic they came from, and fail (exit 1) once a path is changed.
+func TestVerifyJudgesL7(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join("..", "..", "testdata", "hubble", "basic-sample-348-http-flows.json")
+	if out, err := runIn(context.Background(), nil, "recommend", "--flavor", "cilium", "--l7", "--hubble-file", file, "--out", dir, "--log-level", "warn"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := runIn(context.Background(), nil, "verify", "--policies", dir, "--hubble-file", file, "--log-level", "warn")
+	if err != nil || !strings.Contains(out, "HTTP requests judged, 0 would be denied") || strings.Contains(out, "layer 7: 0 Istio AuthorizationPolicies, 0 ") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	p := filepath.Join(dir, "istio-system", "prometheus.yaml")
+	y, _ := os.ReadFile(p)
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(y), "^/metrics$", "^/healthz$")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runIn(context.Background(), nil, "verify", "--policies", dir, "--hubble-file", file, "--log-level", "warn")
+	if err == nil || !strings.Contains(out, "L7 denied:") || !strings.Contains(out, "GET /metrics: cilium: no HTTP rule on egress of istio-system/prometheus") {
+		t.Fatalf("verify after the change: %v\n%s", err, out)
+	}
+}

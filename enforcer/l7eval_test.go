@@ -1,0 +1,104 @@
+package enforcer
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/envoy"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+// The written Cilium L7 policies, read back as verify reads them, allow
+// every observed request of the published flows and deny DELETE /admin.
+func TestJudgeL7CiliumWrittenPolicies(t *testing.T) {
+	flows, err := hubble.ReadFlows(context.Background(), "../testdata/hubble/basic-sample-348-http-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, _, _ := ciliumL7(t, flows, DefaultL7Config())
+	var set L7Policies
+	for _, cp := range cps {
+		y, err := MarshalCilium(cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ParseL7Policies(y, &set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set.Empty() {
+		t.Fatal("no L7 rules read back")
+	}
+	judged := 0
+	for i := range flows {
+		f := flows[i]
+		ok, allowed, why := set.JudgeL7(&f)
+		if !ok {
+			continue
+		}
+		judged++
+		if !allowed {
+			t.Errorf("observed %s %s denied: %s", f.HTTPMethod, f.HTTPPath, why)
+		}
+		f.HTTPMethod, f.HTTPPath = "DELETE", "/admin"
+		if ok, allowed, why := set.JudgeL7(&f); !ok || allowed {
+			t.Errorf("DELETE /admin judged %v allowed %v (%s)", ok, allowed, why)
+		}
+	}
+	if judged < 100 {
+		t.Errorf("%d requests judged", judged)
+	}
+}
+
+// The written AuthorizationPolicy, read back, allows the published inbound
+// request and denies it with another method or from another caller.
+func TestJudgeL7IstioWrittenPolicies(t *testing.T) {
+	enrich := ipEnricher{
+		netip.MustParseAddr("10.44.1.27"): pod("foo", "httpbin", "httpbin"),
+		netip.MustParseAddr("10.44.1.23"): pod("foo", "sleep", "sleep"),
+	}
+	var flows []schema.Flow
+	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
+	var stats ingest.Stats
+	if err := envoy.ReadFile(context.Background(), "../testdata/istio-envoy/istio-json-accesslog-official-docs-transcribed.jsonl", enrich, sink, &stats); err != nil {
+		t.Fatal(err)
+	}
+	obs := NewIstioObservations("")
+	for i := range flows {
+		obs.Add(&flows[i])
+	}
+	var set L7Policies
+	for _, ap := range obs.IstioPolicies(DefaultL7Config(), "flowwarden-") {
+		y, _ := MarshalIstio(ap)
+		if err := ParseL7Policies(y, &set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	judged := 0
+	for _, f := range flows {
+		ok, allowed, why := set.JudgeL7(&f)
+		if !ok {
+			continue
+		}
+		judged++
+		if !allowed {
+			t.Errorf("observed request denied: %s", why)
+		}
+		g := f
+		g.HTTPMethod = "DELETE"
+		if _, allowed, _ := set.JudgeL7(&g); allowed {
+			t.Error("DELETE allowed")
+		}
+		g = f
+		g.SrcPrincipal, g.Src = "spiffe://cluster.local/ns/bar/sa/x", pod("bar", "x", "x")
+		if _, allowed, _ := set.JudgeL7(&g); allowed {
+			t.Error("another caller allowed")
+		}
+	}
+	if judged != 1 {
+		t.Errorf("%d judged", judged)
+	}
+}
