@@ -212,8 +212,10 @@ func IstioPaths(paths []string, family int) []string {
 }
 
 // IstioPolicies writes one ALLOW policy per workload: a rule per source,
-// its operations one per port and method with the paths asked.
-func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) []AuthorizationPolicy {
+// its operations one per port and method with the paths asked. A workload
+// without stable labels gets none (an empty selector would put the ALLOW
+// policy on every workload of the namespace): it is returned in skipped.
+func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) (aps []AuthorizationPolicy, skipped []string) {
 	type opKey struct {
 		port   uint16
 		method string
@@ -235,6 +237,10 @@ func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) []Aut
 	}
 	var out []AuthorizationPolicy
 	for _, w := range sortedKeys(bySrc) {
+		if len(o.labels[w]) == 0 {
+			skipped = append(skipped, w)
+			continue
+		}
 		ns, name, _ := strings.Cut(w, "/")
 		ap := AuthorizationPolicy{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy",
 			Metadata: map[string]any{"name": namePrefix + name, "namespace": ns, "labels": map[string]string{"app.kubernetes.io/managed-by": "flowwarden"}},
@@ -260,7 +266,7 @@ func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) []Aut
 		}
 		out = append(out, ap)
 	}
-	return out
+	return out, skipped
 }
 
 // istioPathMatch is Istio's path match: exact, "prefix*", "*suffix", "*".
@@ -364,6 +370,9 @@ func (o *IstioObservations) ProveIstio(aps []AuthorizationPolicy) []string {
 	for r := range o.Requests {
 		ns, _, _ := strings.Cut(r.Workload, "/")
 		labels := o.labels[r.Workload]
+		if len(labels) == 0 {
+			continue // no policy written for it
+		}
 		if ok, why := IstioAllows(aps, ns, labels, r); !ok {
 			bad = append(bad, fmt.Sprintf("observed %s %s %s:%d from %s denied: %s", r.Method, r.Path, r.Workload, r.Port, r.Caller, why))
 		}

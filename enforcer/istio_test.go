@@ -94,7 +94,10 @@ func pod(ns, workload, sa string) schema.Endpoint {
 // istioCheck generates, proves, decodes strictly, and returns the policies.
 func istioCheck(t *testing.T, obs *IstioObservations) []AuthorizationPolicy {
 	t.Helper()
-	aps := obs.IstioPolicies(DefaultL7Config(), DefaultConfig().NamePrefix)
+	aps, skipped := obs.IstioPolicies(DefaultL7Config(), DefaultConfig().NamePrefix)
+	if len(skipped) > 0 {
+		t.Fatalf("skipped %v", skipped)
+	}
 	if bad := obs.ProveIstio(aps); len(bad) > 0 {
 		t.Fatalf("proof failed:\n%s", strings.Join(bad, "\n"))
 	}

@@ -71,7 +71,8 @@ func TestJudgeL7IstioWrittenPolicies(t *testing.T) {
 		obs.Add(&flows[i])
 	}
 	var set L7Policies
-	for _, ap := range obs.IstioPolicies(DefaultL7Config(), "flowwarden-") {
+	aps, _ := obs.IstioPolicies(DefaultL7Config(), "flowwarden-")
+	for _, ap := range aps {
 		y, _ := MarshalIstio(ap)
 		if err := ParseL7Policies(y, &set); err != nil {
 			t.Fatal(err)

@@ -65,7 +65,7 @@ func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Write
 	if len(obs.Requests) == 0 {
 		return errors.New("no inbound HTTP requests from Istio/Envoy access logs with a known destination workload: ingest the sidecars' logs (serve --envoy-file) with Hubble's identities")
 	}
-	aps := obs.IstioPolicies(cfg, prefix)
+	aps, skipped := obs.IstioPolicies(cfg, prefix)
 	if bad := obs.ProveIstio(aps); len(bad) > 0 {
 		for _, b := range bad {
 			g.log.Error("generated AuthorizationPolicies disagree with observed requests", "problem", b)
@@ -91,6 +91,9 @@ func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Write
 	}
 	fmt.Fprintf(w, "%d AuthorizationPolicies (ALLOW) from %d distinct inbound requests written to %s (every observed request allowed; unobserved methods, paths, callers and ports denied)\n",
 		len(aps), len(obs.Requests), out)
+	for _, s := range skipped {
+		fmt.Fprintf(w, "  no AuthorizationPolicy for %s: its pods' stable labels are unknown (an empty selector would cover the whole namespace)\n", s)
+	}
 	for _, r := range obs.Readiness() {
 		if r.Ready() {
 			if err := write(r.Namespace, "peer-authentication.yaml", enforcer.StrictPeerAuthentication(r.Namespace)); err != nil {
