@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,14 +35,43 @@ func TestMain(m *testing.M) {
 		cmd := newRootCommand()
 		cmd.SetArgs(argv)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		stopProfiles := startChildProfiles()
 		code := execute(ctx, cmd, os.Stderr) // main's exit statuses
 		stop()
+		stopProfiles()
 		os.Exit(code)
 	}
 	if os.Getenv("FLOWWARDEN_NETNS_TRAFFIC") != "" {
 		netnstest.Main(m) // generates traffic and exits
 	}
 	chtest.Main(m)
+}
+
+// startChildProfiles writes CPU, blocking and mutex profiles of a CLI child
+// (serve in BenchmarkSoak) to FW_PROFILE_DIR when it is set; the returned
+// function stops them and writes the files.
+func startChildProfiles() func() {
+	dir := os.Getenv("FW_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	cpu, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		return func() {}
+	}
+	_ = pprof.StartCPUProfile(cpu)
+	runtime.SetBlockProfileRate(int(time.Millisecond))
+	runtime.SetMutexProfileFraction(10)
+	return func() {
+		pprof.StopCPUProfile()
+		_ = cpu.Close()
+		for _, name := range []string{"block", "mutex", "allocs"} {
+			if f, err := os.Create(filepath.Join(dir, name+".pprof")); err == nil {
+				_ = pprof.Lookup(name).WriteTo(f, 0)
+				_ = f.Close()
+			}
+		}
+	}
 }
 
 // run executes the CLI in-process and returns its standard output.

@@ -31,8 +31,10 @@ type ObserverConfig struct {
 	Since time.Time
 	// MinBackoff and MaxBackoff bound the reconnect pauses (default 200 ms, 30 s).
 	MinBackoff, MaxBackoff time.Duration
-	// BatchSize is how many flows are handed to the sink at once (default 256);
-	// a partial batch is handed over after BatchLinger (default 200 ms).
+	// BatchSize is how many flows are handed to the sink at once (default
+	// 4096; each hand-over is one spool append and fsync, so this bounds
+	// their cadence at high rates); a partial batch is handed over after
+	// BatchLinger (default 200 ms), which bounds the latency at low rates.
 	BatchSize   int
 	BatchLinger time.Duration
 	// Window bounds the flows' times around this host's clock: flows
@@ -52,7 +54,7 @@ func (c *ObserverConfig) validate() error {
 		c.MaxBackoff = 30 * time.Second
 	}
 	if c.BatchSize == 0 {
-		c.BatchSize = 256
+		c.BatchSize = 4096
 	}
 	if c.BatchLinger == 0 {
 		c.BatchLinger = 200 * time.Millisecond
@@ -205,19 +207,42 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	stored := maps.Clone(o.resumeKeys)
 	o.log.Info("streaming flows", "since", since)
 
-	// Receive in a goroutine so a partial batch can be handed over on a
-	// timer while Recv blocks.
+	// Receive and convert in a goroutine, so that a partial batch can be
+	// handed over on a timer while Recv blocks, and so that the next batch
+	// is received and decoded while the sink takes this one (the spool's
+	// fsync): the stream stalls only when a whole batch waits.
 	type item struct {
-		resp *observer.GetFlowsResponse
-		err  error
+		rec schema.Flow
+		f   *flowpb.Flow
+		err error // the stream's end
 	}
 	items := make(chan item, o.cfg.BatchSize)
 	go func() {
 		defer close(items)
 		for {
 			resp, err := st.Recv()
+			var it item
+			if err == nil {
+				f := resp.GetFlow()
+				o.stats.Read()
+				if f == nil {
+					o.stats.Skip()
+					continue
+				}
+				rec, cerr := FromProto(f, resp.GetTime().AsTime(), resp.GetNodeName())
+				if cerr == nil {
+					cerr = o.cfg.Window.Check(rec.Time)
+				}
+				if cerr != nil {
+					o.stats.Reject(RejectReason(cerr), fmt.Sprintf("%s: %v", o.cfg.Addr, cerr))
+					continue
+				}
+				it = item{rec: rec, f: f}
+			} else {
+				it.err = err
+			}
 			select {
-			case items <- item{resp, err}:
+			case items <- it:
 			case <-ctx.Done():
 				return
 			}
@@ -264,21 +289,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 				}
 				return delivered, errors.Join(ferr, it.err)
 			}
-			f := it.resp.GetFlow()
-			if f == nil {
-				o.stats.Read()
-				o.stats.Skip()
-				continue
-			}
-			o.stats.Read()
-			rec, err := FromProto(f, it.resp.GetTime().AsTime(), it.resp.GetNodeName())
-			if err == nil {
-				err = o.cfg.Window.Check(rec.Time)
-			}
-			if err != nil {
-				o.stats.Reject(RejectReason(err), fmt.Sprintf("%s: %v", o.cfg.Addr, err))
-				continue
-			}
+			f, rec := it.f, it.rec
 			if rec.Time.Equal(since) {
 				if i := indexEqual(repeats, f); i >= 0 {
 					repeats = append(repeats[:i], repeats[i+1:]...)

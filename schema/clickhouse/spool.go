@@ -28,10 +28,11 @@ import (
 // insert and delete) is not stored twice.
 //
 // A segment starts with segmentMagic; each append is one record: a marker,
-// the payload's length and CRC-32C, and the payload (the chunk, gob-encoded
-// on its own so that a damaged record can be skipped without losing the
-// records after it). Segments written before records were checksummed (a
-// bare gob stream) are still read, without that protection.
+// the payload's length and CRC-32C, and the payload (the chunk, encoded on
+// its own by appendFlows so that a damaged record can be skipped without
+// losing the records after it). Segments of earlier versions (records with
+// gob payloads, segmentMagicGob; or, before checksums, a bare gob stream)
+// are still read.
 //
 // A failed write, seal or directory sync never leaves the spool stuck: the
 // segment being written is set aside (cut back to its last whole record)
@@ -61,7 +62,7 @@ type spool struct {
 	claimed  map[string]bool
 	maxTime  time.Time // newest flow time spooled
 	run      string    // this process's ID
-	rec      bytes.Buffer
+	rec      []byte    // the record being written
 
 	appendErr error // the last append's failure, nil once one succeeds
 	sealErr   error // the last seal's failure, nil once every segment is sealed
@@ -113,8 +114,12 @@ func randomID() string {
 
 const (
 	segmentSuffix = ".seg"
-	// segmentMagic opens every checksummed segment.
-	segmentMagic = "FWSPOOL2"
+	// segmentMagic opens every segment written now: checksummed records
+	// whose payload is appendFlows' encoding.
+	segmentMagic = "FWSPOOL3"
+	// segmentMagicGob opened the checksummed segments of earlier versions,
+	// whose record payloads were gob streams; they are still read.
+	segmentMagicGob = "FWSPOOL2"
 	// recordMarker opens every record, so that reading can find the next
 	// record after a damaged one.
 	recordMarker = "FWR\x01"
@@ -253,13 +258,10 @@ func (s *spool) append(flows []schema.Flow) error {
 // writeRecordLocked appends one record to cur; on failure it cuts the
 // segment back to its last whole record and sets it aside.
 func (s *spool) writeRecordLocked(flows []schema.Flow) error {
-	s.rec.Reset()
-	s.rec.WriteString(recordMarker)
-	s.rec.Write(make([]byte, 8))
-	if err := gob.NewEncoder(&s.rec).Encode(flows); err != nil {
-		return fmt.Errorf("spool: encoding flows: %w", err)
-	}
-	b := s.rec.Bytes()
+	s.rec = append(s.rec[:0], recordMarker...)
+	s.rec = append(s.rec, make([]byte, 8)...)
+	s.rec = appendFlows(s.rec, flows)
+	b := s.rec
 	payload := b[recordHeader:]
 	binary.LittleEndian.PutUint32(b[len(recordMarker):], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(b[len(recordMarker)+4:], crc32.Checksum(payload, castagnoli))
@@ -500,7 +502,8 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 	if err != nil {
 		return nil, dmg, err
 	}
-	if !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
+	gobRecords := bytes.HasPrefix(raw, []byte(segmentMagicGob))
+	if !gobRecords && !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
 		dmg.Legacy = true
 		flows, err := readLegacySegment(raw)
 		if err != nil {
@@ -510,6 +513,7 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 	}
 	data := raw[min(len(raw), len(segmentMagic)):]
 	var out []schema.Flow
+	var dec flowDecoder
 	pos := 0
 	for pos < len(data) {
 		rest := data[pos:]
@@ -521,11 +525,16 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 				crc32.Checksum(rest[recordHeader:recordHeader+n], castagnoli) == binary.LittleEndian.Uint32(rest[len(recordMarker)+4:])
 		}
 		if ok {
-			var chunk []schema.Flow
-			if err := gob.NewDecoder(bytes.NewReader(rest[recordHeader : recordHeader+n])).Decode(&chunk); err != nil {
+			payload := rest[recordHeader : recordHeader+n]
+			if gobRecords {
+				var chunk []schema.Flow
+				if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(&chunk); err != nil {
+					dmg.Corrupt++
+				} else {
+					out = append(out, chunk...)
+				}
+			} else if out, err = dec.decodeFlows(payload, out); err != nil {
 				dmg.Corrupt++
-			} else {
-				out = append(out, chunk...)
 			}
 			pos += recordHeader + n
 			continue
