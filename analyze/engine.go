@@ -53,6 +53,9 @@ type Metrics struct {
 	// MTLSCoverage is the secured share per namespace since start.
 	MeshRequests *prometheus.CounterVec
 	MTLSCoverage *prometheus.GaugeVec
+	// Closed is the event time up to which windows are closed (by the
+	// flows, or by Run on the wall clock while a live stream is quiet).
+	Closed prometheus.Gauge
 }
 
 // NewMetrics creates the engine's metrics and registers them with reg (nil: not registered).
@@ -72,9 +75,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Inbound requests seen in Envoy access logs, by destination namespace and mutual TLS (true/false)."}, []string{"namespace", "mtls"}),
 		MTLSCoverage: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flowwarden_mtls_coverage_ratio",
 			Help: "Share of a namespace's inbound mesh requests secured by mutual TLS since start (Linkerd's SECURED column)."}, []string{"namespace"}),
+		Closed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flowwarden_detector_windows_closed_until_seconds",
+			Help: "Event time (Unix seconds) up to which the detectors' windows are closed: by the flows, or on the wall clock while a live stream is quiet."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Flows, m.Keys, m.Evictions, m.Findings, m.DNSVisibleWorkloads, m.MeshRequests, m.MTLSCoverage)
+		reg.MustRegister(m.Flows, m.Keys, m.Evictions, m.Findings, m.DNSVisibleWorkloads, m.MeshRequests, m.MTLSCoverage, m.Closed)
 	}
 	return m
 }
@@ -92,6 +97,15 @@ type Engine struct {
 	// count in its window.
 	lateness time.Duration
 	tick     time.Duration
+
+	// The engine's own wall clock (Run): whatever the sources, a stream
+	// whose newest flow was recent when it arrived is live, and its windows
+	// keep closing on the wall clock while it is quiet.
+	now      func() time.Time
+	lag      time.Duration // wall time minus event time of the newest flow, when it arrived
+	wallTick time.Duration // how often Run looks at the wall clock
+	wallLag  time.Duration // how far behind the wall clock Run closes windows
+	liveLag  time.Duration // a newest flow at most this old on arrival makes the stream live
 }
 
 // NewEngine returns an engine over the given detectors.
@@ -102,7 +116,8 @@ func NewEngine(cfg Config, sink FindingSink, metrics *Metrics) (*Engine, error) 
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	e := &Engine{metrics: metrics, lateness: cfg.Lateness, tick: 10 * time.Second}
+	e := &Engine{metrics: metrics, lateness: cfg.Lateness, tick: 10 * time.Second,
+		now: time.Now, wallTick: 5 * time.Second, wallLag: 5 * time.Second, liveLag: 5 * time.Minute}
 	e.detectors = cfg.detectors(sink, metrics)
 	for _, d := range e.detectors {
 		e.keyGauges = append(e.keyGauges, metrics.Keys.WithLabelValues(d.Name()))
@@ -114,24 +129,57 @@ func NewEngine(cfg Config, sink FindingSink, metrics *Metrics) (*Engine, error) 
 func (e *Engine) Write(_ context.Context, flows ...schema.Flow) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	newest := false
 	for i := range flows {
 		f := &flows[i]
 		for _, d := range e.detectors {
 			d.Observe(f)
 		}
 		if f.Time.After(e.clock) {
-			e.clock = f.Time
+			e.clock, newest = f.Time, true
 			if e.clock.Sub(e.advanced) >= e.tick {
 				e.advanceLocked(e.clock.Add(-e.lateness))
 			}
 		}
 	}
+	if newest {
+		e.lag = e.now().Sub(e.clock)
+	}
 	e.metrics.Flows.Add(float64(len(flows)))
 	return nil
 }
 
+// Run closes windows on the wall clock until ctx ends, whatever feeds the
+// engine (Hubble, Envoy access logs, conntrack): every few seconds, while
+// the stream is live (its newest flow was at most 5 minutes old when it
+// arrived), windows that ended more than a few seconds ago are closed, so
+// findings resolve while traffic is quiet, however long it stays quiet. A
+// replay of old flows is not live: its windows close on its own flows only.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.wallTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			e.advanceOnWallClock()
+		}
+	}
+}
+
+// advanceOnWallClock is one tick of Run.
+func (e *Engine) advanceOnWallClock() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.clock.IsZero() && e.lag < e.liveLag {
+		e.advanceToLocked(e.now().Add(-e.wallLag))
+	}
+}
+
 func (e *Engine) advanceLocked(now time.Time) {
 	e.advanced = e.clock
+	e.metrics.Closed.Set(float64(now.UnixNano()) / 1e9)
 	for i, d := range e.detectors {
 		d.Advance(now)
 		e.keyGauges[i].Set(float64(d.Keys()))
@@ -143,10 +191,15 @@ func (e *Engine) advanceLocked(now time.Time) {
 func (e *Engine) AdvanceTo(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.advanceToLocked(now)
+}
+
+// advanceToLocked moves the clock to now (never back) and closes windows.
+func (e *Engine) advanceToLocked(now time.Time) {
 	if now.After(e.clock) {
 		e.clock = now
 	}
-	e.advanceLocked(now.Add(-e.lateness))
+	e.advanceLocked(e.clock.Add(-e.lateness))
 }
 
 // Flush closes all windows: the end of a recording.

@@ -314,7 +314,9 @@ func newServeCommand(g *globals) *cobra.Command {
 			}
 			if eng != nil {
 				grp.Go(func() error { return store.Run(wctx) })
-				source(func() error { return advanceOnWallClock(gctx, eng, obs) })
+				// The engine closes windows on its own wall clock, whatever
+				// the sources (Hubble, Envoy files, conntrack).
+				source(func() error { return eng.Run(gctx) })
 			}
 			if sender != nil {
 				grp.Go(func() error { return sender.Run(wctx) })
@@ -373,25 +375,6 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.BoolVar(&wcfg.SpoolFsync, "spool-fsync", wcfg.SpoolFsync, "fsync every spool append")
 	f.DurationVar(&wcfg.FlushInterval, "flush-interval", wcfg.FlushInterval, "longest wait before a partial batch is inserted")
 	return cmd
-}
-
-// advanceOnWallClock closes detector windows when a live stream goes quiet:
-// while the newest flow is recent (a live stream, not a replay of old
-// flows), windows that ended more than a few seconds ago are closed.
-func advanceOnWallClock(ctx context.Context, eng *analyze.Engine, obs *hubble.Observer) error {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			last := obs.LastFlowTime()
-			if now := time.Now(); !last.IsZero() && now.Sub(last) < 5*time.Minute {
-				eng.AdvanceTo(now.Add(-5 * time.Second))
-			}
-		}
-	}
 }
 
 // refreshPolicies lists the policies in force again every interval until
