@@ -21,6 +21,11 @@ import (
 type L7Policies struct {
 	Istio  []AuthorizationPolicy
 	Cilium []CiliumPolicy
+	// Unsupported names the AuthorizationPolicies not judged: other
+	// actions (DENY, CUSTOM, AUDIT) or fields flowwarden does not write
+	// (when, notPaths, hosts...). Requests they concern may be judged
+	// wrongly: verify prints them.
+	Unsupported []string
 }
 
 // Empty says there is nothing at layer 7 to judge.
@@ -69,7 +74,12 @@ func ParseL7Policies(data []byte, into *L7Policies) error {
 		case "AuthorizationPolicy":
 			var ap AuthorizationPolicy
 			if err := yaml.UnmarshalStrict(doc, &ap); err != nil {
-				return fmt.Errorf("AuthorizationPolicy: %w (flowwarden judges the fields it writes: selector, action ALLOW, rules with principals, namespaces, ipBlocks, ports, methods, paths)", err)
+				into.Unsupported = append(into.Unsupported, fmt.Sprintf("an AuthorizationPolicy with fields flowwarden does not judge (%v)", err))
+				continue
+			}
+			if ap.Spec.Action != "" && ap.Spec.Action != "ALLOW" {
+				into.Unsupported = append(into.Unsupported, fmt.Sprintf("AuthorizationPolicy %v/%v: action %s", ap.Metadata["namespace"], ap.Metadata["name"], ap.Spec.Action))
+				continue
 			}
 			into.Istio = append(into.Istio, ap)
 		case "CiliumNetworkPolicy":
@@ -94,8 +104,12 @@ func LoadL7Dir(dir string) (*L7Policies, error) {
 		if err != nil {
 			return err
 		}
+		before := len(p.Unsupported)
 		if err := ParseL7Policies(b, p); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
+		}
+		for i := before; i < len(p.Unsupported); i++ {
+			p.Unsupported[i] = path + ": " + p.Unsupported[i]
 		}
 		return nil
 	})

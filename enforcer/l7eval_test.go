@@ -103,3 +103,17 @@ func TestJudgeL7IstioWrittenPolicies(t *testing.T) {
 		t.Errorf("%d judged", judged)
 	}
 }
+
+// Policies flowwarden cannot judge are listed, not misjudged.
+func TestParseL7PoliciesListsUnsupported(t *testing.T) {
+	var set L7Policies
+	docs := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: a}\nspec:\n  action: DENY\n  rules: [{}]\n" +
+		"---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: w, namespace: a}\nspec:\n  rules:\n  - when: [{key: \"request.headers[x]\", values: [y]}]\n" +
+		"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+	if err := ParseL7Policies([]byte(docs), &set); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Istio) != 0 || len(set.Unsupported) != 2 || !set.Empty() {
+		t.Errorf("istio %d, unsupported %q", len(set.Istio), set.Unsupported)
+	}
+}

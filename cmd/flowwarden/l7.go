@@ -125,6 +125,9 @@ func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 	if err != nil {
 		return 0, err
 	}
+	for _, u := range set.Unsupported {
+		fmt.Fprintf(w, "layer 7: not judged: %s\n", u)
+	}
 	if set.Empty() {
 		return 0, nil
 	}
