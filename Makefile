@@ -20,7 +20,7 @@ FUZZ_PARSE    ?= 150000x
 FUZZ_CONFIG   ?= 3000x
 FUZZ_SCAN     ?= 150000x
 
-.PHONY: all build release deps prereqs test race bench fuzz lint run clean
+.PHONY: all build release deps prereqs test race bench fuzz lint check-imports run clean
 
 all: build
 
@@ -71,6 +71,13 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	$(MAKE) check-imports
+
+# The import direction of DESIGN.md over the production packages (go list):
+# schema imports no component; ingest, analyze, alerting and enforcer import
+# schema but neither the storage layer nor each other; only cmd wires.
+check-imports:
+	$(GO) test -count=1 -run '^TestImportDirection$$' ./cmd/flowwarden
 
 # The library packages again under the race detector (their goroutines: the
 # writer and spool, the observer client, the pollers, the diff's workers,

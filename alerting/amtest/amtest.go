@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
+	"github.com/flowwarden/flowwarden/schema/freeport"
 )
 
 // Binary is where Debian installs Alertmanager.
@@ -68,7 +68,7 @@ type Alertmanager struct {
 // FreeAddr returns a free loopback address, below the ephemeral port
 // range so that no outgoing connection takes it before Alertmanager binds.
 func FreeAddr(t testing.TB) string {
-	ports, err := embedded.FreePorts(1)
+	ports, err := freeport.Loopback(1)
 	if err != nil {
 		t.Fatal(err)
 	}

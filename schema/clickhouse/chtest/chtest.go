@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema/clickhouse/embedded"
+	"github.com/flowwarden/flowwarden/schema/freeport"
 )
 
 var (
@@ -190,7 +191,7 @@ func Cluster(t testing.TB, name string, n int) []Shard {
 		t.Log("FLOWWARDEN_TEST_CLICKHOUSE is set, but a cluster test starts embedded servers of its own")
 	}
 	dir := t.TempDir()
-	free, err := embedded.FreePorts(2 * n)
+	free, err := freeport.Loopback(2 * n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowwarden/flowwarden/schema/freeport"
 )
 
 // Config configures the embedded server.
@@ -126,7 +128,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 
 // choosePorts fills the ports the config left at 0.
 func (s *Server) choosePorts() error {
-	free, err := FreePorts(2)
+	free, err := freeport.Loopback(2)
 	if err != nil {
 		return fmt.Errorf("embedded clickhouse: %w", err)
 	}
