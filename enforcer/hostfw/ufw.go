@@ -106,10 +106,10 @@ func (rs *Ruleset) WriteUFW(w io.Writer, generated time.Time) ([]Unexpressed, er
 # loopback, ICMP echo and ICMPv6 neighbour discovery, and drop invalid
 # packets. Existing ufw rules are kept (ufw skips a rule it already has);
 # 'ufw reset' first for exactly this set. ufw keeps no per-rule counters:
-# the nft flavour does.
+# the nft flavour does. Outgoing and routed policies are left as they are
+# (the nft flavour has an input chain only).
 set -e
 ufw default deny incoming
-ufw default allow outgoing
 `)
 	for _, r := range rs.Rules {
 		if fixed, _ := fixedHead(r); fixed {
