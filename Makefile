@@ -4,9 +4,13 @@ BIN           := bin/flowwarden
 CHDB_PACKAGE  := @chdb/lib-linux-x64-gnu
 CHDB_VERSION  := 26.7.3-stable.1
 LIBCHDB       := .deps/libchdb.so
-SAMPLES       := $(wildcard testdata/hubble/basic-sample-*.json)
+# make run replays the published samples and the incident scenarios together.
+RUN_FILES     := $(wildcard testdata/hubble/*.json testdata/hubble/*.jsonl testdata/hubble/*.log testdata/scenarios/*.jsonl.gz)
+RUN_RATE      ?= 1000
 REPLAY_ADDR   ?= 127.0.0.1:4245
 LISTEN        ?= 127.0.0.1:9965
+ALERTMANAGER  ?= /usr/bin/prometheus-alertmanager
+AM_ADDR       ?= 127.0.0.1:9093
 DATA_DIR      ?= ./flowwarden-data
 BENCHTIME     ?= 2s
 
@@ -97,18 +101,33 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_SCAN)) ./ingest/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_CONFIG)) ./cmd/flowwarden
 
-# Replay the published Hubble samples over real gRPC and store them in the
-# embedded ClickHouse; query from another terminal while it runs.
+# The demo: replay the published Hubble samples together with the incident
+# scenarios of testdata/scenarios over real gRPC, re-timed to now, at
+# RUN_RATE flows/s, again and again; serve stores them in the embedded
+# ClickHouse and runs the detectors: within a minute the page shows findings
+# with their SQL. With Alertmanager installed (Debian prometheus-alertmanager;
+# not required), a throwaway one runs on AM_ADDR and receives the alerts.
+# cmd/flowwarden's TestMakeRun runs this target.
 run: deps build
-	@$(BIN) replay $(addprefix --file ,$(SAMPLES)) --listen $(REPLAY_ADDR) --rate 200 --loop --shift-to-now --log-level warn & \
-	  replay=$$!; trap 'kill $$replay 2>/dev/null' EXIT INT TERM; \
+	@mkdir -p $(DATA_DIR); am=""; amflag=""; \
+	  if [ -x "$(ALERTMANAGER)" ]; then \
+	    mkdir -p $(DATA_DIR)/alertmanager; \
+	    printf 'route:\n  receiver: demo\n  group_wait: 1s\nreceivers:\n  - name: demo\n' > $(DATA_DIR)/alertmanager/am.yml; \
+	    $(ALERTMANAGER) --config.file=$(DATA_DIR)/alertmanager/am.yml --storage.path=$(DATA_DIR)/alertmanager/data \
+	      --web.listen-address=$(AM_ADDR) --cluster.listen-address= --log.level=warn & am=$$!; \
+	    amflag="--alertmanager http://$(AM_ADDR)"; \
+	  fi; \
+	  $(BIN) replay $(addprefix --file ,$(RUN_FILES)) --listen $(REPLAY_ADDR) --rate $(RUN_RATE) --loop --shift-to-now --log-level warn & \
+	  replay=$$!; trap 'kill $$replay $$am 2>/dev/null' EXIT INT TERM; \
 	  echo ""; \
-	  echo "flowwarden: replaying $(words $(SAMPLES)) Hubble sample files on $(REPLAY_ADDR) into ClickHouse under $(DATA_DIR)."; \
-	  echo "  page:     http://$(LISTEN)/  (service map, findings, recommended policies)"; \
-	  echo "  metrics:  curl http://$(LISTEN)/metrics"; \
-	  echo "  query:    $(BIN) query --data-dir $(DATA_DIR) \"SELECT verdict, count() FROM flows GROUP BY verdict\""; \
+	  echo "flowwarden: replaying $(words $(RUN_FILES)) files (the Hubble samples and the incident scenarios), re-timed to now,"; \
+	  echo "  on $(REPLAY_ADDR) into serve and the embedded ClickHouse under $(DATA_DIR). Findings appear within a minute."; \
+	  echo "  page:     http://$(LISTEN)/  (service map, findings with their SQL, recommended policies)"; \
+	  echo "  metrics:  curl http://$(LISTEN)/metrics | grep -E 'flowwarden_(findings|alerts)'"; \
+	  if [ -n "$$am" ]; then echo "  alerts:   http://$(AM_ADDR)/#/alerts  (Alertmanager)"; fi; \
+	  echo "  query:    $(BIN) query --data-dir $(DATA_DIR) \"SELECT detector, severity, summary FROM findings FINAL\""; \
 	  echo "  stop:     Ctrl-C"; echo ""; \
-	  $(BIN) serve --hubble $(REPLAY_ADDR) --listen $(LISTEN) --data-dir $(DATA_DIR) --flush-interval 1s
+	  $(BIN) serve --hubble $(REPLAY_ADDR) --listen $(LISTEN) --data-dir $(DATA_DIR) --flush-interval 1s $$amflag
 
 clean:
 	rm -rf bin

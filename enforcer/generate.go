@@ -209,11 +209,12 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 	}
 	for _, key := range sortedKeys(g.Workloads) {
 		w := g.Workloads[key]
+		if system[w.Namespace] {
+			// No policy is written for it: its selector matters to no one.
+			continue
+		}
 		if len(sel[key]) == 0 {
 			res.Warnings = append(res.Warnings, fmt.Sprintf("workload %s has no stable labels: its selector matches every pod of namespace %s", key, w.Namespace))
-		}
-		if system[w.Namespace] {
-			continue
 		}
 		np := newPolicy(w.Namespace, cfg.NamePrefix+w.Name, sel[key])
 		np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}

@@ -176,6 +176,10 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 	}
 	for _, k := range sortedKeys(byNS) {
 		n := byNS[k]
+		if len(n.Unused)+n.Used+len(n.TopTalkers)+len(n.Denied)+len(n.NewEdges) == 0 {
+			// Only looked up on the way to the owner of an edge: nothing to say.
+			continue
+		}
 		sortRows(n.TopTalkers)
 		if len(n.TopTalkers) > 10 {
 			n.TopTalkers = n.TopTalkers[:10]

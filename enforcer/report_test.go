@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -91,6 +92,10 @@ func TestReportOnSamples(t *testing.T) {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("Markdown lacks %q", want)
 		}
+	}
+	// Every namespace heading has something under it.
+	if empty := regexp.MustCompile(`(?m)^## .*\n\n(## |\z)`).FindString(md.String()); empty != "" {
+		t.Errorf("Markdown has an empty section: %q", empty)
 	}
 	html := page.String()
 	for _, want := range []string{`<svg xmlns="http://www.w3.org/2000/svg"`, `data-id="bookinfo/productpage-v1"`, `class="edge forwarded"`, `class="edge dropped"`} {

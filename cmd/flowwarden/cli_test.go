@@ -171,6 +171,11 @@ func flowsReadLogged(t *testing.T, stderr string) int {
 // object with time, level and msg; text stays key=value.
 func TestLogFormatJSON(t *testing.T) {
 	dsn, _ := chtest.Database(t)
+	// detect --since reads a flowwarden database, never creates one: make it
+	// (the samples are from 2021, so the last hour stays empty).
+	if out, err := run(t, "ingest", "--clickhouse", dsn, "--log-level", "warn", "../../testdata/hubble/basic-sample-10-flows.json"); err != nil {
+		t.Fatalf("ingest: %v\n%s", err, out)
+	}
 	_, stderr, code := runCLI(t, nil, "--clickhouse", dsn, "--log-format", "json", "detect", "--since", "1h")
 	if code != 0 {
 		t.Fatalf("detect: %d\n%s", code, stderr)

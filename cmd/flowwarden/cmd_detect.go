@@ -15,26 +15,27 @@ import (
 
 	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/ingest"
-	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/ingest/flowfile"
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 func newDetectCommand(g *globals) *cobra.Command {
 	var (
-		files      []string
+		files      fileArgs
 		win        window
 		out        outputFlag
 		current    string
 		strictMTLS []string
 	)
 	cmd := &cobra.Command{
-		Use:   "detect (--hubble-file FILE... | --since D|TIME [--until D|TIME]) [-o json|table|yaml]",
+		Use:   "detect (FILE... | --hubble-file FILE... | --since D|TIME [--until D|TIME]) [-o json|table|yaml]",
 		Short: "Run the detectors offline over flow files or stored history and print the findings",
 		Long: `Runs the same detectors as serve, on flow event time, and prints every
 finding: -o json, one object per line (the default), a table, or yaml.
 
---hubble-file reads recorded files, in order, one after the other (- is stdin).
+Files (as arguments, told apart by content, or after --hubble-file and
+--envoy-file; - is stdin) are read in order, one after the other, Hubble first.
 --since reads the history stored in ClickHouse instead (a duration back from
 now, such as 30d or 24h, or a time such as 2026-03-02T09:00:00Z; --until ends the
 window, default now): every flow, and the nftables counter readings that
@@ -46,18 +47,27 @@ Istio PeerAuthentications in force, and --strict-mtls-namespace names
 namespaces that must use mutual TLS whatever they say; without either it
 reports nothing.
 
-Exit status 0 whether or not anything was found.`,
-		Example: `  flowwarden detect --hubble-file testdata/scenarios/metadata-probe.jsonl.gz -o table
+A one-line summary (flows read, findings by severity) goes to stderr, even
+when nothing was found. Exit status 0 whether or not anything was found.`,
+		Example: `  flowwarden detect testdata/scenarios/*.jsonl.gz -o table
   flowwarden detect --since 7d
   flowwarden detect --since 2026-03-02T09:00:00Z --until 2026-03-02T10:00:00Z -o yaml
   hubble observe --since 1h -o jsonpb | flowwarden detect --hubble-file -`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files.args = args
 			if win.until != "" && !win.given() {
 				return errors.New("--until needs --since")
 			}
-			if (len(files) == 0) == !win.given() {
-				return errors.New("give either --hubble-file or --since")
+			if files.given() == win.given() {
+				return errors.New("give either files (arguments, --hubble-file, --envoy-file) or --since")
+			}
+			var checked []flowfile.File
+			if files.given() {
+				var err error
+				if checked, err = files.check(); err != nil {
+					return err
+				}
 			}
 			var found analyze.Collector
 			dcfg, err := detectorConfig(cmd.Context(), g, current, strictMTLS)
@@ -68,25 +78,34 @@ Exit status 0 whether or not anything was found.`,
 			if err != nil {
 				return err
 			}
+			var flows int
 			if win.given() {
-				if err := detectStored(cmd.Context(), g, win, eng, &found); err != nil {
+				if flows, err = detectStored(cmd.Context(), g, win, eng, &found); err != nil {
 					return err
 				}
 			}
-			for _, f := range files {
+			identities := ingest.NewIdentityCache(time.Hour, 0)
+			for _, f := range checked {
 				var stats ingest.Stats
-				if err := hubble.ReadFile(cmd.Context(), f, 1, eng, &stats); err != nil {
-					return err
+				if err := flowfile.Read(cmd.Context(), f, flowfile.Options{Workers: 1}, identities, eng, &stats); err != nil {
+					return fmt.Errorf("%s: %w", f.Path, err)
 				}
-				if s := stats.Snapshot(); s.RejectedTotal() > 0 {
-					g.log.Warn("rejected lines", "file", f, "summary", s.String())
+				s := stats.Snapshot()
+				flows += int(s.Accepted)
+				if s.RejectedTotal() > 0 {
+					g.summarize(fmt.Sprintf("%s: %s", f.Path, s), "rejected lines", "file", f.Path, "summary", s.String())
 				}
 			}
 			eng.Flush()
-			return printFindings(cmd.OutOrStdout(), out.value, found.Findings())
+			findings := found.Findings()
+			if err := printFindings(cmd.OutOrStdout(), out.value, findings); err != nil {
+				return err
+			}
+			g.summarize(detectSummary(flows, findings), "detect done", "flows_read", flows, "findings", len(findings), "by_severity", bySeverity(findings))
+			return nil
 		},
 	}
-	cmd.Flags().StringArrayVar(&files, "hubble-file", nil, "Hubble JSON-lines file (repeatable)")
+	files.flags(cmd)
 	win.register(cmd, "run over the stored history")
 	out.register(cmd, "json", "json", "table", "yaml")
 	cmd.Flags().StringVar(&current, "current-policies", "", "the PeerAuthentications in force, for plaintext-in-mesh: a directory of YAML, or \"cluster\"")
@@ -94,20 +113,49 @@ Exit status 0 whether or not anything was found.`,
 	return cmd
 }
 
+// bySeverity counts findings per severity.
+func bySeverity(findings []schemaFinding) map[string]int {
+	n := map[string]int{}
+	for _, f := range findings {
+		n[string(f.Severity)]++
+	}
+	return n
+}
+
+// detectSummary is detect's line on stderr: flows read, findings by severity.
+func detectSummary(flows int, findings []schemaFinding) string {
+	bySeverity := bySeverity(findings)
+	var parts []string
+	for _, sev := range []string{"critical", "warning", "info"} {
+		if n := bySeverity[sev]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, sev))
+			delete(bySeverity, sev)
+		}
+	}
+	for sev, n := range bySeverity {
+		parts = append(parts, fmt.Sprintf("%d %s", n, sev))
+	}
+	s := fmt.Sprintf("detect: %d flows read, %d findings", flows, len(findings))
+	if len(parts) > 0 {
+		s += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return s
+}
+
 // detectStored feeds the flows and nftables counter readings stored over
-// [since, until) to the detectors.
-func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engine, found analyze.FindingSink) error {
+// [since, until) to the detectors and returns how many flows it read.
+func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engine, found analyze.FindingSink) (int, error) {
 	now := time.Now()
 	from, to, err := win.bounds(now)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if to.IsZero() {
 		to = now
 	}
-	st, err := openStorage(ctx, g)
+	st, err := openStored(ctx, g)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer st.close()
 	const batch = 1024
@@ -130,27 +178,27 @@ func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engi
 		}
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if write(); werr != nil {
-		return fmt.Errorf("detectors: %w", werr)
+		return 0, fmt.Errorf("detectors: %w", werr)
 	}
 	drops, err := analyze.NewDropRate(analyze.DefaultDropRateConfig(), found, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	err = clickhouse.EachCounterSample(ctx, st.conn, from, to, func(s schema.CounterSample) {
 		drops.Observe([]schema.CounterSample{s})
 		counters++
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	g.log.Info("stored history read", "from", from, "until", to, "flows", flows, "counter_readings", counters)
 	if flows == 0 && counters == 0 {
 		g.log.Warn("nothing stored in the window", "from", from, "until", to)
 	}
-	return nil
+	return flows, nil
 }
 
 func printFindings(w io.Writer, format string, findings []schemaFinding) error {

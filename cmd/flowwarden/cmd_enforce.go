@@ -20,42 +20,66 @@ import (
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/kubeapi"
 	"github.com/flowwarden/flowwarden/ingest"
-	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/ingest/flowfile"
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
-// flowSource is where the enforcer commands read observed traffic: files,
-// or the flows stored in ClickHouse over a window.
+// flowSource is where the enforcer commands read observed traffic: files
+// (arguments, told apart by content, or --hubble-file/--envoy-file), or the
+// flows stored in ClickHouse over a window.
 type flowSource struct {
-	files []string
+	files fileArgs
 	win   window
+	// checked are the files, checked by check before anything starts.
+	checked []flowfile.File
 }
 
 func (s *flowSource) flags(cmd *cobra.Command) {
-	cmd.Flags().StringArrayVar(&s.files, "hubble-file", nil, "Hubble JSON-lines file of observed traffic (repeatable; - is stdin)")
+	s.files.flags(cmd)
 	s.win.register(cmd, "use the flows stored in ClickHouse")
+}
+
+// check takes the command's arguments as files and opens every file before
+// the command starts anything.
+func (s *flowSource) check(args []string) error {
+	s.files.args = args
+	switch {
+	case s.files.given() && s.win.given():
+		return errors.New("give either files (arguments, --hubble-file, --envoy-file) or --since, not both")
+	case s.files.given():
+		var err error
+		s.checked, err = s.files.check()
+		return err
+	}
+	return nil
 }
 
 // each calls fn for every observed flow.
 func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)) error {
 	switch {
-	case len(s.files) > 0 && s.win.given():
-		return errors.New("give either --hubble-file or --since, not both")
-	case len(s.files) > 0:
+	case s.files.given() && s.win.given():
+		return errors.New("give either files (arguments, --hubble-file, --envoy-file) or --since, not both")
+	case s.files.given():
+		if s.checked == nil {
+			if err := s.check(s.files.args); err != nil {
+				return err
+			}
+		}
 		sink := ingest.SinkFunc(func(_ context.Context, flows ...schema.Flow) error {
 			for i := range flows {
 				fn(&flows[i])
 			}
 			return nil
 		})
-		for _, f := range s.files {
+		identities := ingest.NewIdentityCache(time.Hour, 0)
+		for _, f := range s.checked {
 			var stats ingest.Stats
-			if err := hubble.ReadFile(ctx, f, 1, sink, &stats); err != nil {
-				return err
+			if err := flowfile.Read(ctx, f, flowfile.Options{Workers: 1}, identities, sink, &stats); err != nil {
+				return fmt.Errorf("%s: %w", f.Path, err)
 			}
 			if snap := stats.Snapshot(); snap.RejectedTotal() > 0 {
-				g.log.Warn("rejected lines", "file", f, "summary", snap.String())
+				g.summarize(fmt.Sprintf("%s: %s", f.Path, snap), "rejected lines", "file", f.Path, "summary", snap.String())
 			}
 		}
 		return nil
@@ -67,7 +91,7 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 			})
 		})
 	}
-	return errors.New("no observed traffic: give --hubble-file or --since")
+	return errors.New("no observed traffic: give files (arguments, --hubble-file, --envoy-file) or --since")
 }
 
 // eachGroup calls fn for the observed traffic with alike flows grouped: from
@@ -75,7 +99,7 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 // (clickhouse.EachFlowGroup), which is what makes months of flows cheap to
 // turn into a graph.
 func (s *flowSource) eachGroup(ctx context.Context, g *globals, fn func(f *schema.Flow, n uint64, first, last time.Time)) error {
-	if len(s.files) > 0 || !s.win.given() {
+	if s.files.given() || !s.win.given() {
 		return s.each(ctx, g, func(f *schema.Flow) { fn(f, 1, f.Time, f.Time) })
 	}
 	return s.readStored(ctx, g, func(conn driver.Conn, since, until time.Time, n *atomic.Int64) error {
@@ -93,7 +117,7 @@ func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn 
 	if err != nil {
 		return err
 	}
-	st, err := openStorage(ctx, g)
+	st, err := openStored(ctx, g)
 	if err != nil {
 		return err
 	}
@@ -117,16 +141,19 @@ func newRecommendCommand(g *globals) *cobra.Command {
 		trustDomain string
 	)
 	cmd := &cobra.Command{
-		Use:   "recommend (--since D|TIME [--until D|TIME] | --hubble-file F...) --out DIR",
+		Use:   "recommend (--since D|TIME [--until D|TIME] | FILE... | --hubble-file F...) --out DIR",
 		Short: "Write least-privilege NetworkPolicies for the observed traffic, proven against it",
 		Example: `  flowwarden recommend --since 30d --out ./policies
-  flowwarden recommend --hubble-file flows.json --out ./policies --flavor cilium -o json
+  flowwarden recommend flows.json istio-proxy.log --out ./policies --flavor cilium -o json
   flowwarden recommend --since 30d --out ./policies --current cluster
   flowwarden recommend --host --since 30d --out ./hosts`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return errors.New("give --out DIR")
+			}
+			if err := src.check(args); err != nil {
+				return err
 			}
 			if output.value != "table" && current != "" {
 				return fmt.Errorf("-o %s: --current prints text only (-o table)", output.value)
@@ -282,7 +309,7 @@ func newVerifyCommand(g *globals) *cobra.Command {
 		out      outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "verify --policies DIR|FILE|-|cluster (--hubble-file F... | --since D|TIME [--until D|TIME])",
+		Use:   "verify --policies DIR|FILE|-|cluster (FILE... | --hubble-file F... | --since D|TIME [--until D|TIME])",
 		Short: "Check NetworkPolicies against observed traffic: the CI gate for policy changes",
 		Long: `Judges each observed flow (replies, flows of unknown direction and
 local-node traffic excepted) by the NetworkPolicies in DIR (or those in force
@@ -305,11 +332,14 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
   flowwarden verify --policies ./policies --hubble-file flows.json -o table
   kubectl get networkpolicies -A -o yaml | flowwarden verify --policies - --since 2026-11-01T00:00:00Z`,
 		Annotations: map[string]string{errorExitAnnotation: "2"}, // flag errors too
-		Args:        cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:        cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := src.check(args); err != nil {
+				return err
+			}
 			nps, err := loadPolicies(cmd.Context(), g, policies)
 			if err != nil {
-				return err
+				return fmt.Errorf("--policies: %w", err)
 			}
 			v, err := enforcer.NewVerifier(nps)
 			if err != nil {
@@ -463,7 +493,7 @@ func newEnforceCommand(g *globals) *cobra.Command {
 		current   string
 	)
 	cmd := &cobra.Command{
-		Use:   "enforce (--repo PATH --branch NAME (--since D|TIME | --hubble-file F...) | --host --since D|TIME [--apply | --repo PATH --branch NAME])",
+		Use:   "enforce (--repo PATH --branch NAME (--since D|TIME | FILE... | --hubble-file F...) | --host --since D|TIME [--apply | --repo PATH --branch NAME])",
 		Short: "Deliver proven least-privilege policies as a pull request, or apply the node's host firewall",
 		Example: `  flowwarden enforce --repo ./cluster-config --branch flowwarden/policies --since 30d
   flowwarden enforce --repo ./cluster-config --branch flowwarden/policies --since 30d --github acme/cluster-config -o json
@@ -481,8 +511,11 @@ checks it in a scratch network namespace (the dry run) and prints it. With
 --apply a guard process then replaces table inet flowwarden atomically through
 netlink and waits --confirm-timeout for "yes" on stdin; without it (on ^C,
 SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := src.check(args); err != nil {
+				return err
+			}
 			if host.enabled && pr.Repo == "" {
 				if gh.Repo != "" {
 					return errors.New("--github needs --repo and --branch")
@@ -592,7 +625,7 @@ func newReportCommand(g *globals) *cobra.Command {
 		output   outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "report (--since D|TIME [--until D|TIME] | --hubble-file F...) --policies DIR --out DIR",
+		Use:   "report (--since D|TIME [--until D|TIME] | FILE... | --hubble-file F...) --policies DIR --out DIR",
 		Short: "Write the least-privilege report (Markdown, HTML, service-graph SVG)",
 		Example: `  flowwarden report --since 90d --policies cluster --out ./report
   flowwarden report --since 2026-07-01 --until 2026-10-01 --policies ./policies --out ./q3 -o json`,
@@ -604,16 +637,19 @@ in force (none given: every pod reaches every other) and under the
 recommended policies, with the cluster's reduction. Writes report.md,
 report.html (self-contained), service-graph.svg and report.json (every figure
 of the report, "blast_radius" included) into --out.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return errors.New("give --out DIR")
+			}
+			if err := src.check(args); err != nil {
+				return err
 			}
 			var nps []networkingv1.NetworkPolicy
 			if policies != "" {
 				var err error
 				if nps, err = loadPolicies(cmd.Context(), g, policies); err != nil {
-					return err
+					return fmt.Errorf("--policies: %w", err)
 				}
 			}
 			b := enforcer.NewReportBuilder()
@@ -680,7 +716,7 @@ of the report, "blast_radius" included) into --out.`,
 
 // addHostRules reads the use of every counted host firewall rule.
 func addHostRules(ctx context.Context, g *globals, b *enforcer.ReportBuilder, since time.Time) error {
-	st, err := openStorage(ctx, g)
+	st, err := openStored(ctx, g)
 	if err != nil {
 		return err
 	}
@@ -733,7 +769,7 @@ func loadPolicies(ctx context.Context, g *globals, spec string) ([]networkingv1.
 func printTightening(ctx context.Context, g *globals, w io.Writer, current string, res *enforcer.Result, graph *enforcer.Graph) error {
 	nps, err := loadPolicies(ctx, g, current)
 	if err != nil {
-		return err
+		return fmt.Errorf("--current: %w", err)
 	}
 	usage, err := enforcer.Usage(nps, graph)
 	if err != nil {

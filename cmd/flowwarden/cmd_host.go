@@ -63,7 +63,7 @@ func (h *hostFirewall) flags(cmd *cobra.Command, enforce bool) {
 
 // build reads the conntrack flows and writes the ruleset.
 func (h *hostFirewall) build(ctx context.Context, g *globals, src *flowSource) (*hostfw.Ruleset, error) {
-	if len(src.files) > 0 {
+	if src.files.given() {
 		return nil, errors.New("--host needs the conntrack flows stored in ClickHouse: give --since, not --hubble-file")
 	}
 	if err := h.ns.open(); err != nil {

@@ -5,37 +5,51 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flowwarden/flowwarden/ingest"
-	"github.com/flowwarden/flowwarden/ingest/envoy"
-	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/ingest/flowfile"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 func newIngestCommand(g *globals) *cobra.Command {
 	var (
-		hubbleFiles []string
-		envoyFiles  []string
-		batchSize   int
-		workers     int
-		window      ingest.TimeWindow
-		output      outputFlag
+		files     fileArgs
+		batchSize int
+		workers   int
+		window    ingest.TimeWindow
+		output    outputFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "ingest --hubble-file FILE...",
+		Use:   "ingest FILE... | --hubble-file FILE... | --envoy-file FILE...",
 		Short: "Read flow files to the end into ClickHouse and print a summary",
-		Example: `  flowwarden ingest --hubble-file /var/run/cilium/hubble/events.log
-  flowwarden ingest --hubble-file a.json --hubble-file b.json.gz --flows-ttl 0 -o json
+		Long: `Reads recorded flow files to their end into ClickHouse and prints, per file
+and in total, the flows written and the lines rejected with their reasons.
+
+Files given as arguments are told apart by their content: Hubble JSON lines
+(the exporter's files, hubble observe -o json) or Istio/Envoy access logs
+(text or JSON), gzip-compressed or not. Hubble files are read first: they
+teach who owns each pod address, and Envoy flows are attributed from that.
+Every file is checked before anything starts. Exit status 1 when a file
+yielded no flow.`,
+		Example: `  flowwarden ingest testdata/hubble/*.json
+  flowwarden ingest --hubble-file /var/run/cilium/hubble/events.log
+  flowwarden ingest --hubble-file a.json b.json.gz --envoy-file istio-proxy.log -o json
   hubble observe --since 1h -o jsonpb | flowwarden ingest --hubble-file -
   kubectl logs deploy/productpage -c istio-proxy | flowwarden ingest --envoy-file -`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(hubbleFiles)+len(envoyFiles) == 0 {
-				return errors.New("nothing to ingest: give --hubble-file or --envoy-file")
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files.args = args
+			if !files.given() {
+				return errors.New("nothing to ingest: name files (as arguments, or after --hubble-file or --envoy-file)")
+			}
+			checked, err := files.check()
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			st, err := openStorage(ctx, g)
@@ -60,31 +74,26 @@ func newIngestCommand(g *globals) *cobra.Command {
 			// Hubble flows teach the identity cache who owns each pod IP; the
 			// Envoy files, read after them, are attributed from it.
 			identities := ingest.NewIdentityCache(time.Hour, 0)
-			hubbleSink := ingest.Fanout{identities, w}
 			var perFile []ingestFile
-			each := func(files []string, read func(f string, stats *ingest.Stats) error) {
-				for _, f := range files {
-					var stats ingest.Stats
-					stopProgress := reportProgress(g, f, &stats, start)
-					if err := read(f, &stats); err != nil {
-						readErr = errors.Join(readErr, err)
-					}
-					stopProgress()
-					s := stats.Snapshot()
-					accepted += s.Accepted
-					rejected += s.RejectedTotal()
-					perFile = append(perFile, ingestFile{File: f, Read: s.Read, Accepted: s.Accepted, Skipped: s.Skipped, Rejected: s.Rejected, Examples: s.Examples})
-					if output.value == "table" {
-						fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", f, s)
-					}
+			var empty []string
+			for _, f := range checked {
+				var stats ingest.Stats
+				stopProgress := reportProgress(g, f.Path, &stats, start)
+				if err := flowfile.Read(ctx, f, flowfile.Options{Workers: workers, Window: window}, identities, w, &stats); err != nil {
+					readErr = errors.Join(readErr, fmt.Errorf("%s: %w", f.Path, err))
+				}
+				stopProgress()
+				s := stats.Snapshot()
+				accepted += s.Accepted
+				rejected += s.RejectedTotal()
+				if s.Accepted == 0 {
+					empty = append(empty, f.Path)
+				}
+				perFile = append(perFile, ingestFile{File: f.Path, Kind: f.Kind.String(), Read: s.Read, Accepted: s.Accepted, Skipped: s.Skipped, Rejected: s.Rejected, Examples: s.Examples})
+				if output.value == "table" {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s (%s): %s\n", f.Path, f.Kind, s)
 				}
 			}
-			each(hubbleFiles, func(f string, stats *ingest.Stats) error {
-				return hubble.ReadFileConfig(ctx, f, hubble.FileConfig{Workers: workers, Window: window}, hubbleSink, stats)
-			})
-			each(envoyFiles, func(f string, stats *ingest.Stats) error {
-				return envoy.ReadFileWindow(ctx, f, window, identities, w, stats)
-			})
 			stopWriter()
 			werr := <-wdone
 			written := accepted - int64(counterValue(metrics.Dropped))
@@ -95,14 +104,16 @@ func newIngestCommand(g *globals) *cobra.Command {
 			} else if err := output.print(cmd.OutOrStdout(), ingestSummary{Files: perFile, Written: written, Rejected: rejected, Seconds: elapsed.Seconds()}, nil); err != nil {
 				return errors.Join(readErr, werr, err)
 			}
+			if len(empty) > 0 {
+				readErr = errors.Join(readErr, fmt.Errorf("no flow in %s", strings.Join(empty, ", ")))
+			}
 			return errors.Join(readErr, werr)
 		},
 	}
-	cmd.Flags().StringArrayVar(&hubbleFiles, "hubble-file", nil, "Hubble exporter / `hubble observe -o json` file (repeatable; .gz is read compressed; - for stdin)")
+	files.flags(cmd)
 	output.register(cmd, "table", "table", "json", "yaml")
-	cmd.Flags().StringArrayVar(&envoyFiles, "envoy-file", nil, "Istio/Envoy access log, text or JSON (repeatable; - for stdin)")
 	cmd.Flags().IntVar(&batchSize, "batch-size", 50000, "rows per ClickHouse insert")
-	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each file (1: in file order)")
+	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each Hubble file (1: in file order)")
 	cmd.Flags().DurationVar(&window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock (negative: no limit)")
 	cmd.Flags().DurationVar(&window.MaxAge, "max-flow-age", 0, "reject flows older than this (0: none, so old recordings import)")
 	return cmd
@@ -118,6 +129,7 @@ type ingestSummary struct {
 
 type ingestFile struct {
 	File     string           `json:"file"`
+	Kind     string           `json:"kind"`
 	Read     int64            `json:"read"`
 	Accepted int64            `json:"accepted"`
 	Skipped  int64            `json:"skipped"`

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -41,7 +42,7 @@ func newQueryCommand(g *globals) *cobra.Command {
 			if err := clickhouse.CheckReadOnly(sql); err != nil {
 				return err
 			}
-			st, err := openStorage(cmd.Context(), g)
+			st, err := openStored(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
@@ -79,13 +80,33 @@ func writeResult(w io.Writer, format string, res *clickhouse.Result) error {
 		cw.Flush()
 		return cw.Error()
 	case "json":
-		enc := json.NewEncoder(w)
-		for _, row := range res.Rows {
-			obj := make(map[string]any, len(row))
-			for i, v := range row {
-				obj[res.Columns[i]] = jsonValue(v)
+		// One object per row, its keys in the order of the columns.
+		keys := make([][]byte, len(res.Columns))
+		for i, c := range res.Columns {
+			k, err := json.Marshal(c)
+			if err != nil {
+				return err
 			}
-			if err := enc.Encode(obj); err != nil {
+			keys[i] = k
+		}
+		var line bytes.Buffer
+		for _, row := range res.Rows {
+			line.Reset()
+			line.WriteByte('{')
+			for i, v := range row {
+				if i > 0 {
+					line.WriteByte(',')
+				}
+				val, err := json.Marshal(jsonValue(v))
+				if err != nil {
+					return fmt.Errorf("column %s: %w", res.Columns[i], err)
+				}
+				line.Write(keys[i])
+				line.WriteByte(':')
+				line.Write(val)
+			}
+			line.WriteString("}\n")
+			if _, err := w.Write(line.Bytes()); err != nil {
 				return err
 			}
 		}

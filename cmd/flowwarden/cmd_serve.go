@@ -84,7 +84,8 @@ func newServeCommand(g *globals) *cobra.Command {
 			if wcfg.SpoolDir == "" && !noSpool {
 				wcfg.SpoolDir = filepath.Join(g.dataDir, "spool")
 			}
-			w, err := clickhouse.NewWriter(wcfg, st.dsn, clickhouse.NewWriterMetrics(reg), g.log)
+			wmetrics := clickhouse.NewWriterMetrics(reg)
+			w, err := clickhouse.NewWriter(wcfg, st.dsn, wmetrics, g.log)
 			if err != nil {
 				return err
 			}
@@ -328,10 +329,12 @@ func newServeCommand(g *globals) *cobra.Command {
 			// store and the sender finish, then the database stops.
 			var errs []error
 			sources.Wait()
+			g.log.Info("stopping: sources stopped, flushing the writer")
 			stopWriter()
 			if err := <-wdone; err != nil {
 				errs = append(errs, err)
 			}
+			g.log.Info("writer flushed", "flows_written_since_start", int64(counterVecSum(wmetrics.Written)), "flows_dropped", int64(counterValue(wmetrics.Dropped)))
 			if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 				errs = append(errs, err)
 			}

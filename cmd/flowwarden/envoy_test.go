@@ -64,7 +64,16 @@ func TestServeFollowsEnvoyLog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done, _ := runInBackground(ctx, "serve", "--clickhouse", dsn, "--envoy-file", path, "--listen", listen, "--data-dir", t.TempDir(),
 		"--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
-	time.Sleep(time.Second)
+	// The first start follows from the end: write once serve is up (its
+	// page answers after the sources started), not after a guessed delay.
+	waitUntil(t, 60*time.Second, "serve to answer", func() bool {
+		resp, err := http.Get("http://" + listen + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	time.Sleep(500 * time.Millisecond)
 	sample, err := os.ReadFile("../../testdata/istio-envoy/istio-text-accesslog-official-docs.log")
 	if err != nil {
 		t.Fatal(err)

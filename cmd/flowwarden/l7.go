@@ -22,7 +22,7 @@ import (
 // eachFull calls fn for every observed flow with all its columns (L7,
 // principals, mTLS): what the L7 policies are made from.
 func (s *flowSource) eachFull(ctx context.Context, g *globals, fn func(*schema.Flow)) error {
-	if len(s.files) > 0 || !s.win.given() {
+	if s.files.given() || !s.win.given() {
 		return s.each(ctx, g, fn)
 	}
 	return s.readStored(ctx, g, func(conn driver.Conn, since, until time.Time, n *atomic.Int64) error {

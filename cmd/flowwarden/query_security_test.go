@@ -20,6 +20,10 @@ import (
 // A plain query still answers.
 func TestQueryCannotReadHostFiles(t *testing.T) {
 	dataDir := t.TempDir()
+	// query reads a flowwarden database, never creates one: make it.
+	if out, err := run(t, "ingest", "--data-dir", dataDir, "--log-level", "warn", "../../testdata/hubble/basic-sample-5-dns-flows.json"); err != nil {
+		t.Fatalf("ingest: %v\n%s", err, out)
+	}
 	out, err := run(t, "query", "--data-dir", dataDir, "--log-level", "warn", "--format", "csv", "SELECT 41 + 1 AS answer")
 	if err != nil || !strings.Contains(out, "42") {
 		t.Fatalf("a plain query: %v\n%s", err, out)

@@ -35,6 +35,8 @@ type globals struct {
 	replicated                    bool
 	clusterDDL                    string
 	log                           *slog.Logger
+	// stderr is the command's standard error, for summaries that are not logs.
+	stderr io.Writer
 }
 
 func newRootCommand() *cobra.Command {
@@ -73,6 +75,7 @@ flowwarden completion bash|zsh|fish|powershell --help.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			g.flowsTTLGiven, g.rollupTTLGiven = cmd.Flags().Changed("flows-ttl"), cmd.Flags().Changed("rollup-ttl")
+			g.stderr = cmd.ErrOrStderr()
 			opts := &slog.HandlerOptions{Level: lvl}
 			switch g.logFormat {
 			case "text":

@@ -311,6 +311,9 @@ func goldenFindings(t *testing.T, out string) ([]goldenFinding, string) {
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "detect: ") {
+			continue // the summary on stderr (run merges the two)
+		}
 		var g goldenFinding
 		if err := json.Unmarshal(sc.Bytes(), &g); err != nil {
 			t.Fatalf("bad detect output %q: %v", sc.Text(), err)
@@ -356,8 +359,8 @@ func TestDetectRefusesBadWindows(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "give either --hubble-file or --since"},
-		{[]string{"--since", "1h", "--hubble-file", "x.json"}, "give either --hubble-file or --since"},
+		{nil, "give either files (arguments, --hubble-file, --envoy-file) or --since"},
+		{[]string{"--since", "1h", "--hubble-file", "x.json"}, "give either files (arguments, --hubble-file, --envoy-file) or --since"},
 		{[]string{"--hubble-file", "x.json", "--until", "2026-01-01"}, "--until needs --since"},
 		{[]string{"--since", "yesterday"}, `--since "yesterday": want a duration (24h) or a time`},
 		{[]string{"--since", "-1h"}, "want a positive duration"},

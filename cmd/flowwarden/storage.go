@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
@@ -30,9 +32,22 @@ func (st *storage) openReader(ctx context.Context) (driver.Conn, error) {
 }
 
 // openStorage connects to --clickhouse, or to the embedded server another
-// flowwarden runs on --data-dir, or starts one. The caller must call close;
-// when server is non-nil it should also supervise it (server.Run).
+// flowwarden runs on --data-dir, or starts one, and creates or migrates the
+// schema. The caller must call close; when server is non-nil it should also
+// supervise it (server.Run).
 func openStorage(ctx context.Context, g *globals) (*storage, error) {
+	return openStorageFor(ctx, g, true)
+}
+
+// openStored is openStorage for the commands that only read the store
+// (query, detect/recommend/verify/report --since): a data dir or database
+// that holds no flowwarden database is refused, naming it, and nothing is
+// created or migrated.
+func openStored(ctx context.Context, g *globals) (*storage, error) {
+	return openStorageFor(ctx, g, false)
+}
+
+func openStorageFor(ctx context.Context, g *globals, write bool) (*storage, error) {
 	st := &storage{dsn: g.clickhouse}
 	cfg := clickhouse.SchemaConfig{FlowsTTL: g.flowsTTL, RollupTTL: g.rollupTTL, ApplyFlowsTTL: g.flowsTTLGiven, ApplyRollupTTL: g.rollupTTLGiven}
 	if g.cluster != "" {
@@ -53,6 +68,14 @@ func openStorage(ctx context.Context, g *globals) (*storage, error) {
 			st.dsn, st.readerDSN = r.DSN(clickhouse.DefaultDatabase), r.ReaderDSN(clickhouse.DefaultDatabase)
 			g.log.Debug("using the embedded ClickHouse of a running flowwarden", "pid", r.PID, "addr", r.Native)
 		} else {
+			if !write {
+				// The embedded server keeps its files in <data-dir>/clickhouse:
+				// without them there is nothing to read, and starting one
+				// would create them.
+				if _, err := os.Stat(filepath.Join(g.dataDir, "clickhouse")); err != nil {
+					return nil, noDatabase(g)
+				}
+			}
 			srv, err := embedded.New(embedded.Config{DataDir: g.dataDir}, g.log)
 			if err != nil {
 				return nil, fmt.Errorf("embedded ClickHouse (or pass --clickhouse): %w", err)
@@ -65,6 +88,24 @@ func openStorage(ctx context.Context, g *globals) (*storage, error) {
 		}
 	} else {
 		st.readerDSN = st.dsn
+	}
+	if !write {
+		conn, err := clickhouse.OpenExisting(ctx, st.dsn)
+		if errors.Is(err, clickhouse.ErrNoDatabase) {
+			err = noDatabase(g)
+		}
+		if err != nil {
+			st.close()
+			return nil, err
+		}
+		st.conn = conn
+		if cfg.Cluster != "" {
+			if err := clickhouse.CheckCluster(ctx, conn, cfg.Cluster); err != nil {
+				st.close()
+				return nil, fmt.Errorf("--clickhouse-cluster: %w", err)
+			}
+		}
+		return st, nil
 	}
 	conn, err := clickhouse.Open(ctx, st.dsn)
 	if err != nil {
@@ -83,6 +124,18 @@ func openStorage(ctx context.Context, g *globals) (*storage, error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// noDatabase names where no flowwarden database was found.
+func noDatabase(g *globals) error {
+	if g.clickhouse != "" {
+		return fmt.Errorf("--clickhouse %s: no flowwarden database there (ingest or serve create one)", clickhouse.RedactDSN(g.clickhouse))
+	}
+	abs, err := filepath.Abs(g.dataDir)
+	if err != nil {
+		abs = g.dataDir
+	}
+	return fmt.Errorf("--data-dir %s holds no flowwarden database (ingest or serve create one there; or give --clickhouse)", abs)
 }
 
 func (st *storage) close() {

@@ -23,6 +23,20 @@ func counterValue(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// counterVecSum adds up every series of a counter vector.
+func counterVecSum(cv *prometheus.CounterVec) float64 {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { cv.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) == nil {
+			sum += d.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
 type schemaFinding = schema.Finding
 
 // window is --since/--until of a command that reads stored history. Both take

@@ -101,6 +101,50 @@ func Open(ctx context.Context, dsn string) (driver.Conn, error) {
 	return conn, nil
 }
 
+// ErrNoDatabase is returned by OpenExisting when the DSN's database does
+// not exist or holds no flowwarden tables.
+var ErrNoDatabase = errors.New("no flowwarden database")
+
+// OpenExisting connects to the flowwarden database named by dsn, as Open
+// does, but never creates it: readers of the store use it, and a database
+// that does not exist, or has no flows table, is ErrNoDatabase.
+func OpenExisting(ctx context.Context, dsn string) (driver.Conn, error) {
+	opts, err := ch.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse ClickHouse DSN %s: %w", RedactDSN(dsn), err)
+	}
+	if opts.Auth.Database == "" {
+		opts.Auth.Database = DefaultDatabase
+	}
+	db := opts.Auth.Database
+	opts.Auth.Database = ""
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	var n uint64
+	err = conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = 'flows'", db).Scan(&n)
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("database %s: %w", db, ErrNoDatabase)
+	}
+	opts.Auth.Database = db
+	if conn, err = ch.Open(opts); err != nil {
+		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ping ClickHouse %s: %w", RedactDSN(dsn), err)
+	}
+	return conn, nil
+}
+
 // nativeOptions turns a clickhouse-go DSN into ch-go options for the writer,
 // with the same database defaulting as Open.
 func nativeOptions(dsn string) (chgo.Options, error) {
@@ -469,6 +513,13 @@ func MigrateEachHost(ctx context.Context, conn driver.Conn, dsn string, cfg Sche
 		}
 	}
 	return nil
+}
+
+// CheckCluster fails, with a clear error, when the server does not define
+// the cluster (remote_servers).
+func CheckCluster(ctx context.Context, conn driver.Conn, cluster string) error {
+	_, err := clusterHosts(ctx, conn, cluster)
+	return err
 }
 
 // clusterHosts lists host:port (native protocol) of every replica of the cluster.

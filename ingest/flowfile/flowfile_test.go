@@ -1,0 +1,76 @@
+package flowfile_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowwarden/flowwarden/ingest"
+	"github.com/flowwarden/flowwarden/ingest/flowfile"
+	"github.com/flowwarden/flowwarden/schema"
+)
+
+func TestCheckTellsKindsByContent(t *testing.T) {
+	dir := t.TempDir()
+	hubbleLine, err := os.ReadFile("../../testdata/hubble/basic-sample-10-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(hubbleLine)
+	_ = zw.Close()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	envoyJSON := `{"start_time":"2026-11-25T21:26:18.409Z","method":"GET","path":"/","protocol":"HTTP/1.1","response_code":200,"bytes_received":0,"bytes_sent":10,"duration":3,"upstream_cluster":"outbound|80||web.default.svc.cluster.local","upstream_host":"10.0.0.2:80","downstream_remote_address":"10.0.0.1:40000"}` + "\n"
+	files := []flowfile.File{
+		{Path: "../../testdata/istio-envoy/istio-text-accesslog-official-docs.log"},
+		{Path: write("compressed-without-suffix", gz.Bytes())},
+		{Path: write("envoy.json", []byte("\n"+envoyJSON))},
+		{Path: "../../testdata/hubble/basic-sample-10-flows.json"},
+	}
+	got, err := flowfile.Check(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, f := range got {
+		kinds = append(kinds, filepath.Base(f.Path)+"="+f.Kind.String())
+	}
+	want := "compressed-without-suffix=Hubble JSON basic-sample-10-flows.json=Hubble JSON istio-text-accesslog-official-docs.log=Envoy access log envoy.json=Envoy access log"
+	if strings.Join(kinds, " ") != want {
+		t.Fatalf("got %s\nwant %s", strings.Join(kinds, " "), want)
+	}
+	// Each is read whole, the compressed one too.
+	counts := map[string]int{}
+	for _, f := range got {
+		var stats ingest.Stats
+		sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { counts[filepath.Base(f.Path)] += len(fs); return nil })
+		if err := flowfile.Read(context.Background(), f, flowfile.Options{Workers: 2}, ingest.NewIdentityCache(0, 0), sink, &stats); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counts["compressed-without-suffix"] != 10 || counts["basic-sample-10-flows.json"] != 10 || counts["envoy.json"] != 1 || counts["istio-text-accesslog-official-docs.log"] != 2 {
+		t.Fatalf("flows read: %v", counts)
+	}
+
+	_, err = flowfile.Check([]flowfile.File{
+		{Path: filepath.Join(dir, "missing"), From: "--hubble-file", Kind: flowfile.Hubble},
+		{Path: write("notes.txt", []byte("hello\n")), From: "file"},
+		{Path: dir, From: "file"},
+	})
+	for _, want := range []string{"--hubble-file " + filepath.Join(dir, "missing"), "notes.txt: neither", dir + ": is a directory"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
