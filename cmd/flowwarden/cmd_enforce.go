@@ -152,11 +152,18 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if out == "" {
 				return errors.New("give --out DIR")
 			}
-			if err := src.check(args); err != nil {
-				return err
-			}
 			if output.value != "table" && current != "" {
 				return fmt.Errorf("-o %s: --current prints text only (-o table)", output.value)
+			}
+			if !host.enabled && flavor != "kubernetes" && flavor != "cilium" && flavor != "istio" {
+				return fmt.Errorf("--flavor %q: want kubernetes, cilium or istio", flavor)
+			}
+			if !host.enabled && l7 && flavor != "cilium" {
+				return errors.New("--l7 needs --flavor cilium")
+			}
+			// The flags are right: now every file is opened, before anything starts.
+			if err := src.check(args); err != nil {
+				return err
 			}
 			host.output = &output
 			if host.enabled {
@@ -164,12 +171,6 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			}
 			if flavor == "istio" {
 				return istioRecommend(cmd.Context(), g, &src, cmd.OutOrStdout(), out, l7cfg, cfg.NamePrefix, trustDomain)
-			}
-			if flavor != "kubernetes" && flavor != "cilium" {
-				return fmt.Errorf("--flavor %q: want kubernetes, cilium or istio", flavor)
-			}
-			if l7 && flavor != "cilium" {
-				return errors.New("--l7 needs --flavor cilium")
 			}
 			res, graph, err := recommend(cmd.Context(), g, &src, cfg)
 			if err != nil {

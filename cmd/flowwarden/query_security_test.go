@@ -90,14 +90,25 @@ func TestEmbeddedWorksUnprivileged(t *testing.T) {
 	if err := os.WriteFile(bin, raw, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	query := func(sql string) (string, error) {
-		args, _ := json.Marshal([]string{"query", "--data-dir", dataDir, "--log-level", "warn", "--format", "csv", sql})
+	cli := func(argv ...string) (string, error) {
+		args, _ := json.Marshal(argv)
 		cmd := exec.Command(bin)
 		cmd.Dir = dir
 		cmd.Env = []string{"FLOWWARDEN_TEST_RUN_CLI=" + string(args), embedded.EnvLibPath + "=" + lib}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		out, err := cmd.CombinedOutput()
 		return string(out), err
+	}
+	query := func(sql string) (string, error) {
+		return cli("query", "--data-dir", dataDir, "--log-level", "warn", "--format", "csv", sql)
+	}
+	// query reads a flowwarden database, never creates one: nobody makes it.
+	sample := filepath.Join(dir, "sample.json")
+	if err := os.WriteFile(sample, []byte(`{"flow":{"time":"2021-06-16T16:52:13.136834446Z","verdict":"FORWARDED","IP":{"source":"10.0.0.1","destination":"10.0.0.2","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":40000,"destination_port":80}},"source":{"namespace":"a","pod_name":"a-1"},"destination":{"namespace":"b","pod_name":"b-1"},"Type":"L3_L4","node_name":"n1"}}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("ingest", "--data-dir", dataDir, "--log-level", "warn", sample); err != nil {
+		t.Fatalf("ingest as nobody: %v\n%s", err, out)
 	}
 	out, err := query("SELECT currentUser(), getSetting('readonly')")
 	if err != nil || !strings.Contains(out, embedded.ReaderUser+",2") {
