@@ -3,6 +3,7 @@ package enforcer
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/flowwarden/flowwarden/ingest"
@@ -115,5 +116,56 @@ func TestParseL7PoliciesListsUnsupported(t *testing.T) {
 	}
 	if len(set.Istio) != 0 || len(set.Unsupported) != 2 || !set.Empty() {
 		t.Errorf("istio %d, unsupported %q", len(set.Istio), set.Unsupported)
+	}
+}
+
+// The report's L7 part counts the requests each rule allowed: the written
+// rules all matched something; a rule added by hand that nobody used is
+// listed as unused.
+func TestL7UsageReport(t *testing.T) {
+	flows, err := hubble.ReadFlows(context.Background(), "../testdata/hubble/basic-sample-348-http-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, _, _ := ciliumL7(t, flows, DefaultL7Config())
+	for i := range cps {
+		if cps[i].Metadata["name"] == "flowwarden-prometheus" {
+			for j := range cps[i].Spec.Egress {
+				for k := range cps[i].Spec.Egress[j].ToPorts {
+					if r := cps[i].Spec.Egress[j].ToPorts[k].Rules; r != nil && len(r.HTTP) > 0 {
+						r.HTTP = append(r.HTTP, HTTPRule{Method: "^DELETE$", Path: "^/admin$"})
+					}
+				}
+			}
+		}
+	}
+	u := NewL7Usage(&L7Policies{Cilium: cps})
+	for i := range flows {
+		u.Add(&flows[i])
+	}
+	unused := u.Unused()
+	if u.Judged < 100 || u.Denied != 0 || len(unused) == 0 {
+		t.Fatalf("judged %d denied %d unused %q", u.Judged, u.Denied, unused)
+	}
+	// prometheus's egress rules all allowed requests but the one added by
+	// hand (a rule on an ingress whose pods' labels the sample does not
+	// give cannot be matched to a request, so it counts none).
+	sawAdded := false
+	for _, k := range unused {
+		added := strings.Contains(k, "method ^DELETE$ path ^/admin$")
+		sawAdded = sawAdded || added
+		if strings.Contains(k, "flowwarden-prometheus egress") && !added {
+			t.Errorf("a generated rule is unused: %s", k)
+		}
+	}
+	if !sawAdded {
+		t.Errorf("the unused DELETE /admin rule is not listed: %q", unused)
+	}
+	var md strings.Builder
+	if err := u.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "rules allowed no observed request") {
+		t.Errorf("report:\n%s", md.String())
 	}
 }

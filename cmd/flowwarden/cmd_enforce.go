@@ -690,6 +690,9 @@ of the report, "blast_radius" included) into --out.`,
 					return err
 				}
 			}
+			if err := reportL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies, out); err != nil {
+				return err
+			}
 			unused := 0
 			for _, n := range r.Namespaces {
 				unused += len(n.Unused)

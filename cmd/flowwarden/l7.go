@@ -151,3 +151,34 @@ func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 		len(set.Istio), len(set.Cilium), judged, denied)
 	return denied, nil
 }
+
+// reportL7 writes <out>/l7.md when the policies directory holds layer-7
+// policies: the requests each rule allowed (unused rules are access nobody
+// needed) and the requests they would deny.
+func reportL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, policies, out string) error {
+	fi, err := os.Stat(policies)
+	if err != nil || !fi.IsDir() {
+		return nil
+	}
+	set, err := enforcer.LoadL7Dir(policies)
+	if err != nil {
+		return err
+	}
+	if set.Empty() && len(set.Unsupported) == 0 {
+		return nil
+	}
+	u := enforcer.NewL7Usage(set)
+	if err := src.eachFull(ctx, g, u.Add); err != nil {
+		return err
+	}
+	var md strings.Builder
+	if err := u.WriteMarkdown(&md); err != nil {
+		return err
+	}
+	path := filepath.Join(out, "l7.md")
+	if err := os.WriteFile(path, []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "layer 7: %d HTTP requests judged, %d would be denied, %d rules unused: %s\n", u.Judged, u.Denied, len(u.Unused()), path)
+	return nil
+}

@@ -52,3 +52,20 @@ func TestVerifyJudgesL7(t *testing.T) {
 		t.Fatalf("verify after the change: %v\n%s", err, out)
 	}
 }
+
+// report writes l7.md next to the report when the policies hold L7 rules.
+func TestReportL7(t *testing.T) {
+	dir, out := t.TempDir(), t.TempDir()
+	file := filepath.Join("..", "..", "testdata", "hubble", "basic-sample-348-http-flows.json")
+	if o, err := runIn(context.Background(), nil, "recommend", "--flavor", "cilium", "--l7", "--hubble-file", file, "--out", dir, "--log-level", "warn"); err != nil {
+		t.Fatalf("%v\n%s", err, o)
+	}
+	o, err := runIn(context.Background(), nil, "report", "--policies", dir, "--hubble-file", file, "--out", out, "--log-level", "warn")
+	if err != nil || !strings.Contains(o, "layer 7: ") || !strings.Contains(o, ", 0 would be denied") {
+		t.Fatalf("report: %v\n%s", err, o)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "l7.md"))
+	if err != nil || !strings.Contains(string(md), "method ^GET$ path ^/metrics$") {
+		t.Errorf("l7.md: %v\n%s", err, md)
+	}
+}
