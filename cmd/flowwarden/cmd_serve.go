@@ -193,7 +193,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer pageConn.Close()
-			pageH := webui.New(webui.Config{Current: current}, pageConn, g.log)
+			pageH := webui.New(webui.Config{Current: current}, clickhouse.NewReader(pageConn), g.log)
 			if page {
 				mux.Handle("GET /{$}", pageH)
 			}

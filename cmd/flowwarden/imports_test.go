@@ -16,7 +16,6 @@ import (
 var importDebt = []string{
 	"analyze -> schema/clickhouse",
 	"enforcer -> schema/clickhouse",
-	"enforcer/webui -> schema/clickhouse",
 }
 
 // components are the packages between cmd and schema (DESIGN.md, "Import

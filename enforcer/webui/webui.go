@@ -15,12 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/schema"
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 // Config configures the page.
@@ -45,11 +43,20 @@ type Config struct {
 	DiffBudget time.Duration
 }
 
+// Store is what the page reads from storage; cmd passes schema/clickhouse's
+// Reader, tests may pass anything.
+type Store interface {
+	// EachFlowGroup calls fn for each group of like flows in [since, until).
+	EachFlowGroup(ctx context.Context, since, until time.Time, fn func(f *schema.Flow, flows uint64, first, last time.Time)) error
+	// RecentFindings returns the newest n findings, newest first.
+	RecentFindings(ctx context.Context, n int) ([]schema.FindingRecord, error)
+}
+
 // Handler serves the page.
 type Handler struct {
-	cfg  Config
-	conn driver.Conn
-	log  *slog.Logger
+	cfg   Config
+	store Store
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	current []networkingv1.NetworkPolicy
@@ -61,8 +68,8 @@ type Handler struct {
 	builtGen int
 }
 
-// New returns the handler.
-func New(cfg Config, conn driver.Conn, log *slog.Logger) *Handler {
+// New returns the handler; it does no I/O.
+func New(cfg Config, store Store, log *slog.Logger) *Handler {
 	if cfg.Window <= 0 {
 		cfg.Window = time.Hour
 	}
@@ -78,7 +85,7 @@ func New(cfg Config, conn driver.Conn, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{cfg: cfg, conn: conn, log: log, current: cfg.Current}
+	return &Handler{cfg: cfg, store: store, log: log, current: cfg.Current}
 }
 
 // SetCurrent replaces the policies in force the diff is made against.
@@ -164,7 +171,7 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 	now := h.cfg.Now()
 	p := &page{Now: now, Window: h.cfg.Window}
 	b := enforcer.NewReportBuilder()
-	err := clickhouse.EachFlowGroup(ctx, h.conn, now.Add(-h.cfg.Window), now, func(f *schema.Flow, n uint64, first, last time.Time) {
+	err := h.store.EachFlowGroup(ctx, now.Add(-h.cfg.Window), now, func(f *schema.Flow, n uint64, first, last time.Time) {
 		p.Flows += int(n)
 		b.AddGroup(f, n, first, last)
 	})
@@ -173,25 +180,18 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 	}
 	p.Workloads = len(b.Graph.Workloads)
 	p.Map = template.HTML(enforcer.ServiceMapHTML(b.Graph, b.Denied, enforcer.GroupAbove))
-	rows, err := h.conn.Query(ctx, `SELECT start, severity, detector, namespace, workload, peer, summary, status, query
-		FROM findings FINAL ORDER BY start DESC LIMIT 20`)
+	recent, err := h.store.RecentFindings(ctx, 20)
 	if err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var f findingRow
-		var ns, wl, peer string
-		if err := rows.Scan(&f.Start, &f.Severity, &f.Detector, &ns, &wl, &peer, &f.Summary, &f.Status, &f.Query); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		f.Subject = strings.Trim(ns+"/"+wl, "/")
-		if peer != "" {
-			f.Subject += " → " + peer
+	for _, r := range recent {
+		f := findingRow{Start: r.Start, Severity: r.Severity, Detector: r.Detector, Summary: r.Summary, Status: r.Status, Query: r.Query}
+		f.Subject = strings.Trim(r.Namespace+"/"+r.Workload, "/")
+		if r.Peer != "" {
+			f.Subject += " → " + r.Peer
 		}
 		p.Findings = append(p.Findings, f)
 	}
-	rows.Close()
 	if len(b.Graph.Workloads) > 0 {
 		res, err := enforcer.Generate(b.Graph, enforcer.DefaultConfig())
 		if err != nil {

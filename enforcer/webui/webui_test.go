@@ -73,7 +73,7 @@ func TestPageInHeadlessChromium(t *testing.T) {
 		VALUES ('f1', 'cross-namespace-denial', 'warning', 'tenant-a', '', 'bookinfo', 'policy denied 300 flows from namespace tenant-a to namespace bookinfo', now64(9), now64(9), 'open', 300, '{}', 'SELECT * FROM flows WHERE src_namespace = ''tenant-a''', now64(6))`); err != nil {
 		t.Fatal(err)
 	}
-	handler := New(Config{Window: 2 * time.Hour}, conn, nil)
+	handler := New(Config{Window: 2 * time.Hour}, clickhouse.NewReader(conn), nil)
 	srv := httptest.NewServer(handler)
 	defer srv.Close()
 
@@ -171,7 +171,7 @@ func TestPageIsSharedWithinMaxAge(t *testing.T) {
 	if err := clickhouse.WriteAll(ctx, dsn, flows[:6]); err != nil {
 		t.Fatal(err)
 	}
-	handler := New(Config{MaxAge: time.Hour}, conn, nil)
+	handler := New(Config{MaxAge: time.Hour}, clickhouse.NewReader(conn), nil)
 	srv := httptest.NewServer(handler)
 	defer srv.Close()
 	count := regexp.MustCompile(`(\d+) flows from`)
@@ -203,7 +203,7 @@ func TestPageIsSharedWithinMaxAge(t *testing.T) {
 	}
 
 	// A diff that cannot finish in its budget leaves the rest of the page.
-	slow := httptest.NewServer(New(Config{DiffBudget: time.Nanosecond}, conn, nil))
+	slow := httptest.NewServer(New(Config{DiffBudget: time.Nanosecond}, clickhouse.NewReader(conn), nil))
 	defer slow.Close()
 	resp, err := http.Get(slow.URL + "/")
 	if err != nil {
@@ -312,7 +312,7 @@ func TestManyWorkloadsNothingClipped(t *testing.T) {
 	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(New(Config{}, conn, nil))
+	srv := httptest.NewServer(New(Config{}, clickhouse.NewReader(conn), nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/")
 	if err != nil {
