@@ -5,7 +5,8 @@ CHDB_PACKAGE  := @chdb/lib-linux-x64-gnu
 CHDB_VERSION  := 26.7.3-stable.1
 LIBCHDB       := .deps/libchdb.so
 # make run replays the published samples and the incident scenarios together.
-RUN_FILES     := $(wildcard testdata/hubble/*.json testdata/hubble/*.jsonl testdata/hubble/*.log testdata/scenarios/*.jsonl.gz)
+# (The *.flows.jsonl.gz breach scenarios are in the tests' own format, not Hubble's.)
+RUN_FILES     := $(filter-out %.flows.jsonl.gz,$(wildcard testdata/hubble/*.json testdata/hubble/*.jsonl testdata/hubble/*.log testdata/scenarios/*.jsonl.gz))
 RUN_RATE      ?= 1000
 REPLAY_ADDR   ?= 127.0.0.1:4245
 LISTEN        ?= 127.0.0.1:9965

@@ -49,7 +49,7 @@ reports nothing.
 
 A one-line summary (flows read, findings by severity) goes to stderr, even
 when nothing was found. Exit status 0 whether or not anything was found.`,
-		Example: `  flowwarden detect testdata/scenarios/*.jsonl.gz -o table
+		Example: `  flowwarden detect testdata/scenarios/metadata-probe.jsonl.gz testdata/hubble/*.json -o table
   flowwarden detect --since 7d
   flowwarden detect --since 2026-03-02T09:00:00Z --until 2026-03-02T10:00:00Z -o yaml
   hubble observe --since 1h -o jsonpb | flowwarden detect --hubble-file -`,
