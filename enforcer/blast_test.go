@@ -109,7 +109,7 @@ func TestBlastRadiusByHand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body := PRBody("t", res, &PRResult{}); !strings.Contains(body, "33.3% reduction") {
+	if body := PRBody("t", res, &PRResult{}, nil); !strings.Contains(body, "33.3% reduction") {
 		t.Errorf("PR body does not state the reduction:\n%s", body)
 	}
 }

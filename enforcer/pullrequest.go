@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // PolicyDir is where policies go inside the repository.
@@ -36,6 +37,9 @@ type PullRequest struct {
 	AuthorName, AuthorEmail string
 	// Now stamps the commit (default time.Now).
 	Now time.Time
+	// FlowsSQL renders the flows behind an allow as a query for the PR
+	// body (cmd passes the storage package's); nil leaves it out.
+	FlowsSQL func(sel schema.FlowSelector, columns string) string
 }
 
 // PRResult is what Deliver did.
@@ -88,7 +92,7 @@ func Deliver(pr PullRequest, res *Result, prefix string) (*PRResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.Body = PRBody(pr.Title, res, out)
+	out.Body = PRBody(pr.Title, res, out, pr.FlowsSQL)
 	return out, nil
 }
 
@@ -194,7 +198,7 @@ func generatedFiles(dir string) ([]string, error) {
 
 // PRBody renders the pull request description: what changes, and the
 // evidence behind every allow, with a query to see the flows.
-func PRBody(title string, res *Result, pr *PRResult) string {
+func PRBody(title string, res *Result, pr *PRResult, flowsSQL func(schema.FlowSelector, string) string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n", title)
 	fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Left out*.\n\n")
@@ -234,11 +238,18 @@ func PRBody(title string, res *Result, pr *PRResult) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s |\n", e.Policy, e.Direction, e.Peer, e.Port, e.Stats.Flows,
 			e.Stats.First.UTC().Format(time.RFC3339), e.Stats.Last.UTC().Format(time.RFC3339))
 	}
-	if len(ev) > 0 {
+	if len(ev) > 0 && flowsSQL != nil {
 		e := ev[0]
 		ns, name, _ := strings.Cut(e.Policy, "/")
-		fmt.Fprintf(&b, "\nTo see the flows behind an allow, for example the first one:\n\n```sql\nSELECT time, src_pod, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict\nFROM flows\nWHERE %s_namespace = %s AND %s_workload = %s AND dst_port = %s AND NOT is_reply\nORDER BY time DESC\nLIMIT 50\n```\n",
-			sideOf(e.Direction), clickhouse.QuoteString(ns), sideOf(e.Direction), clickhouse.QuoteString(strings.TrimPrefix(name, "flowwarden-")), portNumber(e.Port))
+		sel := schema.FlowSelector{DstPort: portNumber(e.Port), Replies: schema.Requests(), NewestFirst: true, Limit: 50}
+		side := schema.EndpointSelector{Namespace: ns, Workload: strings.TrimPrefix(name, "flowwarden-")}
+		if e.Direction == "ingress" {
+			sel.Dst = side
+		} else {
+			sel.Src = side
+		}
+		fmt.Fprintf(&b, "\nTo see the flows behind an allow, for example the first one:\n\n```sql\n%s\n```\n",
+			flowsSQL(sel, "time, src_pod, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict"))
 	}
 	if len(res.Skipped) > 0 {
 		fmt.Fprintf(&b, "\n### Left out\n\nObserved, but not allowed by these policies:\n\n")
@@ -249,16 +260,12 @@ func PRBody(title string, res *Result, pr *PRResult) string {
 	return b.String()
 }
 
-func sideOf(direction string) string {
-	if direction == "ingress" {
-		return "dst"
-	}
-	return "src"
-}
-
-func portNumber(p string) string {
+// portNumber is the number of a "TCP/9080" port (0, any port, when it
+// has none).
+func portNumber(p string) uint16 {
 	_, n, _ := strings.Cut(p, "/")
-	return n
+	v, _ := strconv.ParseUint(n, 10, 16)
+	return uint16(v)
 }
 
 // GitHub opens the pull request on GitHub after pushing the branch.

@@ -562,6 +562,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 				if res.BlastRadius, err = enforcer.ComputeBlastRadius(inForce, res.Policies, graph); err != nil {
 					return err
 				}
+				pr.FlowsSQL = clickhouse.FlowsSQL
 				if out, err = enforcer.Deliver(pr, res, cfg.NamePrefix); err != nil {
 					return err
 				}
