@@ -310,17 +310,25 @@ func AddCiliumL7(cps []CiliumPolicy, obs *L7Observations, cfg L7Config, namePref
 		ns, _ := cp.Metadata["namespace"].(string)
 		name, _ := cp.Metadata["name"].(string)
 		workload := ns + "/" + strings.TrimPrefix(name, namePrefix)
+		// A policy selecting every pod of the namespace (the default deny,
+		// with its DNS rule): Cilium merges DNS rules of all policies
+		// selecting a pod, so its rule names every name the namespace's
+		// workloads looked up; "*" there would undo the per-workload names.
+		wide := ""
+		if sel := cp.Spec.EndpointSelector.MatchLabels; len(sel) == 0 || (len(sel) == 1 && sel[ciliumNS] != "") {
+			wide = ns
+		}
 		for i := range cp.Spec.Ingress {
-			cp.Spec.Ingress[i].ToPorts = obs.l7Ports(cp.Spec.Ingress[i].ToPorts, workload, true, cfg, &notes)
+			cp.Spec.Ingress[i].ToPorts = obs.l7Ports(cp.Spec.Ingress[i].ToPorts, workload, wide, true, cfg, &notes)
 		}
 		for i := range cp.Spec.Egress {
-			cp.Spec.Egress[i].ToPorts = obs.l7Ports(cp.Spec.Egress[i].ToPorts, workload, false, cfg, &notes)
+			cp.Spec.Egress[i].ToPorts = obs.l7Ports(cp.Spec.Egress[i].ToPorts, workload, wide, false, cfg, &notes)
 		}
 	}
 	return notes
 }
 
-func (o *L7Observations) l7Ports(in []PortRule, workload string, ingress bool, cfg L7Config, notes *[]L7Note) []PortRule {
+func (o *L7Observations) l7Ports(in []PortRule, workload, wideNS string, ingress bool, cfg L7Config, notes *[]L7Note) []PortRule {
 	var out []PortRule
 	for _, pr := range in {
 		isDNS := pr.Rules != nil && len(pr.Rules.DNS) > 0
@@ -338,12 +346,27 @@ func (o *L7Observations) l7Ports(in []PortRule, workload string, ingress bool, c
 			obsPort := o.ports[l7Key{workload, ingress, pp.Protocol, uint16(port)}]
 			switch {
 			case isDNS:
-				if obsPort == nil || len(obsPort.dns) == 0 {
+				// The names looked up on this port over UDP or TCP (a
+				// resolver retries over TCP), by the workload, or by any
+				// workload of the namespace for a namespace-wide policy.
+				names := map[string]uint64{}
+				for k, p := range o.ports {
+					mine := k.Workload == workload
+					if wideNS != "" {
+						mine = strings.HasPrefix(k.Workload, wideNS+"/")
+					}
+					if mine && !k.Ingress && k.Port == uint16(port) {
+						for n, c := range p.dns {
+							names[n] += c
+						}
+					}
+				}
+				if len(names) == 0 {
 					note.Reason = "no DNS lookups seen by Cilium's DNS proxy: matchPattern \"*\" kept"
 					break
 				}
 				var rules []DNSRule
-				for _, n := range sortedKeys(obsPort.dns) {
+				for _, n := range sortedKeys(names) {
 					rules = append(rules, DNSRule{MatchPattern: n})
 				}
 				one.Rules = &L7Rules{DNS: rules}

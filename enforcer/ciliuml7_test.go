@@ -233,6 +233,11 @@ func TestCiliumL7DNS(t *testing.T) {
 	if dnsNotes == 0 || len(queried) == 0 {
 		t.Fatalf("no DNS rules (%d names queried): %v", len(queried), notes)
 	}
+	// No policy of the namespace keeps "*": the namespace-wide default
+	// deny names the namespace's lookups (Cilium merges DNS rules).
+	if patterns["*"] {
+		t.Errorf("a DNS rule still allows every name: %v", notes)
+	}
 	for q := range queried {
 		if !patterns[q] {
 			t.Errorf("queried %q has no matchPattern (patterns %v)", q, patterns)
