@@ -24,6 +24,14 @@ var ErrNoFlow = errors.New("not a flow event")
 // flow itself lacks them. It is the reference conversion: the fast JSON
 // decoder must produce exactly what this produces.
 func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (schema.Flow, error) {
+	return fromProto(f, fallbackTime, fallbackNode, nil)
+}
+
+// fromProto is FromProto with a cache of label sets (nil: none), which
+// the observer keeps per stream: the same pods send the same label lists
+// in every flow, so the maps are built once and shared (never modified
+// after creation, as the JSON decoder's).
+func fromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string, labels *labelCache) (schema.Flow, error) {
 	var out schema.Flow
 	out.Source = schema.SourceHubble
 	out.Time = fallbackTime
@@ -91,8 +99,8 @@ func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (sch
 			out.Protocol = "IGMP"
 		}
 	}
-	out.Src = endpointFromProto(f.GetSource())
-	out.Dst = endpointFromProto(f.GetDestination())
+	out.Src = endpointFromProto(f.GetSource(), labels)
+	out.Dst = endpointFromProto(f.GetDestination(), labels)
 	if n := f.GetDestinationNames(); len(n) > 0 {
 		out.DstNames = append([]string(nil), n...)
 	}
@@ -180,7 +188,7 @@ func latencyMs(ns uint64) (uint32, error) {
 	return uint32(ms), nil
 }
 
-func endpointFromProto(e *flowpb.Endpoint) schema.Endpoint {
+func endpointFromProto(e *flowpb.Endpoint, labels *labelCache) schema.Endpoint {
 	var ep schema.Endpoint
 	if e == nil {
 		return ep
@@ -188,7 +196,7 @@ func endpointFromProto(e *flowpb.Endpoint) schema.Endpoint {
 	ep.Namespace = e.GetNamespace()
 	ep.Pod = e.GetPodName()
 	ep.Identity = e.GetIdentity()
-	ep.Labels = labelMap(e.GetLabels())
+	ep.Labels = labels.get(e.GetLabels())
 	if w := e.GetWorkloads(); len(w) > 0 {
 		ep.Workload, ep.WorkloadKind = w[0].GetName(), w[0].GetKind()
 	}
@@ -238,6 +246,33 @@ func labelMap(labels []string) map[string]string {
 		k, v := splitLabel(l)
 		m[k] = v
 	}
+	return m
+}
+
+// labelCache shares the label maps of repeated label lists; a nil cache
+// builds a map every time. Not safe for concurrent use.
+type labelCache struct {
+	m   map[string]map[string]string
+	key []byte
+}
+
+func (c *labelCache) get(labels []string) map[string]string {
+	if c == nil || len(labels) == 0 {
+		return labelMap(labels)
+	}
+	c.key = c.key[:0]
+	for _, l := range labels {
+		c.key = append(c.key, l...)
+		c.key = append(c.key, 0)
+	}
+	if m, ok := c.m[string(c.key)]; ok {
+		return m
+	}
+	m := labelMap(labels)
+	if c.m == nil || len(c.m) >= maxLabelSets {
+		c.m = make(map[string]map[string]string)
+	}
+	c.m[string(c.key)] = m
 	return m
 }
 

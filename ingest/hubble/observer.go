@@ -219,6 +219,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	items := make(chan item, o.cfg.BatchSize)
 	go func() {
 		defer close(items)
+		var labels labelCache
 		for {
 			resp, err := st.Recv()
 			var it item
@@ -229,7 +230,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 					o.stats.Skip()
 					continue
 				}
-				rec, cerr := FromProto(f, resp.GetTime().AsTime(), resp.GetNodeName())
+				rec, cerr := fromProto(f, resp.GetTime().AsTime(), resp.GetNodeName(), &labels)
 				if cerr == nil {
 					cerr = o.cfg.Window.Check(rec.Time)
 				}
