@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,13 +112,17 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 
 	var ours, theirs time.Duration
 	metrics := clickhouse.NewWriterMetrics(nil)
+	batch := clickhouse.DefaultWriterConfig().BatchSize
+	if n, err := strconv.Atoi(os.Getenv("FW_BENCH_BATCH")); err == nil {
+		batch = n
+	}
 	b.SetBytes(int64(buf.Len()))
 	// Each benchmark iteration alternates the two sides three times, so one
 	// run gives a ratio over several rounds on this noisy machine.
 	const rounds = 3
 	for i := 0; i < b.N*rounds; i++ {
 		t0 := time.Now()
-		w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: 50000}, dsn, metrics, nil)
+		w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: batch}, dsn, metrics, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
