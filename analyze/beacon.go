@@ -224,8 +224,9 @@ func (b *beacon) fire(st *beaconState, f *schema.Flow, score float64, median tim
 	}
 	st.open.Summary = fmt.Sprintf("%s/%s connects to %s (%s, first seen %s) every %s with beacon score %.2f over %d connections",
 		st.k.ns, st.k.workload, peer, name, st.first.UTC().Format(time.RFC3339), median.Round(time.Second), score, n)
-	st.open.Query = flowsQuery(st.open.Start, st.open.End.Add(24*time.Hour), "src_namespace = "+quote(st.k.ns),
-		"src_workload = "+quote(st.k.workload), "dst_ip = toIPv6("+quote(peer)+")", "NOT is_reply")
+	st.open.Flows = &schema.FlowSelector{From: st.open.Start, To: st.open.End.Add(24 * time.Hour), Where: []schema.Cond{
+		schema.Eq("src_namespace", st.k.ns), schema.Eq("src_workload", st.k.workload),
+		{Field: "dst_ip", Op: schema.OpAddrIn, Values: []string{peer}}, schema.IsFalse("is_reply")}}
 	b.open[st] = struct{}{}
 	b.metrics.Findings.WithLabelValues(DetectorBeacon, string(sev)).Inc()
 	b.sink.Finding(*st.open)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema"
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 // Detector names: the alertname of their alerts is derived from them.
@@ -43,14 +42,10 @@ func workloadKey(f *schema.Flow) (key, subject) {
 
 // bySourceWorkload makes a detector keyed by the source workload of flows
 // from pods: count says whether a flow counts and whether it matches (what
-// the judge weighs); the finding's SQL selects that workload's flows with
-// conds.
-func bySourceWorkload(t *tracker, count func(*schema.Flow) (counted, matched bool), conds ...string) *detector {
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, append([]string{
-			"src_namespace = " + clickhouse.QuoteString(st.subj.namespace),
-			"src_workload = " + clickhouse.QuoteString(st.subj.workload),
-		}, conds...)...)
+// the judge weighs); the finding selects that workload's flows with conds.
+func bySourceWorkload(t *tracker, count func(*schema.Flow) (counted, matched bool), conds ...schema.Cond) *detector {
+	t.where = func(st *keyState) []schema.Cond {
+		return append([]schema.Cond{schema.Eq("src_namespace", st.subj.namespace), schema.Eq("src_workload", st.subj.workload)}, conds...)
 	}
 	d := &detector{tracker: t}
 	d.observe = func(f *schema.Flow) {
@@ -105,16 +100,15 @@ func newMetadataAccess(c MetadataAccessConfig, g *Config, sink FindingSink, m *M
 	t.summary = func(st *keyState, v verdict) string {
 		return fmt.Sprintf("%s/%s reached for the cloud metadata service (%.0f flows in %s)", st.subj.namespace, st.subj.workload, v.observed, c.Window)
 	}
-	var addrList, nameList []string
-	for _, a := range c.Addresses {
-		addrList = append(addrList, "toIPv6("+clickhouse.QuoteString(a)+")")
-	}
+	var nameList []string
 	for n := range names {
-		nameList = append(nameList, clickhouse.QuoteString(n), clickhouse.QuoteString(n+"."))
+		nameList = append(nameList, n, n+".")
 	}
-	cond := fmt.Sprintf("(dst_ip IN (%s) OR hasAny(dst_names, [%s]) OR dns_query IN (%s))",
-		strings.Join(addrList, ", "), strings.Join(nameList, ", "), strings.Join(nameList, ", "))
-	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) { return matches(f), true }, "NOT is_reply", cond)
+	cond := schema.AnyOf(
+		[]schema.Cond{{Field: "dst_ip", Op: schema.OpAddrIn, Values: c.Addresses}},
+		[]schema.Cond{{Field: "dst_names", Op: schema.OpHasAny, Values: nameList}},
+		[]schema.Cond{{Field: "dns_query", Op: schema.OpIn, Values: nameList}})
+	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) { return matches(f), true }, schema.IsFalse("is_reply"), cond)
 }
 
 // --- egress-spike ---------------------------------------------------------------
@@ -156,11 +150,14 @@ func newEgressSpike(c EgressSpikeConfig, g *Config, sink FindingSink, m *Metrics
 	}
 	// Every pod source is counted, so that a workload that never talked to
 	// the world has a baseline of zero rather than none.
-	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) { return true, f.Dst.IsWorld() }, "NOT is_reply", worldCondition)
+	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) { return true, f.Dst.IsWorld() }, schema.IsFalse("is_reply"), worldCondition)
 }
 
 // worldCondition selects flows whose destination is outside the cluster.
-const worldCondition = "(dst_workload_kind = 'reserved' AND startsWith(dst_workload, 'world') OR dst_identity = 2 OR dst_identity >= 16777216)"
+var worldCondition = schema.AnyOf(
+	[]schema.Cond{schema.Eq("dst_workload_kind", "reserved"), {Field: "dst_workload", Op: schema.OpPrefix, Values: []string{"world"}}},
+	[]schema.Cond{{Field: "dst_identity", Op: schema.OpNumEq, Values: []string{"2"}}},
+	[]schema.Cond{{Field: "dst_identity", Op: schema.OpNumGE, Values: []string{"16777216"}}})
 
 // --- egress-denial-spike -----------------------------------------------------------
 
@@ -176,7 +173,7 @@ func newEgressDenialSpike(c EgressDenialSpikeConfig, g *Config, sink FindingSink
 	}
 	return bySourceWorkload(t, func(f *schema.Flow) (bool, bool) {
 		return isDenied(f) && f.Direction == schema.DirectionEgress, true
-	}, "verdict = 'DROPPED'", "direction = 'EGRESS'")
+	}, schema.Eq("verdict", "DROPPED"), schema.Eq("direction", "EGRESS"))
 }
 
 // --- cross-namespace-denial ------------------------------------------------------
@@ -191,9 +188,8 @@ func newCrossNamespaceDenial(c CrossNamespaceDenyConfig, g *Config, sink Finding
 	t.summary = func(st *keyState, v verdict) string {
 		return fmt.Sprintf("policy denied %.0f flows from namespace %s to namespace %s in %s", v.observed, st.subj.namespace, st.subj.peer, c.Window)
 	}
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace),
-			"dst_namespace = "+clickhouse.QuoteString(st.subj.peer), "verdict = 'DROPPED'")
+	t.where = func(st *keyState) []schema.Cond {
+		return []schema.Cond{schema.Eq("src_namespace", st.subj.namespace), schema.Eq("dst_namespace", st.subj.peer), schema.Eq("verdict", "DROPPED")}
 	}
 	d := &detector{tracker: t}
 	d.observe = func(f *schema.Flow) {
@@ -236,8 +232,8 @@ func newDenialRate(c DenialRateConfig, g *Config, sink FindingSink, m *Metrics) 
 	t.summary = func(st *keyState, v verdict) string {
 		return fmt.Sprintf("%.0f%% of namespace %s's flows were denied (baseline %.0f%%)", 100*v.observed, st.subj.namespace, 100*v.baseline)
 	}
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "src_namespace = "+clickhouse.QuoteString(st.subj.namespace), "verdict = 'DROPPED'")
+	t.where = func(st *keyState) []schema.Cond {
+		return []schema.Cond{schema.Eq("src_namespace", st.subj.namespace), schema.Eq("verdict", "DROPPED")}
 	}
 	d := &detector{tracker: t}
 	d.observe = func(f *schema.Flow) {
@@ -247,20 +243,4 @@ func newDenialRate(c DenialRateConfig, g *Config, sink FindingSink, m *Metrics) 
 		t.add(t.state(key{a: f.Src.Namespace}, subject{namespace: f.Src.Namespace}, f.Time), f, isDenied(f))
 	}
 	return d
-}
-
-// flowsQuery builds the forensic query behind a finding: the flows in its
-// time range that match every condition, newest last. Values in the
-// conditions are quoted by the callers; times are formatted here.
-func flowsQuery(from, to time.Time, conds ...string) string {
-	where := append([]string{
-		"time >= " + sqlTime(from),
-		"time < " + sqlTime(to),
-	}, conds...)
-	return "SELECT time, src_namespace, src_pod, src_workload, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict, drop_reason, dst_names\n" +
-		"FROM flows\nWHERE " + strings.Join(where, "\n  AND ") + "\nORDER BY time"
-}
-
-func sqlTime(t time.Time) string {
-	return "toDateTime64(" + clickhouse.QuoteString(t.UTC().Format("2006-01-02 15:04:05.000000000")) + ", 9, 'UTC')"
 }

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/flowwarden/flowwarden/schema"
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 // DetectorDNSTunnel names the DNS tunnelling detector.
@@ -446,7 +445,7 @@ func (d *dnsTunnel) report(w *dnsWorkload, dom *dnsDomain) {
 	e.Samples = append([]schema.Flow(nil), dom.samples...)
 	f.Summary = fmt.Sprintf("%s/%s carries about %.1f B/s in DNS query names to %s (%d new names, %d queries, %d NXDOMAIN in %s; e.g. %s)",
 		w.k.a, w.k.b, rate, dom.name, names, queries, nx, d.cfg.Window, strings.Join(dom.sampleQ, ", "))
-	f.Query = dnsQuery(f.Start, f.End, w.k, dom.name)
+	f.Flows = dnsSelector(f.Start, f.End, w.k, dom.name)
 	d.sink.Finding(*f)
 }
 
@@ -485,15 +484,13 @@ func (d *dnsTunnel) evict(w *dnsWorkload) {
 	d.metrics.Evictions.WithLabelValues(DetectorDNSTunnel).Inc()
 }
 
-// dnsQuery selects the workload's DNS flows for the domain, expansions included.
-func dnsQuery(from, to time.Time, k key, domain string) string {
-	q := clickhouse.QuoteString(domain)
-	return "SELECT time, src_namespace, src_pod, src_workload, is_reply, dns_query, dns_rcode, dst_addr, dst_port\n" +
-		"FROM flows\nWHERE " + strings.Join([]string{
-		"time >= " + sqlTime(from), "time < " + sqlTime(to),
-		"l7_type = 'dns'",
-		fmt.Sprintf("((src_namespace = %s AND src_workload = %s) OR (dst_namespace = %s AND dst_workload = %s))",
-			clickhouse.QuoteString(k.a), clickhouse.QuoteString(k.b), clickhouse.QuoteString(k.a), clickhouse.QuoteString(k.b)),
-		"(position(lower(dns_query), " + clickhouse.QuoteString("."+domain+".") + ") > 0 OR startsWith(lower(dns_query), " + q + "))",
-	}, "\n  AND ") + "\nORDER BY time"
+// dnsSelector selects the workload's DNS flows for the domain, expansions included.
+func dnsSelector(from, to time.Time, k key, domain string) *schema.FlowSelector {
+	return &schema.FlowSelector{From: from, To: to, DNS: true, Where: []schema.Cond{
+		schema.Eq("l7_type", "dns"),
+		schema.AnyOf(
+			[]schema.Cond{schema.Eq("src_namespace", k.a), schema.Eq("src_workload", k.b)},
+			[]schema.Cond{schema.Eq("dst_namespace", k.a), schema.Eq("dst_workload", k.b)}),
+		{Field: "dns_query", Op: schema.OpDNSUnder, Values: []string{domain}},
+	}}
 }

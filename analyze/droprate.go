@@ -3,12 +3,10 @@ package analyze
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema"
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 // DropRateDetector is the name of the nftables drop-spike detector.
@@ -139,7 +137,8 @@ func (d *DropRate) fire(st *dropRuleState, s schema.CounterSample, rate, thresho
 	}
 	f.Summary = fmt.Sprintf("nftables drop rule %q (%s %s %s) on node %s drops %.1f packets/s, usually %.1f/s",
 		rule, s.Family, s.Table, s.Chain, s.Node, rate, st.baseline)
-	f.Query = countersQuery(s, f.Start.Add(-10*time.Minute), s.Time.Add(time.Second))
+	f.Counters = &schema.CounterSelector{From: f.Start.Add(-10 * time.Minute), To: s.Time.Add(time.Second),
+		Node: s.Node, Family: s.Family, Table: s.Table, Chain: s.Chain, Handle: s.Handle}
 	d.sink.Finding(*f)
 }
 
@@ -148,21 +147,4 @@ func (d *DropRate) resolve(st *dropRuleState, at time.Time) {
 	f.Status, f.End = schema.FindingResolved, at
 	st.open = nil
 	d.sink.Finding(f)
-}
-
-// countersQuery returns the rule's readings around the spike with the
-// packets dropped since the previous reading.
-func countersQuery(s schema.CounterSample, from, to time.Time) string {
-	where := []string{
-		"node = " + clickhouse.QuoteString(s.Node),
-		"family = " + clickhouse.QuoteString(s.Family),
-		"`table` = " + clickhouse.QuoteString(s.Table),
-		"chain = " + clickhouse.QuoteString(s.Chain),
-		"handle = " + strconv.FormatUint(s.Handle, 10),
-		"time >= " + sqlTime(from),
-		"time < " + sqlTime(to),
-	}
-	return "SELECT time, comment, packets, bytes,\n" +
-		"       packets - lagInFrame(packets, 1, packets) OVER (ORDER BY time) AS dropped_since_last\n" +
-		"FROM nft_counters\nWHERE " + strings.Join(where, "\n  AND ") + "\nORDER BY time"
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema"
+	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
 func TestDropRateSpikeOpensAndResolves(t *testing.T) {
@@ -44,6 +45,10 @@ func TestDropRateSpikeOpensAndResolves(t *testing.T) {
 		f.Evidence.Flows != 100*15 || !strings.Contains(f.Summary, `"flowwarden: not observed"`) {
 		t.Errorf("finding %+v", f)
 	}
+	if c := f.Counters; c == nil || c.Handle != 42 || c.Table != "flowwarden" || f.Flows != nil || f.Query != "" {
+		t.Errorf("selector %+v, flows %+v, query %q: want the counter readings of rule 42, no SQL from the detector", c, f.Flows, f.Query)
+	}
+	clickhouse.RenderQuery(&f)
 	if !strings.Contains(f.Query, "FROM nft_counters") || !strings.Contains(f.Query, "handle = 42") {
 		t.Errorf("query %s", f.Query)
 	}

@@ -9,10 +9,7 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema"
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
-
-func quote(s string) string { return clickhouse.QuoteString(s) }
 
 // DetectorLateralScan names the lateral-scan detector.
 const DetectorLateralScan = "lateral-scan"
@@ -120,10 +117,20 @@ func newLateralScan(c LateralScanConfig, g *Config, sink FindingSink, m *Metrics
 		return fmt.Sprintf("%s/%s probed about %.0f weighted (address, port) pairs inside the cluster in %s (baseline %.1f; failed probes count %.0fx)",
 			st.subj.namespace, st.subj.workload, v.observed, c.Window, v.baseline, c.FailureWeight)
 	}
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "(src_namespace = "+quote(st.subj.namespace)+" AND src_workload = "+quote(st.subj.workload)+
-			" AND NOT is_reply OR dst_namespace = "+quote(st.subj.namespace)+" AND dst_workload = "+quote(st.subj.workload)+" AND is_reply)",
-			"(NOT "+worldCondition+" OR isIPAddressInRange(dst_addr, '10.0.0.0/8') OR isIPAddressInRange(dst_addr, '172.16.0.0/12') OR isIPAddressInRange(dst_addr, '192.168.0.0/16') OR is_reply)")
+	t.where = func(st *keyState) []schema.Cond {
+		ns, wl := st.subj.namespace, st.subj.workload
+		notWorld := worldCondition
+		notWorld.Not = true
+		inRange := func(cidr string) []schema.Cond {
+			return []schema.Cond{{Field: "dst_addr", Op: schema.OpInPrefix, Values: []string{cidr}}}
+		}
+		return []schema.Cond{
+			schema.AnyOf(
+				[]schema.Cond{schema.Eq("src_namespace", ns), schema.Eq("src_workload", wl), schema.IsFalse("is_reply")},
+				[]schema.Cond{schema.Eq("dst_namespace", ns), schema.Eq("dst_workload", wl), schema.IsTrue("is_reply")}),
+			schema.AnyOf([]schema.Cond{notWorld}, inRange("10.0.0.0/8"), inRange("172.16.0.0/12"), inRange("192.168.0.0/16"),
+				[]schema.Cond{schema.IsTrue("is_reply")}),
+		}
 	}
 	d := &detector{tracker: t}
 	d.observe = func(f *schema.Flow) {

@@ -125,9 +125,9 @@ func newPlaintextInMesh(c PlaintextInMeshConfig, g *Config, sink FindingSink, m 
 		return fmt.Sprintf("%s/%s took %.0f inbound requests without mutual TLS in %s, where mutual TLS should be strict",
 			st.subj.namespace, st.subj.workload, v.observed, c.Window)
 	}
-	t.query = func(st *keyState, from, to time.Time) string {
-		return flowsQuery(from, to, "source = 'envoy'", "direction = 'INGRESS'", "NOT mtls",
-			"dst_namespace = "+quote(st.subj.namespace), "dst_workload = "+quote(st.subj.workload))
+	t.where = func(st *keyState) []schema.Cond {
+		return []schema.Cond{schema.Eq("source", "envoy"), schema.Eq("direction", "INGRESS"), schema.IsFalse("mtls"),
+			schema.Eq("dst_namespace", st.subj.namespace), schema.Eq("dst_workload", st.subj.workload)}
 	}
 	p.detector = &detector{tracker: t}
 	p.observe = func(f *schema.Flow) {

@@ -75,9 +75,10 @@ type tracker struct {
 	early bool
 	// baselineOf is the metric folded into the baseline for a quiet window.
 	baselineOf func(w *window) float64
-	// summary and query describe a finding.
+	// summary and where describe a finding: where holds the conditions
+	// that select its flows (the storage package renders them as SQL).
 	summary func(st *keyState, v verdict) string
-	query   func(st *keyState, from, to time.Time) string
+	where   func(st *keyState) []schema.Cond
 
 	states map[key]*keyState
 	lru    *list.List // front: most recently seen
@@ -146,7 +147,7 @@ func (t *tracker) fireEarly(st *keyState, v verdict) {
 	f.Evidence.Observed, f.Evidence.Baseline, f.Evidence.Threshold = v.observed, v.baseline, v.threshold
 	f.Evidence.Samples = append([]schema.Flow(nil), st.cur.samples...)
 	f.Summary = t.summary(st, v)
-	f.Query = t.query(st, f.Start, f.End)
+	f.Flows = &schema.FlowSelector{From: f.Start, To: f.End, Where: t.where(st)}
 	t.sink.Finding(f)
 }
 
@@ -204,7 +205,7 @@ func (t *tracker) close(st *keyState) {
 			}
 		}
 		f.Summary = t.summary(st, v)
-		f.Query = t.query(st, f.Start, f.End)
+		f.Flows = &schema.FlowSelector{From: f.Start, To: f.End, Where: t.where(st)}
 		t.sink.Finding(*f)
 	default:
 		if t.baselineOf != nil {

@@ -52,8 +52,14 @@ type Finding struct {
 	Start, End time.Time
 	Status     FindingStatus
 	Evidence   Evidence
-	// Query is a ready-to-run SQL query over the flows table that returns
-	// the flows behind the finding.
+	// Flows names the flows behind the finding (Counters the nftables
+	// counter readings, for a finding on counters); the storage package
+	// renders it as Query.
+	Flows    *FlowSelector
+	Counters *CounterSelector
+	// Query is a ready-to-run SQL query that returns what Flows or
+	// Counters select: filled by the storage package
+	// (schema/clickhouse.RenderQuery), never by a detector.
 	Query string
 }
 

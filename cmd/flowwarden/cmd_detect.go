@@ -98,6 +98,9 @@ when nothing was found. Exit status 0 whether or not anything was found.`,
 			}
 			eng.Flush()
 			findings := found.Findings()
+			for i := range findings {
+				clickhouse.RenderQuery(&findings[i])
+			}
 			if err := printFindings(cmd.OutOrStdout(), out.value, findings); err != nil {
 				return err
 			}

@@ -126,10 +126,13 @@ func newServeCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if eng, err = analyze.NewEngine(dcfg, findingSinks, detectorMetrics); err != nil {
+				// Detectors name the flows behind a finding; the storage
+				// package writes its SQL before the store and Alertmanager see it.
+				rendered := withQuery(findingSinks)
+				if eng, err = analyze.NewEngine(dcfg, rendered, detectorMetrics); err != nil {
 					return err
 				}
-				if dropRate, err = analyze.NewDropRate(analyze.DefaultDropRateConfig(), findingSinks, detectorMetrics); err != nil {
+				if dropRate, err = analyze.NewDropRate(analyze.DefaultDropRateConfig(), rendered, detectorMetrics); err != nil {
 					return err
 				}
 				sink = ingest.Fanout{w, eng}
@@ -415,4 +418,13 @@ func readToken(file string) (string, error) {
 		return "", fmt.Errorf("--auth-token-file %s is empty", file)
 	}
 	return tok, nil
+}
+
+// withQuery renders each finding's forensic SQL from what it selects
+// (schema/clickhouse) before passing it on.
+func withQuery(next analyze.FindingSink) analyze.FindingSink {
+	return analyze.FindingFunc(func(f schema.Finding) {
+		clickhouse.RenderQuery(&f)
+		next.Finding(f)
+	})
 }

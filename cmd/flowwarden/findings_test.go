@@ -49,6 +49,9 @@ func TestFindingQueriesReturnTheirFlows(t *testing.T) {
 			if len(findings) == 0 {
 				t.Fatal("no findings")
 			}
+			for i := range findings {
+				clickhouse.RenderQuery(&findings[i]) // as serve's sinks get them
+			}
 			var stored uint64
 			if err := conn.QueryRow(ctx, "SELECT count() FROM findings FINAL").Scan(&stored); err != nil {
 				t.Fatal(err)

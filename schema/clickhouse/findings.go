@@ -46,6 +46,9 @@ func NewFindingStore(conn driver.Conn, reg prometheus.Registerer, log *slog.Logg
 
 // Finding buffers a finding's new state.
 func (s *FindingStore) Finding(f schema.Finding) {
+	if f.Query == "" {
+		RenderQuery(&f)
+	}
 	s.mu.Lock()
 	if len(s.buf) >= maxBufferedFindings {
 		s.mu.Unlock()
