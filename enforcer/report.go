@@ -352,7 +352,7 @@ th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margi
 <li>Rules in force that carried no observed traffic: {{.RulesUnused}} of {{.RulesInForce}}</li>
 <li>Blast radius: {{.BlastBefore}} → {{.BlastAfter}} ({{printf "%.1f" .BlastReduction}}% reduction)</li>
 <li>Observed traffic the recommended policies would deny: {{len .WouldDeny}} edges; the datapath itself dropped {{$.DroppedFlows}} flows on {{$.DroppedEdges}} edges</li>
-{{if not .DiffError}}<li>Access removed that nobody was seen using: {{.UnobservedLossTotal}} pair/port combinations; per namespace: {{range $i, $ns := .UnobservedLossNamespaces}}{{if $i}}, {{end}}{{orOutside $ns}} {{index $.Summary.UnobservedLosses $ns}}{{end}}</li>{{end}}
+{{if not .DiffError}}<li>Access removed that nobody was seen using: {{.UnobservedLossTotal}} pair/port combinations{{if .UnobservedLossNamespaces}}; per namespace: {{range $i, $ns := .UnobservedLossNamespaces}}{{if $i}}, {{end}}{{orOutside $ns}} {{index $.Summary.UnobservedLosses $ns}}{{end}}{{end}}</li>{{end}}
 </ul>
 {{with .WouldDeny}}<h3>Observed traffic the recommended policies would deny</h3><table id="would-deny"><tr><th>from</th><th>to</th><th>port</th><th>flows</th><th>why</th></tr>
 {{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{.Why}}</td></tr>{{end}}</table>{{end}}</section>{{end}}

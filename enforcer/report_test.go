@@ -106,6 +106,16 @@ func TestReportOnSamples(t *testing.T) {
 	if strings.Contains(html, "<script") {
 		t.Error("the report must be static HTML")
 	}
+	// When no access nobody used is taken away, the summary line says 0
+	// and does not end in an empty per-namespace list.
+	r.Summary.UnobservedLosses = nil
+	page.Reset()
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), "nobody was seen using: 0 pair/port combinations</li>") {
+		t.Errorf("HTML summary of no unobserved losses: %q", regexp.MustCompile(`Access removed[^<]*<`).FindString(page.String()))
+	}
 }
 
 // TestSemanticDiffDoesNotDependOnFlowOrder: the diff (with its observed
