@@ -91,7 +91,7 @@ func Check(files []File) ([]File, error) {
 			errs = append(errs, fmt.Errorf("%s %s: %w", f.From, f.Path, err))
 			continue
 		case f.Kind == Unknown && kind == Unknown:
-			errs = append(errs, fmt.Errorf("%s %s: neither Hubble JSON nor an Envoy access log in its first lines; give it with --hubble-file or --envoy-file", f.From, f.Path))
+			errs = append(errs, fmt.Errorf("%s %s: neither Hubble JSON nor an Envoy access log in its first lines (if it is one, name its kind with --hubble-file or --envoy-file)", f.From, f.Path))
 			continue
 		case f.Kind == Unknown:
 			f.Kind = kind
@@ -155,11 +155,33 @@ func sniff(path string) (Kind, error) {
 		if k := kindOf(line); k != Unknown {
 			return k, nil
 		}
+		if n == 1 && isFixture(line) {
+			return Unknown, errFixture
+		}
 	}
 	if err := sc.Err(); err != nil && !errors.Is(err, bufio.ErrTooLong) {
 		return Unknown, fmt.Errorf("read: %w", err)
 	}
 	return Unknown, nil
+}
+
+// errFixture refuses the detectors' compact test fixtures (the
+// *.flows.jsonl.gz of testdata/scenarios), which look like flow files.
+var errFixture = errors.New("compact flow records of the detectors' tests (analyze/analyzetest), not Hubble JSON nor an Envoy access log: no command reads them")
+
+// isFixture tells analyzetest's compact records by their time and address
+// keys.
+func isFixture(line []byte) bool {
+	var obj map[string]json.RawMessage
+	if line[0] != '{' || json.Unmarshal(line, &obj) != nil {
+		return false
+	}
+	for _, k := range []string{"t", "sip", "dip"} {
+		if _, ok := obj[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // hubbleKeys are the top-level keys of Hubble's JSON records

@@ -67,8 +67,9 @@ func TestCheckTellsKindsByContent(t *testing.T) {
 		{Path: filepath.Join(dir, "missing"), From: "--hubble-file", Kind: flowfile.Hubble},
 		{Path: write("notes.txt", []byte("hello\n")), From: "file"},
 		{Path: dir, From: "file"},
+		{Path: "../../testdata/scenarios/beacon-c2.flows.jsonl.gz", From: "file"},
 	})
-	for _, want := range []string{"--hubble-file " + filepath.Join(dir, "missing"), "notes.txt: neither", dir + ": is a directory"} {
+	for _, want := range []string{"--hubble-file " + filepath.Join(dir, "missing"), "notes.txt: neither", dir + ": is a directory", "beacon-c2.flows.jsonl.gz: compact flow records of the detectors' tests"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
