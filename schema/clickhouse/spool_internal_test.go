@@ -75,7 +75,10 @@ func TestSpoolSealFailureRecovers(t *testing.T) {
 	conn, dsn := migratedDB(t)
 	cfg := DefaultWriterConfig()
 	cfg.SpoolDir = t.TempDir()
-	cfg.FlushInterval = 50 * time.Millisecond
+	// Long enough that the open segment of the first 250 flows is still
+	// open when the test fails its seal (50 ms let the flush timer seal it
+	// first on a busy machine: "no segment open").
+	cfg.FlushInterval = 2 * time.Second
 	cfg.BatchSize = 100
 	metrics := NewWriterMetrics(nil)
 	w, err := NewWriter(cfg, dsn, metrics, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
