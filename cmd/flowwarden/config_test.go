@@ -98,7 +98,7 @@ func TestServeWarnsAboutAnExposedListenAddress(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		args := append([]string{"serve", "--clickhouse", dsn, "--hubble", "127.0.0.1:1", "--data-dir", t.TempDir(), "--detect=false", "--log-level", "debug"}, tc.args...)
 		done, logs := runInBackground(ctx, args...)
-		waitUntil(t, 20*time.Second, "serve to start", func() bool { return strings.Contains(logs.String(), "msg=serving") })
+		waitUntil(t, 60*time.Second, "serve to start", func() bool { return strings.Contains(logs.String(), "msg=serving") })
 		cancel()
 		<-done
 		if got := strings.Contains(logs.String(), "nothing protects it"); got != tc.warn {

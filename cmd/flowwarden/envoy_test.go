@@ -84,7 +84,7 @@ func TestServeFollowsEnvoyLog(t *testing.T) {
 	}
 	_, _ = f.Write(sample)
 	f.Close()
-	waitUntil(t, 20*time.Second, "the followed lines in ClickHouse", func() bool { n, _ := countFlows(t, dsn); return n == 2 })
+	waitUntil(t, 60*time.Second, "the followed lines in ClickHouse", func() bool { n, _ := countFlows(t, dsn); return n == 2 })
 	resp, err := http.Get("http://" + listen + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +217,7 @@ func TestServeReadsWhatTheLogGotWhileStopped(t *testing.T) {
 		if while != nil {
 			while()
 		}
-		waitUntil(t, 20*time.Second, fmt.Sprintf("%d envoy flows in ClickHouse", want), func() bool { n, _ := countFlows(t, dsn); return n >= want })
+		waitUntil(t, 60*time.Second, fmt.Sprintf("%d envoy flows in ClickHouse", want), func() bool { n, _ := countFlows(t, dsn); return n >= want })
 		time.Sleep(500 * time.Millisecond) // a repeat would land now
 		cancel()
 		if err := <-done; err != nil {

@@ -269,7 +269,7 @@ func TestHostFirewallEndToEnd(t *testing.T) {
 		t.Fatalf("scan: %d of 60 connected, %v", n, err)
 	}
 	var summary, query string
-	waitUntil(t, 20*time.Second, "an nft-drop-spike finding", func() bool {
+	waitUntil(t, 60*time.Second, "an nft-drop-spike finding", func() bool {
 		return conn.QueryRow(context.Background(), `SELECT summary, query FROM findings FINAL
 			WHERE detector = 'nft-drop-spike' AND workload = 'node-1' ORDER BY updated_at DESC LIMIT 1`).Scan(&summary, &query) == nil
 	})
@@ -334,7 +334,7 @@ func TestServeWarnsWithoutConntrackAccounting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done, logs := runInBackground(ctx, "serve", "--clickhouse", dsn, "--conntrack", "--netns", ns.Name, "--node", "node-1",
 		"--detect=false", "--listen", amtest.FreeAddr(t), "--data-dir", t.TempDir(), "--log-level", "warn")
-	waitUntil(t, 10*time.Second, "the accounting warning", func() bool { return strings.Contains(logs.String(), "accounting is off") })
+	waitUntil(t, 30*time.Second, "the accounting warning", func() bool { return strings.Contains(logs.String(), "accounting is off") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

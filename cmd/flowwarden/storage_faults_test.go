@@ -79,11 +79,11 @@ func TestServeSealFailureRecoversWithoutRestart(t *testing.T) {
 	if code, f := healthOf(healthz); code != 200 {
 		t.Fatalf("/healthz before the fault: %d %v", code, f)
 	}
-	waitUntil(t, 10*time.Second, "/readyz to be ok", func() bool { code, _ := healthOf(readyz); return code == 200 })
+	waitUntil(t, 30*time.Second, "/readyz to be ok", func() bool { code, _ := healthOf(readyz); return code == 200 })
 
 	// Made immutable while a segment is open (a segment lives 1 s), so
 	// that it is its seal that fails first.
-	waitUntil(t, 10*time.Second, "an open segment", func() bool {
+	waitUntil(t, 30*time.Second, "an open segment", func() bool {
 		open, _ := filepath.Glob(filepath.Join(spool, "*.seg.open"))
 		return len(open) > 0
 	})
@@ -91,7 +91,7 @@ func TestServeSealFailureRecoversWithoutRestart(t *testing.T) {
 	// The open segment's seal fails (or, when none was open at that
 	// instant, the next append's create): both are the spool failing.
 	var failure string
-	waitUntil(t, 10*time.Second, "/healthz to report the spool failing", func() bool {
+	waitUntil(t, 30*time.Second, "/healthz to report the spool failing", func() bool {
 		code, f := healthOf(healthz)
 		failure = f["storage"]
 		return code == http.StatusServiceUnavailable && (strings.Contains(failure, "spool seal failing") || strings.Contains(failure, "spool append failing"))
@@ -107,7 +107,7 @@ func TestServeSealFailureRecoversWithoutRestart(t *testing.T) {
 	stalled, _ := countFlows(t, dsn)
 
 	setImmutable(false)
-	waitUntil(t, 15*time.Second, "/healthz to be ok again", func() bool { code, _ := healthOf(healthz); return code == 200 })
+	waitUntil(t, 30*time.Second, "/healthz to be ok again", func() bool { code, _ := healthOf(healthz); return code == 200 })
 	deadline := time.Now().Add(60 * time.Second)
 	for n, _ := countFlows(t, dsn); n < uint64(replay.Len()) && time.Now().Before(deadline); n, _ = countFlows(t, dsn) {
 		time.Sleep(100 * time.Millisecond)

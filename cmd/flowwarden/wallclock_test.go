@@ -64,7 +64,7 @@ func TestServeEnvoyOnlyClosesWindowsWhileQuiet(t *testing.T) {
 	if err := os.WriteFile(path, []byte(line+line), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 20*time.Second, "the lines in ClickHouse", func() bool { n, _ := countFlows(t, dsn); return n == 2 })
+	waitUntil(t, 60*time.Second, "the lines in ClickHouse", func() bool { n, _ := countFlows(t, dsn); return n == 2 })
 	// No more lines. The flows alone close windows only up to their time
 	// minus the lateness (5 s); the engine's clock closes them past it.
 	waitUntil(t, 40*time.Second, "windows closed past the last flow on the wall clock", func() bool {
