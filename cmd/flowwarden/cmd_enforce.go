@@ -15,6 +15,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/flowwarden/flowwarden/enforcer"
@@ -242,10 +243,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&l7, "l7", false, "--flavor cilium: HTTP rules (method, path) on ports whose every observed flow was HTTP seen by Cilium's proxy, DNS rules naming the names looked up; other ports stay L4 (listed)")
 	cmd.Flags().IntVar(&l7cfg.PathFamily, "l7-path-family", l7cfg.PathFamily, "--l7: paths equal but for one segment seen with at least this many values become one rule with [^/]+ there (0: never)")
 	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")
-	cmd.Flags().Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
-	cmd.Flags().IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
-	cmd.Flags().StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
-	cmd.Flags().StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
+	policyFlags(cmd.Flags(), &cfg)
 	host.flags(cmd, false)
 	return cmd
 }
@@ -259,20 +257,16 @@ func recommend(ctx context.Context, g *globals, src *flowSource, cfg enforcer.Co
 	if len(graph.Workloads) == 0 {
 		return nil, nil, errors.New("no workloads in the observed traffic")
 	}
-	res, err := enforcer.Generate(graph, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	violations, err := enforcer.Prove(graph, res)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(violations) > 0 {
-		for _, v := range violations {
+	res, err := enforcer.Recommend(graph, cfg)
+	var proof *enforcer.ProofError
+	if errors.As(err, &proof) {
+		for _, v := range proof.Violations {
 			g.log.Error("generated policies disagree with observed traffic", "from", peerString(v.Edge.From), "to", peerString(v.Edge.To),
 				"port", v.Edge.Port, "protocol", v.Edge.Protocol, "reason", v.Decision.Reason)
 		}
-		return nil, nil, fmt.Errorf("%d observed edges would be judged wrongly by the generated policies: not written (a bug; please report it)", len(violations))
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	return res, graph, nil
 }
@@ -899,4 +893,13 @@ type enforceSummary struct {
 	Removed     []string `json:"removed"`
 	PullRequest string   `json:"pull_request,omitempty"`
 	Body        string   `json:"body"`
+}
+
+// policyFlags registers the generator's flags, the same for recommend and
+// for serve's page, so both recommend the same policies from the same flows.
+func policyFlags(f *pflag.FlagSet, cfg *enforcer.Config) {
+	f.Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
+	f.IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")
+	f.StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
+	f.StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
 }

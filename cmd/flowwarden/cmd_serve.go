@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/flowwarden/flowwarden/alerting"
 	"github.com/flowwarden/flowwarden/analyze"
+	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/hostfw"
 	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/ingest"
@@ -38,6 +40,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	var (
 		obsCfg        hubble.ObserverConfig
 		wcfg          = clickhouse.DefaultWriterConfig()
+		policyCfg     = enforcer.DefaultConfig()
 		resume        bool
 		sinceIn       string
 		detect        bool
@@ -196,7 +199,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer pageConn.Close()
-			pageH := webui.New(webui.Config{Current: current}, clickhouse.NewReader(pageConn), g.log)
+			pageH := newPage(webui.Config{Current: current}, policyCfg, clickhouse.NewReader(pageConn), g.log)
 			if page {
 				mux.Handle("GET /{$}", pageH)
 			}
@@ -349,6 +352,7 @@ func newServeCommand(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	policyFlags(f, &policyCfg)
 	f.StringVar(&httpCfg.Listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics, /healthz and /readyz (all read-only); a non-loopback address without --auth-token-file or --tls-client-ca is warned about")
 	f.BoolVar(&page, "page", true, "serve the page on / (false: only /metrics, /healthz and /readyz, as the node agent does)")
 	f.IntVar(&httpCfg.MaxConns, "max-connections", 256, "most connections the HTTP server holds open at once (more wait in the kernel's queue, holding no descriptor); idle ones are closed after 30 s, at once when three quarters are in use")
@@ -427,4 +431,11 @@ func withQuery(next analyze.FindingSink) analyze.FindingSink {
 		clickhouse.RenderQuery(&f)
 		next.Finding(f)
 	})
+}
+
+// newPage is serve's page: it recommends with the pipeline and the
+// generator flags recommend uses (enforcer.Recommend: generate, then prove).
+func newPage(cfg webui.Config, policies enforcer.Config, store webui.Store, log *slog.Logger) *webui.Handler {
+	cfg.Recommend = func(graph *enforcer.Graph) (*enforcer.Result, error) { return enforcer.Recommend(graph, policies) }
+	return webui.New(cfg, store, log)
 }

@@ -41,6 +41,10 @@ type Config struct {
 	// the page says the diff did not finish rather than keep the viewer
 	// waiting.
 	DiffBudget time.Duration
+	// Recommend turns the observed graph into the recommended policies:
+	// serve passes the pipeline `recommend` runs, with the generator flags
+	// it was given (default: enforcer.Recommend with DefaultConfig).
+	Recommend func(*enforcer.Graph) (*enforcer.Result, error)
 }
 
 // Store is what the page reads from storage; cmd passes schema/clickhouse's
@@ -78,6 +82,11 @@ func New(cfg Config, store Store, log *slog.Logger) *Handler {
 	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 15 * time.Second
+	}
+	if cfg.Recommend == nil {
+		cfg.Recommend = func(g *enforcer.Graph) (*enforcer.Result, error) {
+			return enforcer.Recommend(g, enforcer.DefaultConfig())
+		}
 	}
 	if cfg.DiffBudget <= 0 {
 		cfg.DiffBudget = 10 * time.Second
@@ -193,7 +202,7 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 		p.Findings = append(p.Findings, f)
 	}
 	if len(b.Graph.Workloads) > 0 {
-		res, err := enforcer.Generate(b.Graph, enforcer.DefaultConfig())
+		res, err := h.cfg.Recommend(b.Graph)
 		if err != nil {
 			return nil, err
 		}
