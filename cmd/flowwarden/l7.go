@@ -47,7 +47,10 @@ func ciliumL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, cps
 		}
 		return fmt.Errorf("%d L7 checks failed: not written (a bug; please report it)", len(bad))
 	}
-	for _, n := range notes {
+	for i, n := range notes {
+		if i > 0 && n == notes[i-1] {
+			continue // two rules of a policy on one port (other peers) get the same note
+		}
 		fmt.Fprintf(w, "  L7 %s\n", n)
 	}
 	return nil

@@ -18,6 +18,12 @@ func TestRecommendCiliumL7(t *testing.T) {
 	if !strings.Contains(out, "L7 istio-system/prometheus egress TCP/9990: 1 http rules") || !strings.Contains(out, "stays L4: no DNS lookups seen") {
 		t.Errorf("output:\n%s", out)
 	}
+	lines := strings.Split(out, "\n")
+	for i := 1; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i], "  L7 ") && lines[i] == lines[i-1] {
+			t.Errorf("L7 note printed twice: %q", lines[i])
+		}
+	}
 	y, err := os.ReadFile(filepath.Join(dir, "istio-system", "prometheus.yaml"))
 	if err != nil {
 		t.Fatal(err)
