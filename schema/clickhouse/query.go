@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ func CheckReadOnly(sql string) error {
 	if !readOnlyKeywords[strings.ToUpper(word)] {
 		return fmt.Errorf("%q: %w", word, ErrNotReadOnly)
 	}
-	if name := callsOutside(s) + callsOutside(sql); name != "" {
+	if name := cmp.Or(callsOutside(s), callsOutside(sql)); name != "" {
 		return fmt.Errorf("%s(): %w", name, ErrOutsideDatabase)
 	}
 	return nil
