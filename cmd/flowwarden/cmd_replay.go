@@ -27,7 +27,7 @@ func addTLSFlags(fs *pflag.FlagSet, prefix string, c *hubble.TLSConfig, server b
 func newReplayCommand(g *globals) *cobra.Command {
 	var cfg hubble.ReplayConfig
 	cmd := &cobra.Command{
-		Use:   "replay --file FILE... [--listen ADDR] [--rate N] [--loop]",
+		Use:   "replay (FILE... | --file FILE...) [--listen ADDR] [--rate N] [--loop]",
 		Short: "Serve recorded Hubble flows as a real observer gRPC server (for demos and tests)",
 		Long: `Serve recorded Hubble flows (exporter JSON lines, .gz too) as a Hubble
 observer gRPC server, answering as Hubble's own server does:
@@ -46,11 +46,15 @@ a --follow stream receives after the buffer; --follow alone plays the
 recording from its start. --rate caps each stream's flows per second.`,
 		Example: `  flowwarden replay --file testdata/hubble/basic-sample-400-tcp-flows.json --listen 127.0.0.1:4245 --rate 100 --loop --shift-to-now
   hubble observe --server 127.0.0.1:4245 --last 5 --follow --namespace bookinfo
-  hubble status --server 127.0.0.1:4245`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+  hubble status --server 127.0.0.1:4245
+  flowwarden replay testdata/hubble/*.json --rate 500 --loop --shift-to-now`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Files as arguments too, as every other command that reads
+			// recordings takes them (shell globs).
+			cfg.Files = append(cfg.Files, args...)
 			if len(cfg.Files) == 0 {
-				return errors.New("give at least one --file")
+				return errors.New("give at least one file (as an argument or after --file)")
 			}
 			if cfg.Rate < 0 {
 				return fmt.Errorf("--rate %v must not be negative", cfg.Rate)
@@ -63,7 +67,7 @@ recording from its start. --rate caps each stream's flows per second.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&cfg.Files, "file", nil, "Hubble JSON-lines file to serve (repeatable)")
+	f.StringArrayVar(&cfg.Files, "file", nil, "Hubble JSON-lines file to serve (repeatable; files may also be given as arguments)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:4245", "gRPC listen address")
 	f.Float64Var(&cfg.Rate, "rate", 0, "flows per second per client (0: unlimited)")
 	f.BoolVar(&cfg.Loop, "loop", false, "repeat the recording forever, each pass later in time")
