@@ -77,6 +77,7 @@ type dnsDomain struct {
 	names   [dnsSlices]uint32  // new names per slice
 	nx      [dnsSlices]uint32  // NXDOMAIN answers per slice
 	queries [dnsSlices]uint32
+	tq      [dnsSlices]uint32 // queries of a tunnel's record types (tunnelQType) per slice
 	first   time.Time
 	last    time.Time
 	seen    [2][dnsFilterBits / 64]uint64 // names seen: this generation, the previous one
@@ -94,6 +95,44 @@ func (d *dnsDomain) sum() (info float64, names, nx, queries uint64) {
 		queries += uint64(d.queries[i])
 	}
 	return
+}
+
+// score is the information in the domain's new names weighted by its
+// record-type mix: up to twice the bytes when every query asks TXT, NULL
+// or ANY (tunnels favour them: their answers carry the most data back),
+// the bytes themselves for A/AAAA-only traffic or flows without types.
+func (d *dnsDomain) score(info float64, tq, queries uint64) float64 {
+	if tq == 0 || queries == 0 {
+		return info
+	}
+	return info * (1 + float64(tq)/float64(queries))
+}
+
+// tunnelTypes sums the tunnel-type queries of the window.
+func (d *dnsDomain) tunnelTypes() (tq uint64) {
+	for i := 0; i < dnsSlices; i++ {
+		tq += uint64(d.tq[i])
+	}
+	return tq
+}
+
+// tunnelQType reports whether a query's types (Flow.DNSQType) include a
+// tunnel's favourite: TXT, NULL or ANY.
+func tunnelQType(qt string) bool {
+	switch qt {
+	case "", "A", "AAAA":
+		return false
+	case "TXT", "NULL", "ANY":
+		return true
+	}
+	for qt != "" {
+		var t string
+		t, qt, _ = strings.Cut(qt, ",")
+		if strings.EqualFold(t, "TXT") || strings.EqualFold(t, "NULL") || strings.EqualFold(t, "ANY") {
+			return true
+		}
+	}
+	return false
 }
 
 type dnsWorkload struct {
@@ -276,6 +315,9 @@ func (d *dnsTunnel) Observe(f *schema.Flow) {
 		return
 	}
 	dom.queries[i]++
+	if tunnelQType(f.DNSQType) {
+		dom.tq[i]++
+	}
 	dom.last = f.Time
 	if sub == "" {
 		return
@@ -291,8 +333,9 @@ func (d *dnsTunnel) Observe(f *schema.Flow) {
 	if dom.first.IsZero() {
 		dom.first = f.Time
 	}
-	info, names, _, _ := dom.sum()
-	if info >= d.cfg.MinBytes/2 {
+	info, names, _, queries := dom.sum()
+	score := dom.score(info, dom.tunnelTypes(), queries)
+	if score >= d.cfg.MinBytes/2 {
 		if len(dom.sampleQ) < dnsSampleKeep {
 			dom.sampleQ = append(dom.sampleQ, strings.Clone(name))
 		}
@@ -300,7 +343,7 @@ func (d *dnsTunnel) Observe(f *schema.Flow) {
 			dom.samples = append(dom.samples, *f)
 		}
 	}
-	if dom.open == nil && info >= d.cfg.MinBytes && names >= uint64(d.cfg.MinNames) {
+	if dom.open == nil && score >= d.cfg.MinBytes && names >= uint64(d.cfg.MinNames) {
 		d.openFinding(w, dom)
 		d.report(w, dom)
 	}
@@ -386,7 +429,8 @@ func (d *dnsTunnel) closeSlice(w *dnsWorkload) {
 	for _, dom := range w.doms {
 		if dom.open != nil {
 			// A slice that carried less than its share of the threshold is quiet.
-			if dom.info[w.cur] >= d.cfg.MinBytes/dnsSlices {
+			c := w.cur
+			if dom.score(dom.info[c], uint64(dom.tq[c]), uint64(dom.queries[c])) >= d.cfg.MinBytes/dnsSlices {
 				dom.quiet = 0
 				dom.open.End = end
 				d.report(w, dom)
@@ -401,7 +445,7 @@ func (d *dnsTunnel) closeSlice(w *dnsWorkload) {
 	w.rolls++
 	newGen := w.rolls%dnsSlices == 0
 	for _, dom := range w.doms {
-		dom.info[w.cur], dom.names[w.cur], dom.nx[w.cur], dom.queries[w.cur] = 0, 0, 0, 0
+		dom.info[w.cur], dom.names[w.cur], dom.nx[w.cur], dom.queries[w.cur], dom.tq[w.cur] = 0, 0, 0, 0, 0
 		if newGen {
 			dom.seen[1] = dom.seen[0]
 			dom.seen[0] = [dnsFilterBits / 64]uint64{}
@@ -440,11 +484,19 @@ func (d *dnsTunnel) report(w *dnsWorkload, dom *dnsDomain) {
 		d.sink.Finding(*f) // past the peak: keep the peak's numbers
 		return
 	}
+	types := ""
+	if tq := dom.tunnelTypes(); tq > 0 {
+		// The record types weigh in: the evidence shows the weighted
+		// rate that is compared with the threshold, and the share.
+		e.Metric = "bytes/s in query names, weighted by the TXT/NULL/ANY share of queries"
+		rate = dom.score(info, tq, queries) / span.Seconds()
+		types = fmt.Sprintf(", %.0f%% of them TXT/NULL/ANY", 100*float64(tq)/float64(queries))
+	}
 	e.Observed = max(e.Observed, rate)
 	e.Flows, e.Bytes = queries, uint64(info)
 	e.Samples = append([]schema.Flow(nil), dom.samples...)
-	f.Summary = fmt.Sprintf("%s/%s carries about %.1f B/s in DNS query names to %s (%d new names, %d queries, %d NXDOMAIN in %s; e.g. %s)",
-		w.k.a, w.k.b, rate, dom.name, names, queries, nx, d.cfg.Window, strings.Join(dom.sampleQ, ", "))
+	f.Summary = fmt.Sprintf("%s/%s carries about %.1f B/s in DNS query names to %s (%d new names, %d queries%s, %d NXDOMAIN in %s; e.g. %s)",
+		w.k.a, w.k.b, info/span.Seconds(), dom.name, names, queries, types, nx, d.cfg.Window, strings.Join(dom.sampleQ, ", "))
 	f.Flows = dnsSelector(f.Start, f.End, w.k, dom.name)
 	d.sink.Finding(*f)
 }

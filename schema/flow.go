@@ -100,9 +100,12 @@ type Flow struct {
 	// DstNames are DNS names the destination IP was resolved from.
 	DstNames []string
 	// L7Type is "dns", "http", "kafka" or "".
-	L7Type     string
-	DNSQuery   string
-	DNSRCode   uint16
+	L7Type   string
+	DNSQuery string
+	DNSRCode uint16
+	// DNSQType is the query's record type ("A", "AAAA", "TXT"...), the
+	// types comma-joined in Hubble's order when a query asks several.
+	DNSQType   string
 	HTTPMethod string
 	HTTPPath   string
 	HTTPStatus uint16

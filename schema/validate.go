@@ -112,7 +112,7 @@ func (f *Flow) Validate() error {
 	}
 	for _, s := range [...]struct{ field, v string }{
 		{"node", f.Node}, {"drop_reason", f.DropReason}, {"protocol", f.Protocol}, {"tcp_flags", f.TCPFlags},
-		{"l7_type", f.L7Type}, {"dns_query", f.DNSQuery}, {"http_method", f.HTTPMethod}, {"http_path", f.HTTPPath},
+		{"l7_type", f.L7Type}, {"dns_query", f.DNSQuery}, {"dns_qtype", f.DNSQType}, {"http_method", f.HTTPMethod}, {"http_path", f.HTTPPath},
 		{"src_principal", f.SrcPrincipal}, {"dst_principal", f.DstPrincipal}, {"trace_id", f.TraceID},
 	} {
 		if err := CheckName(s.field, s.v); err != nil {

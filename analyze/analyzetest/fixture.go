@@ -44,6 +44,7 @@ type record struct {
 	L7Type     string     `json:"l7,omitempty"`
 	DNSQuery   string     `json:"q,omitempty"`
 	DNSRCode   uint16     `json:"rcode,omitempty"`
+	DNSQType   string     `json:"qtype,omitempty"`
 	HTTPMethod string     `json:"method,omitempty"`
 	HTTPPath   string     `json:"path,omitempty"`
 	HTTPStatus uint16     `json:"status,omitempty"`
@@ -72,7 +73,7 @@ func WriteFlows(path string, flows []schema.Flow) error {
 		r := record{Time: x.Time.UTC(), Node: x.Node, Source: string(x.Source), Verdict: string(x.Verdict), DropReason: x.DropReason,
 			Direction: string(x.Direction), IsReply: x.IsReply, Protocol: x.Protocol, SrcIP: x.SrcIP, DstIP: x.DstIP,
 			SrcPort: x.SrcPort, DstPort: x.DstPort, TCPFlags: x.TCPFlags, Src: toEndpoint(x.Src), Dst: toEndpoint(x.Dst),
-			DstNames: x.DstNames, L7Type: x.L7Type, DNSQuery: x.DNSQuery, DNSRCode: x.DNSRCode, HTTPMethod: x.HTTPMethod,
+			DstNames: x.DstNames, L7Type: x.L7Type, DNSQuery: x.DNSQuery, DNSRCode: x.DNSRCode, DNSQType: x.DNSQType, HTTPMethod: x.HTTPMethod,
 			HTTPPath: x.HTTPPath, HTTPStatus: x.HTTPStatus, Bytes: x.Bytes, MTLS: x.MTLS}
 		if err := enc.Encode(&r); err != nil {
 			f.Close()
@@ -113,7 +114,7 @@ func ReadFlows(path string) ([]schema.Flow, error) {
 			DropReason: r.DropReason, Direction: schema.Direction(r.Direction), IsReply: r.IsReply, IPVersion: ipv, Protocol: r.Protocol,
 			SrcIP: r.SrcIP, DstIP: r.DstIP, SrcPort: r.SrcPort, DstPort: r.DstPort, TCPFlags: r.TCPFlags,
 			Src: fromEndpoint(r.Src), Dst: fromEndpoint(r.Dst), DstNames: r.DstNames, L7Type: r.L7Type, DNSQuery: r.DNSQuery,
-			DNSRCode: r.DNSRCode, HTTPMethod: r.HTTPMethod, HTTPPath: r.HTTPPath, HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS})
+			DNSRCode: r.DNSRCode, DNSQType: r.DNSQType, HTTPMethod: r.HTTPMethod, HTTPPath: r.HTTPPath, HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

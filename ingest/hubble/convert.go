@@ -116,6 +116,7 @@ func fromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string, labe
 				return out, err
 			}
 			out.DNSRCode = uint16(l7.GetDns().GetRcode())
+			out.DNSQType = joinQTypes(l7.GetDns().GetQtypes())
 		case l7.GetHttp() != nil:
 			h := l7.GetHttp()
 			if err := checkMax("l7.http.code", uint64(h.GetCode()), maxHTTPStatus); err != nil {
@@ -382,4 +383,13 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// joinQTypes is Flow.DNSQType of Hubble's l7.dns.qtypes: the one type a
+// query nearly always asks, without allocating, or several comma-joined.
+func joinQTypes(q []string) string {
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q, ",")
 }

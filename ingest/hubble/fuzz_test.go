@@ -30,7 +30,8 @@ func FuzzDecode(f *testing.F) {
 		`{"flow":{"time":"2300-01-01T00:00:00Z"}}`, `{"flow":{"time":"1677-09-21T00:12:43Z","verdict":2}}`,
 		`{"flow":{"time":"2021-06-16T16:52:13Z","verdict":"BOGUS","l4":{"UDP":{"destination_port":70000}}}}`,
 		`{"flow":{"time":"2021-06-16T16:52:13Z","verdict":99,"source":{"pod_name":"a\u0000b","labels":["k8s:x=\u0007"]}}}`,
-		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"latency_ns":"18446744073709551615","dns":{"rcode":65536,"query":"\u0085"}}}}`} {
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"latency_ns":"18446744073709551615","dns":{"rcode":65536,"query":"\u0085"}}}}`,
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"dns":{"query":"a.b.","qtypes":["TXT","",null,"NULL"]}}}}`} {
 		f.Add([]byte(s))
 	}
 	d := NewDecoder()

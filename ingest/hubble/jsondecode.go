@@ -30,6 +30,8 @@ type Decoder struct {
 	// valid name (see schema.CheckName); only valid strings are cached, so
 	// a cached one needs no check.
 	bad error
+	// qbuf joins a DNS query's types (qtypes).
+	qbuf []byte
 }
 
 type labelSet struct {
@@ -571,6 +573,8 @@ func (d *Decoder) l7(out *schema.Flow) error {
 					}
 					out.DNSRCode = uint16(v)
 					return err
+				case "qtypes":
+					return d.qtypes(out)
 				}
 				return s.Skip()
 			})
@@ -669,6 +673,34 @@ func (d *Decoder) stringOrNull() (string, error) {
 		return "", err
 	}
 	return d.intern(string(b)), nil
+}
+
+// qtypes reads l7.dns.qtypes into out.DNSQType as joinQTypes does: the
+// types comma-joined in a reused buffer, then interned (a handful of
+// distinct values: no allocation once seen).
+func (d *Decoder) qtypes(out *schema.Flow) error {
+	s := &d.s
+	if s.Null() {
+		return nil
+	}
+	d.qbuf = d.qbuf[:0]
+	n := 0
+	err := s.Array(func() error {
+		if n > 0 {
+			d.qbuf = append(d.qbuf, ',')
+		}
+		n++
+		if s.Null() {
+			return nil
+		}
+		v, err := s.Str()
+		d.qbuf = append(d.qbuf, v...)
+		return err
+	})
+	if len(d.qbuf) > 0 {
+		out.DNSQType = d.intern(string(d.qbuf))
+	}
+	return err
 }
 
 func (d *Decoder) stringArray(dst []string) ([]string, error) {

@@ -169,6 +169,9 @@ func TestDecoderRejectsMalformed(t *testing.T) {
 	for _, line := range []string{
 		`{"flow":{"time":"2262-04-11T23:47:16Z","l4":{"TCP":{"source_port":65535}},"verdict":7}}`,
 		`{"flow":{"time":"1900-01-01T00:00:00Z","l7":{"http":{"code":999}},"source":{"pod_name":"é-ü"}}}`,
+		// Several record types in one query are comma-joined by both; none is "".
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"dns":{"query":"x.example.com.","qtypes":["A","TXT"]}}}}`,
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"dns":{"query":"x.example.com.","qtypes":[]}}}}`,
 	} {
 		got, err := d.Decode([]byte(line))
 		if err != nil {
@@ -184,5 +187,23 @@ func TestDecoderRejectsMalformed(t *testing.T) {
 	}
 	if _, err := d.Decode([]byte(`{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":3}}`)); !errors.Is(err, ErrNoFlow) {
 		t.Fatalf("lost_events: got %v, want ErrNoFlow", err)
+	}
+}
+
+// Both parsers fill DNSQType from l7.dns.qtypes, joining several with ",".
+func TestDNSQType(t *testing.T) {
+	for line, want := range map[string]string{
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"dns":{"query":"x.example.com.","qtypes":["TXT"]}}}}`:      "TXT",
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"dns":{"query":"x.example.com.","qtypes":["A","AAAA"]}}}}`: "A,AAAA",
+		`{"flow":{"time":"2021-06-16T16:52:13Z","l7":{"dns":{"query":"x.example.com."}}}}`:                       "",
+	} {
+		fast, err := NewDecoder().Decode([]byte(line))
+		if err != nil || fast.DNSQType != want {
+			t.Errorf("fast decoder: %q, %v; want %q", fast.DNSQType, err, want)
+		}
+		oracle, err := ParseResponseJSON([]byte(line))
+		if err != nil || oracle.DNSQType != want {
+			t.Errorf("protojson: %q, %v; want %q", oracle.DNSQType, err, want)
+		}
 	}
 }

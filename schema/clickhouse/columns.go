@@ -36,6 +36,7 @@ type columns struct {
 	l7Type                                       *proto.ColLowCardinality[string]
 	dnsQuery                                     proto.ColStr
 	dnsRCode                                     proto.ColUInt16
+	dnsQType                                     *proto.ColLowCardinality[string]
 	httpMethod                                   *proto.ColLowCardinality[string]
 	httpPath                                     proto.ColStr
 	httpStatus                                   proto.ColUInt16
@@ -66,7 +67,7 @@ func newColumns() *columns {
 		node: lc(), source: lc(), verdict: lc(), dropReason: lc(), direction: lc(), protocol: lc(), tcpFlags: lc(),
 		srcNS: lc(), srcPod: lc(), srcWorkload: lc(), srcKind: lc(), srcLabels: labelsColumn(),
 		dstNS: lc(), dstPod: lc(), dstWorkload: lc(), dstKind: lc(), dstLabels: labelsColumn(),
-		dstNames: new(proto.ColStr).Array(), l7Type: lc(), httpMethod: lc(),
+		dstNames: new(proto.ColStr).Array(), l7Type: lc(), dnsQType: lc(), httpMethod: lc(),
 		srcPrincipal: lc(), dstPrincipal: lc(), policyNames: new(proto.ColStr).LowCardinality().Array(),
 		counts: map[[2]string]int{},
 	}
@@ -82,7 +83,7 @@ func newColumns() *columns {
 		{Name: "dst_namespace", Data: c.dstNS}, {Name: "dst_pod", Data: c.dstPod}, {Name: "dst_workload", Data: c.dstWorkload},
 		{Name: "dst_workload_kind", Data: c.dstKind}, {Name: "dst_labels", Data: c.dstLabels}, {Name: "dst_identity", Data: &c.dstIdentity},
 		{Name: "dst_names", Data: c.dstNames}, {Name: "l7_type", Data: c.l7Type}, {Name: "dns_query", Data: &c.dnsQuery},
-		{Name: "dns_rcode", Data: &c.dnsRCode}, {Name: "http_method", Data: c.httpMethod}, {Name: "http_path", Data: &c.httpPath},
+		{Name: "dns_rcode", Data: &c.dnsRCode}, {Name: "dns_qtype", Data: c.dnsQType}, {Name: "http_method", Data: c.httpMethod}, {Name: "http_path", Data: &c.httpPath},
 		{Name: "http_status", Data: &c.httpStatus}, {Name: "bytes", Data: &c.bytes}, {Name: "packets", Data: &c.packets},
 		{Name: "duration_ms", Data: &c.durationMs}, {Name: "mtls", Data: &c.mtls},
 		{Name: "src_principal", Data: c.srcPrincipal}, {Name: "dst_principal", Data: c.dstPrincipal},
@@ -129,6 +130,7 @@ func (c *columns) add(f *schema.Flow) {
 	c.l7Type.Append(f.L7Type)
 	c.dnsQuery.Append(f.DNSQuery)
 	c.dnsRCode.Append(f.DNSRCode)
+	c.dnsQType.Append(f.DNSQType)
 	c.httpMethod.Append(f.HTTPMethod)
 	c.httpPath.Append(f.HTTPPath)
 	c.httpStatus.Append(f.HTTPStatus)

@@ -328,6 +328,7 @@ var flowColumns = []struct {
 	{"l7_type", false, func(r *flowRow) any { return &r.f.L7Type }},
 	{"dns_query", false, func(r *flowRow) any { return &r.f.DNSQuery }},
 	{"dns_rcode", false, func(r *flowRow) any { return &r.f.DNSRCode }},
+	{"dns_qtype", false, func(r *flowRow) any { return &r.f.DNSQType }},
 	{"http_method", false, func(r *flowRow) any { return &r.f.HTTPMethod }},
 	{"http_path", false, func(r *flowRow) any { return &r.f.HTTPPath }},
 	{"http_status", false, func(r *flowRow) any { return &r.f.HTTPStatus }},

@@ -189,7 +189,7 @@ func TestEachFlowGroupCountsEveryFlowOnce(t *testing.T) {
 		f.Time, f.SrcPort = time.Time{}, 0
 		// What the enforcer's columns do not carry.
 		f.DropReason, f.IPVersion, f.TCPFlags, f.Src.Identity, f.Dst.Identity = "", 0, "", 0, 0
-		f.L7Type, f.DNSQuery, f.DNSRCode, f.HTTPMethod, f.HTTPPath, f.HTTPStatus = "", "", 0, "", "", 0
+		f.L7Type, f.DNSQuery, f.DNSRCode, f.DNSQType, f.HTTPMethod, f.HTTPPath, f.HTTPStatus = "", "", 0, "", "", "", 0
 		f.Bytes, f.Packets, f.DurationMs, f.MTLS, f.SrcPrincipal, f.DstPrincipal, f.PolicyNames, f.TraceID = 0, 0, 0, false, "", "", nil, ""
 		return fmt.Sprintf("%+v", f)
 	}

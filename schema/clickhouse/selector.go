@@ -69,7 +69,7 @@ func timeLiteral(t time.Time) string {
 // findingColumns and dnsColumns are what a finding's query shows.
 const (
 	findingColumns = "time, src_namespace, src_pod, src_workload, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict, drop_reason, dst_names"
-	dnsColumns     = "time, src_namespace, src_pod, src_workload, is_reply, dns_query, dns_rcode, dst_addr, dst_port"
+	dnsColumns     = "time, src_namespace, src_pod, src_workload, is_reply, dns_query, dns_qtype, dns_rcode, dst_addr, dst_port"
 )
 
 // RenderQuery fills a finding's Query from what it selects (its Flows or

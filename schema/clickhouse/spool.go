@@ -31,8 +31,8 @@ import (
 // the payload's length and CRC-32C, and the payload (the chunk, encoded on
 // its own by appendFlows so that a damaged record can be skipped without
 // losing the records after it). Segments of earlier versions (records with
-// gob payloads, segmentMagicGob; or, before checksums, a bare gob stream)
-// are still read.
+// gob payloads, segmentMagicGob; records without DNSQType, segmentMagicV3;
+// or, before checksums, a bare gob stream) are still read.
 //
 // A failed write, seal or directory sync never leaves the spool stuck: the
 // segment being written is set aside (cut back to its last whole record)
@@ -116,7 +116,10 @@ const (
 	segmentSuffix = ".seg"
 	// segmentMagic opens every segment written now: checksummed records
 	// whose payload is appendFlows' encoding.
-	segmentMagic = "FWSPOOL3"
+	segmentMagic = "FWSPOOL4"
+	// segmentMagicV3 opened segments whose records end before DNSQType;
+	// they are still read.
+	segmentMagicV3 = "FWSPOOL3"
 	// segmentMagicGob opened the checksummed segments of earlier versions,
 	// whose record payloads were gob streams; they are still read.
 	segmentMagicGob = "FWSPOOL2"
@@ -503,7 +506,8 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 		return nil, dmg, err
 	}
 	gobRecords := bytes.HasPrefix(raw, []byte(segmentMagicGob))
-	if !gobRecords && !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
+	v3 := bytes.HasPrefix(raw, []byte(segmentMagicV3))
+	if !gobRecords && !v3 && !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
 		dmg.Legacy = true
 		flows, err := readLegacySegment(raw)
 		if err != nil {
@@ -513,7 +517,7 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 	}
 	data := raw[min(len(raw), len(segmentMagic)):]
 	var out []schema.Flow
-	var dec flowDecoder
+	dec := flowDecoder{v3: v3}
 	pos := 0
 	for pos < len(data) {
 		rest := data[pos:]

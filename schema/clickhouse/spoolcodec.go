@@ -101,7 +101,8 @@ func appendFlow(b []byte, f *schema.Flow) []byte {
 	b = appendString(b, f.SrcPrincipal)
 	b = appendString(b, f.DstPrincipal)
 	b = appendStrings(b, f.PolicyNames)
-	return appendString(b, f.TraceID)
+	b = appendString(b, f.TraceID)
+	return appendString(b, f.DNSQType)
 }
 
 var errShortRecord = errors.New("spool record: truncated or malformed")
@@ -114,6 +115,8 @@ type flowDecoder struct {
 	pos     int // read position in b (an index, not a reslice: no write barrier per field)
 	err     error
 	strings map[string]string
+	// v3 reads segmentMagicV3's records, which end before DNSQType.
+	v3 bool
 }
 
 func (d *flowDecoder) uvarint() uint64 {
@@ -285,6 +288,9 @@ func (d *flowDecoder) decodeFlows(payload []byte, out []schema.Flow) ([]schema.F
 		f.DstPrincipal = d.string()
 		f.PolicyNames = d.stringList()
 		f.TraceID = d.string()
+		if !d.v3 {
+			f.DNSQType = d.string()
+		}
 	}
 	if d.err == nil && d.pos != len(d.b) {
 		d.err = fmt.Errorf("%w: %d bytes left over", errShortRecord, len(d.b)-d.pos)
