@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -329,7 +330,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				grp.Go(func() error { return sender.Run(wctx) })
 			}
 			grp.Go(func() error { return httpSrv.Serve(gctx) })
-			g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", obsCfg.Addr, "clickhouse", clickhouse.RedactDSN(st.dsn))
+			g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.dsn))
 			<-gctx.Done()
 			// Sources stop first, then the writer flushes and the findings
 			// store and the sender finish, then the database stops.
