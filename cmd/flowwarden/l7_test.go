@@ -75,3 +75,21 @@ func TestReportL7(t *testing.T) {
 		t.Errorf("l7.md: %v\n%s", err, md)
 	}
 }
+
+// TestVerifySaysCiliumL4IsNotJudged: a directory of CiliumNetworkPolicies
+// (recommend --flavor cilium) is judged at layer 7 only; verify says so
+// instead of passing on "0 policies" silently.
+func TestVerifySaysCiliumL4IsNotJudged(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join("..", "..", "testdata", "hubble", "basic-sample-400-tcp-flows.json")
+	if out, err := runIn(context.Background(), nil, "recommend", "--flavor", "cilium", file, "--out", dir, "--log-level", "warn"); err != nil {
+		t.Fatalf("recommend: %v\n%s", err, out)
+	}
+	out, err := runIn(context.Background(), nil, "verify", "--policies", dir, file, "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "CiliumNetworkPolicies: only their HTTP rules are judged; their layer 3/4 rules are not") {
+		t.Errorf("verify over CiliumNetworkPolicies does not say their L3/L4 rules are not judged:\n%s", out)
+	}
+}
