@@ -85,10 +85,13 @@ func Check(files []File) ([]File, error) {
 			out = append(out, f)
 			continue
 		}
-		kind, err := sniff(f.Path)
+		kind, lines, err := sniff(f.Path)
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("%s %s: %w", f.From, f.Path, err))
+			continue
+		case f.Kind == Unknown && lines == 0:
+			errs = append(errs, fmt.Errorf("%s %s: empty (no line to tell its kind by)", f.From, f.Path))
 			continue
 		case f.Kind == Unknown && kind == Unknown:
 			errs = append(errs, fmt.Errorf("%s %s: neither Hubble JSON nor an Envoy access log in its first lines (if it is one, name its kind with --hubble-file or --envoy-file)", f.From, f.Path))
@@ -137,32 +140,37 @@ type readCloser struct {
 func (r readCloser) Close() error { return r.close() }
 
 // sniff reads the first non-empty lines of path and tells their kind: the
-// first line that is clearly one or the other decides.
-func sniff(path string) (Kind, error) {
+// first line that is clearly one or the other decides. It also returns how
+// many non-empty lines it read (0: the file is empty).
+func sniff(path string) (Kind, int, error) {
 	r, err := open(path)
 	if err != nil {
-		return Unknown, err
+		return Unknown, 0, err
 	}
 	defer r.Close()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), envoy.MaxLineBytes+1)
-	for n := 0; n < sniffLines && sc.Scan(); {
+	n := 0
+	for n < sniffLines && sc.Scan() {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
 		n++
 		if k := kindOf(line); k != Unknown {
-			return k, nil
+			return k, n, nil
 		}
 		if n == 1 && isFixture(line) {
-			return Unknown, errFixture
+			return Unknown, n, errFixture
 		}
 	}
 	if err := sc.Err(); err != nil && !errors.Is(err, bufio.ErrTooLong) {
-		return Unknown, fmt.Errorf("read: %w", err)
+		return Unknown, n, fmt.Errorf("read: %w", err)
 	}
-	return Unknown, nil
+	if errors.Is(sc.Err(), bufio.ErrTooLong) && n == 0 {
+		n = 1 // one line longer than any flow: not empty
+	}
+	return Unknown, n, nil
 }
 
 // errFixture refuses the detectors' compact test fixtures (the

@@ -68,8 +68,9 @@ func TestCheckTellsKindsByContent(t *testing.T) {
 		{Path: write("notes.txt", []byte("hello\n")), From: "file"},
 		{Path: dir, From: "file"},
 		{Path: "../../testdata/scenarios/beacon-c2.flows.jsonl.gz", From: "file"},
+		{Path: write("empty.json", []byte("\n\n")), From: "file"},
 	})
-	for _, want := range []string{"--hubble-file " + filepath.Join(dir, "missing"), "notes.txt: neither", dir + ": is a directory", "beacon-c2.flows.jsonl.gz: compact flow records of the detectors' tests"} {
+	for _, want := range []string{"empty.json: empty (no line to tell its kind by)", "--hubble-file " + filepath.Join(dir, "missing"), "notes.txt: neither", dir + ": is a directory", "beacon-c2.flows.jsonl.gz: compact flow records of the detectors' tests"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
