@@ -166,6 +166,14 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if err := src.check(args); err != nil {
 				return err
 			}
+			// The policies in force too, before anything is written.
+			var inForce []networkingv1.NetworkPolicy
+			if current != "" && !host.enabled && flavor != "istio" {
+				var err error
+				if inForce, err = loadPolicies(cmd.Context(), g, current); err != nil {
+					return fmt.Errorf("--current: %w", err)
+				}
+			}
 			host.output = &output
 			if host.enabled {
 				return host.recommend(cmd, g, &src, out)
@@ -225,7 +233,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "  warning: %s\n", warn)
 			}
 			if current != "" {
-				return printTightening(cmd.Context(), g, w, current, res, graph)
+				return printTightening(cmd.Context(), g, w, current, inForce, res, graph)
 			}
 			br, err := enforcer.ComputeBlastRadius(nil, res.Policies, graph)
 			if err != nil {
@@ -765,11 +773,7 @@ func loadPolicies(ctx context.Context, g *globals, spec string) ([]networkingv1.
 
 // printTightening reports, for the policies in force, what they allow that
 // nothing used, and how access changes with the proposed set.
-func printTightening(ctx context.Context, g *globals, w io.Writer, current string, res *enforcer.Result, graph *enforcer.Graph) error {
-	nps, err := loadPolicies(ctx, g, current)
-	if err != nil {
-		return fmt.Errorf("--current: %w", err)
-	}
+func printTightening(ctx context.Context, g *globals, w io.Writer, current string, nps []networkingv1.NetworkPolicy, res *enforcer.Result, graph *enforcer.Graph) error {
 	usage, err := enforcer.Usage(nps, graph)
 	if err != nil {
 		return err
