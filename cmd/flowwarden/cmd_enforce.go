@@ -558,7 +558,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 				var inForce []networkingv1.NetworkPolicy
 				if current != "" {
 					if inForce, err = loadPolicies(cmd.Context(), g, current); err != nil {
-						return err
+						return fmt.Errorf("--current: %w", err)
 					}
 				}
 				if res.BlastRadius, err = enforcer.ComputeBlastRadius(inForce, res.Policies, graph); err != nil {
