@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -208,79 +206,18 @@ func semanticDiffPairwise(ctx context.Context, before, after []networkingv1.Netw
 	if err != nil {
 		return nil, err
 	}
-	ports := map[string]bool{}
-	for e := range g.Edges {
-		ports[fmt.Sprintf("%s/%d", e.Protocol, e.Port)] = true
-	}
-	for _, set := range [][]networkingv1.NetworkPolicy{before, after} {
-		for _, np := range set {
-			for _, r := range np.Spec.Ingress {
-				addPorts(ports, r.Ports)
-			}
-			for _, r := range np.Spec.Egress {
-				addPorts(ports, r.Ports)
-			}
-		}
-	}
-	var peers []Peer
-	for _, k := range sortedKeys(g.Workloads) {
-		peers = append(peers, Peer{Kind: PeerWorkload, Workload: k})
-	}
-	// Addresses after the workloads, in address order, each once (an
-	// address can be recorded as a node on one edge and as external on
-	// another; the lower kind is kept, so the choice does not depend on the
-	// map's order).
-	var addrs []Peer
-	for e := range g.Edges {
-		for _, p := range []Peer{e.From, e.To} {
-			if p.Kind != PeerWorkload {
-				addrs = append(addrs, Peer{Kind: p.Kind, Addr: p.Addr})
-			}
-		}
-	}
-	slices.SortFunc(addrs, func(a, b Peer) int {
-		if c := a.Addr.Compare(b.Addr); c != 0 {
-			return c
-		}
-		return int(a.Kind) - int(b.Kind)
-	})
-	addrs = slices.CompactFunc(addrs, func(a, b Peer) bool { return a.Addr == b.Addr })
-	peers = append(peers, addrs...)
-	// The observed flows per pair and port: an address counts whatever
-	// kind it was recorded with and whatever DNS name it was reached by.
-	type pairPort struct {
-		from, to Peer
-		port     string
-	}
-	key := func(p Peer) Peer {
-		if p.Kind == PeerWorkload {
-			return Peer{Workload: p.Workload}
-		}
-		return Peer{Kind: PeerExternal, Addr: p.Addr}
-	}
-	observed := map[pairPort]uint64{}
-	for e, st := range g.Edges {
-		observed[pairPort{key(e.From), key(e.To), fmt.Sprintf("%s/%d", e.Protocol, e.Port)}] += st.Flows
-	}
-	type portOf struct {
-		key   string
-		proto corev1.Protocol
-		n     int32
-	}
-	var portList []portOf
-	for _, pk := range sortedKeys(ports) {
-		proto, port, _ := strings.Cut(pk, "/")
-		n, err := strconv.ParseInt(port, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("port %q: %w", pk, err)
-		}
-		portList = append(portList, portOf{pk, corev1.Protocol(proto), int32(n)})
+	// The peers, ports and observed flows are enumerated as the class diff
+	// enumerates them: the oracle differs in how access is judged, pair by
+	// pair, not in what it is judged over.
+	peers, portList, observed, err := diffPeers(before, after, g)
+	if err != nil {
+		return nil, err
 	}
 	endpoints := make([]Endpoint, len(peers))
 	names := make([]string, len(peers))
 	keys := make([]Peer, len(peers))
 	for i, p := range peers {
-		endpoints[i], names[i], keys[i] = g.endpoint(p), p.String(), key(p)
+		endpoints[i], names[i], keys[i] = g.endpoint(p), p.String(), diffKey(p)
 	}
 	// Each source peer's row is independent: rows are judged on every CPU
 	// (the evaluators are read-only) and joined in peer order.
