@@ -124,6 +124,20 @@ func NewEvaluator(policies []networkingv1.NetworkPolicy, nsLabels func(string) m
 	return e, nil
 }
 
+// policyTypes are the directions np isolates: its policyTypes, or when it
+// names none, the API server's default: Ingress always, Egress when egress
+// rules are present.
+func policyTypes(np *networkingv1.NetworkPolicy) []networkingv1.PolicyType {
+	if len(np.Spec.PolicyTypes) > 0 {
+		return np.Spec.PolicyTypes
+	}
+	types := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	if len(np.Spec.Egress) > 0 {
+		types = append(types, networkingv1.PolicyTypeEgress)
+	}
+	return types
+}
+
 func compile(np *networkingv1.NetworkPolicy) (compiled, error) {
 	c := compiled{np: np}
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
@@ -131,16 +145,7 @@ func compile(np *networkingv1.NetworkPolicy) (compiled, error) {
 		return c, fmt.Errorf("podSelector: %w", err)
 	}
 	c.selector = sel
-	types := np.Spec.PolicyTypes
-	if len(types) == 0 {
-		// Defaulting as the API server does: Ingress always, Egress when
-		// egress rules are present.
-		types = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
-		if len(np.Spec.Egress) > 0 {
-			types = append(types, networkingv1.PolicyTypeEgress)
-		}
-	}
-	for _, t := range types {
+	for _, t := range policyTypes(np) {
 		switch t {
 		case networkingv1.PolicyTypeIngress:
 			c.ingress = true

@@ -128,14 +128,7 @@ func coverage(policies []networkingv1.NetworkPolicy, g *Graph, nss map[string]bo
 		if len(sel.MatchLabels)+len(sel.MatchExpressions) > 0 || !nss[np.Namespace] {
 			continue
 		}
-		types := np.Spec.PolicyTypes
-		if len(types) == 0 {
-			types = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
-			if len(np.Spec.Egress) > 0 {
-				types = append(types, networkingv1.PolicyTypeEgress)
-			}
-		}
-		for _, t := range types {
+		for _, t := range policyTypes(&np) {
 			if t == networkingv1.PolicyTypeIngress && len(np.Spec.Ingress) == 0 {
 				in[np.Namespace] = true
 			}
