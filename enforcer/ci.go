@@ -6,8 +6,6 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -48,17 +46,7 @@ var (
 // the file and lines it was read from, as LoadDir reads them.
 func LoadDirSources(dir string) (map[string]PolicySource, error) {
 	out := map[string]PolicySource{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-			return nil
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	err := eachYAMLFile(dir, func(path string, raw []byte) error {
 		// Documents with the line each starts on.
 		var docs [][]string
 		var starts []int

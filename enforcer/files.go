@@ -59,11 +59,10 @@ func WriteDir(dir string, policies []networkingv1.NetworkPolicy, prefix string) 
 	return paths, nil
 }
 
-// LoadDir reads every NetworkPolicy in the YAML files under dir (several
-// documents per file, and List objects, are fine).
-func LoadDir(dir string) ([]networkingv1.NetworkPolicy, error) {
-	var out []networkingv1.NetworkPolicy
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+// eachYAMLFile calls fn with the path and content of every .yaml or .yml
+// file under dir, in lexical order; the first error stops the walk.
+func eachYAMLFile(dir string, fn func(path string, raw []byte) error) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -74,6 +73,15 @@ func LoadDir(dir string) ([]networkingv1.NetworkPolicy, error) {
 		if err != nil {
 			return err
 		}
+		return fn(path, raw)
+	})
+}
+
+// LoadDir reads every NetworkPolicy in the YAML files under dir (several
+// documents per file, and List objects, are fine).
+func LoadDir(dir string) ([]networkingv1.NetworkPolicy, error) {
+	var out []networkingv1.NetworkPolicy
+	err := eachYAMLFile(dir, func(path string, raw []byte) error {
 		nps, err := ParsePolicies(raw)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)

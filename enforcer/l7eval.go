@@ -3,10 +3,7 @@ package enforcer
 import (
 	"bytes"
 	"fmt"
-	"io/fs"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -96,14 +93,7 @@ func ParseL7Policies(data []byte, into *L7Policies) error {
 // LoadL7Dir reads the .yaml/.yml files under dir.
 func LoadL7Dir(dir string) (*L7Policies, error) {
 	p := &L7Policies{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || (!strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml")) {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	err := eachYAMLFile(dir, func(path string, b []byte) error {
 		before := len(p.Unsupported)
 		if err := ParseL7Policies(b, p); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
