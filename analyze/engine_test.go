@@ -186,22 +186,7 @@ func BenchmarkEngine(b *testing.B) {
 	flows := scenarioFlows(b, "benign-busy-day")
 	var c Collector
 	e, _ := NewEngine(DefaultConfig(), &c, nil)
-	batch := make([]schema.Flow, 0, 256)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := cpuTime()
-	for i := 0; i < b.N; {
-		batch = batch[:0]
-		for j := 0; j < cap(batch) && i < b.N; j++ {
-			f := flows[i%len(flows)]
-			f.Time = f.Time.Add(time.Duration(i/len(flows)) * time.Hour)
-			batch = append(batch, f)
-			i++
-		}
-		_ = e.Write(context.Background(), batch...)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
-	reportCPU(b, cpu0)
+	benchFlows(b, e, flows)
 }
 
 // cpuTime is the CPU time this process has used (user and system, all
