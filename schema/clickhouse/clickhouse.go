@@ -90,6 +90,12 @@ func Open(ctx context.Context, dsn string) (driver.Conn, error) {
 		return nil, fmt.Errorf("create database %s on %s: %w", db, RedactDSN(dsn), err)
 	}
 	opts.Auth.Database = db
+	return connect(ctx, dsn, opts)
+}
+
+// connect opens a connection with opts and pings it; errors name dsn with
+// its password redacted.
+func connect(ctx context.Context, dsn string, opts *ch.Options) (driver.Conn, error) {
 	conn, err := ch.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)

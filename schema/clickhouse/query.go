@@ -190,15 +190,7 @@ func OpenReader(ctx context.Context, dsn string) (driver.Conn, error) {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 10 * time.Second
 	}
-	conn, err := ch.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("connect to ClickHouse %s: %w", RedactDSN(dsn), err)
-	}
-	if err := conn.Ping(ctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("ping ClickHouse %s: %w", RedactDSN(dsn), err)
-	}
-	return conn, nil
+	return connect(ctx, dsn, opts)
 }
 
 // Query runs a read-only statement with limits. The server enforces
