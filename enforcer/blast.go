@@ -36,10 +36,24 @@ func (b *BlastRadius) ReductionPercent() float64 {
 	return 100 * (1 - float64(b.After)/float64(b.Before))
 }
 
-// Summary is the one-line statement of the reduction.
+// ChangeWords states a change of the blast radius in % (ReductionPercent)
+// in words: "57.4% reduction", "2.3% increase" (the recommendation reaches
+// more than the policies in force, which may be tighter than the traffic
+// needs), or "no change". Every report, page and PR body says it this way.
+func ChangeWords(reductionPercent float64) string {
+	switch {
+	case reductionPercent >= 0.05:
+		return fmt.Sprintf("%.1f%% reduction", reductionPercent)
+	case reductionPercent <= -0.05:
+		return fmt.Sprintf("%.1f%% increase", -reductionPercent)
+	}
+	return "no change"
+}
+
+// Summary is the one-line statement of the change.
 func (b *BlastRadius) Summary() string {
-	return fmt.Sprintf("blast radius %d → %d workload pairs reachable (%.1f%% reduction) over %d workloads",
-		b.Before, b.After, b.ReductionPercent(), len(b.Rows))
+	return fmt.Sprintf("blast radius %d → %d workload pairs reachable (%s) over %d workloads",
+		b.Before, b.After, ChangeWords(b.ReductionPercent()), len(b.Rows))
 }
 
 // ComputeBlastRadius judges, with the evaluator, which workloads each

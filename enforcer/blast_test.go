@@ -160,3 +160,17 @@ func TestBlastRadiusClassesMatchPairwise(t *testing.T) {
 		}
 	}
 }
+
+func TestChangeWords(t *testing.T) {
+	for pct, want := range map[float64]string{
+		57.44: "57.4% reduction",
+		-2.3:  "2.3% increase",
+		0:     "no change",
+		0.01:  "no change",
+		-0.04: "no change",
+	} {
+		if got := ChangeWords(pct); got != want {
+			t.Errorf("ChangeWords(%v) = %q, want %q", pct, got, want)
+		}
+	}
+}

@@ -203,8 +203,8 @@ func PRBody(title string, res *Result, pr *PRResult, flowsSQL func(schema.FlowSe
 	fmt.Fprintf(&b, "## %s\n\n", title)
 	fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Left out*.\n\n")
 	if br := res.BlastRadius; br != nil && len(br.Rows) > 0 {
-		fmt.Fprintf(&b, "### Blast radius\n\nThe workloads an attacker holding one workload could reach, directly or by pivoting, on any port: **%d → %d** summed over %d workloads, a **%.1f%% reduction** against the policies in force (with none in force, every pod reaches every other).\n\n",
-			br.Before, br.After, len(br.Rows), br.ReductionPercent())
+		fmt.Fprintf(&b, "### Blast radius\n\nThe workloads an attacker holding one workload could reach, directly or by pivoting, on any port: **%d → %d** summed over %d workloads, **%s** against the policies in force (with none in force, every pod reaches every other).\n\n",
+			br.Before, br.After, len(br.Rows), ChangeWords(br.ReductionPercent()))
 		fmt.Fprintf(&b, "| workload | before | after | of |\n|---|---|---|---|\n")
 		for i, r := range br.Rows {
 			if i == 20 {

@@ -264,7 +264,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		p("- Namespaces with a default deny: %d of %d in force, %d with the recommended policies\n", sm.DefaultDenyBefore, sm.Namespaces, sm.DefaultDenyAfter)
 		p("- Workloads covered by a policy: %d of %d in force, %d with the recommended policies\n", sm.CoveredBefore, sm.Workloads, sm.CoveredAfter)
 		p("- Rules in force that carried no observed traffic: %d of %d\n", sm.RulesUnused, sm.RulesInForce)
-		p("- Blast radius: %d → %d (%.1f%% reduction)\n", sm.BlastBefore, sm.BlastAfter, sm.BlastReduction)
+		p("- Blast radius: %d → %d (%s)\n", sm.BlastBefore, sm.BlastAfter, ChangeWords(sm.BlastReduction))
 		p("- Observed traffic the recommended policies would deny: %d edges; the datapath itself dropped %d flows on %d edges\n", len(sm.WouldDeny), r.DroppedFlows, r.DroppedEdges)
 		if sm.DiffError == "" {
 			p("- Access the recommendation removes that nobody was seen using: %d pair/port combinations", sm.UnobservedLossTotal())
@@ -288,7 +288,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	if len(r.BlastRadius) > 0 {
 		p("## Blast radius\n\nWorkloads an attacker holding one workload reaches, directly or by pivoting, any port (outside addresses not counted): "+
-			"**%d → %d** summed over %d workloads with the recommended policies, a **%.1f%% reduction**.\n\n", r.BlastRadiusBefore, r.BlastRadiusAfter, len(r.BlastRadius), r.BlastRadiusReduction)
+			"**%d → %d** summed over %d workloads with the recommended policies: **%s**.\n\n", r.BlastRadiusBefore, r.BlastRadiusAfter, len(r.BlastRadius), ChangeWords(r.BlastRadiusReduction))
 		p("| workload | before | after | of |\n|---|---|---|---|\n")
 		for _, b := range r.BlastRadius {
 			p("| %s | %d | %d | %d |\n", b.Workload, b.Before, b.After, b.Total)
@@ -333,6 +333,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 }
 
 var reportHTML = template.Must(template.New("report").Funcs(template.FuncMap{
+	"change":    ChangeWords,
 	"ts":        func(t time.Time) string { return t.UTC().Format(time.DateTime) },
 	"inc":       func(i int) int { return i + 1 },
 	"orOutside": orOutside,
@@ -350,7 +351,7 @@ th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margi
 <li>Namespaces with a default deny: {{.DefaultDenyBefore}} of {{.Namespaces}} in force, {{.DefaultDenyAfter}} with the recommended policies</li>
 <li>Workloads covered by a policy: {{.CoveredBefore}} of {{.Workloads}} in force, {{.CoveredAfter}} with the recommended policies</li>
 <li>Rules in force that carried no observed traffic: {{.RulesUnused}} of {{.RulesInForce}}</li>
-<li>Blast radius: {{.BlastBefore}} → {{.BlastAfter}} ({{printf "%.1f" .BlastReduction}}% reduction)</li>
+<li>Blast radius: {{.BlastBefore}} → {{.BlastAfter}} ({{change .BlastReduction}})</li>
 <li>Observed traffic the recommended policies would deny: {{len .WouldDeny}} edges; the datapath itself dropped {{$.DroppedFlows}} flows on {{$.DroppedEdges}} edges</li>
 {{if not .DiffError}}<li>Access removed that nobody was seen using: {{.UnobservedLossTotal}} pair/port combinations{{if .UnobservedLossNamespaces}}; per namespace: {{range $i, $ns := .UnobservedLossNamespaces}}{{if $i}}, {{end}}{{orOutside $ns}} {{index $.Summary.UnobservedLosses $ns}}{{end}}{{end}}</li>{{end}}
 </ul>
@@ -358,8 +359,8 @@ th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margi
 {{range .}}<tr><td>{{.From}}</td><td>{{.To}}</td><td>{{.Port}}</td><td>{{.Flows}}</td><td>{{.Why}}</td></tr>{{end}}</table>{{end}}</section>{{end}}
 {{if .BlastRadius}}<section id="blast-radius"><h2>Blast radius</h2>
 <p>Workloads an attacker holding one workload reaches, directly or by pivoting, any port (outside addresses not counted):
-<strong>{{.BlastRadiusBefore}} → {{.BlastRadiusAfter}}</strong> summed over {{len .BlastRadius}} workloads with the recommended policies,
-a <strong class="reduction">{{printf "%.1f" .BlastRadiusReduction}}% reduction</strong>.</p>
+<strong>{{.BlastRadiusBefore}} → {{.BlastRadiusAfter}}</strong> summed over {{len .BlastRadius}} workloads with the recommended policies:
+<strong class="reduction">{{change .BlastRadiusReduction}}</strong>.</p>
 <table><tr><th>workload</th><th>before</th><th>after</th><th>of</th></tr>
 {{range .BlastRadius}}<tr><td>{{.Workload}}</td><td>{{.Before}}</td><td>{{.After}}</td><td>{{.Total}}</td></tr>{{end}}</table></section>{{end}}
 <div class="graph" id="service-map">{{.Map}}</div>

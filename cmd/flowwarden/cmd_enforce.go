@@ -709,7 +709,7 @@ of the report, "blast_radius" included) into --out.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces and %d host firewalls written to %s (%d rules allowed but unused)\n", len(r.Namespaces), len(r.Hosts), out, unused)
 			if len(r.BlastRadius) > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "blast radius %d → %d with the recommended policies (%.1f%% reduction)\n", r.BlastRadiusBefore, r.BlastRadiusAfter, r.BlastRadiusReduction)
+				fmt.Fprintf(cmd.OutOrStdout(), "blast radius %d → %d with the recommended policies (%s)\n", r.BlastRadiusBefore, r.BlastRadiusAfter, enforcer.ChangeWords(r.BlastRadiusReduction))
 			}
 			return nil
 		},

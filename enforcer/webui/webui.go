@@ -230,7 +230,8 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 }
 
 var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
-	"ts": func(t time.Time) string { return t.UTC().Format(time.DateTime) },
+	"change": enforcer.ChangeWords,
+	"ts":     func(t time.Time) string { return t.UTC().Format(time.DateTime) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>flowwarden</title>
 <style>
@@ -250,7 +251,7 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 <li>Namespaces with a default deny: {{.DefaultDenyBefore}} of {{.Namespaces}} in force, {{.DefaultDenyAfter}} with the recommended policies</li>
 <li>Workloads covered by a policy: {{.CoveredBefore}} of {{.Workloads}} in force, {{.CoveredAfter}} with the recommended policies</li>
 <li>Rules in force that carried no observed traffic: {{.RulesUnused}} of {{.RulesInForce}}</li>
-<li id="blast-radius">Blast radius (workloads one compromised workload reaches, directly or by pivoting, any port): <strong>{{.BlastBefore}} → {{.BlastAfter}}</strong>, a <strong>{{printf "%.1f" .BlastReduction}}% reduction</strong> with the recommended policies</li>
+<li id="blast-radius">Blast radius (workloads one compromised workload reaches, directly or by pivoting, any port): <strong>{{.BlastBefore}} → {{.BlastAfter}}</strong>: <strong>{{change .BlastReduction}}</strong> with the recommended policies</li>
 <li>Observed traffic the recommended policies would deny: {{len .WouldDeny}} edges{{if .WouldDeny}} (below, with why){{end}}</li>
 </ul>
 {{if .DiffError}}<p id="diff-error" class="err">{{.DiffError}}</p>{{else}}<p id="diff-summary">{{len $.Policies}} policies; against the {{$.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{len .WouldDeny}} of them observed, left out on purpose: listed below, with the reason) and {{.Gains}} would gain it.</p>{{end}}
