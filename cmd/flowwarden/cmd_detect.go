@@ -156,11 +156,11 @@ func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engi
 	if to.IsZero() {
 		to = now
 	}
-	st, err := openStored(ctx, g)
+	st, err := openStorage(ctx, g, true)
 	if err != nil {
 		return 0, err
 	}
-	defer st.close()
+	defer st.Close()
 	const batch = 1024
 	buf := make([]schema.Flow, 0, batch)
 	var flows, counters int
@@ -174,7 +174,7 @@ func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engi
 		flows += len(buf)
 		buf = buf[:0]
 	}
-	err = clickhouse.EachFlow(ctx, st.conn, clickhouse.AllColumns, from, to, func(f *schema.Flow) {
+	err = clickhouse.EachFlow(ctx, st.Conn, clickhouse.AllColumns, from, to, func(f *schema.Flow) {
 		read.Add(1)
 		if buf = append(buf, *f); len(buf) == batch {
 			write()
@@ -190,7 +190,7 @@ func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engi
 	if err != nil {
 		return 0, err
 	}
-	err = clickhouse.EachCounterSample(ctx, st.conn, from, to, func(s schema.CounterSample) {
+	err = clickhouse.EachCounterSample(ctx, st.Conn, from, to, func(s schema.CounterSample) {
 		drops.Observe([]schema.CounterSample{s})
 		counters++
 	})

@@ -118,14 +118,14 @@ func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn 
 	if err != nil {
 		return err
 	}
-	st, err := openStored(ctx, g)
+	st, err := openStorage(ctx, g, true)
 	if err != nil {
 		return err
 	}
-	defer st.close()
+	defer st.Close()
 	var n atomic.Int64
 	defer reportRead(g, "reading stored flows", &n, time.Now())()
-	return read(st.conn, from, to, &n)
+	return read(st.Conn, from, to, &n)
 }
 
 func newRecommendCommand(g *globals) *cobra.Command {
@@ -723,12 +723,12 @@ of the report, "blast_radius" included) into --out.`,
 
 // addHostRules reads the use of every counted host firewall rule.
 func addHostRules(ctx context.Context, g *globals, b *enforcer.ReportBuilder, since time.Time) error {
-	st, err := openStored(ctx, g)
+	st, err := openStorage(ctx, g, true)
 	if err != nil {
 		return err
 	}
-	defer st.close()
-	usage, err := clickhouse.HostRuleUsage(ctx, st.conn, since)
+	defer st.Close()
+	usage, err := clickhouse.HostRuleUsage(ctx, st.Conn, since)
 	if err != nil {
 		return err
 	}

@@ -52,15 +52,15 @@ yielded no flow.`,
 				return err
 			}
 			ctx := cmd.Context()
-			st, err := openStorage(ctx, g)
+			st, err := openStorage(ctx, g, false)
 			if err != nil {
 				return err
 			}
-			defer st.close()
+			defer st.Close()
 			metrics := clickhouse.NewWriterMetrics(nil)
 			wcfg := clickhouse.DefaultWriterConfig()
 			wcfg.BatchSize = batchSize
-			w, err := clickhouse.NewWriter(wcfg, st.dsn, metrics, g.log)
+			w, err := clickhouse.NewWriter(wcfg, st.DSN, metrics, g.log)
 			if err != nil {
 				return err
 			}

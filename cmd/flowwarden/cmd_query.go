@@ -42,12 +42,12 @@ func newQueryCommand(g *globals) *cobra.Command {
 			if err := clickhouse.CheckReadOnly(sql); err != nil {
 				return err
 			}
-			st, err := openStored(cmd.Context(), g)
+			st, err := openStorage(cmd.Context(), g, true)
 			if err != nil {
 				return err
 			}
-			defer st.close()
-			reader, err := st.openReader(cmd.Context())
+			defer st.Close()
+			reader, err := st.OpenReader(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -77,11 +77,11 @@ func newServeCommand(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			st, err := openStorage(ctx, g)
+			st, err := openStorage(ctx, g, false)
 			if err != nil {
 				return err
 			}
-			defer st.close()
+			defer st.Close()
 
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
@@ -89,7 +89,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				wcfg.SpoolDir = filepath.Join(g.dataDir, "spool")
 			}
 			wmetrics := clickhouse.NewWriterMetrics(reg)
-			w, err := clickhouse.NewWriter(wcfg, st.dsn, wmetrics, g.log)
+			w, err := clickhouse.NewWriter(wcfg, st.DSN, wmetrics, g.log)
 			if err != nil {
 				return err
 			}
@@ -101,7 +101,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			var resumeAt time.Time
 			var resumeKeys []string
 			if resume {
-				if resumeAt, resumeKeys, err = w.ResumePoint(ctx, st.conn, "hubble"); err != nil {
+				if resumeAt, resumeKeys, err = w.ResumePoint(ctx, st.Conn, "hubble"); err != nil {
 					return err
 				}
 			}
@@ -115,7 +115,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			var eng *analyze.Engine
 			var dropRate *analyze.DropRate // nftables drop-rule spikes, fed by --nftables
 			findingSinks := analyze.Fanout{}
-			store := clickhouse.NewFindingStore(st.conn, reg, g.log)
+			store := clickhouse.NewFindingStore(st.Conn, reg, g.log)
 			var sender *alerting.Sender
 			if detect {
 				findingSinks = append(findingSinks, store)
@@ -162,7 +162,7 @@ func newServeCommand(g *globals) *cobra.Command {
 			// while ClickHouse or the Hubble stream is not there.
 			health := &webui.Health{}
 			health.Check("storage", func(context.Context) error { return w.Failure() })
-			health.Ready("clickhouse", func(ctx context.Context) error { return st.conn.Ping(ctx) })
+			health.Ready("clickhouse", func(ctx context.Context) error { return st.Conn.Ping(ctx) })
 			if hubbleAddr != "" {
 				health.Ready("hubble", obs.Connected)
 			}
@@ -195,7 +195,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				}
 			}
 			// The page only reads: it logs in as the read-only user.
-			pageConn, err := st.openReader(ctx)
+			pageConn, err := st.OpenReader(ctx)
 			if err != nil {
 				return err
 			}
@@ -224,8 +224,8 @@ func newServeCommand(g *globals) *cobra.Command {
 			sctx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopServer()
 			sdone := make(chan error, 1)
-			if st.server != nil {
-				go func() { sdone <- st.server.Run(sctx) }()
+			if st.Server != nil {
+				go func() { sdone <- st.Server.Run(sctx) }()
 			} else {
 				sdone <- nil
 			}
@@ -316,7 +316,7 @@ func newServeCommand(g *globals) *cobra.Command {
 					if dropRate != nil {
 						dropRate.Observe(samples)
 					}
-					return clickhouse.InsertCounters(ctx, st.conn, samples)
+					return clickhouse.InsertCounters(ctx, st.Conn, samples)
 				}}
 				source(func() error { return p.Run(gctx) })
 			}
@@ -330,7 +330,7 @@ func newServeCommand(g *globals) *cobra.Command {
 				grp.Go(func() error { return sender.Run(wctx) })
 			}
 			grp.Go(func() error { return httpSrv.Serve(gctx) })
-			g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.dsn))
+			g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
 			<-gctx.Done()
 			// Sources stop first, then the writer flushes and the findings
 			// store and the sender finish, then the database stops.
