@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/analyze/analyzetest"
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -171,9 +171,11 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// scenarioFlows reads a seed scenario's flow fixture (the flows ingest
+// decodes from its Hubble file: see TestScenarios).
 func scenarioFlows(t testing.TB, name string) []schema.Flow {
 	t.Helper()
-	flows, err := hubble.ReadFlows(context.Background(), filepath.Join("..", "testdata", "scenarios", name+".jsonl.gz"))
+	flows, err := analyzetest.ReadFlows(filepath.Join(scenarioDir, name+".flows.jsonl.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}

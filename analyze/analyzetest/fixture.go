@@ -1,6 +1,9 @@
 // Package analyzetest reads and writes flow fixtures: gzipped JSON lines
 // of schema.Flow with short field names, so detection scenarios load
-// without a flow parser (no ingest import).
+// without a flow parser (no ingest import). A fixture keeps every field of
+// schema.Flow: ReadFlows returns what WriteFlows was given, times in UTC,
+// empty label maps and name lists as nil, an unset IPVersion as the
+// source address's.
 package analyzetest
 
 import (
@@ -11,6 +14,9 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/flowwarden/flowwarden/schema"
 )
@@ -50,6 +56,24 @@ type record struct {
 	HTTPStatus uint16     `json:"status,omitempty"`
 	Bytes      uint64     `json:"bytes,omitempty"`
 	MTLS       bool       `json:"mtls,omitempty"`
+	// IPVersion is written only when it is not what the source address
+	// says (4 for IPv4 and IPv4-mapped addresses, 6 otherwise); an unset
+	// one (0) reads back as what the address says.
+	IPVersion    *uint8   `json:"ipv,omitempty"`
+	Packets      uint64   `json:"pkts,omitempty"`
+	DurationMs   uint32   `json:"ms,omitempty"`
+	SrcPrincipal string   `json:"sprin,omitempty"`
+	DstPrincipal string   `json:"dprin,omitempty"`
+	PolicyNames  []string `json:"policies,omitempty"`
+	TraceID      string   `json:"trace,omitempty"`
+}
+
+// ipVersion is the IP version a fixture line without "ipv" stands for.
+func ipVersion(src netip.Addr) uint8 {
+	if src.Is6() && !src.Is4In6() {
+		return 6
+	}
+	return 4
 }
 
 func toEndpoint(e schema.Endpoint) endpoint {
@@ -74,7 +98,12 @@ func WriteFlows(path string, flows []schema.Flow) error {
 			Direction: string(x.Direction), IsReply: x.IsReply, Protocol: x.Protocol, SrcIP: x.SrcIP, DstIP: x.DstIP,
 			SrcPort: x.SrcPort, DstPort: x.DstPort, TCPFlags: x.TCPFlags, Src: toEndpoint(x.Src), Dst: toEndpoint(x.Dst),
 			DstNames: x.DstNames, L7Type: x.L7Type, DNSQuery: x.DNSQuery, DNSRCode: x.DNSRCode, DNSQType: x.DNSQType, HTTPMethod: x.HTTPMethod,
-			HTTPPath: x.HTTPPath, HTTPStatus: x.HTTPStatus, Bytes: x.Bytes, MTLS: x.MTLS}
+			HTTPPath: x.HTTPPath, HTTPStatus: x.HTTPStatus, Bytes: x.Bytes, MTLS: x.MTLS,
+			Packets: x.Packets, DurationMs: x.DurationMs, SrcPrincipal: x.SrcPrincipal, DstPrincipal: x.DstPrincipal,
+			PolicyNames: x.PolicyNames, TraceID: x.TraceID}
+		if v := x.IPVersion; v != 0 && v != ipVersion(x.SrcIP) {
+			r.IPVersion = &v
+		}
 		if err := enc.Encode(&r); err != nil {
 			f.Close()
 			return fmt.Errorf("%s: %w", path, err)
@@ -106,18 +135,39 @@ func ReadFlows(path string) ([]schema.Flow, error) {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
-		ipv := uint8(4)
-		if r.SrcIP.Is6() && !r.SrcIP.Is4In6() {
-			ipv = 6
+		ipv := ipVersion(r.SrcIP)
+		if r.IPVersion != nil {
+			ipv = *r.IPVersion
 		}
 		out = append(out, schema.Flow{Time: r.Time, Node: r.Node, Source: schema.SourceKind(r.Source), Verdict: schema.Verdict(r.Verdict),
 			DropReason: r.DropReason, Direction: schema.Direction(r.Direction), IsReply: r.IsReply, IPVersion: ipv, Protocol: r.Protocol,
 			SrcIP: r.SrcIP, DstIP: r.DstIP, SrcPort: r.SrcPort, DstPort: r.DstPort, TCPFlags: r.TCPFlags,
 			Src: fromEndpoint(r.Src), Dst: fromEndpoint(r.Dst), DstNames: r.DstNames, L7Type: r.L7Type, DNSQuery: r.DNSQuery,
-			DNSRCode: r.DNSRCode, DNSQType: r.DNSQType, HTTPMethod: r.HTTPMethod, HTTPPath: r.HTTPPath, HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS})
+			DNSRCode: r.DNSRCode, DNSQType: r.DNSQType, HTTPMethod: r.HTTPMethod, HTTPPath: r.HTTPPath, HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS,
+			Packets: r.Packets, DurationMs: r.DurationMs, SrcPrincipal: r.SrcPrincipal, DstPrincipal: r.DstPrincipal,
+			PolicyNames: r.PolicyNames, TraceID: r.TraceID})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return out, nil
+}
+
+// Diff reports how got differs from want ("" when they are the same flows)
+// up to what a fixture does not keep: a time's location, nil against
+// empty label maps and name lists, an unset IPVersion.
+func Diff(want, got []schema.Flow) string {
+	return cmp.Diff(normalize(want), normalize(got), cmpopts.EquateComparable(netip.Addr{}), cmpopts.EquateEmpty())
+}
+
+func normalize(flows []schema.Flow) []schema.Flow {
+	out := make([]schema.Flow, len(flows))
+	for i, f := range flows {
+		f.Time = f.Time.UTC()
+		if f.IPVersion == 0 {
+			f.IPVersion = ipVersion(f.SrcIP)
+		}
+		out[i] = f
+	}
+	return out
 }

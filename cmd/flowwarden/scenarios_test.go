@@ -6,7 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"flag"
-	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,6 +17,8 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
+	"github.com/flowwarden/flowwarden/analyze/analyzetest"
+	"github.com/flowwarden/flowwarden/ingest/hubble"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -24,46 +26,28 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-var update = flag.Bool("update", false, "regenerate testdata/scenarios (inputs and golden findings)")
+var update = flag.Bool("update", false, "regenerate testdata/scenarios' Hubble files and their flow fixtures (TestScenarioFixtures)")
 
 const scenarioDir = "../../testdata/scenarios"
 
 // scenarioStart is the first minute of every scenario's hour.
 var scenarioStart = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
-// expectation is what a scenario must yield, written by hand: the golden
-// files are checked against it, so regenerating them cannot bless a wrong result.
-type expectation struct {
-	Detector, Severity, Namespace, Workload, Peer string
-}
-
+// scenarios are how the seed detection scenarios are built from the
+// published Hubble samples: background flows a minute, and the incident.
+// Their expected findings, and the test that runs the detectors over them,
+// are analyze's (analyze/scenarios_test.go).
 var scenarios = []struct {
 	name   string
-	about  string
 	perMin int
 	inject func(g *gen)
-	want   []expectation
 }{
-	{"benign-busy-day", "ten times the usual traffic, steady mix: nothing to report", 200, nil, nil},
-	{"metadata-probe", "a compromised productpage pod probes 169.254.169.254 three times (dropped)", 20,
-		func(g *gen) { g.metadataProbe(25) },
-		[]expectation{{"metadata-access", "critical", "bookinfo", "productpage-v1", ""}}},
-	{"sudden-exfiltration", "reviews-v2 opens 5,000 connections to one outside address in one minute", 20,
-		func(g *gen) { g.exfiltrate("reviews-v2", "203.0.113.50", 30, 1, 5000) },
-		[]expectation{{"egress-spike", "critical", "bookinfo", "reviews-v2", ""}}},
-	{"slow-exfiltration", "ratings-v1 sends 200 connections a minute to an outside address for 20 minutes", 20,
-		func(g *gen) { g.exfiltrate("ratings", "198.51.100.7", 20, 20, 200) },
-		[]expectation{{"egress-spike", "warning", "bookinfo", "ratings-v1", ""}}},
-	{"cross-namespace-scan", "a pod in tenant-a scans bookinfo's pods and ports; policy drops it all", 20,
-		func(g *gen) { g.scan(35, 2, 150) },
-		[]expectation{
-			{"cross-namespace-denial", "warning", "tenant-a", "", "bookinfo"},
-			{"denial-rate", "warning", "tenant-a", "", ""},
-			{"egress-denial-spike", "critical", "tenant-a", "scanner", ""},
-		}},
-	{"misconfigured-namespace", "a bad policy drops a third of bookinfo's own traffic for ten minutes", 20,
-		func(g *gen) { g.misconfigure(30, 10, 20) },
-		[]expectation{{"denial-rate", "warning", "bookinfo", "", ""}}},
+	{"benign-busy-day", 200, nil},
+	{"metadata-probe", 20, func(g *gen) { g.metadataProbe(25) }},
+	{"sudden-exfiltration", 20, func(g *gen) { g.exfiltrate("reviews-v2", "203.0.113.50", 30, 1, 5000) }},
+	{"slow-exfiltration", 20, func(g *gen) { g.exfiltrate("ratings", "198.51.100.7", 20, 20, 200) }},
+	{"cross-namespace-scan", 20, func(g *gen) { g.scan(35, 2, 150) }},
+	{"misconfigured-namespace", 20, func(g *gen) { g.misconfigure(30, 10, 20) }},
 }
 
 // gen builds a scenario from the published Hubble samples.
@@ -205,10 +189,10 @@ func (g *gen) misconfigure(fromMinute, minutes, perMin int) {
 	}
 }
 
-func writeScenario(t *testing.T, path string, flows []*observer.GetFlowsResponse) {
+// scenarioLines renders flows, in time order, as a scenario's Hubble JSON lines.
+func scenarioLines(t *testing.T, flows []*observer.GetFlowsResponse) []byte {
 	sort.SliceStable(flows, func(i, j int) bool { return flows[i].GetTime().AsTime().Before(flows[j].GetTime().AsTime()) })
 	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	opts := protojson.MarshalOptions{UseProtoNames: true}
 	for _, f := range flows {
 		b, err := opts.Marshal(f)
@@ -216,17 +200,39 @@ func writeScenario(t *testing.T, path string, flows []*observer.GetFlowsResponse
 			t.Fatal(err)
 		}
 		// protojson's output is deliberately unstable in spacing; compact it.
-		var c bytes.Buffer
-		if err := json.Compact(&c, b); err != nil {
+		if err := json.Compact(&buf, b); err != nil {
 			t.Fatal(err)
 		}
-		zw.Write(c.Bytes())
-		zw.Write([]byte("\n"))
+		buf.WriteByte('\n')
 	}
+	return buf.Bytes()
+}
+
+func writeScenario(t *testing.T, path string, lines []byte) {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw.Write(lines)
 	zw.Close()
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func readScenario(t *testing.T, path string) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return b
 }
 
 // goldenFinding is the part of a finding the golden files pin down.
@@ -241,64 +247,76 @@ type goldenFinding struct {
 	Status    string    `json:"status"`
 }
 
-// TestScenarios runs `flowwarden detect` over each scenario and compares the
-// findings with the golden file and with the hand-written expectations.
-func TestScenarios(t *testing.T) {
-	if *update {
-		samples := loadSamples(t)
-		for i, sc := range scenarios {
+// TestScenarioFixtures proves that each seed scenario's Hubble file is what
+// the generator below builds from the published samples, and that its flow fixture
+// (<name>.flows.jsonl.gz, on which analyze's TestScenarios runs the
+// detectors without a parser) holds exactly the flows ingest decodes from
+// its Hubble file (<name>.jsonl.gz), so the two cannot drift apart: a
+// change in the Hubble decoding fails here until the fixtures are
+// regenerated (and then analyze's goldens say whether findings moved).
+//
+// With -update it first rebuilds the Hubble files from the published
+// samples (testdata/hubble) and writes the fixtures from them:
+//
+//	go test ./cmd/flowwarden -run TestScenarioFixtures -update
+//	go test ./analyze -run '^TestScenarios$' -args -update   # goldens, README
+func TestScenarioFixtures(t *testing.T) {
+	samples := loadSamples(t)
+	for i, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
 			g := &gen{t: t, samples: samples, rnd: rand.New(rand.NewPCG(42, uint64(i)))}
 			g.background(sc.perMin)
 			if sc.inject != nil {
 				sc.inject(g)
 			}
-			writeScenario(t, filepath.Join(scenarioDir, sc.name+".jsonl.gz"), g.out)
-		}
-	}
-	var readme strings.Builder
-	readme.WriteString("# Detection scenarios\n\nEach file is an hour of real background traffic (the published Hubble samples,\nshuffled and re-timed) with one injected incident; `<name>.golden.jsonl` holds the\nfindings `flowwarden detect` must print. Regenerate with\n`go test ./cmd/flowwarden -run TestScenarios -update`.\n\n| scenario | incident | expected findings |\n|---|---|---|\n")
-	for _, sc := range scenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			out, err := run(t, "detect", "--hubble-file", filepath.Join(scenarioDir, sc.name+".jsonl.gz"), "--format", "json", "--log-level", "warn")
-			if err != nil {
-				t.Fatalf("detect: %v\n%s", err, out)
-			}
-			got, gotText := goldenFindings(t, out)
-			golden := filepath.Join(scenarioDir, sc.name+".golden.jsonl")
+			lines := scenarioLines(t, g.out)
+			file := filepath.Join(scenarioDir, sc.name+".jsonl.gz")
 			if *update {
-				if err := os.WriteFile(golden, []byte(gotText), 0o644); err != nil {
-					t.Fatal(err)
-				}
+				writeScenario(t, file, lines)
 			}
-			want, err := os.ReadFile(golden)
+			if !bytes.Equal(readScenario(t, file), lines) {
+				t.Fatalf("%s is not what the generator builds from the Hubble samples (regenerate with -update)", file)
+			}
+			decoded, err := hubble.ReadFlows(t.Context(), file)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if gotText != string(want) {
-				t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, gotText, want)
+			fixture := filepath.Join(scenarioDir, sc.name+".flows.jsonl.gz")
+			if *update {
+				if err := analyzetest.WriteFlows(fixture, decoded); err != nil {
+					t.Fatal(err)
+				}
 			}
-			var gotExp []expectation
-			for _, g := range got {
-				gotExp = append(gotExp, expectation{g.Detector, g.Severity, g.Namespace, g.Workload, g.Peer})
+			fixed, err := analyzetest.ReadFlows(fixture)
+			if err != nil {
+				t.Fatal(err)
 			}
-			sort.Slice(gotExp, func(i, j int) bool { return fmt.Sprint(gotExp[i]) < fmt.Sprint(gotExp[j]) })
-			if fmt.Sprint(gotExp) != fmt.Sprint(sc.want) {
-				t.Errorf("findings %v, want exactly %v", gotExp, sc.want)
+			if len(fixed) != len(decoded) {
+				t.Fatalf("%s holds %d flows, ingest decodes %d from the Hubble file", fixture, len(fixed), len(decoded))
+			}
+			if d := analyzetest.Diff(decoded, fixed); d != "" {
+				t.Errorf("%s differs from what ingest decodes (-decoded +fixture):\n%s", fixture, d)
 			}
 		})
-		var ws []string
-		for _, w := range sc.want {
-			ws = append(ws, fmt.Sprintf("%s %s %s", w.Severity, w.Detector, strings.Trim(w.Namespace+"/"+w.Workload, "/")))
-		}
-		if len(ws) == 0 {
-			ws = []string{"none"}
-		}
-		fmt.Fprintf(&readme, "| %s | %s | %s |\n", sc.name, sc.about, strings.Join(ws, "; "))
 	}
-	if *update {
-		if err := os.WriteFile(filepath.Join(scenarioDir, "README.md"), []byte(readme.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+}
+
+// TestDetectScenario is the CLI's end-to-end smoke test of the scenarios:
+// `flowwarden detect` over a Hubble scenario file prints the findings
+// analyze's TestScenarios pins for its fixture (three detectors fire).
+func TestDetectScenario(t *testing.T) {
+	const name = "cross-namespace-scan"
+	out, err := run(t, "detect", "--hubble-file", filepath.Join(scenarioDir, name+".jsonl.gz"), "--format", "json", "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("detect: %v\n%s", err, out)
+	}
+	got, text := goldenFindings(t, out)
+	want, err := os.ReadFile(filepath.Join(scenarioDir, name+".golden.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || text != string(want) {
+		t.Errorf("detect's findings differ from %s.golden.jsonl\ngot:\n%s\nwant:\n%s", name, text, want)
 	}
 }
 
