@@ -59,6 +59,7 @@ type Replay struct {
 	cfg     ReplayConfig
 	log     *slog.Logger
 	flows   []*observer.GetFlowsResponse
+	wire    []replayWire // flows marshalled without their times
 	nodes   []replayNode // sorted by name
 	created time.Time
 	start   time.Time     // with ShiftToNow
@@ -119,6 +120,9 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 		if cfg.Rate > 0 {
 			r.step = time.Duration(float64(time.Second) / cfg.Rate)
 		}
+	}
+	if err := r.encodeWire(); err != nil {
+		return nil, err
 	}
 	if skipped > 0 {
 		r.log.Warn("skipped lines that are not flows", "lines", skipped)
@@ -201,7 +205,7 @@ func (r *Replay) Run(ctx context.Context) error {
 	if err := r.Listen(); err != nil {
 		return err
 	}
-	var opts []grpc.ServerOption
+	opts := []grpc.ServerOption{replayServerOption()}
 	if r.cfg.TLS.Enabled {
 		tc, err := r.cfg.TLS.ServerConfig()
 		if err != nil {
@@ -383,12 +387,7 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 				}
 			}
 		}
-		resp := r.flowAt(i)
-		if mask != nil {
-			resp = &observer.GetFlowsResponse{Time: resp.GetTime(), NodeName: resp.GetNodeName(),
-				ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: mask.apply(resp.GetFlow())}}
-		}
-		if err := stream.Send(resp); err != nil {
+		if err := r.send(stream, i, mask); err != nil {
 			return err
 		}
 		r.served.Add(1)
