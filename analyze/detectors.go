@@ -2,7 +2,9 @@ package analyze
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,8 +102,9 @@ func newMetadataAccess(c MetadataAccessConfig, g *Config, sink FindingSink, m *M
 	t.summary = func(st *keyState, v verdict) string {
 		return fmt.Sprintf("%s/%s reached for the cloud metadata service (%.0f flows in %s)", st.subj.namespace, st.subj.workload, v.observed, c.Window)
 	}
+	// In a stable order: a finding's query reads the same on every run.
 	var nameList []string
-	for n := range names {
+	for _, n := range slices.Sorted(maps.Keys(names)) {
 		nameList = append(nameList, n, n+".")
 	}
 	cond := schema.AnyOf(

@@ -50,6 +50,31 @@ func TestMetadataFiresOnFirstFlow(t *testing.T) {
 	}
 }
 
+// The metadata-access finding names its flows by the same selector on
+// every run: the configured names in a fixed order, not a map's.
+func TestMetadataSelectorIsStable(t *testing.T) {
+	var first *schema.FlowSelector
+	for i := range 20 {
+		var c Collector
+		e, err := NewEngine(DefaultConfig(), &c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = e.Write(context.Background(), podFlow("shop", "web", t0.Add(10*time.Second), "169.254.169.254"))
+		got := c.Findings()
+		if len(got) != 1 || got[0].Flows == nil {
+			t.Fatalf("run %d: %+v", i, got)
+		}
+		if first == nil {
+			first = got[0].Flows
+			continue
+		}
+		if !reflect.DeepEqual(first, got[0].Flows) {
+			t.Fatalf("run %d selects the flows by\n%+v\nrun 0 by\n%+v", i, got[0].Flows, first)
+		}
+	}
+}
+
 // Keys beyond MaxKeys are evicted, counted, and memory stays bounded.
 func TestKeysAreBounded(t *testing.T) {
 	cfg := DefaultConfig()
