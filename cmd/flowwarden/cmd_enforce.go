@@ -291,19 +291,6 @@ func peerString(p enforcer.Peer) string {
 	}
 }
 
-// deniedFlow is one line of verify's output.
-type deniedFlow struct {
-	Time     time.Time `json:"time"`
-	Source   string    `json:"source"`
-	Dest     string    `json:"destination"`
-	Port     uint16    `json:"dst_port"`
-	Protocol string    `json:"protocol"`
-	Observed string    `json:"observed_verdict"`
-	Reason   string    `json:"reason"`
-	// Intended is set when recommend left this traffic out on purpose.
-	Intended string `json:"intended,omitempty"`
-}
-
 func newVerifyCommand(g *globals) *cobra.Command {
 	var (
 		src      flowSource
@@ -344,10 +331,6 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			if err != nil {
 				return fmt.Errorf("--policies: %w", err)
 			}
-			v, err := enforcer.NewVerifier(nps)
-			if err != nil {
-				return err
-			}
 			// What recommend left out on purpose, recorded next to the
 			// policies it wrote (a directory; none for a file, stdin or cluster).
 			leftOut := map[string]string{}
@@ -362,7 +345,10 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 					return err
 				}
 			}
-			report := enforcer.NewVerifyReport(nps, sources)
+			v, err := enforcer.NewVerification(nps, sources, leftOut)
+			if err != nil {
+				return err
+			}
 			// A first pass learns the ports each end listens on: it tells
 			// who opened the flows no other signal does.
 			if err := src.eachGroup(cmd.Context(), g, func(f *schema.Flow, _ uint64, _, _ time.Time) { v.Learn(f) }); err != nil {
@@ -371,30 +357,11 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			// -o json streams one object per line; table and yaml print
 			// the denied flows once all are judged.
 			enc := json.NewEncoder(cmd.OutOrStdout())
-			var collected []deniedFlow
-			var checked, denied, regressions, intended int
+			var collected []enforcer.DeniedFlow
 			err = src.each(cmd.Context(), g, func(f *schema.Flow) {
-				d, ok := v.Check(f)
-				if !ok {
+				o, denied := v.Judge(f)
+				if !denied {
 					return
-				}
-				checked++
-				why := ""
-				if e, reason := enforcer.EdgeOf(f); reason == "" {
-					why = leftOut[enforcer.EdgeKey(e)]
-				}
-				report.Add(f, d, why)
-				if d.Allowed {
-					return
-				}
-				denied++
-				o := deniedFlow{Time: f.Time, Source: endpointString(f.Src, f.SrcIP.String()), Dest: endpointString(f.Dst, f.DstIP.String()),
-					Port: f.DstPort, Protocol: f.Protocol, Observed: string(f.Verdict), Reason: d.Reason}
-				if why != "" {
-					o.Intended = why
-					intended++
-				} else if enforcer.Counts(f) {
-					regressions++
 				}
 				switch out.value {
 				case "json":
@@ -407,13 +374,13 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 				return err
 			}
 			if out.value == "github" {
-				if err := report.WriteGitHub(cmd.OutOrStdout()); err != nil {
+				if err := v.Report().WriteGitHub(cmd.OutOrStdout()); err != nil {
 					return err
 				}
 			}
 			if out.value == "table" || out.value == "yaml" {
 				if collected == nil {
-					collected = []deniedFlow{}
+					collected = []enforcer.DeniedFlow{}
 				}
 				err := out.print(cmd.OutOrStdout(), collected, func(t *table) {
 					t.header("TIME", "SOURCE", "DESTINATION", "PORT", "OBSERVED", "INTENDED", "REASON")
@@ -427,26 +394,26 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			}
 			if junit != "" {
 				var b strings.Builder
-				if err := report.WriteJUnit(&b); err != nil {
+				if err := v.Report().WriteJUnit(&b); err != nil {
 					return err
 				}
 				if err := os.WriteFile(junit, []byte(b.String()), 0o644); err != nil {
 					return fmt.Errorf("--junit: %w", err)
 				}
 			}
+			verdict := v.Verdict()
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d policies; %d flows checked; %d would be denied: %d left out on purpose by recommend, %d forwarded when observed (regressions, on %d edges)\n",
-				len(nps), checked, denied, intended, regressions, report.Regressions())
-			if v.DirectionUnknown > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: direction unknown (no signal said which end opened the connection)\n", v.DirectionUnknown)
+				verdict.Policies, verdict.Checked, verdict.Denied, verdict.Intended, verdict.Regressions, verdict.RegressedEdges)
+			if verdict.DirectionUnknown > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: direction unknown (no signal said which end opened the connection)\n", verdict.DirectionUnknown)
 			}
-			if v.Unjudged > 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: a pod end's labels were unknown (Cilium gave only reserved labels)\n", v.Unjudged)
+			if verdict.Unjudged > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: a pod end's labels were unknown (Cilium gave only reserved labels)\n", verdict.Unjudged)
 			}
-			l7Denied, err := verifyL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies)
-			if err != nil {
+			if err := verifyL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies, v); err != nil {
 				return err
 			}
-			if regressions > 0 || l7Denied > 0 {
+			if v.Verdict().Failed() {
 				return exitCode(1)
 			}
 			return nil
@@ -470,16 +437,6 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 	out.register(cmd, "json", "json", "github", "table", "yaml")
 	_ = cmd.MarkFlagRequired("policies")
 	return cmd
-}
-
-func endpointString(e schema.Endpoint, ip string) string {
-	switch {
-	case e.Pod != "":
-		return e.Namespace + "/" + e.Pod
-	case e.Workload != "":
-		return e.Workload + " " + ip
-	}
-	return ip
 }
 
 func newEnforceCommand(g *globals) *cobra.Command {

@@ -117,43 +117,38 @@ func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Write
 
 // verifyL7 judges the observed HTTP requests by the layer-7 policies of the
 // policies directory (Istio AuthorizationPolicies, Cilium HTTP rules), if
-// any, printing each request they would deny and a summary on w. It
-// returns the denied requests that were forwarded when observed.
-func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, policies string) (int, error) {
+// any, printing each request they would deny and a summary on w; v's
+// verdict counts them.
+func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, policies string, v *enforcer.Verification) error {
 	fi, err := os.Stat(policies)
 	if err != nil || !fi.IsDir() {
-		return 0, nil // a file, stdin or the cluster: NetworkPolicies only
+		return nil // a file, stdin or the cluster: NetworkPolicies only
 	}
 	set, err := enforcer.LoadL7Dir(policies)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	for _, u := range set.Unsupported {
 		fmt.Fprintf(w, "layer 7: not judged: %s\n", u)
 	}
 	ciliumL4NotJudged(w, set)
 	if set.Empty() {
-		return 0, nil
+		return nil
 	}
-	var judged, denied int
+	v.SetL7(set)
 	err = src.eachFull(ctx, g, func(f *schema.Flow) {
-		ok, allowed, why := set.JudgeL7(f)
-		if !ok {
-			return
-		}
-		judged++
-		if !allowed {
-			denied++
-			fmt.Fprintf(w, "L7 denied: %s %s → %s %s/%d %s %s: %s\n", f.Time.UTC().Format(time.RFC3339),
-				endpointString(f.Src, f.SrcIP.String()), endpointString(f.Dst, f.DstIP.String()), f.Protocol, f.DstPort, f.HTTPMethod, f.HTTPPath, why)
+		if r, denied := v.JudgeRequest(f); denied {
+			fmt.Fprintf(w, "L7 denied: %s %s → %s %s/%d %s %s: %s\n", r.Time.UTC().Format(time.RFC3339),
+				r.Source, r.Dest, r.Protocol, r.Port, r.Method, r.Path, r.Reason)
 		}
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
+	verdict := v.Verdict()
 	fmt.Fprintf(w, "layer 7: %d Istio AuthorizationPolicies, %d CiliumNetworkPolicies; %d HTTP requests judged, %d would be denied\n",
-		len(set.Istio), len(set.Cilium), judged, denied)
-	return denied, nil
+		len(set.Istio), len(set.Cilium), verdict.L7Judged, verdict.L7Denied)
+	return nil
 }
 
 // reportL7 writes <out>/l7.md when the policies directory holds layer-7
