@@ -19,31 +19,31 @@ import (
 type columns struct {
 	n                                            int
 	time                                         proto.ColDateTime64
-	node, source, verdict, dropReason, direction *proto.ColLowCardinality[string]
+	node, source, verdict, dropReason, direction *lowCardinality
 	isReply                                      proto.ColBool
 	ipVersion                                    proto.ColUInt8
-	protocol                                     *proto.ColLowCardinality[string]
+	protocol                                     *lowCardinality
 	srcIP, dstIP                                 proto.ColIPv6
 	srcPort, dstPort                             proto.ColUInt16
-	tcpFlags                                     *proto.ColLowCardinality[string]
-	srcNS, srcPod, srcWorkload, srcKind          *proto.ColLowCardinality[string]
+	tcpFlags                                     *lowCardinality
+	srcNS, srcPod, srcWorkload, srcKind          *lowCardinality
 	srcLabels                                    *proto.ColMap[string, string]
 	srcIdentity                                  proto.ColUInt32
-	dstNS, dstPod, dstWorkload, dstKind          *proto.ColLowCardinality[string]
+	dstNS, dstPod, dstWorkload, dstKind          *lowCardinality
 	dstLabels                                    *proto.ColMap[string, string]
 	dstIdentity                                  proto.ColUInt32
 	dstNames                                     *proto.ColArr[string]
-	l7Type                                       *proto.ColLowCardinality[string]
+	l7Type                                       *lowCardinality
 	dnsQuery                                     proto.ColStr
 	dnsRCode                                     proto.ColUInt16
-	dnsQType                                     *proto.ColLowCardinality[string]
-	httpMethod                                   *proto.ColLowCardinality[string]
+	dnsQType                                     *lowCardinality
+	httpMethod                                   *lowCardinality
 	httpPath                                     proto.ColStr
 	httpStatus                                   proto.ColUInt16
 	bytes, packets                               proto.ColUInt64
 	durationMs                                   proto.ColUInt32
 	mtls                                         proto.ColBool
-	srcPrincipal, dstPrincipal                   *proto.ColLowCardinality[string]
+	srcPrincipal, dstPrincipal                   *lowCardinality
 	policyNames                                  *proto.ColArr[string]
 	traceID                                      proto.ColStr
 	input                                        proto.Input
@@ -56,10 +56,10 @@ type columns struct {
 	dedupToken string
 }
 
-func lc() *proto.ColLowCardinality[string] { return new(proto.ColStr).LowCardinality() }
+func lc() *lowCardinality { return newLowCardinality() }
 
 func labelsColumn() *proto.ColMap[string, string] {
-	return proto.NewMap[string, string](new(proto.ColStr).LowCardinality(), new(proto.ColStr))
+	return proto.NewMap[string, string](newLowCardinality(), new(proto.ColStr))
 }
 
 func newColumns() *columns {
@@ -68,7 +68,7 @@ func newColumns() *columns {
 		srcNS: lc(), srcPod: lc(), srcWorkload: lc(), srcKind: lc(), srcLabels: labelsColumn(),
 		dstNS: lc(), dstPod: lc(), dstWorkload: lc(), dstKind: lc(), dstLabels: labelsColumn(),
 		dstNames: new(proto.ColStr).Array(), l7Type: lc(), dnsQType: lc(), httpMethod: lc(),
-		srcPrincipal: lc(), dstPrincipal: lc(), policyNames: new(proto.ColStr).LowCardinality().Array(),
+		srcPrincipal: lc(), dstPrincipal: lc(), policyNames: proto.NewArray[string](newLowCardinality()),
 		counts: map[[2]string]int{},
 	}
 	c.time = *new(proto.ColDateTime64).WithPrecision(proto.PrecisionNano).WithLocation(time.UTC)
