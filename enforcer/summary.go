@@ -34,14 +34,60 @@ type Summary struct {
 	// WouldDeny are the observed flows the recommendation would deny, with
 	// why (a guardrail of the generator), most flows first.
 	WouldDeny []DeniedEdge `json:"observed_would_deny"`
+	// AccessChanges is the semantic diff from the policies in force to the
+	// recommended ones, grouped (its counts are figures of the summary).
+	AccessChanges
+	// DiffError says why the diff figures are missing (it did not finish).
+	DiffError string `json:"diff_error,omitempty"`
+	// Unused are the rules in force that carried no observed traffic.
+	Unused []RuleUsage `json:"-"`
+	// BlastRadius compares the policies in force with the recommended ones.
+	BlastRadius *BlastRadius `json:"-"`
+}
+
+// AccessChanges groups a semantic diff as flowwarden reports it
+// (recommend --current, the page, the report): counts of the pairs/ports
+// losing and gaining access, the changes to observed traffic one by one,
+// and the losses nobody was seen using as counts per namespace.
+type AccessChanges struct {
 	// Losses and Gains count the pairs/ports losing and gaining access;
 	// UnobservedLosses counts, per namespace, the losses of access nobody
 	// was seen using (DiffSummary).
 	Losses           int            `json:"losses"`
 	Gains            int            `json:"gains"`
 	UnobservedLosses map[string]int `json:"unobserved_losses_by_namespace"`
-	// DiffError says why the diff figures are missing (it did not finish).
-	DiffError string `json:"diff_error,omitempty"`
+	// Observed are the changes to observed traffic, most flows first.
+	Observed []ObservedChange `json:"-"`
+	// PeerClasses and PortClasses are the equivalence classes the diff
+	// was judged over.
+	PeerClasses, PortClasses int `json:"-"`
+}
+
+// ObservedChange is a change of access to observed traffic; a loss
+// recommend left out on purpose says why.
+type ObservedChange struct {
+	Change
+	LeftOut string
+}
+
+// GroupChanges groups the diff d from the policies in force to the
+// recommendation rec.
+func GroupChanges(d *ClassDiff, rec *Result) AccessChanges {
+	sum := d.Summarize()
+	out := AccessChanges{Losses: sum.Losses, Gains: sum.Gains, UnobservedLosses: sum.UnobservedLosses}
+	out.PeerClasses, out.PortClasses = d.Classes()
+	leftOut := map[string]string{}
+	for _, s := range rec.Skipped {
+		leftOut[fmt.Sprintf("%s %s %s/%d", s.Edge.From, s.Edge.To, s.Edge.Protocol, s.Edge.Port)] = s.Reason
+	}
+	for _, c := range sum.Observed {
+		o := ObservedChange{Change: c}
+		if !c.Gains {
+			o.LeftOut = leftOut[c.From+" "+c.To+" "+c.Port]
+		}
+		out.Observed = append(out.Observed, o)
+	}
+	return out
 }
 
 // DeniedEdge is an observed edge a policy set would deny, and why.
@@ -55,10 +101,10 @@ type DeniedEdge struct {
 
 // UnobservedLossNamespaces returns the namespaces of UnobservedLosses in
 // order, for rendering.
-func (s *Summary) UnobservedLossNamespaces() []string { return sortedKeys(s.UnobservedLosses) }
+func (s *AccessChanges) UnobservedLossNamespaces() []string { return sortedKeys(s.UnobservedLosses) }
 
 // UnobservedLossTotal sums UnobservedLosses.
-func (s *Summary) UnobservedLossTotal() int {
+func (s *AccessChanges) UnobservedLossTotal() int {
 	n := 0
 	for _, v := range s.UnobservedLosses {
 		n += v
@@ -87,6 +133,7 @@ func Summarize(ctx context.Context, g *Graph, inForce []networkingv1.NetworkPoli
 	for _, u := range usage {
 		if u.Flows == 0 {
 			s.RulesUnused++
+			s.Unused = append(s.Unused, u)
 		}
 	}
 	br := rec.BlastRadius
@@ -95,6 +142,7 @@ func Summarize(ctx context.Context, g *Graph, inForce []networkingv1.NetworkPoli
 			return nil, err
 		}
 	}
+	s.BlastRadius = br
 	s.BlastBefore, s.BlastAfter, s.BlastReduction = br.Before, br.After, br.ReductionPercent()
 	// Observed edges the recommendation denies: the generator's own
 	// reasons (every other observed edge is proven allowed).
@@ -114,8 +162,7 @@ func Summarize(ctx context.Context, g *Graph, inForce []networkingv1.NetworkPoli
 		s.DiffError = fmt.Sprintf("the semantic diff of %d workloads did not finish in time (%v)", len(g.Workloads), ctx.Err())
 		return s, nil
 	}
-	sum := d.Summarize()
-	s.Losses, s.Gains, s.UnobservedLosses = sum.Losses, sum.Gains, sum.UnobservedLosses
+	s.AccessChanges = GroupChanges(d, rec)
 	return s, nil
 }
 

@@ -1,6 +1,9 @@
 package schema
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Severity of a finding, as Alertmanager routes it.
 type Severity string
@@ -137,6 +140,22 @@ func (f Finding) Record() FindingRecord {
 			Query: s.DNSQuery})
 	}
 	return r
+}
+
+// Subject names what a finding is about, as the CLI and the page print
+// it: namespace/workload (or the namespace alone), then "→ peer" for a
+// pair.
+func (f Finding) Subject() string { return subject(f.Namespace, f.Workload, f.Peer) }
+
+// Subject is Finding.Subject of a record.
+func (r FindingRecord) Subject() string { return subject(r.Namespace, r.Workload, r.Peer) }
+
+func subject(namespace, workload, peer string) string {
+	s := strings.Trim(namespace+"/"+workload, "/")
+	if peer != "" {
+		s += " → " + peer
+	}
+	return s
 }
 
 func endpointName(e Endpoint) string {

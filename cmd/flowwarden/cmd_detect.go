@@ -225,12 +225,8 @@ func printFindings(w io.Writer, format string, findings []schemaFinding) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "START\tEND\tSEVERITY\tDETECTOR\tSUBJECT\tSTATUS\tSUMMARY")
 	for _, f := range findings {
-		subject := strings.Trim(f.Namespace+"/"+f.Workload, "/")
-		if f.Peer != "" {
-			subject += " → " + f.Peer
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Start.UTC().Format("2006-01-02 15:04:05"), f.End.UTC().Format("15:04:05"),
-			f.Severity, f.Detector, subject, f.Status, f.Summary)
+			f.Severity, f.Detector, f.Subject(), f.Status, f.Summary)
 	}
 	return tw.Flush()
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -729,35 +728,23 @@ func loadPolicies(ctx context.Context, g *globals, spec string) ([]networkingv1.
 }
 
 // printTightening reports, for the policies in force, what they allow that
-// nothing used, and how access changes with the proposed set.
+// nothing used, and how access changes with the proposed set
+// (enforcer.Summarize, as the page and the report compute it).
 func printTightening(ctx context.Context, g *globals, w io.Writer, current string, nps []networkingv1.NetworkPolicy, res *enforcer.Result, graph *enforcer.Graph) error {
-	usage, err := enforcer.Usage(nps, graph)
-	if err != nil {
-		return err
-	}
-	br, err := enforcer.ComputeBlastRadius(nps, res.Policies, graph)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "%s, against the %d policies in %s\n", br.Summary(), len(nps), current)
-	fmt.Fprintf(w, "\nleast-privilege gap of the %d policies in %s:\n", len(nps), current)
-	for _, u := range usage {
-		if u.Flows == 0 {
-			fmt.Fprintf(w, "  unused: %s %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
-		}
-	}
 	g.log.Info("semantic diff: judging access over equivalence classes of peers and ports", "workloads", len(graph.Workloads))
 	start := time.Now()
-	d, err := enforcer.SemanticDiffClasses(ctx, nps, res.Policies, graph)
+	sum, err := enforcer.Summarize(ctx, graph, nps, res)
 	if err != nil {
 		return err
 	}
-	sum := d.Summarize()
-	peers, ports := d.Classes()
-	g.log.Info("semantic diff done", "losses", sum.Losses, "gains", sum.Gains, "peer_classes", peers, "port_classes", ports, "took", time.Since(start).Round(time.Millisecond))
-	leftOut := map[string]string{}
-	for _, s := range res.Skipped {
-		leftOut[fmt.Sprintf("%s %s %s/%d", s.Edge.From, s.Edge.To, s.Edge.Protocol, s.Edge.Port)] = s.Reason
+	if sum.DiffError != "" {
+		return ctx.Err() // interrupted: Summarize left the diff out
+	}
+	g.log.Info("semantic diff done", "losses", sum.Losses, "gains", sum.Gains, "peer_classes", sum.PeerClasses, "port_classes", sum.PortClasses, "took", time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(w, "%s, against the %d policies in %s\n", sum.BlastRadius.Summary(), len(nps), current)
+	fmt.Fprintf(w, "\nleast-privilege gap of the %d policies in %s:\n", len(nps), current)
+	for _, u := range sum.Unused {
+		fmt.Fprintf(w, "  unused: %s %s rule %d: %s\n", u.Policy, u.Direction, u.Index+1, u.Rule)
 	}
 	// Observed traffic first, one line each; the rest as counts.
 	for _, c := range sum.Observed {
@@ -766,27 +753,16 @@ func printTightening(ctx context.Context, g *globals, w io.Writer, current strin
 			verb = "gains"
 		}
 		line := fmt.Sprintf("  %s → %s %s %s (observed flows: %d)", c.From, c.To, verb, c.Port, c.Observed)
-		if why := leftOut[c.From+" "+c.To+" "+c.Port]; why != "" && !c.Gains {
-			line += ": " + why
+		if c.LeftOut != "" {
+			line += ": " + c.LeftOut
 		}
 		fmt.Fprintln(w, line)
 	}
-	unobserved := 0
-	for _, ns := range sortedNamespaces(sum.UnobservedLosses) {
+	for _, ns := range sum.UnobservedLossNamespaces() {
 		fmt.Fprintf(w, "  namespace %s: %d pairs/ports nobody was seen using lose access\n", ns, sum.UnobservedLosses[ns])
-		unobserved += sum.UnobservedLosses[ns]
 	}
-	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access (%d unobserved), %d gain it\n", sum.Losses, unobserved, sum.Gains)
+	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access (%d unobserved), %d gain it\n", sum.Losses, sum.UnobservedLossTotal(), sum.Gains)
 	return nil
-}
-
-func sortedNamespaces(m map[string]int) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // writeCilium writes CiliumNetworkPolicies as <namespace>/<workload>.yaml.

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -194,12 +193,8 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 		return nil, err
 	}
 	for _, r := range recent {
-		f := findingRow{Start: r.Start, Severity: r.Severity, Detector: r.Detector, Summary: r.Summary, Status: r.Status, Query: r.Query}
-		f.Subject = strings.Trim(r.Namespace+"/"+r.Workload, "/")
-		if r.Peer != "" {
-			f.Subject += " → " + r.Peer
-		}
-		p.Findings = append(p.Findings, f)
+		p.Findings = append(p.Findings, findingRow{Start: r.Start, Severity: r.Severity, Detector: r.Detector, Subject: r.Subject(),
+			Summary: r.Summary, Status: r.Status, Query: r.Query})
 	}
 	if len(b.Graph.Workloads) > 0 {
 		res, err := h.cfg.Recommend(b.Graph)
