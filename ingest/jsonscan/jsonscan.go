@@ -6,6 +6,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -176,6 +177,20 @@ func (s *Scanner) Str() ([]byte, error) {
 	s.i++
 	start := s.i
 	ascii := true
+	// Eight bytes at a time while none of them ends the string, starts an
+	// escape or is a control character; the byte loop below takes over at
+	// the word that holds one (it never misses one: the tests are exact
+	// for the lowest such byte).
+	for s.i+8 <= len(s.b) {
+		x := binary.LittleEndian.Uint64(s.b[s.i:])
+		if hasZeroByte(x^(ones*'"'))|hasZeroByte(x^(ones*'\\'))|hasByteLess(x, 0x20) != 0 {
+			break
+		}
+		if x&(ones*0x80) != 0 {
+			ascii = false
+		}
+		s.i += 8
+	}
 	for s.i < len(s.b) {
 		c := s.b[s.i]
 		switch {
@@ -197,6 +212,14 @@ func (s *Scanner) Str() ([]byte, error) {
 	}
 	return nil, ErrEOF
 }
+
+const ones = 0x0101010101010101
+
+// hasZeroByte is non-zero when a byte of x is zero.
+func hasZeroByte(x uint64) uint64 { return (x - ones) &^ x & (ones * 0x80) }
+
+// hasByteLess is non-zero when a byte of x is below n (n <= 0x80).
+func hasByteLess(x uint64, n uint64) uint64 { return (x - ones*n) &^ x & (ones * 0x80) }
 
 func (s *Scanner) strEscaped(start int) ([]byte, error) {
 	buf := append(s.scratch[:0], s.b[start:s.i]...)

@@ -131,6 +131,25 @@ func TestAgainstEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestStrWordBoundaries: strings are scanned eight bytes at a time; a
+// quote, an escape, a control character or a non-ASCII byte (valid UTF-8 or
+// not) is found at every offset around and across word boundaries, and
+// read as encoding/json reads it.
+func TestStrWordBoundaries(t *testing.T) {
+	var s Scanner
+	specials := []string{`\"`, `\n`, `\u00e9`, "\t", "\x1f", "\x7f", " ", "~", "é", "中", "😀", "\xff", "\xc3"}
+	for _, sp := range specials {
+		for pre := range 20 {
+			for _, post := range []int{0, 1, 7, 8, 9, 17} {
+				in := `"` + strings.Repeat("a", pre) + sp + strings.Repeat("b", post) + `"`
+				oracle(t, &s, []byte(in))
+				oracle(t, &s, []byte(`{"k":`+in+`,"`+strings.Repeat("c", pre)+`":1}`))
+				oracle(t, &s, []byte(in[:len(in)-1])) // unterminated
+			}
+		}
+	}
+}
+
 // TestDepthBound: nesting at MaxDepth is read, one deeper is refused
 // rather than recursed into.
 func TestDepthBound(t *testing.T) {
