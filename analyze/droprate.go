@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -65,6 +66,13 @@ func NewDropRate(cfg DropRateConfig, sink FindingSink, m *Metrics) (*DropRate, e
 		m = NewMetrics(nil)
 	}
 	return &DropRate{cfg: cfg, sink: sink, metrics: m, rules: map[dropRuleKey]*dropRuleState{}}, nil
+}
+
+// WriteCounters is Observe as a counter sink (ingest.CounterSink), so the
+// detector sits beside the counter store behind one fan-out. It never fails.
+func (d *DropRate) WriteCounters(_ context.Context, samples []schema.CounterSample) error {
+	d.Observe(samples)
+	return nil
 }
 
 // Observe takes one reading of counters; only rule counters of drop rules

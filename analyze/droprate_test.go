@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ func TestDropRateSpikeOpensAndResolves(t *testing.T) {
 	var packets uint64
 	read := func(i int, rate uint64) {
 		packets += rate * 15
-		d.Observe([]schema.CounterSample{
+		// through the counter-sink door serve's fan-out uses
+		_ = d.WriteCounters(context.Background(), []schema.CounterSample{
 			{Time: t0.Add(time.Duration(i) * 15 * time.Second), Node: "node-1", Family: "inet", Table: "flowwarden", Chain: "input",
 				Handle: 42, Comment: "flowwarden: not observed", Drop: true, Packets: packets, Bytes: packets * 60},
 			// an accept rule with the same traffic never fires

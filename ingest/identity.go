@@ -118,3 +118,21 @@ func (c *IdentityCache) Len() int {
 	defer c.mu.RUnlock()
 	return len(c.m)
 }
+
+// Enricher fills a flow's endpoints from what it knows (IdentityCache does).
+type Enricher interface {
+	Enrich(f *schema.Flow)
+}
+
+// Enrich is a Sink that attributes flows before next sees them: every
+// endpoint that carries no identity is filled from e. The flows are
+// enriched in place (the caller's slice), as a source that enriched them
+// itself would.
+func Enrich(e Enricher, next Sink) Sink {
+	return SinkFunc(func(ctx context.Context, flows ...schema.Flow) error {
+		for i := range flows {
+			e.Enrich(&flows[i])
+		}
+		return next.Write(ctx, flows...)
+	})
+}

@@ -121,6 +121,18 @@ func (s *FindingStore) insert(ctx context.Context, batch []schema.Finding) error
 	return nil
 }
 
+// CounterStore stores counter readings in nft_counters; it is a counter
+// sink (ingest.CounterSink) for the nftables poller.
+type CounterStore struct{ conn driver.Conn }
+
+// NewCounterStore returns a store that inserts over conn.
+func NewCounterStore(conn driver.Conn) *CounterStore { return &CounterStore{conn: conn} }
+
+// WriteCounters inserts one reading (InsertCounters).
+func (s *CounterStore) WriteCounters(ctx context.Context, samples []schema.CounterSample) error {
+	return InsertCounters(ctx, s.conn, samples)
+}
+
 // InsertCounters stores counter readings.
 func InsertCounters(ctx context.Context, conn driver.Conn, rows []schema.CounterSample) error {
 	if len(rows) == 0 {
