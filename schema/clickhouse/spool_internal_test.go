@@ -85,6 +85,9 @@ func TestSpoolSealFailureRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
 	fs := &brokenFS{}
 	w.spool.fs = fs
 	runCtx, stop := context.WithCancel(ctx)

@@ -178,7 +178,10 @@ type Writer struct {
 	// once, serve every later batch (regrowing them cost a tenth of the
 	// file import's CPU time).
 	free  chan *columns
-	spool *spool // nil without SpoolDir
+	spool *spool // nil without SpoolDir, and until Open
+
+	openOnce sync.Once
+	openErr  error
 
 	doneMu   sync.Mutex
 	doneCond *sync.Cond
@@ -190,7 +193,8 @@ type Writer struct {
 }
 
 // NewWriter returns a writer for the ClickHouse named by dsn (the database
-// must exist and be migrated; see Open and Migrate). It does no I/O until Run.
+// must exist and be migrated; see Open and Migrate). It does no I/O: the
+// spool is opened by (*Writer).Open, or on first use.
 func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.Logger) (*Writer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -214,18 +218,31 @@ func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.L
 	w.doneCond = sync.NewCond(&w.doneMu)
 	w.free = make(chan *columns, cfg.QueueBatches+cfg.Inserters+1)
 	w.cur = w.newColumns()
-	if cfg.SpoolDir != "" {
-		sp, err := openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, cfg.SpoolFsync, cfg.BatchSize, w.log)
+	return w, nil
+}
+
+// Open opens the spool (with SpoolDir): it reads the segments a previous
+// run left, sealing those a crash left open, so that they are inserted
+// first and ResumePoint sees them. It is done once; Run, Write, Failure,
+// SpooledUntil and ResumePoint call it, so a caller calls it only to meet
+// its error at start-up, before any flow arrives (serve's ordered start).
+func (w *Writer) Open() error {
+	w.openOnce.Do(func() {
+		if w.cfg.SpoolDir == "" {
+			return
+		}
+		sp, err := openSpool(w.cfg.SpoolDir, w.cfg.SpoolMaxBytes, w.cfg.SpoolFsync, w.cfg.BatchSize, w.log)
 		if err != nil {
-			return nil, err
+			w.openErr = err
+			return
 		}
 		sp.onError = func(op string) {
-			metrics.SpoolErrors.WithLabelValues(op).Inc()
-			metrics.StorageFailing.Set(1)
+			w.metrics.SpoolErrors.WithLabelValues(op).Inc()
+			w.metrics.StorageFailing.Set(1)
 		}
 		w.spool = sp
-	}
-	return w, nil
+	})
+	return w.openErr
 }
 
 // Failure reports what stops flows from being stored right now: the spool
@@ -233,6 +250,9 @@ func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.L
 // until the next success). nil when storage works.
 func (w *Writer) Failure() error {
 	var errs []error
+	if err := w.Open(); err != nil {
+		errs = append(errs, err)
+	}
 	if w.spool != nil {
 		if err := w.spool.failure(); err != nil {
 			errs = append(errs, err)
@@ -262,7 +282,7 @@ func (w *Writer) insertOutcome(err error) {
 // SpooledUntil is the time of the newest flow in the spool (zero without
 // one): with the newest stored flow, the point a source may resume from.
 func (w *Writer) SpooledUntil() time.Time {
-	if w.spool == nil {
+	if w.Open() != nil || w.spool == nil {
 		return time.Time{}
 	}
 	return w.spool.newestTime()
@@ -290,7 +310,10 @@ func (w *Writer) putColumns(c *columns) {
 // (backpressure) and fails only after the writer has stopped; accepted flows
 // are then the writer's responsibility.
 func (w *Writer) Write(_ context.Context, flows ...schema.Flow) error {
-	if w.spool != nil {
+	if w.cfg.SpoolDir != "" {
+		if err := w.Open(); err != nil {
+			return err
+		}
 		w.mu.Lock()
 		closed := w.closed
 		w.mu.Unlock()
@@ -411,6 +434,9 @@ func (w *Writer) inserters(wg *sync.WaitGroup, work func(client **chgo.Client)) 
 // Inserts in flight when ctx ends are allowed to finish; retries go on for
 // at most ShutdownTimeout after ctx ends.
 func (w *Writer) Run(ctx context.Context) error {
+	if err := w.Open(); err != nil {
+		return err
+	}
 	if w.spool != nil {
 		return w.runSpool(ctx)
 	}
@@ -706,6 +732,9 @@ func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name s
 // identities (FlowKey) of the flows already held at exactly that time, which
 // the source will send again and must drop.
 func (w *Writer) ResumePoint(ctx context.Context, conn driver.Conn, source string) (time.Time, []string, error) {
+	if err := w.Open(); err != nil {
+		return time.Time{}, nil, err
+	}
 	stored, err := LastFlowTime(ctx, conn, source)
 	if err != nil {
 		return time.Time{}, nil, err
