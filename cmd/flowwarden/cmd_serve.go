@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	nftlib "github.com/google/nftables"
@@ -19,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	ctpkg "github.com/ti-mo/conntrack"
-	"golang.org/x/sync/errgroup"
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/flowwarden/flowwarden/alerting"
@@ -37,28 +36,31 @@ import (
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 )
 
+// serveOptions are serve's flags.
+type serveOptions struct {
+	obsCfg        hubble.ObserverConfig
+	wcfg          clickhouse.WriterConfig
+	policyCfg     enforcer.Config
+	resume        bool
+	sinceIn       string
+	detect        bool
+	amCfg         alerting.Config
+	noSpool       bool
+	httpCfg       webui.ServerConfig
+	tokenFile     string
+	page          bool
+	currentDir    string
+	strictMTLS    []string
+	currentEvery  time.Duration
+	withConntrack bool
+	withNftables  bool
+	restoreHostFW bool
+	host          hostSources
+	envoyFiles    []string
+}
+
 func newServeCommand(g *globals) *cobra.Command {
-	var (
-		obsCfg        hubble.ObserverConfig
-		wcfg          = clickhouse.DefaultWriterConfig()
-		policyCfg     = enforcer.DefaultConfig()
-		resume        bool
-		sinceIn       string
-		detect        bool
-		amCfg         alerting.Config
-		noSpool       bool
-		httpCfg       webui.ServerConfig
-		tokenFile     string
-		page          bool
-		currentDir    string
-		strictMTLS    []string
-		currentEvery  time.Duration
-		withConntrack bool
-		withNftables  bool
-		restoreHostFW bool
-		host          hostSources
-		envoyFiles    []string
-	)
+	o := &serveOptions{wcfg: clickhouse.DefaultWriterConfig(), policyCfg: enforcer.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "serve (--hubble ADDR | --envoy-file F | --conntrack | --nftables)...",
 		Short: "Stream flows into ClickHouse, run the detectors and alert; serve the page, /metrics and /healthz",
@@ -66,326 +68,412 @@ func newServeCommand(g *globals) *cobra.Command {
       --hubble-tls-ca ca.crt --hubble-tls-cert client.crt --hubble-tls-key client.key \
       --hubble-tls-server-name instance.hubble-relay.cilium.io`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if obsCfg.Addr == "" && !withConntrack && !withNftables && len(envoyFiles) == 0 {
-				return errors.New("no flow source: give --hubble ADDR, --envoy-file, --conntrack or --nftables")
-			}
-			if (httpCfg.TLSCert == "") != (httpCfg.TLSKey == "") {
-				return errors.New("--tls-cert and --tls-key go together")
-			}
-			if httpCfg.BearerToken, err = readToken(tokenFile); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			st, err := openStorage(ctx, g, false)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
-			if wcfg.SpoolDir == "" && !noSpool {
-				wcfg.SpoolDir = filepath.Join(g.dataDir, "spool")
-			}
-			wmetrics := clickhouse.NewWriterMetrics(reg)
-			w, err := clickhouse.NewWriter(wcfg, st.DSN, wmetrics, g.log)
-			if err != nil {
-				return err
-			}
-			if sinceIn != "" {
-				if obsCfg.Since, err = parseWhen(sinceIn, time.Now(), "--hubble-since"); err != nil {
-					return err
-				}
-			}
-			var resumeAt time.Time
-			var resumeKeys []string
-			if resume {
-				if resumeAt, resumeKeys, err = w.ResumePoint(ctx, st.Conn, "hubble"); err != nil {
-					return err
-				}
-			}
-			hubbleStats := &ingest.Stats{}
-			envoyStats := &ingest.Stats{}
-			reg.MustRegister(ingest.NewStatsCollector(map[string]*ingest.Stats{"hubble": hubbleStats, "envoy": envoyStats}))
-
-			// Detectors see every flow the writer stores; findings go to the
-			// findings table and, when configured, to Alertmanager.
-			var sink ingest.Sink = w
-			var eng *analyze.Engine
-			var dropRate *analyze.DropRate // nftables drop-rule spikes, fed by --nftables
-			findingSinks := analyze.Fanout{}
-			store := clickhouse.NewFindingStore(st.Conn, reg, g.log)
-			var sender *alerting.Sender
-			if detect {
-				findingSinks = append(findingSinks, store)
-				if len(amCfg.Alertmanagers) > 0 {
-					if sender, err = alerting.New(amCfg, alerting.NewMetrics(reg), g.log); err != nil {
-						return err
-					}
-					findingSinks = append(findingSinks, sender)
-				}
-				detectorMetrics := analyze.NewMetrics(reg)
-				dcfg, err := detectorConfig(ctx, g, currentDir, strictMTLS)
-				if err != nil {
-					return err
-				}
-				// Detectors name the flows behind a finding; the storage
-				// package writes its SQL before the store and Alertmanager see it.
-				rendered := withQuery(findingSinks)
-				if eng, err = analyze.NewEngine(dcfg, rendered, detectorMetrics); err != nil {
-					return err
-				}
-				if dropRate, err = analyze.NewDropRate(analyze.DefaultDropRateConfig(), rendered, detectorMetrics); err != nil {
-					return err
-				}
-				sink = ingest.Fanout{w, eng}
-			}
-			// Hubble teaches the identity cache; Envoy and conntrack flows are
-			// attributed from it.
-			identities := ingest.NewIdentityCache(10*time.Minute, 0)
-			learnSink := ingest.Fanout{identities, sink}
-			hubbleAddr := obsCfg.Addr
-			if hubbleAddr == "" {
-				obsCfg.Addr = "unused:0"
-			}
-			obs, err := hubble.NewObserver(obsCfg, learnSink, hubbleStats, g.log)
-			if err != nil {
-				return err
-			}
-			if resumeAt.After(obsCfg.Since) && obs.Resume(resumeAt, resumeKeys) {
-				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", resumeAt, "already_held_at_that_time", len(resumeKeys))
-			}
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-			// /healthz: not ok while flows cannot be stored; /readyz: also
-			// while ClickHouse or the Hubble stream is not there.
-			health := &webui.Health{}
-			health.Check("storage", func(context.Context) error { return w.Failure() })
-			health.Ready("clickhouse", func(ctx context.Context) error { return st.Conn.Ping(ctx) })
-			if hubbleAddr != "" {
-				health.Ready("hubble", obs.Connected)
-			}
-			health.Info(func() map[string]any {
-				s := hubbleStats.Snapshot()
-				return map[string]any{"hubble_connects": obs.Connects(), "last_flow_time": obs.LastFlowTime(),
-					"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal()}
-			})
-			mux.Handle("GET /healthz", health.Healthz())
-			mux.Handle("GET /readyz", health.Readyz())
-			mux.Handle("GET /livez", health.Livez())
-			httpSrv, err := webui.NewServer(httpCfg, mux, g.log)
-			if err != nil {
-				return fmt.Errorf("--listen: %w", err)
-			}
-			if exposed, protection := httpSrv.Exposed(); exposed && protection == "" {
-				g.log.Warn("--listen is reachable from other machines and nothing protects it: anyone who reaches it reads the service map, findings and their SQL (and /metrics); give --auth-token-file or --tls-client-ca, or listen on 127.0.0.1", "listen", httpCfg.Listen)
-			} else if exposed {
-				g.log.Info("--listen is reachable from other machines", "listen", httpCfg.Listen, "protected_by", protection)
-			}
-			var current []networkingv1.NetworkPolicy
-			if currentDir != "" {
-				if current, err = loadPolicies(ctx, g, currentDir); err != nil {
-					if currentDir != fromCluster {
-						return err
-					}
-					// The API server may be out of reach for a while; the page
-					// diffs against no policies until a refresh gets them.
-					g.log.Warn("policies in force: listing failed; retrying every --current-refresh", "err", err)
-				}
-			}
-			// The page only reads: it logs in as the read-only user.
-			pageConn, err := st.OpenReader(ctx)
-			if err != nil {
-				return err
-			}
-			defer pageConn.Close()
-			pageH := newPage(webui.Config{Current: current}, policyCfg, clickhouse.NewReader(pageConn), g.log)
-			if page {
-				mux.Handle("GET /{$}", pageH)
-			}
-
-			// The writer outlives the sources so that it flushes what they gave
-			// it: sources run through source(), and shutdown waits for them
-			// before it stops the writer (a flow a source passed on after that
-			// would be refused).
-			grp, gctx := errgroup.WithContext(ctx)
-			var sources sync.WaitGroup
-			source := func(run func() error) {
-				sources.Add(1)
-				grp.Go(func() error { defer sources.Done(); return run() })
-			}
-			wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
-			defer stopWriter()
-			wdone := make(chan error, 1)
-			go func() { wdone <- w.Run(wctx) }()
-			// The embedded ClickHouse is supervised until everything that
-			// writes to it is done: it stops last.
-			sctx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
-			defer stopServer()
-			sdone := make(chan error, 1)
-			if st.Server != nil {
-				go func() { sdone <- st.Server.Run(sctx) }()
-			} else {
-				sdone <- nil
-			}
-			if hubbleAddr != "" {
-				source(func() error { return obs.Run(gctx) })
-			}
-			if currentDir == fromCluster && currentEvery > 0 {
-				grp.Go(func() error { refreshPolicies(gctx, g, pageH, currentEvery); return nil })
-				if eng != nil {
-					grp.Go(func() error { refreshPeerAuthentications(gctx, g, eng, currentEvery); return nil })
-				}
-			}
-			if len(envoyFiles) > 0 {
-				// Where each access log was read to is kept in the data
-				// directory, so a restart reads what was written meanwhile.
-				if err := os.MkdirAll(g.dataDir, 0o755); err != nil {
-					return fmt.Errorf("--data-dir: %w", err)
-				}
-				positions, err := envoy.OpenPositions(filepath.Join(g.dataDir, envoy.PositionsFile))
-				if err != nil {
-					return err
-				}
-				followed := map[string]bool{}
-				for _, f := range envoyFiles {
-					if abs, err := filepath.Abs(f); err == nil {
-						f = abs
-					}
-					if followed[f] {
-						continue // named twice: one follower (two would read every line twice)
-					}
-					followed[f] = true
-					source(func() error {
-						return envoy.Follow(gctx, f, envoy.FollowConfig{Positions: positions, Window: obsCfg.Window}, identities, sink, envoyStats)
-					})
-				}
-			}
-			node := host.node
-			if withConntrack || withNftables {
-				if err := host.open(); err != nil {
-					return err
-				}
-				defer host.close()
-			}
-			if withConntrack {
-				ctConn, err := ctpkg.Dial(host.netlinkConfig())
-				if err != nil {
-					return fmt.Errorf("--conntrack needs CAP_NET_ADMIN: %w", err)
-				}
-				defer ctConn.Close()
-				events, err := ctpkg.Dial(host.netlinkConfig())
-				if err != nil {
-					g.log.Warn("conntrack: no socket for destroy events; connections are reported from the dumps", "err", err)
-					events = nil
-				}
-				if on, err := conntrack.Accounting(host.nsFD); err != nil {
-					g.log.Warn("conntrack: cannot tell whether accounting is on", "err", err)
-				} else if !on {
-					g.log.Warn("conntrack: accounting is off, so conntrack flows carry no bytes or packets and a long-lived connection is reported once; turn it on with sysctl -w "+conntrack.AccountingSysctl+"=1",
-						"sysctl", conntrack.AccountingSysctl)
-				}
-				p := &conntrack.Poller{Conn: ctConn, Events: events, Node: node, Interval: host.ctInterval, Report: host.ctReport, Log: g.log, Sink: func(flows []schema.Flow) error {
-					for i := range flows {
-						identities.Enrich(&flows[i])
-					}
-					return sink.Write(gctx, flows...)
-				}, LocalAddresses: func() ([]netip.Addr, error) { return conntrack.InterfaceAddresses(host.nsFD) }}
-				source(func() error { return p.Run(gctx) })
-			}
-			if withNftables {
-				nft, err := nftlib.New(host.nftOptions()...)
-				if err != nil {
-					return fmt.Errorf("--nftables needs CAP_NET_ADMIN: %w", err)
-				}
-				if restoreHostFW {
-					kept := filepath.Join(g.dataDir, hostfw.ConfirmedFile)
-					outcome, at, err := hostfw.RestoreIfMissing(nft, kept)
-					switch {
-					case err != nil:
-						// The node stays as it is; serving the sources matters more.
-						g.log.Error("host firewall: could not restore the confirmed ruleset", "file", kept, "err", err)
-					case outcome == hostfw.Restored:
-						g.log.Warn("host firewall: table inet flowwarden was gone after a reboot; restored the ruleset confirmed earlier", "file", kept, "confirmed_at", at)
-					case outcome == hostfw.RemovedThisBoot:
-						g.log.Warn("host firewall: table inet flowwarden was removed during this boot; left off (it comes back after a reboot unless "+kept+" is deleted)", "confirmed_at", at)
-					}
-				}
-				p := &nftables.Poller{Conn: nft, Node: node, Interval: host.nftInterval, Log: g.log, Store: func(ctx context.Context, samples []schema.CounterSample) error {
-					if dropRate != nil {
-						dropRate.Observe(samples)
-					}
-					return clickhouse.InsertCounters(ctx, st.Conn, samples)
-				}}
-				source(func() error { return p.Run(gctx) })
-			}
-			if eng != nil {
-				grp.Go(func() error { return store.Run(wctx) })
-				// The engine closes windows on its own wall clock, whatever
-				// the sources (Hubble, Envoy files, conntrack).
-				source(func() error { return eng.Run(gctx) })
-			}
-			if sender != nil {
-				grp.Go(func() error { return sender.Run(wctx) })
-			}
-			grp.Go(func() error { return httpSrv.Serve(gctx) })
-			g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
-			<-gctx.Done()
-			// Sources stop first, then the writer flushes and the findings
-			// store and the sender finish, then the database stops.
-			var errs []error
-			sources.Wait()
-			g.log.Info("stopping: sources stopped, flushing the writer")
-			stopWriter()
-			if err := <-wdone; err != nil {
-				errs = append(errs, err)
-			}
-			g.log.Info("writer flushed", "flows_written_since_start", int64(counterVecSum(wmetrics.Written)), "flows_dropped", int64(counterValue(wmetrics.Dropped)))
-			if err := grp.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-				errs = append(errs, err)
-			}
-			stopServer()
-			if err := <-sdone; err != nil {
-				errs = append(errs, err)
-			}
-			return errors.Join(errs...)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context(), g) },
 	}
-	f := cmd.Flags()
-	policyFlags(f, &policyCfg)
-	f.StringVar(&httpCfg.Listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics, /healthz, /readyz and /livez (all read-only); a non-loopback address without --auth-token-file or --tls-client-ca is warned about")
-	f.BoolVar(&page, "page", true, "serve the page on / (false: only /metrics, /healthz, /readyz and /livez, as the node agent does)")
-	f.IntVar(&httpCfg.MaxConns, "max-connections", 256, "most connections the HTTP server holds open at once (more wait in the kernel's queue, holding no descriptor); idle ones are closed after 30 s, at once when three quarters are in use")
-	f.StringVar(&tokenFile, "auth-token-file", "", "require \"Authorization: Bearer <token>\" for the page and /metrics, the token read from this file (or from $FLOWWARDEN_AUTH_TOKEN); /healthz, /readyz and /livez stay open for probes")
-	f.StringVar(&httpCfg.ClientCA, "tls-client-ca", "", "with --tls-cert: require a client certificate signed by this CA (PEM) for the page and /metrics (mTLS); /healthz, /readyz and /livez stay open for probes")
-	f.StringVar(&httpCfg.TLSCert, "tls-cert", "", "serve the page, /metrics, /healthz, /readyz and /livez over TLS with this certificate")
-	f.StringVar(&currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh); the PeerAuthentications there (from the cluster: listed again every --current-refresh) tell plaintext-in-mesh which workloads must use mutual TLS")
-	f.StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
-	f.DurationVar(&currentEvery, "current-refresh", 5*time.Minute, "with --current-policies cluster: how often the policies in force are listed again")
-	f.StringVar(&httpCfg.TLSKey, "tls-key", "", "key of --tls-cert")
-	f.StringVar(&obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
-	f.StringArrayVar(&envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable); how far it was read is kept in --data-dir, so a restart reads what was written meanwhile")
-	f.BoolVar(&withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
-	f.BoolVar(&withNftables, "nftables", false, "poll this node's nftables counters into nft_counters (needs CAP_NET_ADMIN)")
-	f.BoolVar(&restoreHostFW, "restore-host-firewall", true, "with --nftables: at start, load the host firewall last confirmed with enforce --host --apply (kept under --data-dir) when table inet flowwarden is missing, as after a reboot")
-	host.flags(f)
-	addTLSFlags(f, "hubble-", &obsCfg.TLS, false)
-	f.StringVar(&sinceIn, "hubble-since", "", "on first start, also fetch flows this far back (1h, 2d) or from this time (RFC 3339)")
-	f.BoolVar(&resume, "resume", true, "resume after the newest Hubble flow already stored (unless it is beyond --max-clock-skew)")
-	f.DurationVar(&obsCfg.Window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock, and never resume after such a time (negative: no limit)")
-	f.DurationVar(&obsCfg.Window.MaxAge, "max-flow-age", 0, "reject live flows older than this (0: none; a replayed recording keeps its old times)")
-	f.BoolVar(&detect, "detect", true, "run the detectors on the stream and store their findings")
-	f.StringArrayVar(&amCfg.Alertmanagers, "alertmanager", nil, "Alertmanager base URL to send findings to (repeatable, e.g. an HA pair)")
-	f.StringVar(&amCfg.Cluster, "cluster", "", "value of the cluster label on alerts")
-	f.DurationVar(&amCfg.ResendInterval, "alert-resend-interval", 30*time.Second, "how often firing alerts are re-sent")
-	f.IntVar(&wcfg.BatchSize, "batch-size", wcfg.BatchSize, "rows per ClickHouse insert")
-	f.StringVar(&wcfg.SpoolDir, "spool-dir", "", "on-disk spool that makes accepted flows durable until inserted (default <data-dir>/spool)")
-	f.BoolVar(&noSpool, "no-spool", false, "insert from memory only (an outage longer than the queue slows the source; a crash loses what is queued)")
-	f.Int64Var(&wcfg.SpoolMaxBytes, "spool-max-bytes", wcfg.SpoolMaxBytes, "spool size cap; at the cap the sources are slowed")
-	f.BoolVar(&wcfg.SpoolFsync, "spool-fsync", wcfg.SpoolFsync, "fsync every spool append")
-	f.DurationVar(&wcfg.FlushInterval, "flush-interval", wcfg.FlushInterval, "longest wait before a partial batch is inserted")
+	o.flags(cmd.Flags())
 	return cmd
+}
+
+// servePlan is what serve runs, by stage. Its lifecycle declares the order
+// once: started database first, sources last; stopped sources first (so
+// that every flow they passed on reaches the writer), then the detectors'
+// clock, then the writer (it flushes) with the findings store and the
+// Alertmanager sender, then the embedded database.
+type servePlan struct {
+	database     runner // the embedded ClickHouse; nil with --clickhouse
+	openWriter   func() error
+	writer       runner
+	findings     []runner // findings store, Alertmanager sender
+	detectors    []runner // the engine's wall clock
+	startSources func(context.Context) error
+	sources      []runner // Hubble, Envoy files, conntrack, nftables, refreshes, HTTP
+	flushed      func()   // logs what the writer wrote
+	log          *slog.Logger
+}
+
+func (p *servePlan) lifecycle() *lifecycle {
+	l := &lifecycle{}
+	if p.database != nil {
+		l.add(&stage{name: "database", parts: []runner{p.database}})
+	}
+	l.add(&stage{name: "storage", start: func(context.Context) error { return p.openWriter() },
+		parts:    append([]runner{p.writer}, p.findings...),
+		stopping: func() { p.log.Info("stopping: sources stopped, flushing the writer") },
+		stopped:  p.flushed})
+	l.add(&stage{name: "detectors", parts: p.detectors})
+	l.add(&stage{name: "sources", start: p.startSources, parts: p.sources})
+	return l
+}
+
+// run is serve: it opens the storage, builds every component (New does no
+// I/O) and runs them in the lifecycle's order until ctx ends.
+func (o *serveOptions) run(ctx context.Context, g *globals) (err error) {
+	if o.obsCfg.Addr == "" && !o.withConntrack && !o.withNftables && len(o.envoyFiles) == 0 {
+		return errors.New("no flow source: give --hubble ADDR, --envoy-file, --conntrack or --nftables")
+	}
+	if (o.httpCfg.TLSCert == "") != (o.httpCfg.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if o.httpCfg.BearerToken, err = readToken(o.tokenFile); err != nil {
+		return err
+	}
+	if o.sinceIn != "" {
+		if o.obsCfg.Since, err = parseWhen(o.sinceIn, time.Now(), "--hubble-since"); err != nil {
+			return err
+		}
+	}
+	st, err := openStorage(ctx, g, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+	plan, err := o.plan(ctx, g, st, func(c func()) { closers = append(closers, c) })
+	if err != nil {
+		return err
+	}
+	return plan.lifecycle().Run(ctx)
+}
+
+// plan builds serve's components and wires them: flows from the sources
+// (attributed from the identity cache Hubble teaches) to the writer and the
+// detectors, counter samples to their store and the drop-rate detector,
+// findings to their store and Alertmanager.
+func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Storage, onClose func(func())) (*servePlan, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newBuildInfoCollector())
+	if o.wcfg.SpoolDir == "" && !o.noSpool {
+		o.wcfg.SpoolDir = filepath.Join(g.dataDir, "spool")
+	}
+	wmetrics := clickhouse.NewWriterMetrics(reg)
+	w, err := clickhouse.NewWriter(o.wcfg, st.DSN, wmetrics, g.log)
+	if err != nil {
+		return nil, err
+	}
+	plan := &servePlan{openWriter: w.Open, writer: w, log: g.log, flushed: func() {
+		g.log.Info("writer flushed", "flows_written_since_start", int64(counterVecSum(wmetrics.Written)), "flows_dropped", int64(counterValue(wmetrics.Dropped)))
+	}}
+	if st.Server != nil {
+		plan.database = st.Server
+	}
+	hubbleStats, envoyStats := &ingest.Stats{}, &ingest.Stats{}
+	reg.MustRegister(ingest.NewStatsCollector(map[string]*ingest.Stats{"hubble": hubbleStats, "envoy": envoyStats}))
+
+	det, err := o.detection(ctx, g, st, reg, w)
+	if err != nil {
+		return nil, err
+	}
+	plan.findings, plan.detectors = det.runners, det.clock
+
+	// Hubble teaches the identity cache; Envoy and conntrack flows are
+	// attributed from it.
+	identities := ingest.NewIdentityCache(10*time.Minute, 0)
+	attributed := ingest.Enrich(identities, det.flows)
+	hubbleAddr := o.obsCfg.Addr
+	obsCfg := o.obsCfg
+	if hubbleAddr == "" {
+		obsCfg.Addr = "unused:0"
+	}
+	obs, err := hubble.NewObserver(obsCfg, ingest.Fanout{identities, det.flows}, hubbleStats, g.log)
+	if err != nil {
+		return nil, err
+	}
+	if hubbleAddr != "" {
+		plan.sources = append(plan.sources, obs)
+	}
+	web, listen, err := o.web(ctx, g, st, reg, w, obs, hubbleStats, det.eng, onClose)
+	if err != nil {
+		return nil, err
+	}
+	plan.sources = append(plan.sources, web...)
+	followers, err := o.envoyFollowers(g, attributed, envoyStats)
+	if err != nil {
+		return nil, err
+	}
+	plan.sources = append(plan.sources, followers...)
+	host, err := o.hostPollers(g, attributed, det.counters, onClose)
+	if err != nil {
+		return nil, err
+	}
+	plan.sources = append(plan.sources, host...)
+	// Once the writer's spool is open: resume after what is durable.
+	plan.startSources = func(ctx context.Context) error {
+		if o.resume {
+			at, keys, err := w.ResumePoint(ctx, st.Conn, "hubble")
+			if err != nil {
+				return err
+			}
+			if at.After(obsCfg.Since) && obs.Resume(at, keys) {
+				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", at, "already_held_at_that_time", len(keys))
+			}
+		}
+		g.log.Info("serving", "listen", listen, "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
+		return nil
+	}
+	return plan, nil
+}
+
+// detection is where flows, counter samples and findings go.
+type detection struct {
+	flows    ingest.Sink        // the writer, and the detectors with --detect
+	counters ingest.CounterSink // nft_counters, and the drop-rate detector with --detect
+	eng      *analyze.Engine    // nil without --detect
+	runners  []runner           // findings store, Alertmanager sender
+	clock    []runner           // the engine's wall clock
+}
+
+// detection builds the detectors and where their findings go: the findings
+// table and, when configured, Alertmanager. Detectors see every flow the
+// writer stores.
+func (o *serveOptions) detection(ctx context.Context, g *globals, st *clickhouse.Storage, reg *prometheus.Registry, w *clickhouse.Writer) (*detection, error) {
+	counters := clickhouse.NewCounterStore(st.Conn)
+	d := &detection{flows: w, counters: counters}
+	store := clickhouse.NewFindingStore(st.Conn, reg, g.log)
+	if !o.detect {
+		return d, nil
+	}
+	findingSinks := analyze.Fanout{store}
+	d.runners = append(d.runners, store)
+	if len(o.amCfg.Alertmanagers) > 0 {
+		sender, err := alerting.New(o.amCfg, alerting.NewMetrics(reg), g.log)
+		if err != nil {
+			return nil, err
+		}
+		findingSinks = append(findingSinks, sender)
+		d.runners = append(d.runners, sender)
+	}
+	detectorMetrics := analyze.NewMetrics(reg)
+	dcfg, err := detectorConfig(ctx, g, o.currentDir, o.strictMTLS)
+	if err != nil {
+		return nil, err
+	}
+	// Detectors name the flows behind a finding; the storage package
+	// writes its SQL before the store and Alertmanager see it.
+	rendered := withQuery(findingSinks)
+	if d.eng, err = analyze.NewEngine(dcfg, rendered, detectorMetrics); err != nil {
+		return nil, err
+	}
+	dropRate, err := analyze.NewDropRate(analyze.DefaultDropRateConfig(), rendered, detectorMetrics)
+	if err != nil {
+		return nil, err
+	}
+	d.flows = ingest.Fanout{w, d.eng}
+	d.counters = ingest.CounterFanout{dropRate, counters}
+	// The engine closes windows on its own wall clock, whatever the
+	// sources (Hubble, Envoy files, conntrack).
+	d.clock = []runner{d.eng}
+	return d, nil
+}
+
+// web is the HTTP server (the page, /metrics, /healthz, /readyz, /livez)
+// and the refreshes of the policies in force.
+func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Storage, reg *prometheus.Registry, w *clickhouse.Writer, obs *hubble.Observer, hubbleStats *ingest.Stats, eng *analyze.Engine, onClose func(func())) ([]runner, string, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// /healthz: not ok while flows cannot be stored; /readyz: also
+	// while ClickHouse or the Hubble stream is not there.
+	health := &webui.Health{}
+	health.Check("storage", func(context.Context) error { return w.Failure() })
+	health.Ready("clickhouse", func(ctx context.Context) error { return st.Conn.Ping(ctx) })
+	if o.obsCfg.Addr != "" {
+		health.Ready("hubble", obs.Connected)
+	}
+	health.Info(func() map[string]any {
+		s := hubbleStats.Snapshot()
+		return map[string]any{"hubble_connects": obs.Connects(), "last_flow_time": obs.LastFlowTime(),
+			"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal()}
+	})
+	mux.Handle("GET /healthz", health.Healthz())
+	mux.Handle("GET /readyz", health.Readyz())
+	mux.Handle("GET /livez", health.Livez())
+	httpSrv, err := webui.NewServer(o.httpCfg, mux, g.log)
+	if err != nil {
+		return nil, "", fmt.Errorf("--listen: %w", err)
+	}
+	listen := httpSrv.Addr().String()
+	if exposed, protection := httpSrv.Exposed(); exposed && protection == "" {
+		g.log.Warn("--listen is reachable from other machines and nothing protects it: anyone who reaches it reads the service map, findings and their SQL (and /metrics); give --auth-token-file or --tls-client-ca, or listen on 127.0.0.1", "listen", o.httpCfg.Listen)
+	} else if exposed {
+		g.log.Info("--listen is reachable from other machines", "listen", o.httpCfg.Listen, "protected_by", protection)
+	}
+	var current []networkingv1.NetworkPolicy
+	if o.currentDir != "" {
+		if current, err = loadPolicies(ctx, g, o.currentDir); err != nil {
+			if o.currentDir != fromCluster {
+				return nil, "", err
+			}
+			// The API server may be out of reach for a while; the page
+			// diffs against no policies until a refresh gets them.
+			g.log.Warn("policies in force: listing failed; retrying every --current-refresh", "err", err)
+		}
+	}
+	// The page only reads: it logs in as the read-only user.
+	pageConn, err := st.OpenReader(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	onClose(func() { pageConn.Close() })
+	pageH := newPage(webui.Config{Current: current}, o.policyCfg, clickhouse.NewReader(pageConn), g.log)
+	if o.page {
+		mux.Handle("GET /{$}", pageH)
+	}
+	out := []runner{runFunc(httpSrv.Serve)}
+	if o.currentDir == fromCluster && o.currentEvery > 0 {
+		out = append(out, runFunc(func(ctx context.Context) error { refreshPolicies(ctx, g, pageH, o.currentEvery); return nil }))
+		if eng != nil {
+			out = append(out, runFunc(func(ctx context.Context) error { refreshPeerAuthentications(ctx, g, eng, o.currentEvery); return nil }))
+		}
+	}
+	return out, listen, nil
+}
+
+// envoyFollowers follow the --envoy-file access logs, one follower a file.
+func (o *serveOptions) envoyFollowers(g *globals, sink ingest.Sink, stats *ingest.Stats) ([]runner, error) {
+	if len(o.envoyFiles) == 0 {
+		return nil, nil
+	}
+	// Where each access log was read to is kept in the data directory, so
+	// a restart reads what was written meanwhile.
+	if err := os.MkdirAll(g.dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	positions, err := envoy.OpenPositions(filepath.Join(g.dataDir, envoy.PositionsFile))
+	if err != nil {
+		return nil, err
+	}
+	var out []runner
+	followed := map[string]bool{}
+	for _, f := range o.envoyFiles {
+		if abs, err := filepath.Abs(f); err == nil {
+			f = abs
+		}
+		if followed[f] {
+			continue // named twice: one follower (two would read every line twice)
+		}
+		followed[f] = true
+		fo, err := envoy.NewFollower(envoy.FollowConfig{Path: f, Positions: positions, Window: o.obsCfg.Window}, sink, stats)
+		if err != nil {
+			return nil, fmt.Errorf("--envoy-file: %w", err)
+		}
+		out = append(out, fo)
+	}
+	return out, nil
+}
+
+// hostPollers are the --conntrack and --nftables pollers of this node (or
+// of --netns); their sockets are opened here and closed by onClose.
+func (o *serveOptions) hostPollers(g *globals, flows ingest.Sink, counters ingest.CounterSink, onClose func(func())) ([]runner, error) {
+	if !o.withConntrack && !o.withNftables {
+		return nil, nil
+	}
+	host := &o.host
+	if err := host.open(); err != nil {
+		return nil, err
+	}
+	onClose(host.close)
+	var out []runner
+	if o.withConntrack {
+		p, err := o.conntrackPoller(g, flows, onClose)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	if o.withNftables {
+		nft, err := nftlib.New(host.nftOptions()...)
+		if err != nil {
+			return nil, fmt.Errorf("--nftables needs CAP_NET_ADMIN: %w", err)
+		}
+		if o.restoreHostFW {
+			restoreHostFirewall(g, nft)
+		}
+		p, err := nftables.New(nftables.Config{Node: host.node, Interval: host.nftInterval}, nft, counters, g.log)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (o *serveOptions) conntrackPoller(g *globals, flows ingest.Sink, onClose func(func())) (*conntrack.Poller, error) {
+	host := &o.host
+	ctConn, err := ctpkg.Dial(host.netlinkConfig())
+	if err != nil {
+		return nil, fmt.Errorf("--conntrack needs CAP_NET_ADMIN: %w", err)
+	}
+	onClose(func() { ctConn.Close() })
+	events, err := ctpkg.Dial(host.netlinkConfig())
+	if err != nil {
+		g.log.Warn("conntrack: no socket for destroy events; connections are reported from the dumps", "err", err)
+		events = nil
+	}
+	if on, err := conntrack.Accounting(host.nsFD); err != nil {
+		g.log.Warn("conntrack: cannot tell whether accounting is on", "err", err)
+	} else if !on {
+		g.log.Warn("conntrack: accounting is off, so conntrack flows carry no bytes or packets and a long-lived connection is reported once; turn it on with sysctl -w "+conntrack.AccountingSysctl+"=1",
+			"sysctl", conntrack.AccountingSysctl)
+	}
+	cfg := conntrack.Config{Node: host.node, Interval: host.ctInterval, Report: host.ctReport,
+		LocalAddresses: func() ([]netip.Addr, error) { return conntrack.InterfaceAddresses(host.nsFD) }}
+	return conntrack.New(cfg, ctConn, events, flows, g.log)
+}
+
+// restoreHostFirewall loads the host firewall last confirmed with enforce
+// --host --apply when table inet flowwarden is missing, as after a reboot.
+// A failure is logged: the node stays as it is; serving the sources
+// matters more.
+func restoreHostFirewall(g *globals, nft *nftlib.Conn) {
+	kept := filepath.Join(g.dataDir, hostfw.ConfirmedFile)
+	outcome, at, err := hostfw.RestoreIfMissing(nft, kept)
+	switch {
+	case err != nil:
+		g.log.Error("host firewall: could not restore the confirmed ruleset", "file", kept, "err", err)
+	case outcome == hostfw.Restored:
+		g.log.Warn("host firewall: table inet flowwarden was gone after a reboot; restored the ruleset confirmed earlier", "file", kept, "confirmed_at", at)
+	case outcome == hostfw.RemovedThisBoot:
+		g.log.Warn("host firewall: table inet flowwarden was removed during this boot; left off (it comes back after a reboot unless "+kept+" is deleted)", "confirmed_at", at)
+	}
+}
+
+func (o *serveOptions) flags(f *pflag.FlagSet) {
+	policyFlags(f, &o.policyCfg)
+	f.StringVar(&o.httpCfg.Listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics, /healthz, /readyz and /livez (all read-only); a non-loopback address without --auth-token-file or --tls-client-ca is warned about")
+	f.BoolVar(&o.page, "page", true, "serve the page on / (false: only /metrics, /healthz, /readyz and /livez, as the node agent does)")
+	f.IntVar(&o.httpCfg.MaxConns, "max-connections", 256, "most connections the HTTP server holds open at once (more wait in the kernel's queue, holding no descriptor); idle ones are closed after 30 s, at once when three quarters are in use")
+	f.StringVar(&o.tokenFile, "auth-token-file", "", "require \"Authorization: Bearer <token>\" for the page and /metrics, the token read from this file (or from $FLOWWARDEN_AUTH_TOKEN); /healthz, /readyz and /livez stay open for probes")
+	f.StringVar(&o.httpCfg.ClientCA, "tls-client-ca", "", "with --tls-cert: require a client certificate signed by this CA (PEM) for the page and /metrics (mTLS); /healthz, /readyz and /livez stay open for probes")
+	f.StringVar(&o.httpCfg.TLSCert, "tls-cert", "", "serve the page, /metrics, /healthz, /readyz and /livez over TLS with this certificate")
+	f.StringVar(&o.currentDir, "current-policies", "", "the NetworkPolicies in force, for the page's semantic diff: a directory, or \"cluster\" (listed from the API server every --current-refresh); the PeerAuthentications there (from the cluster: listed again every --current-refresh) tell plaintext-in-mesh which workloads must use mutual TLS")
+	f.StringArrayVar(&o.strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
+	f.DurationVar(&o.currentEvery, "current-refresh", 5*time.Minute, "with --current-policies cluster: how often the policies in force are listed again")
+	f.StringVar(&o.httpCfg.TLSKey, "tls-key", "", "key of --tls-cert")
+	f.StringVar(&o.obsCfg.Addr, "hubble", "", "Hubble Relay or agent observer address (host:port)")
+	f.StringArrayVar(&o.envoyFiles, "envoy-file", nil, "follow this Istio/Envoy access log like tail -F (repeatable); how far it was read is kept in --data-dir, so a restart reads what was written meanwhile")
+	f.BoolVar(&o.withConntrack, "conntrack", false, "read this node's conntrack table (needs CAP_NET_ADMIN)")
+	f.BoolVar(&o.withNftables, "nftables", false, "poll this node's nftables counters into nft_counters (needs CAP_NET_ADMIN)")
+	f.BoolVar(&o.restoreHostFW, "restore-host-firewall", true, "with --nftables: at start, load the host firewall last confirmed with enforce --host --apply (kept under --data-dir) when table inet flowwarden is missing, as after a reboot")
+	o.host.flags(f)
+	addTLSFlags(f, "hubble-", &o.obsCfg.TLS, false)
+	f.StringVar(&o.sinceIn, "hubble-since", "", "on first start, also fetch flows this far back (1h, 2d) or from this time (RFC 3339)")
+	f.BoolVar(&o.resume, "resume", true, "resume after the newest Hubble flow already stored (unless it is beyond --max-clock-skew)")
+	f.DurationVar(&o.obsCfg.Window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock, and never resume after such a time (negative: no limit)")
+	f.DurationVar(&o.obsCfg.Window.MaxAge, "max-flow-age", 0, "reject live flows older than this (0: none; a replayed recording keeps its old times)")
+	f.BoolVar(&o.detect, "detect", true, "run the detectors on the stream and store their findings")
+	f.StringArrayVar(&o.amCfg.Alertmanagers, "alertmanager", nil, "Alertmanager base URL to send findings to (repeatable, e.g. an HA pair)")
+	f.StringVar(&o.amCfg.Cluster, "cluster", "", "value of the cluster label on alerts")
+	f.DurationVar(&o.amCfg.ResendInterval, "alert-resend-interval", 30*time.Second, "how often firing alerts are re-sent")
+	f.IntVar(&o.wcfg.BatchSize, "batch-size", o.wcfg.BatchSize, "rows per ClickHouse insert")
+	f.StringVar(&o.wcfg.SpoolDir, "spool-dir", "", "on-disk spool that makes accepted flows durable until inserted (default <data-dir>/spool)")
+	f.BoolVar(&o.noSpool, "no-spool", false, "insert from memory only (an outage longer than the queue slows the source; a crash loses what is queued)")
+	f.Int64Var(&o.wcfg.SpoolMaxBytes, "spool-max-bytes", o.wcfg.SpoolMaxBytes, "spool size cap; at the cap the sources are slowed")
+	f.BoolVar(&o.wcfg.SpoolFsync, "spool-fsync", o.wcfg.SpoolFsync, "fsync every spool append")
+	f.DurationVar(&o.wcfg.FlushInterval, "flush-interval", o.wcfg.FlushInterval, "longest wait before a partial batch is inserted")
 }
 
 // refreshPolicies lists the policies in force again every interval until

@@ -6,6 +6,7 @@ package conntrack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 
 	ct "github.com/ti-mo/conntrack"
 
+	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -65,37 +67,73 @@ func Dump(conn *ct.Conn, node string, now time.Time) ([]schema.Flow, error) {
 	return out, nil
 }
 
+// Config configures a Poller.
+type Config struct {
+	// Node is recorded with every flow.
+	Node string
+	// Interval is how often the table is dumped (default 10s).
+	Interval time.Duration
+	// Report is how often connections that stay open are reported
+	// (default 60s); ended ones are reported when they end.
+	Report time.Duration
+	// LocalAddresses, when set, lists the node's own addresses; it is
+	// called at every dump, so address changes are followed. A flow to one
+	// of them is INGRESS (the node's input chain sees it), a flow from one
+	// EGRESS, anything else (traffic the node forwards, or talks to itself
+	// over) UNKNOWN. This is how a host firewall made later, anywhere,
+	// tells the node's inbound traffic apart without being told the node's
+	// addresses.
+	LocalAddresses func() ([]netip.Addr, error)
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Interval: 10 * time.Second, Report: 60 * time.Second} }
+
 // Poller reports the connections of the conntrack table as flows: a flow
 // when a connection ends (from the kernel's DESTROY event, with its final
 // counters), and one every Report for connections that stay open, carrying
 // the bytes and packets since the previous report, so the flows of one
 // connection add up to its totals. The table is dumped every Interval; that
 // also catches connections that predate the start and, when an event was
-// lost (or Events is nil), connections that vanished between dumps.
+// lost (or there is no events socket), connections that vanished between
+// dumps.
 type Poller struct {
-	Conn *ct.Conn
-	// Events, when set, is a second socket the poller subscribes to DESTROY
-	// events on; the poller closes it when it returns.
-	Events   *ct.Conn
-	Node     string
-	Interval time.Duration // default 10s
-	Report   time.Duration // default 60s
-	Sink     func(flows []schema.Flow) error
-	Log      *slog.Logger
-	// LocalAddresses, when set, lists the node's own addresses; it is
-	// called at every dump, so address changes are followed. A flow to one
-	// of them is INGRESS (the node's input chain sees it), a flow from one
-	// EGRESS, anything else (traffic the node forwards, or talks to itself
-	// over) UNKNOWN. This is
-	// how a host firewall made later, anywhere, tells the node's inbound
-	// traffic apart without being told the node's addresses.
-	LocalAddresses func() ([]netip.Addr, error)
+	cfg  Config
+	conn *ct.Conn
+	// events, when set, is a second socket the poller subscribes to
+	// DESTROY events on; the poller closes it when Run returns.
+	events *ct.Conn
+	sink   ingest.Sink
+	log    *slog.Logger
 
 	// Counts of flows reported, by cause; read them after Run returns.
 	Ended, Vanished, Open uint64
 
 	state map[connKey]*tracked
 	local map[netip.Addr]bool
+}
+
+// New returns a poller that dumps conn and, when events is not nil,
+// listens for DESTROY events on it, and writes the flows to sink. It does
+// no I/O until Run.
+func New(cfg Config, conn, events *ct.Conn, sink ingest.Sink, log *slog.Logger) (*Poller, error) {
+	if conn == nil {
+		return nil, errors.New("conntrack: no netlink socket")
+	}
+	if sink == nil {
+		return nil, errors.New("conntrack: no sink")
+	}
+	def := DefaultConfig()
+	if cfg.Interval <= 0 {
+		cfg.Interval = def.Interval
+	}
+	if cfg.Report <= 0 {
+		cfg.Report = def.Report
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Poller{cfg: cfg, conn: conn, events: events, sink: sink, log: log}, nil
 }
 
 // connKey tells connections apart: the kernel reuses IDs.
@@ -125,7 +163,7 @@ func keyOf(f *ct.Flow) connKey {
 // nothing to report (counters went backwards, or no traffic since the
 // connection's last flow).
 func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, bool) {
-	out := ToFlow(f, p.Node, now)
+	out := ToFlow(f, p.cfg.Node, now)
 	switch toNode, fromNode := p.local[out.DstIP], p.local[out.SrcIP]; {
 	case toNode && !fromNode:
 		out.Direction = schema.DirectionIngress
@@ -151,33 +189,24 @@ func (p *Poller) delta(f *ct.Flow, st *tracked, now time.Time) (schema.Flow, boo
 
 // Run reports until ctx ends.
 func (p *Poller) Run(ctx context.Context) error {
-	if p.Interval <= 0 {
-		p.Interval = 10 * time.Second
-	}
-	if p.Report <= 0 {
-		p.Report = 60 * time.Second
-	}
-	if p.Log == nil {
-		p.Log = slog.New(slog.DiscardHandler)
-	}
 	p.state = map[connKey]*tracked{}
 	var events chan ct.Event
 	var errs chan error
-	if p.Events != nil {
+	if p.events != nil {
 		events = make(chan ct.Event, 4096)
 		var err error
-		if errs, err = p.Events.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy}); err != nil {
-			p.Log.Warn("conntrack: no destroy events; connections are reported when they vanish from the dumps", "err", err)
-			p.Events.Close()
-			p.Events, events = nil, nil
+		if errs, err = p.events.Listen(events, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy}); err != nil {
+			p.log.Warn("conntrack: no destroy events; connections are reported when they vanish from the dumps", "err", err)
+			p.events.Close()
+			p.events, events = nil, nil
 		} else {
-			defer p.Events.Close()
+			defer p.events.Close()
 		}
 	}
-	t := time.NewTicker(p.Interval)
+	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
-		if err := p.poll(time.Now()); err != nil {
+		if err := p.poll(ctx, time.Now()); err != nil {
 			return err
 		}
 		select {
@@ -185,18 +214,18 @@ func (p *Poller) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case ev := <-events:
-			if err := p.destroyed(ev, events); err != nil {
+			if err := p.destroyed(ctx, ev, events); err != nil {
 				return err
 			}
 		case err := <-errs:
-			p.Log.Warn("conntrack events stopped; relying on dumps", "err", err)
+			p.log.Warn("conntrack events stopped; relying on dumps", "err", err)
 			events, errs = nil, nil
 		}
 	}
 }
 
 // destroyed reports the connections whose DESTROY events are queued.
-func (p *Poller) destroyed(first ct.Event, queue chan ct.Event) error {
+func (p *Poller) destroyed(ctx context.Context, first ct.Event, queue chan ct.Event) error {
 	now := time.Now()
 	var out []schema.Flow
 	for ev, more := first, true; more; {
@@ -217,12 +246,12 @@ func (p *Poller) destroyed(first ct.Event, queue chan ct.Event) error {
 	if len(out) == 0 {
 		return nil
 	}
-	return p.Sink(out)
+	return p.sink.Write(ctx, out...)
 }
 
-func (p *Poller) poll(now time.Time) error {
-	if p.LocalAddresses != nil {
-		addrs, err := p.LocalAddresses()
+func (p *Poller) poll(ctx context.Context, now time.Time) error {
+	if p.cfg.LocalAddresses != nil {
+		addrs, err := p.cfg.LocalAddresses()
 		if err != nil {
 			return fmt.Errorf("conntrack: the node's addresses: %w", err)
 		}
@@ -231,7 +260,7 @@ func (p *Poller) poll(now time.Time) error {
 			p.local[a.Unmap()] = true
 		}
 	}
-	entries, err := p.Conn.Dump(nil)
+	entries, err := p.conn.Dump(nil)
 	if err != nil {
 		return fmt.Errorf("conntrack dump: %w", err)
 	}
@@ -246,7 +275,7 @@ func (p *Poller) poll(now time.Time) error {
 			p.state[k] = st
 		}
 		st.last, st.goneSince = entries[i], time.Time{}
-		if now.Sub(st.lastReport) >= p.Report {
+		if now.Sub(st.lastReport) >= p.cfg.Report {
 			if f, ok := p.delta(&entries[i], st, now); ok {
 				out = append(out, f)
 				p.Open++
@@ -262,7 +291,7 @@ func (p *Poller) poll(now time.Time) error {
 		if st.goneSince.IsZero() {
 			st.goneSince = now
 		}
-		if p.Events == nil || now.Sub(st.goneSince) >= 2*p.Interval {
+		if p.events == nil || now.Sub(st.goneSince) >= 2*p.cfg.Interval {
 			if f, ok := p.delta(&st.last, st, now); ok {
 				out = append(out, f)
 				p.Vanished++
@@ -273,5 +302,5 @@ func (p *Poller) poll(now time.Time) error {
 	if len(out) == 0 {
 		return nil
 	}
-	return p.Sink(out)
+	return p.sink.Write(ctx, out...)
 }

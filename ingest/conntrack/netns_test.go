@@ -10,6 +10,7 @@ import (
 	"github.com/mdlayher/netlink"
 	ct "github.com/ti-mo/conntrack"
 
+	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
 	"github.com/flowwarden/flowwarden/schema"
 )
@@ -82,7 +83,7 @@ func TestPollerReportsEachConnectionOnceWithFinalCounters(t *testing.T) {
 // TestReportsAddUp: a long-lived connection reported three times (open, open,
 // destroyed) yields flows whose bytes and packets sum to its totals.
 func TestReportsAddUp(t *testing.T) {
-	p := &Poller{Node: "n"}
+	p := &Poller{cfg: Config{Node: "n"}}
 	st := &tracked{}
 	var bytes, packets uint64
 	for _, c := range []uint64{100, 250, 1000} {
@@ -108,7 +109,7 @@ func TestReportsAddUp(t *testing.T) {
 // UNKNOWN; addresses are read again at every dump.
 func TestDirectionFromTheNodesAddresses(t *testing.T) {
 	node := []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("fd00::10")}
-	p := &Poller{Node: "n", local: map[netip.Addr]bool{}}
+	p := &Poller{cfg: Config{Node: "n"}, local: map[netip.Addr]bool{}}
 	for _, a := range node {
 		p.local[a] = true
 	}
@@ -200,17 +201,21 @@ func startPoller(t *testing.T, ns *netnstest.NS, port uint16, interval, report t
 	dump := dial()
 	t.Cleanup(func() { dump.Close() })
 	r := &pollerRun{t: t, errc: make(chan error, 1)}
-	r.p = &Poller{Conn: dump, Events: dial(), Node: "node-1", Interval: interval, Report: report,
-		Sink: func(flows []schema.Flow) error {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			for _, f := range flows {
-				if f.DstPort == port {
-					r.got = append(r.got, f)
-				}
+	sink := ingest.SinkFunc(func(_ context.Context, flows ...schema.Flow) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, f := range flows {
+			if f.DstPort == port {
+				r.got = append(r.got, f)
 			}
-			return nil
-		}}
+		}
+		return nil
+	})
+	p, err := New(Config{Node: "node-1", Interval: interval, Report: report}, dump, dial(), sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p = p
 	ctx, end := context.WithCancel(context.Background())
 	r.end = end
 	t.Cleanup(end)

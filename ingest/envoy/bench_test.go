@@ -101,9 +101,8 @@ func BenchmarkFollow(b *testing.B) {
 		t0 := time.Now()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() {
-			done <- Follow(ctx, path, FollowConfig{FromStart: true, Poll: time.Millisecond}, nil, sink, &ingest.Stats{})
-		}()
+		fo := newFollower(b, FollowConfig{Path: path, FromStart: true, Poll: time.Millisecond}, sink, &ingest.Stats{})
+		go func() { done <- fo.Run(ctx) }()
 		for count() < lines {
 			time.Sleep(100 * time.Microsecond)
 		}

@@ -45,9 +45,7 @@ func RejectReason(err error) string {
 const ReasonCut = "line cut by a read error"
 
 // Enricher fills in flow endpoints from elsewhere (the identity cache).
-type Enricher interface {
-	Enrich(f *schema.Flow)
-}
+type Enricher = ingest.Enricher
 
 // ReadLines reads access-log lines to the end, writing flows to sink. On a
 // read error the flows of the lines read before it are delivered first.

@@ -14,8 +14,11 @@ import (
 	"github.com/flowwarden/flowwarden/schema"
 )
 
-// FollowConfig says where Follow starts and how often it looks again.
+// FollowConfig says which access log a Follower reads, where it starts and
+// how often it looks again.
 type FollowConfig struct {
+	// Path is the file followed.
+	Path string
 	// FromStart reads a file with no kept position from its start (else
 	// from its end, as `tail -F` does).
 	FromStart bool
@@ -32,14 +35,39 @@ type FollowConfig struct {
 	Window ingest.TimeWindow
 }
 
-// Follow reads an access log like `tail -F`: on and on, reopening it when
-// it is rotated (renamed or recreated) or truncated, until ctx ends. Lines
-// are parsed as ReadLines does; the flows of each chunk read reach sink in
-// one write.
-func Follow(ctx context.Context, path string, cfg FollowConfig, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) (err error) {
+// Follower reads an access log like `tail -F`: on and on, reopening it
+// when it is rotated (renamed or recreated) or truncated. Lines are parsed
+// as ReadLines does; the flows of each chunk read reach the sink in one
+// write. Identities come from the sink (ingest.Enrich), not the follower.
+type Follower struct {
+	cfg   FollowConfig
+	sink  ingest.Sink
+	stats *ingest.Stats
+}
+
+// NewFollower returns a follower of cfg.Path that writes its flows to sink
+// and counts its lines in stats (nil: not counted). It does no I/O until
+// Run.
+func NewFollower(cfg FollowConfig, sink ingest.Sink, stats *ingest.Stats) (*Follower, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("envoy follower: no file")
+	}
+	if sink == nil {
+		return nil, fmt.Errorf("envoy follower %s: no sink", cfg.Path)
+	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 250 * time.Millisecond
 	}
+	if stats == nil {
+		stats = &ingest.Stats{}
+	}
+	return &Follower{cfg: cfg, sink: sink, stats: stats}, nil
+}
+
+// Run follows the file until ctx ends, then saves how far it was read (with
+// Positions) and returns. A file that does not exist yet is waited for.
+func (fo *Follower) Run(ctx context.Context) (err error) {
+	path, cfg, sink, stats := fo.cfg.Path, fo.cfg, fo.sink, fo.stats
 	var (
 		f       *os.File
 		ino     uint64
@@ -127,11 +155,7 @@ func Follow(ctx context.Context, path string, cfg FollowConfig, enrich Enricher,
 			stats.Reject(RejectReason(err), fmt.Sprintf("%s:%d: %v", path, lineNo, err))
 			return nil
 		}
-		fl := ToFlow(&a)
-		if enrich != nil {
-			enrich.Enrich(&fl)
-		}
-		batch = append(batch, fl)
+		batch = append(batch, ToFlow(&a))
 		if len(batch) == cap(batch) {
 			return deliver()
 		}

@@ -40,7 +40,8 @@ func TestFollowAcrossRotation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stats ingest.Stats
-	go func() { done <- Follow(ctx, path, FollowConfig{Poll: 20 * time.Millisecond}, nil, sink, &stats) }()
+	fo := newFollower(t, FollowConfig{Path: path, Poll: 20 * time.Millisecond}, sink, &stats)
+	go func() { done <- fo.Run(ctx) }()
 	time.Sleep(100 * time.Millisecond)
 	appendLines := func(from, to int) {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
@@ -115,7 +116,8 @@ func TestFollowWritesInBatchesAndStopsOnTime(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	var stats ingest.Stats
-	go func() { done <- Follow(ctx, path, FollowConfig{Poll: 10 * time.Millisecond}, nil, sink, &stats) }()
+	fo := newFollower(t, FollowConfig{Path: path, Poll: 10 * time.Millisecond}, sink, &stats)
+	go func() { done <- fo.Run(ctx) }()
 	time.Sleep(50 * time.Millisecond)
 
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
@@ -211,9 +213,8 @@ func TestFollowGoesOnWhereItStopped(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		var stats ingest.Stats
-		go func() {
-			done <- Follow(ctx, path, FollowConfig{Poll: 10 * time.Millisecond, Positions: positions}, nil, sink, &stats)
-		}()
+		fo := newFollower(t, FollowConfig{Path: path, Poll: 10 * time.Millisecond, Positions: positions}, sink, &stats)
+		go func() { done <- fo.Run(ctx) }()
 		time.Sleep(50 * time.Millisecond)
 		if during != nil {
 			during()
@@ -277,4 +278,14 @@ func TestPositionsFileRefusesWhatItCannotRead(t *testing.T) {
 	if p, err := OpenPositions(filepath.Join(dir, "none.json")); err != nil || p == nil {
 		t.Errorf("no positions file yet: %v", err)
 	}
+}
+
+// newFollower is NewFollower for a configuration that must be accepted.
+func newFollower(tb testing.TB, cfg FollowConfig, sink ingest.Sink, stats *ingest.Stats) *Follower {
+	tb.Helper()
+	f, err := NewFollower(cfg, sink, stats)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
 }

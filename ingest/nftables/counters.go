@@ -5,6 +5,7 @@ package nftables
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 
+	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -73,29 +75,56 @@ func Read(conn *nftables.Conn, node string, now time.Time) ([]schema.CounterSamp
 	return out, nil
 }
 
-// Poller reads the counters every Interval and hands the samples over.
-type Poller struct {
-	Conn     *nftables.Conn
-	Node     string
+// Config configures a Poller.
+type Config struct {
+	// Node is recorded with every sample.
+	Node string
+	// Interval is how often the counters are read (default 15s).
 	Interval time.Duration
-	Store    func(ctx context.Context, samples []schema.CounterSample) error
-	Log      *slog.Logger
 }
 
-// Run polls until ctx ends.
-func (p *Poller) Run(ctx context.Context) error {
-	if p.Interval <= 0 {
-		p.Interval = 15 * time.Second
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Interval: 15 * time.Second} }
+
+// Poller reads the counters every Interval and hands the samples to its
+// sink (the store of nft_counters, the drop-rate detector).
+type Poller struct {
+	cfg  Config
+	conn *nftables.Conn
+	sink ingest.CounterSink
+	log  *slog.Logger
+}
+
+// New returns a poller that reads conn's counters into sink. It does no
+// I/O until Run.
+func New(cfg Config, conn *nftables.Conn, sink ingest.CounterSink, log *slog.Logger) (*Poller, error) {
+	if conn == nil {
+		return nil, errors.New("nftables: no netlink connection")
 	}
-	t := time.NewTicker(p.Interval)
+	if sink == nil {
+		return nil, errors.New("nftables: no counter sink")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultConfig().Interval
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Poller{cfg: cfg, conn: conn, sink: sink, log: log}, nil
+}
+
+// Run polls until ctx ends. A reading or a sink that fails is logged and
+// tried again at the next interval.
+func (p *Poller) Run(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
-		samples, err := Read(p.Conn, p.Node, time.Now())
+		samples, err := Read(p.conn, p.cfg.Node, time.Now())
 		if err == nil {
-			err = p.Store(ctx, samples)
+			err = p.sink.WriteCounters(ctx, samples)
 		}
-		if err != nil && p.Log != nil {
-			p.Log.Warn("nftables counters", "err", err)
+		if err != nil {
+			p.log.Warn("nftables counters", "err", err)
 		}
 		select {
 		case <-ctx.Done():

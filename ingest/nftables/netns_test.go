@@ -1,7 +1,9 @@
 package nftables
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/netnstest"
 	"github.com/flowwarden/flowwarden/schema"
 )
@@ -220,4 +223,61 @@ func nftJSONCounters(t *testing.T, js []byte) map[string]bool {
 		}
 	}
 	return out
+}
+
+// TestPollerHandsSamplesToItsSink: New refuses a poller without a
+// connection or a sink; Run reads the counters into the sink every
+// interval, goes on after the sink failed once, and returns when ctx ends.
+func TestPollerHandsSamplesToItsSink(t *testing.T) {
+	if _, err := New(DefaultConfig(), nil, ingest.CounterFanout{}, nil); err == nil {
+		t.Error("New accepted no connection")
+	}
+	ns := netnstest.New(t)
+	conn, err := nftables.New(nftables.WithNetNSFd(ns.FD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(DefaultConfig(), conn, nil, nil); err == nil {
+		t.Error("New accepted no sink")
+	}
+	installTestRules(t, conn, 18082, 18083)
+	got := make(chan []schema.CounterSample, 16)
+	calls := 0
+	sink := ingest.CounterSinkFunc(func(_ context.Context, s []schema.CounterSample) error {
+		calls++
+		select {
+		case got <- s:
+		default: // the test has what it needs
+		}
+		if calls == 1 {
+			return errors.New("store down")
+		}
+		return nil
+	})
+	p, err := New(Config{Node: "node-7", Interval: 10 * time.Millisecond}, conn, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for i := range 2 {
+		select {
+		case s := <-got:
+			if len(s) == 0 || s[0].Node != "node-7" {
+				t.Fatalf("reading %d: %+v", i, s)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("reading %d never reached the sink", i)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return when ctx ended")
+	}
 }
