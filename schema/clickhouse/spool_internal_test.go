@@ -322,6 +322,9 @@ func TestSpoolDamagedSegmentIsCountedAndRestInserted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Open(); err != nil { // the test reads w.spool below
+		t.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
