@@ -161,39 +161,10 @@ func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engi
 		return 0, err
 	}
 	defer st.Close()
-	const batch = 1024
-	buf := make([]schema.Flow, 0, batch)
-	var flows, counters int
 	var read atomic.Int64
 	defer reportRead(g, "detecting over stored flows", &read, time.Now())()
-	var werr error
-	write := func() {
-		if werr == nil {
-			werr = eng.Write(ctx, buf...)
-		}
-		flows += len(buf)
-		buf = buf[:0]
-	}
-	err = clickhouse.EachFlow(ctx, st.Conn, clickhouse.AllColumns, from, to, func(f *schema.Flow) {
-		read.Add(1)
-		if buf = append(buf, *f); len(buf) == batch {
-			write()
-		}
-	})
-	if err != nil {
-		return 0, err
-	}
-	if write(); werr != nil {
-		return 0, fmt.Errorf("detectors: %w", werr)
-	}
-	drops, err := analyze.NewDropRate(analyze.DefaultDropRateConfig(), found, nil)
-	if err != nil {
-		return 0, err
-	}
-	err = clickhouse.EachCounterSample(ctx, st.Conn, from, to, func(s schema.CounterSample) {
-		drops.Observe([]schema.CounterSample{s})
-		counters++
-	})
+	flows, counters, err := analyze.DetectHistory(ctx, eng, analyze.DefaultDropRateConfig(), found,
+		readCounter{clickhouse.History{Conn: st.Conn, From: from, To: to}, &read})
 	if err != nil {
 		return 0, err
 	}
@@ -202,6 +173,16 @@ func detectStored(ctx context.Context, g *globals, win window, eng *analyze.Engi
 		g.log.Warn("nothing stored in the window", "from", from, "until", to)
 	}
 	return flows, nil
+}
+
+// readCounter counts the flows read from a history, for the progress log.
+type readCounter struct {
+	clickhouse.History
+	n *atomic.Int64
+}
+
+func (r readCounter) EachFlow(ctx context.Context, fn func(*schema.Flow)) error {
+	return r.History.EachFlow(ctx, func(f *schema.Flow) { r.n.Add(1); fn(f) })
 }
 
 func printFindings(w io.Writer, format string, findings []schemaFinding) error {

@@ -365,6 +365,24 @@ func EachFlow(ctx context.Context, conn driver.Conn, cols FlowColumns, since, un
 	return rows.Err()
 }
 
+// History reads what was stored over a window, From ≤ time < To (To zero:
+// no end), oldest first: the flows with every column and the nftables
+// counter readings, as the detectors take them (analyze.History).
+type History struct {
+	Conn     driver.Conn
+	From, To time.Time
+}
+
+// EachFlow is EachFlow over the window, every column.
+func (h History) EachFlow(ctx context.Context, fn func(*schema.Flow)) error {
+	return EachFlow(ctx, h.Conn, AllColumns, h.From, h.To, fn)
+}
+
+// EachCounterSample is EachCounterSample over the window.
+func (h History) EachCounterSample(ctx context.Context, fn func(schema.CounterSample)) error {
+	return EachCounterSample(ctx, h.Conn, h.From, h.To, fn)
+}
+
 // EachFlowGroup streams the stored flows with since ≤ time < until (until
 // zero: no end) grouped by everything but their time and source port: the
 // enforcer's columns, so that a policy or a map is made from distinct
