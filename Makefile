@@ -21,6 +21,7 @@ BENCHTIME     ?= 2s
 # race in Go's fuzz coordinator fixed in Go 1.27); FUZZTIME=1m overrides all
 # of them for a longer local run.
 FUZZ_DECODE   ?= 60000x
+FUZZ_WIRE     ?= 60000x
 FUZZ_PARSE    ?= 150000x
 FUZZ_CONFIG   ?= 3000x
 FUZZ_SCAN     ?= 150000x
@@ -98,6 +99,7 @@ bench: deps
 # testdata/fuzz/ of the package and become regression tests).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_DECODE)) ./ingest/hubble
+	$(GO) test -run '^$$' -fuzz '^FuzzWireDecode$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_WIRE)) ./ingest/hubble
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_PARSE)) ./ingest/envoy
 	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_SCAN)) ./ingest/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(or $(FUZZTIME),$(FUZZ_CONFIG)) ./cmd/flowwarden

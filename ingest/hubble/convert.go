@@ -22,16 +22,9 @@ var ErrNoFlow = errors.New("not a flow event")
 // FromProto converts a Hubble flow into a flow record. fallbackTime and
 // fallbackNode come from the enclosing GetFlowsResponse and are used when the
 // flow itself lacks them. It is the reference conversion: the fast JSON
-// decoder must produce exactly what this produces.
+// decoder and the observer's wire decoder must produce exactly what this
+// produces.
 func FromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string) (schema.Flow, error) {
-	return fromProto(f, fallbackTime, fallbackNode, nil)
-}
-
-// fromProto is FromProto with a cache of label sets (nil: none), which
-// the observer keeps per stream: the same pods send the same label lists
-// in every flow, so the maps are built once and shared (never modified
-// after creation, as the JSON decoder's).
-func fromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string, labels *labelCache) (schema.Flow, error) {
 	var out schema.Flow
 	out.Source = schema.SourceHubble
 	out.Time = fallbackTime
@@ -99,8 +92,8 @@ func fromProto(f *flowpb.Flow, fallbackTime time.Time, fallbackNode string, labe
 			out.Protocol = "IGMP"
 		}
 	}
-	out.Src = endpointFromProto(f.GetSource(), labels)
-	out.Dst = endpointFromProto(f.GetDestination(), labels)
+	out.Src = endpointFromProto(f.GetSource())
+	out.Dst = endpointFromProto(f.GetDestination())
 	if n := f.GetDestinationNames(); len(n) > 0 {
 		out.DstNames = append([]string(nil), n...)
 	}
@@ -189,7 +182,7 @@ func latencyMs(ns uint64) (uint32, error) {
 	return uint32(ms), nil
 }
 
-func endpointFromProto(e *flowpb.Endpoint, labels *labelCache) schema.Endpoint {
+func endpointFromProto(e *flowpb.Endpoint) schema.Endpoint {
 	var ep schema.Endpoint
 	if e == nil {
 		return ep
@@ -197,7 +190,7 @@ func endpointFromProto(e *flowpb.Endpoint, labels *labelCache) schema.Endpoint {
 	ep.Namespace = e.GetNamespace()
 	ep.Pod = e.GetPodName()
 	ep.Identity = e.GetIdentity()
-	ep.Labels = labels.get(e.GetLabels())
+	ep.Labels = labelMap(e.GetLabels())
 	if w := e.GetWorkloads(); len(w) > 0 {
 		ep.Workload, ep.WorkloadKind = w[0].GetName(), w[0].GetKind()
 	}
@@ -247,33 +240,6 @@ func labelMap(labels []string) map[string]string {
 		k, v := splitLabel(l)
 		m[k] = v
 	}
-	return m
-}
-
-// labelCache shares the label maps of repeated label lists; a nil cache
-// builds a map every time. Not safe for concurrent use.
-type labelCache struct {
-	m   map[string]map[string]string
-	key []byte
-}
-
-func (c *labelCache) get(labels []string) map[string]string {
-	if c == nil || len(labels) == 0 {
-		return labelMap(labels)
-	}
-	c.key = c.key[:0]
-	for _, l := range labels {
-		c.key = append(c.key, l...)
-		c.key = append(c.key, 0)
-	}
-	if m, ok := c.m[string(c.key)]; ok {
-		return m
-	}
-	m := labelMap(labels)
-	if c.m == nil || len(c.m) >= maxLabelSets {
-		c.m = make(map[string]map[string]string)
-	}
-	c.m[string(c.key)] = m
 	return m
 }
 

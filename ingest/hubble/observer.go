@@ -7,15 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"reflect"
 	"sync/atomic"
 	"time"
 
-	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flowwarden/flowwarden/ingest"
@@ -74,9 +73,9 @@ type Observer struct {
 	stats *ingest.Stats
 	log   *slog.Logger
 
-	last     time.Time      // time of the newest flow the sink accepted
-	lastSeen atomic.Int64   // last, in Unix nanoseconds, for other goroutines
-	atLast   []*flowpb.Flow // accepted flows with time == last
+	last     time.Time     // time of the newest flow the sink accepted
+	lastSeen atomic.Int64  // last, in Unix nanoseconds, for other goroutines
+	atLast   []schema.Flow // accepted flows with time == last
 	connects atomic.Int32
 	// streaming is true while a GetFlows stream is open; streamErr is why
 	// the last one ended (for readiness).
@@ -193,7 +192,10 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	if !o.last.IsZero() {
 		req.Since = timestamppb.New(o.last)
 	}
-	st, err := client.GetFlows(ctx, req)
+	// Responses arrive undecoded and the wireDecoder reads them straight
+	// into records (a third of serve's CPU went to proto.Unmarshal and
+	// FromProto's copies).
+	st, err := client.GetFlows(ctx, req, grpc.ForceCodecV2(wireCodec{protoCodec()}))
 	if err != nil {
 		return 0, err
 	}
@@ -203,7 +205,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	// The stream starts at since and sends the flows at that time again:
 	// those the sink took before are dropped once each.
 	since := o.last
-	repeats := append([]*flowpb.Flow(nil), o.atLast...)
+	repeats := append([]schema.Flow(nil), o.atLast...)
 	stored := maps.Clone(o.resumeKeys)
 	o.log.Info("streaming flows", "since", since)
 
@@ -213,24 +215,23 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	// fsync): the stream stalls only when a whole batch waits.
 	type item struct {
 		rec schema.Flow
-		f   *flowpb.Flow
 		err error // the stream's end
 	}
 	items := make(chan item, o.cfg.BatchSize)
 	go func() {
 		defer close(items)
-		var labels labelCache
+		dec := newWireDecoder()
+		var msg wireMsg
 		for {
-			resp, err := st.Recv()
+			err := st.RecvMsg(&msg)
 			var it item
 			if err == nil {
-				f := resp.GetFlow()
 				o.stats.Read()
-				if f == nil {
+				rec, cerr := dec.Decode(msg.b)
+				if errors.Is(cerr, ErrNoFlow) {
 					o.stats.Skip()
 					continue
 				}
-				rec, cerr := fromProto(f, resp.GetTime().AsTime(), resp.GetNodeName(), &labels)
 				if cerr == nil {
 					cerr = o.cfg.Window.Check(rec.Time)
 				}
@@ -238,7 +239,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 					o.stats.Reject(RejectReason(cerr), fmt.Sprintf("%s: %v", o.cfg.Addr, cerr))
 					continue
 				}
-				it = item{rec: rec, f: f}
+				it = item{rec: rec}
 			} else {
 				it.err = err
 			}
@@ -253,7 +254,6 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 		}
 	}()
 	batch := make([]schema.Flow, 0, o.cfg.BatchSize)
-	protos := make([]*flowpb.Flow, 0, o.cfg.BatchSize) // batch's flows as received
 	delivered := 0
 	flush := func() error {
 		if err := ingest.Deliver(ctx, o.sink, o.stats, batch...); err != nil {
@@ -261,11 +261,9 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 			// the next stream asks for them again.
 			return fmt.Errorf("sink refused %d flows: %w", len(batch), err)
 		}
-		for i := range batch {
-			o.accepted(batch[i].Time, protos[i])
-		}
+		o.accepted(batch)
 		delivered += len(batch)
-		batch, protos = batch[:0], protos[:0]
+		batch = batch[:0]
 		return nil
 	}
 	linger := time.NewTimer(o.cfg.BatchLinger)
@@ -290,9 +288,9 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 				}
 				return delivered, errors.Join(ferr, it.err)
 			}
-			f, rec := it.f, it.rec
+			rec := it.rec
 			if rec.Time.Equal(since) {
-				if i := indexEqual(repeats, f); i >= 0 {
+				if i := indexEqual(repeats, &rec); i >= 0 {
 					repeats = append(repeats[:i], repeats[i+1:]...)
 					o.stats.Skip()
 					continue
@@ -304,7 +302,6 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 				}
 			}
 			batch = append(batch, rec)
-			protos = append(protos, f)
 			if len(batch) == cap(batch) {
 				if err := flush(); err != nil {
 					return delivered, err
@@ -314,28 +311,37 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	}
 }
 
-// accepted moves the resume point over a flow the sink took: a resumed
+// accepted moves the resume point over flows the sink took: a resumed
 // stream starts at the time of the newest accepted flow, so the flows at
 // exactly that time come again and are dropped then (with multiplicity: two
 // identical flows recorded twice are both kept). A live stream is never
-// deduplicated.
-func (o *Observer) accepted(t time.Time, f *flowpb.Flow) {
-	switch {
-	case t.Equal(o.last):
-		o.atLast = append(o.atLast, f)
-	case t.After(o.last):
-		o.last = t
-		o.lastSeen.Store(t.UnixNano())
-		o.atLast = append(o.atLast[:0], f)
+// deduplicated. Flows are told apart by their records: two flows that
+// differ only in what is not stored are one row each either way.
+func (o *Observer) accepted(batch []schema.Flow) {
+	newest := o.last
+	for i := range batch {
+		if batch[i].Time.After(newest) {
+			newest = batch[i].Time
+		}
+	}
+	if newest.After(o.last) {
+		o.last = newest
+		o.lastSeen.Store(newest.UnixNano())
+		o.atLast = o.atLast[:0]
 		// Flows stored before this process started are all older now.
 		o.resumeKeys = nil
+	}
+	for i := range batch {
+		if batch[i].Time.Equal(o.last) {
+			o.atLast = append(o.atLast, batch[i])
+		}
 	}
 }
 
 // indexEqual finds f among fs.
-func indexEqual(fs []*flowpb.Flow, f *flowpb.Flow) int {
-	for i, g := range fs {
-		if proto.Equal(f, g) {
+func indexEqual(fs []schema.Flow, f *schema.Flow) int {
+	for i := range fs {
+		if reflect.DeepEqual(&fs[i], f) {
 			return i
 		}
 	}

@@ -205,7 +205,7 @@ func (r *Replay) Run(ctx context.Context) error {
 	if err := r.Listen(); err != nil {
 		return err
 	}
-	opts := []grpc.ServerOption{replayServerOption()}
+	opts := []grpc.ServerOption{grpc.ForceServerCodecV2(wireCodec{protoCodec()})}
 	if r.cfg.TLS.Enabled {
 		tc, err := r.cfg.TLS.ServerConfig()
 		if err != nil {

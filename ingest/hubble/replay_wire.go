@@ -7,9 +7,6 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	grpcproto "google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -20,7 +17,7 @@ import (
 // marshalled once, without its time, when the recording is loaded; a send
 // puts the time in front of those bytes (a Timestamp is a few bytes) and
 // hands the result to gRPC through a codec that passes pre-marshalled
-// messages through unchanged. What a client receives decodes to exactly
+// messages through unchanged (wireCodec). What a client receives decodes to exactly
 // the message flowAt builds (TestReplayWireEqualsMessage).
 
 // GetFlowsResponse and Flow field numbers written by hand below.
@@ -35,27 +32,6 @@ const (
 type replayWire struct {
 	flow []byte // the Flow's fields except time
 	node string // GetFlowsResponse.node_name
-}
-
-// preEncoded is a message already in wire format; wireCodec sends its
-// bytes as they are.
-type preEncoded []byte
-
-// wireCodec is gRPC's proto codec, except that it passes preEncoded
-// messages through.
-type wireCodec struct{ encoding.CodecV2 }
-
-func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if b, ok := v.(preEncoded); ok {
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	return c.CodecV2.Marshal(v)
-}
-
-// replayServerOption makes the server use wireCodec.
-func replayServerOption() grpc.ServerOption {
-	base := encoding.GetCodecV2(grpcproto.Name)
-	return grpc.ForceServerCodecV2(wireCodec{base})
 }
 
 // encodeWire marshals every recorded flow once, without its time.
