@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -80,8 +82,59 @@ func toEndpoint(e schema.Endpoint) endpoint {
 	return endpoint{e.Namespace, e.Pod, e.Workload, e.WorkloadKind, e.Labels, e.Identity}
 }
 
-func fromEndpoint(e endpoint) schema.Endpoint {
-	return schema.Endpoint{Namespace: e.Namespace, Pod: e.Pod, Workload: e.Workload, WorkloadKind: e.Kind, Labels: e.Labels, Identity: e.Identity}
+func (in *interner) endpoint(e endpoint) schema.Endpoint {
+	return schema.Endpoint{Namespace: in.str(e.Namespace), Pod: in.str(e.Pod), Workload: in.str(e.Workload), WorkloadKind: in.str(e.Kind),
+		Labels: in.labels(e.Labels), Identity: e.Identity}
+}
+
+// interner gives ReadFlows' flows the memory shape of ingest's decoders:
+// equal strings share one copy and equal label sets one map, so the
+// detectors (and their benchmarks) see flows as a live source hands them.
+type interner struct {
+	strs   map[string]string
+	labelm map[string]map[string]string
+}
+
+func (in *interner) str(s string) string {
+	if v, ok := in.strs[s]; ok {
+		return v
+	}
+	in.strs[s] = s
+	return s
+}
+
+func (in *interner) strings(ss []string) []string {
+	for i, s := range ss {
+		ss[i] = in.str(s)
+	}
+	return ss
+}
+
+func (in *interner) labels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(m[k])
+		b.WriteByte(0)
+	}
+	if v, ok := in.labelm[b.String()]; ok {
+		return v
+	}
+	shared := make(map[string]string, len(m))
+	for k, v := range m {
+		shared[in.str(k)] = in.str(v)
+	}
+	in.labelm[b.String()] = shared
+	return shared
 }
 
 // WriteFlows writes flows to path as a gzipped fixture.
@@ -116,7 +169,9 @@ func WriteFlows(path string, flows []schema.Flow) error {
 	return f.Close()
 }
 
-// ReadFlows reads a fixture written by WriteFlows.
+// ReadFlows reads a fixture written by WriteFlows. Like ingest's decoders
+// it shares equal strings and equal label maps between the flows it
+// returns: the label maps must not be modified.
 func ReadFlows(path string) ([]schema.Flow, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -128,6 +183,7 @@ func ReadFlows(path string) ([]schema.Flow, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var out []schema.Flow
+	in := &interner{strs: map[string]string{}, labelm: map[string]map[string]string{}}
 	sc := bufio.NewScanner(zr)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -139,13 +195,15 @@ func ReadFlows(path string) ([]schema.Flow, error) {
 		if r.IPVersion != nil {
 			ipv = *r.IPVersion
 		}
-		out = append(out, schema.Flow{Time: r.Time, Node: r.Node, Source: schema.SourceKind(r.Source), Verdict: schema.Verdict(r.Verdict),
-			DropReason: r.DropReason, Direction: schema.Direction(r.Direction), IsReply: r.IsReply, IPVersion: ipv, Protocol: r.Protocol,
-			SrcIP: r.SrcIP, DstIP: r.DstIP, SrcPort: r.SrcPort, DstPort: r.DstPort, TCPFlags: r.TCPFlags,
-			Src: fromEndpoint(r.Src), Dst: fromEndpoint(r.Dst), DstNames: r.DstNames, L7Type: r.L7Type, DNSQuery: r.DNSQuery,
-			DNSRCode: r.DNSRCode, DNSQType: r.DNSQType, HTTPMethod: r.HTTPMethod, HTTPPath: r.HTTPPath, HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS,
-			Packets: r.Packets, DurationMs: r.DurationMs, SrcPrincipal: r.SrcPrincipal, DstPrincipal: r.DstPrincipal,
-			PolicyNames: r.PolicyNames, TraceID: r.TraceID})
+		out = append(out, schema.Flow{Time: r.Time, Node: in.str(r.Node), Source: schema.SourceKind(in.str(r.Source)),
+			Verdict: schema.Verdict(in.str(r.Verdict)), DropReason: in.str(r.DropReason), Direction: schema.Direction(in.str(r.Direction)),
+			IsReply: r.IsReply, IPVersion: ipv, Protocol: in.str(r.Protocol),
+			SrcIP: r.SrcIP, DstIP: r.DstIP, SrcPort: r.SrcPort, DstPort: r.DstPort, TCPFlags: in.str(r.TCPFlags),
+			Src: in.endpoint(r.Src), Dst: in.endpoint(r.Dst), DstNames: in.strings(r.DstNames), L7Type: in.str(r.L7Type),
+			DNSQuery: in.str(r.DNSQuery), DNSRCode: r.DNSRCode, DNSQType: in.str(r.DNSQType), HTTPMethod: in.str(r.HTTPMethod),
+			HTTPPath: in.str(r.HTTPPath), HTTPStatus: r.HTTPStatus, Bytes: r.Bytes, MTLS: r.MTLS,
+			Packets: r.Packets, DurationMs: r.DurationMs, SrcPrincipal: in.str(r.SrcPrincipal), DstPrincipal: in.str(r.DstPrincipal),
+			PolicyNames: in.strings(r.PolicyNames), TraceID: r.TraceID})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -3,8 +3,10 @@ package analyzetest
 import (
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -54,5 +56,30 @@ func TestDiff(t *testing.T) {
 	b[0].DstPort = 53
 	if Diff(a, b) == "" {
 		t.Error("a changed port went unnoticed")
+	}
+}
+
+// TestReadFlowsShares: flows read back share equal strings and label maps,
+// as ingest's decoders hand them out (the engine's benchmarks read fixtures).
+func TestReadFlowsShares(t *testing.T) {
+	at := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	ep := schema.Endpoint{Namespace: "shop", Workload: "web", Labels: map[string]string{"app": "web", "tier": "front"}}
+	flows := []schema.Flow{
+		{Time: at, SrcIP: netip.MustParseAddr("10.0.0.1"), DstIP: netip.MustParseAddr("10.0.0.2"), Src: ep},
+		{Time: at, SrcIP: netip.MustParseAddr("10.0.0.1"), DstIP: netip.MustParseAddr("10.0.0.2"), Src: ep},
+	}
+	path := filepath.Join(t.TempDir(), "f.flows.jsonl.gz")
+	if err := WriteFlows(path, flows); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadFlows(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(got[0].Src.Labels).UnsafePointer() != reflect.ValueOf(got[1].Src.Labels).UnsafePointer() {
+		t.Error("equal label sets read into two maps")
+	}
+	if unsafe.StringData(got[0].Src.Workload) != unsafe.StringData(got[1].Src.Workload) {
+		t.Error("equal workload names read into two strings")
 	}
 }
