@@ -83,29 +83,9 @@ func (h *hostFirewall) build(ctx context.Context, g *globals, src *flowSource) (
 	if cfg.Addresses, err = parsePrefixes(h.addrs, "--node-address"); err != nil {
 		return nil, err
 	}
-	b, err := hostfw.NewBuilder(cfg)
+	rs, err := hostfw.FromFlows(cfg, func(fn func(*schema.Flow)) error { return src.each(ctx, g, fn) })
 	if err != nil {
 		return nil, err
-	}
-	conntrackFlows := 0
-	err = src.each(ctx, g, func(f *schema.Flow) {
-		if f.Source == schema.SourceConntrack {
-			conntrackFlows++
-			b.Add(f)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	rs := b.Build()
-	if conntrackFlows == 0 {
-		return nil, fmt.Errorf("no conntrack flows in the window: run `serve --conntrack` on the node first (a ruleset from no traffic would allow only the fixed rules)")
-	}
-	if rs.Observed == 0 {
-		if len(cfg.Addresses) == 0 {
-			return nil, fmt.Errorf("none of %d conntrack flows was recorded as inbound to node %q: check --node, or give --node-address", conntrackFlows, cfg.Node)
-		}
-		return nil, fmt.Errorf("none of %d conntrack flows was inbound to node %q at %v: check --node and --node-address", conntrackFlows, cfg.Node, cfg.Addresses)
 	}
 	if len(cfg.Addresses) == 0 {
 		g.log.Info("node addresses from the flows the node recorded as inbound", "addresses", fmt.Sprint(rs.Addresses))
