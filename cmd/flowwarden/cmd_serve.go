@@ -186,7 +186,7 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 	if hubbleAddr != "" {
 		plan.sources = append(plan.sources, obs)
 	}
-	web, listen, err := o.web(ctx, g, st, reg, w, obs, hubbleStats, det.eng, onClose)
+	web, httpSrv, err := o.web(ctx, g, st, reg, w, obs, hubbleStats, det.eng, onClose)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,8 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 		return nil, err
 	}
 	plan.sources = append(plan.sources, host...)
-	// Once the writer's spool is open: resume after what is durable.
+	// Once the writer's spool is open: resume after what is durable, and
+	// open the listen address.
 	plan.startSources = func(ctx context.Context) error {
 		if o.resume {
 			at, keys, err := w.ResumePoint(ctx, st.Conn, "hubble")
@@ -212,7 +213,10 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", at, "already_held_at_that_time", len(keys))
 			}
 		}
-		g.log.Info("serving", "listen", listen, "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
+		if err := httpSrv.Listen(); err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
 		return nil
 	}
 	return plan, nil
@@ -272,7 +276,7 @@ func (o *serveOptions) detection(ctx context.Context, g *globals, st *clickhouse
 
 // web is the HTTP server (the page, /metrics, /healthz, /readyz, /livez)
 // and the refreshes of the policies in force.
-func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Storage, reg *prometheus.Registry, w *clickhouse.Writer, obs *hubble.Observer, hubbleStats *ingest.Stats, eng *analyze.Engine, onClose func(func())) ([]runner, string, error) {
+func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Storage, reg *prometheus.Registry, w *clickhouse.Writer, obs *hubble.Observer, hubbleStats *ingest.Stats, eng *analyze.Engine, onClose func(func())) ([]runner, *webui.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	// /healthz: not ok while flows cannot be stored; /readyz: also
@@ -293,9 +297,8 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 	mux.Handle("GET /livez", health.Livez())
 	httpSrv, err := webui.NewServer(o.httpCfg, mux, g.log)
 	if err != nil {
-		return nil, "", fmt.Errorf("--listen: %w", err)
+		return nil, nil, fmt.Errorf("--listen: %w", err)
 	}
-	listen := httpSrv.Addr().String()
 	if exposed, protection := httpSrv.Exposed(); exposed && protection == "" {
 		g.log.Warn("--listen is reachable from other machines and nothing protects it: anyone who reaches it reads the service map, findings and their SQL (and /metrics); give --auth-token-file or --tls-client-ca, or listen on 127.0.0.1", "listen", o.httpCfg.Listen)
 	} else if exposed {
@@ -305,7 +308,7 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 	if o.currentDir != "" {
 		if current, err = loadPolicies(ctx, g, o.currentDir); err != nil {
 			if o.currentDir != fromCluster {
-				return nil, "", err
+				return nil, nil, err
 			}
 			// The API server may be out of reach for a while; the page
 			// diffs against no policies until a refresh gets them.
@@ -315,7 +318,7 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 	// The page only reads: it logs in as the read-only user.
 	pageConn, err := st.OpenReader(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	onClose(func() { pageConn.Close() })
 	pageH := newPage(webui.Config{Current: current}, o.policyCfg, clickhouse.NewReader(pageConn), g.log)
@@ -329,7 +332,7 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 			out = append(out, runFunc(func(ctx context.Context) error { refreshPeerAuthentications(ctx, g, eng, o.currentEvery); return nil }))
 		}
 	}
-	return out, listen, nil
+	return out, httpSrv, nil
 }
 
 // envoyFollowers follow the --envoy-file access logs, one follower a file.

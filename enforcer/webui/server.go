@@ -51,6 +51,9 @@ type Server struct {
 	log *slog.Logger
 	tls *tls.Config
 
+	listenOnce sync.Once
+	listenErr  error
+
 	mu        sync.Mutex
 	conns     int
 	keepAlive bool
@@ -60,8 +63,8 @@ type Server struct {
 // client certificate: the probes.
 var Unauthenticated = []string{"/healthz", "/readyz", "/livez"}
 
-// NewServer validates cfg, loads the certificates and listens; it serves
-// nothing until Serve.
+// NewServer validates cfg; it does no I/O. Listen loads the certificates
+// and listens; Serve serves.
 func NewServer(cfg ServerConfig, h http.Handler, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
@@ -85,33 +88,6 @@ func NewServer(cfg ServerConfig, h http.Handler, log *slog.Logger) (*Server, err
 		return nil, errors.New("a client CA (mTLS) needs the server's TLS certificate and key")
 	}
 	s := &Server{cfg: cfg, log: log, keepAlive: true}
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("TLS certificate: %w", err)
-		}
-		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if cfg.ClientCA != "" {
-			pem, err := os.ReadFile(cfg.ClientCA)
-			if err != nil {
-				return nil, fmt.Errorf("client CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("client CA %s: no PEM certificate in it", cfg.ClientCA)
-			}
-			// Verified when given; required by guard for all but the probes.
-			s.tls.ClientCAs, s.tls.ClientAuth = pool, tls.VerifyClientCertIfGiven
-		}
-	}
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.MaxConns > 0 {
-		lis = netutil.LimitListener(lis, cfg.MaxConns)
-	}
-	s.lis = lis
 	s.srv = &http.Server{
 		Handler:           s.guard(h),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -120,15 +96,61 @@ func NewServer(cfg ServerConfig, h http.Handler, log *slog.Logger) (*Server, err
 		WriteTimeout:   2 * time.Minute,
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: 64 << 10,
-		TLSConfig:      s.tls,
 		ConnState:      s.connState,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s, nil
 }
 
-// Addr is the address listened on.
-func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+// Listen loads the certificates and opens the listen address, once; Serve
+// calls it when it was not called. Call it first to meet its error, or to
+// know Addr, before serving.
+func (s *Server) Listen() error {
+	s.listenOnce.Do(func() { s.listenErr = s.listen() })
+	return s.listenErr
+}
+
+func (s *Server) listen() error {
+	cfg := s.cfg
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cfg.ClientCA != "" {
+			pem, err := os.ReadFile(cfg.ClientCA)
+			if err != nil {
+				return fmt.Errorf("client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("client CA %s: no PEM certificate in it", cfg.ClientCA)
+			}
+			// Verified when given; required by guard for all but the probes.
+			s.tls.ClientCAs, s.tls.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
+		s.srv.TLSConfig = s.tls
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if cfg.MaxConns > 0 {
+		lis = netutil.LimitListener(lis, cfg.MaxConns)
+	}
+	s.lis = lis
+	return nil
+}
+
+// Addr is the address listened on (Listen is called first if it was
+// not); nil when listening failed.
+func (s *Server) Addr() net.Addr {
+	if s.Listen() != nil {
+		return nil
+	}
+	return s.lis.Addr()
+}
 
 // Exposed reports whether the listen address is reachable from other
 // machines (not loopback), and how it is protected; serve warns about it.
@@ -213,6 +235,9 @@ func (s *Server) guard(h http.Handler) http.Handler {
 // Serve serves until ctx ends, then shuts down (giving requests in flight
 // 5 s).
 func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		var err error

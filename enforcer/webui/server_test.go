@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -28,6 +29,9 @@ func startServer(t *testing.T, cfg ServerConfig, h http.Handler) *Server {
 	}
 	s, err := NewServer(cfg, h, nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -254,4 +258,33 @@ func testPKI(t *testing.T, dir string) (ca, srvCert, srvKey, cliCert, cliKey str
 	srvCert, srvKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
 	cliCert, cliKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
 	return
+}
+
+// TestNewServerDoesNoIO: NewServer neither listens nor reads the
+// certificates (a port in use and a missing certificate pass it); Listen
+// does, and reports both; Serve returns Listen's error.
+func TestNewServerDoesNoIO(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	s, err := NewServer(ServerConfig{Listen: busy.Addr().String()}, okHandler(), nil)
+	if err != nil {
+		t.Fatalf("NewServer on a busy port: %v (it should not listen yet)", err)
+	}
+	if s.Listen() == nil {
+		t.Error("Listen on a busy port succeeded")
+	}
+	if s.Serve(context.Background()) == nil {
+		t.Error("Serve without a listener returned nil")
+	}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	s, err = NewServer(ServerConfig{Listen: "127.0.0.1:0", TLSCert: missing, TLSKey: missing}, okHandler(), nil)
+	if err != nil {
+		t.Fatalf("NewServer read the certificate: %v", err)
+	}
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "TLS certificate") {
+		t.Errorf("Listen with a missing certificate: %v", err)
+	}
 }

@@ -245,3 +245,22 @@ func (r *pollerRun) stop() []schema.Flow {
 	}
 	return r.flows()
 }
+
+// TestNewRefusesMissingDependencies: New needs the dump socket and a sink,
+// and fills the defaults of a zero Config.
+func TestNewRefusesMissingDependencies(t *testing.T) {
+	sink := ingest.SinkFunc(func(context.Context, ...schema.Flow) error { return nil })
+	if _, err := New(DefaultConfig(), nil, nil, sink, nil); err == nil {
+		t.Error("a poller without a netlink socket was accepted")
+	}
+	if _, err := New(DefaultConfig(), &ct.Conn{}, nil, nil, nil); err == nil {
+		t.Error("a poller without a sink was accepted")
+	}
+	p, err := New(Config{Node: "n"}, &ct.Conn{}, nil, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := DefaultConfig(); p.cfg.Interval != d.Interval || p.cfg.Report != d.Report {
+		t.Errorf("zero Config became %+v, want the defaults %+v", p.cfg, d)
+	}
+}

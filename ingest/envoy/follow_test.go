@@ -289,3 +289,34 @@ func newFollower(tb testing.TB, cfg FollowConfig, sink ingest.Sink, stats *inges
 	}
 	return f
 }
+
+// TestNewFollowerDoesNoIO: NewFollower refuses a follower without a file
+// or a sink, and opens, creates and saves nothing: a file that does not
+// exist yet is first looked for by Run, which waits for it.
+func TestNewFollowerDoesNoIO(t *testing.T) {
+	sink := ingest.SinkFunc(func(context.Context, ...schema.Flow) error { return nil })
+	if _, err := NewFollower(FollowConfig{}, sink, nil); err == nil {
+		t.Error("a follower of no file was accepted")
+	}
+	if _, err := NewFollower(FollowConfig{Path: "x.log"}, nil, nil); err == nil {
+		t.Error("a follower without a sink was accepted")
+	}
+	dir := t.TempDir()
+	posFile := filepath.Join(dir, PositionsFile)
+	positions, err := OpenPositions(posFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fo, err := NewFollower(FollowConfig{Path: filepath.Join(dir, "later.log"), Positions: positions, Poll: 5 * time.Millisecond}, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(posFile); !os.IsNotExist(err) {
+		t.Fatalf("NewFollower wrote the positions file: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := fo.Run(ctx); err != nil {
+		t.Fatalf("Run on a file not there yet: %v", err)
+	}
+}
