@@ -196,7 +196,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 						return err
 					}
 				}
-				paths, err = writeCilium(out, cps, cfg.NamePrefix)
+				paths, err = enforcer.WriteCiliumDir(out, cps, cfg.NamePrefix)
 			} else {
 				paths, err = enforcer.WriteDir(out, res.Policies, cfg.NamePrefix)
 			}
@@ -763,28 +763,6 @@ func printTightening(ctx context.Context, g *globals, w io.Writer, current strin
 	}
 	fmt.Fprintf(w, "semantic diff: %d pairs/ports lose access (%d unobserved), %d gain it\n", sum.Losses, sum.UnobservedLossTotal(), sum.Gains)
 	return nil
-}
-
-// writeCilium writes CiliumNetworkPolicies as <namespace>/<workload>.yaml.
-func writeCilium(dir string, cps []enforcer.CiliumPolicy, prefix string) ([]string, error) {
-	var paths []string
-	for _, cp := range cps {
-		b, err := enforcer.MarshalCilium(cp)
-		if err != nil {
-			return nil, err
-		}
-		ns, _ := cp.Metadata["namespace"].(string)
-		name, _ := cp.Metadata["name"].(string)
-		rel := filepath.Join(ns, strings.TrimPrefix(name, prefix)+".yaml")
-		if err := os.MkdirAll(filepath.Join(dir, ns), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
-			return nil, err
-		}
-		paths = append(paths, rel)
-	}
-	return paths, nil
 }
 
 // recommendSummary is what recommend -o json|yaml prints.

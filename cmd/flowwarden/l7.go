@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,84 +32,64 @@ func (s *flowSource) eachFull(ctx context.Context, g *globals, fn func(*schema.F
 	})
 }
 
-// ciliumL7 adds the HTTP and DNS rules to the Cilium policies, proves them
-// against the observed requests and prints what each port got.
+// ciliumL7 adds the HTTP and DNS rules to the Cilium policies, proven
+// against the observed requests (enforcer.RecommendCiliumL7), and prints
+// what each port got.
 func ciliumL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, cps []enforcer.CiliumPolicy, cfg enforcer.L7Config, prefix string) error {
 	obs := enforcer.NewL7Observations()
 	if err := src.eachFull(ctx, g, obs.Add); err != nil {
 		return err
 	}
-	notes := enforcer.AddCiliumL7(cps, obs, cfg, prefix)
-	if bad := enforcer.ProveCiliumL7(cps, obs, prefix); len(bad) > 0 {
-		for _, b := range bad {
-			g.log.Error("generated L7 rules disagree with observed requests", "problem", b)
-		}
-		return fmt.Errorf("%d L7 checks failed: not written (a bug; please report it)", len(bad))
+	notes, err := enforcer.RecommendCiliumL7(cps, obs, cfg, prefix)
+	if err != nil {
+		logL7Proof(g, err, "generated L7 rules disagree with observed requests")
+		return err
 	}
-	for i, n := range notes {
-		if i > 0 && n == notes[i-1] {
-			continue // two rules of a policy on one port (other peers) get the same note
-		}
+	for _, n := range notes {
 		fmt.Fprintf(w, "  L7 %s\n", n)
 	}
 	return nil
 }
 
+// logL7Proof logs each problem of an *enforcer.L7ProofError.
+func logL7Proof(g *globals, err error, msg string) {
+	var proof *enforcer.L7ProofError
+	if errors.As(err, &proof) {
+		for _, b := range proof.Problems {
+			g.log.Error(msg, "problem", b)
+		}
+	}
+}
+
 // istioRecommend writes one ALLOW AuthorizationPolicy per workload from the
 // inbound requests the sidecars logged (proven against them first), and
 // PeerAuthentication STRICT for each namespace where nobody called in
-// plaintext; the other namespaces are listed with their plaintext callers.
+// plaintext (enforcer.RecommendIstio); the other namespaces are listed
+// with their plaintext callers.
 func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Writer, out string, cfg enforcer.L7Config, prefix, trustDomain string) error {
 	obs := enforcer.NewIstioObservations(trustDomain)
 	if err := src.eachFull(ctx, g, obs.Add); err != nil {
 		return err
 	}
-	if len(obs.Requests) == 0 {
-		return errors.New("no inbound HTTP requests from Istio/Envoy access logs with a known destination workload: ingest the sidecars' logs (serve --envoy-file) with Hubble's identities")
+	rec, err := enforcer.RecommendIstio(obs, cfg, prefix)
+	if err != nil {
+		logL7Proof(g, err, "generated AuthorizationPolicies disagree with observed requests")
+		return err
 	}
-	aps, skipped := obs.IstioPolicies(cfg, prefix)
-	if bad := obs.ProveIstio(aps); len(bad) > 0 {
-		for _, b := range bad {
-			g.log.Error("generated AuthorizationPolicies disagree with observed requests", "problem", b)
-		}
-		return fmt.Errorf("%d Istio checks failed: not written (a bug; please report it)", len(bad))
-	}
-	write := func(ns, file string, obj any) error {
-		b, err := enforcer.MarshalIstio(obj)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Join(out, ns), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(out, ns, file), b, 0o644)
-	}
-	for _, ap := range aps {
-		ns, _ := ap.Metadata["namespace"].(string)
-		name, _ := ap.Metadata["name"].(string)
-		if err := write(ns, strings.TrimPrefix(name, prefix)+".authz.yaml", ap); err != nil {
-			return err
-		}
+	if err := rec.WriteDir(out, prefix); err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "%d AuthorizationPolicies (ALLOW) from %d distinct inbound requests written to %s (every observed request allowed; unobserved methods, paths, callers and ports denied)\n",
-		len(aps), len(obs.Requests), out)
-	for _, s := range skipped {
+		len(rec.Policies), rec.Requests, out)
+	for _, s := range rec.Skipped {
 		fmt.Fprintf(w, "  no AuthorizationPolicy for %s: its pods' stable labels are unknown (an empty selector would cover the whole namespace)\n", s)
 	}
-	for _, r := range obs.Readiness() {
+	for _, r := range rec.Readiness {
 		if r.Ready() {
-			if err := write(r.Namespace, "peer-authentication.yaml", enforcer.StrictPeerAuthentication(r.Namespace)); err != nil {
-				return err
-			}
 			fmt.Fprintf(w, "  mTLS STRICT ready: %s (%d requests, all mutual TLS): PeerAuthentication written\n", r.Namespace, r.MTLS)
 			continue
 		}
-		callers := make([]string, 0, len(r.Plaintext))
-		for c, n := range r.Plaintext {
-			callers = append(callers, fmt.Sprintf("%s (%d)", c, n))
-		}
-		slices.Sort(callers)
-		fmt.Fprintf(w, "  mTLS STRICT would break %s: plaintext callers %s; no PeerAuthentication written\n", r.Namespace, strings.Join(callers, ", "))
+		fmt.Fprintf(w, "  mTLS STRICT would break %s: plaintext callers %s; no PeerAuthentication written\n", r.Namespace, strings.Join(r.PlaintextCallers(), ", "))
 	}
 	return nil
 }
