@@ -585,6 +585,10 @@ func (w *Writer) insertOnce(ctx context.Context, client **chgo.Client, cols *col
 			// Into a Distributed table (a cluster), return only when the
 			// shards have the rows: the spool may then let go of them.
 			chgo.SettingInt("distributed_foreground_insert", 1),
+			// The rollup views and the flows part are computed on
+			// separate threads: an insert's server time is otherwise their
+			// sum, on one core.
+			chgo.SettingInt("parallel_view_processing", 1),
 			{Key: "insert_deduplication_token", Value: cols.token(), Important: true},
 		},
 	})
