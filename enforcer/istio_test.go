@@ -135,7 +135,7 @@ func TestIstioOnPublishedEnvoyLines(t *testing.T) {
 				return nil
 			})
 			var stats ingest.Stats
-			if err := envoy.ReadFile(context.Background(), "../testdata/istio-envoy/"+file, enrich, sink, &stats); err != nil {
+			if err := envoy.ReadFile(context.Background(), "../testdata/istio-envoy/"+file, ingest.Enrich(enrich, sink), &stats); err != nil {
 				t.Fatal(err)
 			}
 			if len(obs.Requests) != 1 {

@@ -64,7 +64,7 @@ func TestJudgeL7IstioWrittenPolicies(t *testing.T) {
 	var flows []schema.Flow
 	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
 	var stats ingest.Stats
-	if err := envoy.ReadFile(context.Background(), "../testdata/istio-envoy/istio-json-accesslog-official-docs-transcribed.jsonl", enrich, sink, &stats); err != nil {
+	if err := envoy.ReadFile(context.Background(), "../testdata/istio-envoy/istio-json-accesslog-official-docs-transcribed.jsonl", ingest.Enrich(enrich, sink), &stats); err != nil {
 		t.Fatal(err)
 	}
 	obs := NewIstioObservations("")

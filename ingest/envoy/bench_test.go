@@ -113,7 +113,7 @@ func BenchmarkFollow(b *testing.B) {
 		}
 
 		t1 := time.Now()
-		if err := ReadFile(context.Background(), path, nil, sink, &ingest.Stats{}); err != nil {
+		if err := ReadFile(context.Background(), path, sink, &ingest.Stats{}); err != nil {
 			b.Fatal(err)
 		}
 		readAll += time.Since(t1)

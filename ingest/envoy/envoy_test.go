@@ -157,7 +157,7 @@ func TestMalformedLinesCounted(t *testing.T) {
 	var flows []schema.Flow
 	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
 	var stats ingest.Stats
-	if err := ReadLines(context.Background(), strings.NewReader(input), "mixed", nil, sink, &stats); err != nil {
+	if err := ReadLines(context.Background(), strings.NewReader(input), "mixed", sink, &stats); err != nil {
 		t.Fatal(err)
 	}
 	s := stats.Snapshot()
@@ -240,7 +240,7 @@ func TestReadErrorKeepsCompleteLines(t *testing.T) {
 	var n int
 	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { n += len(fs); return nil })
 	var stats ingest.Stats
-	err := ReadLines(context.Background(), &errAfter{data: data, err: boom}, "disk", nil, sink, &stats)
+	err := ReadLines(context.Background(), &errAfter{data: data, err: boom}, "disk", sink, &stats)
 	if !errors.Is(err, boom) {
 		t.Fatalf("error %v, want the read error", err)
 	}
@@ -267,7 +267,7 @@ func TestTimeWindow(t *testing.T) {
 	} {
 		var stats ingest.Stats
 		sink := ingest.SinkFunc(func(context.Context, ...schema.Flow) error { return nil })
-		if err := ReadLinesWindow(context.Background(), strings.NewReader(input), "w", c.window, nil, sink, &stats); err != nil {
+		if err := ReadLinesWindow(context.Background(), strings.NewReader(input), "w", c.window, sink, &stats); err != nil {
 			t.Fatal(err)
 		}
 		s := stats.Snapshot()
@@ -312,7 +312,7 @@ func TestTruncatedGzipKeepsCompleteLines(t *testing.T) {
 	var n int
 	sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { n += len(fs); return nil })
 	var stats ingest.Stats
-	if err := ReadFile(context.Background(), path, nil, sink, &stats); err == nil {
+	if err := ReadFile(context.Background(), path, sink, &stats); err == nil {
 		t.Fatal("no error for a truncated file")
 	}
 	if n != want {

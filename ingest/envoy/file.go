@@ -44,18 +44,16 @@ func RejectReason(err error) string {
 // ReasonCut counts the partial line a read error ended.
 const ReasonCut = "line cut by a read error"
 
-// Enricher fills in flow endpoints from elsewhere (the identity cache).
-type Enricher = ingest.Enricher
-
 // ReadLines reads access-log lines to the end, writing flows to sink. On a
 // read error the flows of the lines read before it are delivered first.
-func ReadLines(ctx context.Context, r io.Reader, name string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
-	return ReadLinesWindow(ctx, r, name, ingest.TimeWindow{}, enrich, sink, stats)
+// Identities come from the sink (ingest.Enrich over the identity cache).
+func ReadLines(ctx context.Context, r io.Reader, name string, sink ingest.Sink, stats *ingest.Stats) error {
+	return ReadLinesWindow(ctx, r, name, ingest.TimeWindow{}, sink, stats)
 }
 
 // ReadLinesWindow is ReadLines that rejects flows outside window (the zero
 // window refuses only flows more than ingest.DefaultMaxSkew in the future).
-func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window ingest.TimeWindow, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
+func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window ingest.TimeWindow, sink ingest.Sink, stats *ingest.Stats) error {
 	br := bufio.NewReaderSize(r, MaxLineBytes)
 	var p Parser
 	batch := make([]schema.Flow, 0, 256)
@@ -88,11 +86,7 @@ func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window inges
 			case perr != nil:
 				stats.Reject(RejectReason(perr), fmt.Sprintf("%s:%d: %v", name, lineNo, perr))
 			default:
-				f := ToFlow(&a)
-				if enrich != nil {
-					enrich.Enrich(&f)
-				}
-				batch = append(batch, f)
+				batch = append(batch, ToFlow(&a))
 				if len(batch) == cap(batch) {
 					if err := flush(); err != nil {
 						return err
@@ -116,14 +110,14 @@ func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window inges
 // ReadFile reads one access-log file to the end ("-": standard input; gzip
 // when the name ends in .gz). A file that cannot be read to its end (a
 // truncated .gz) has the flows of its complete lines delivered first.
-func ReadFile(ctx context.Context, path string, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
-	return ReadFileWindow(ctx, path, ingest.TimeWindow{}, enrich, sink, stats)
+func ReadFile(ctx context.Context, path string, sink ingest.Sink, stats *ingest.Stats) error {
+	return ReadFileWindow(ctx, path, ingest.TimeWindow{}, sink, stats)
 }
 
 // ReadFileWindow is ReadFile that rejects flows outside window.
-func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, enrich Enricher, sink ingest.Sink, stats *ingest.Stats) error {
+func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, sink ingest.Sink, stats *ingest.Stats) error {
 	if path == "-" {
-		return ReadLinesWindow(ctx, os.Stdin, "stdin", window, enrich, sink, stats)
+		return ReadLinesWindow(ctx, os.Stdin, "stdin", window, sink, stats)
 	}
 	f, err := ingest.OpenFile(ctx, path)
 	if err != nil {
@@ -139,5 +133,5 @@ func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, 
 		defer gz.Close()
 		r = gz
 	}
-	return ReadLinesWindow(ctx, r, path, window, enrich, sink, stats)
+	return ReadLinesWindow(ctx, r, path, window, sink, stats)
 }

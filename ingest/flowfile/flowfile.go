@@ -257,20 +257,19 @@ func Read(ctx context.Context, f File, opt Options, identities *ingest.IdentityC
 		defer r.Close()
 		return hubble.ReadLines(ctx, r, f.Path, sink, stats)
 	case Envoy:
-		var enrich envoy.Enricher
 		if identities != nil {
-			enrich = identities
+			sink = ingest.Enrich(identities, sink)
 		}
 		if f.Path == "-" || !regular(f.Path) {
 			// Standard input, or a named pipe (opened so that ctx ends the wait).
-			return envoy.ReadFileWindow(ctx, f.Path, opt.Window, enrich, sink, stats)
+			return envoy.ReadFileWindow(ctx, f.Path, opt.Window, sink, stats)
 		}
 		r, err := open(f.Path)
 		if err != nil {
 			return fmt.Errorf("open access log: %w", err)
 		}
 		defer r.Close()
-		return envoy.ReadLinesWindow(ctx, r, f.Path, opt.Window, enrich, sink, stats)
+		return envoy.ReadLinesWindow(ctx, r, f.Path, opt.Window, sink, stats)
 	}
 	return fmt.Errorf("%s: unknown kind of file (run Check first)", f.Path)
 }

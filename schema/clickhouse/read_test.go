@@ -47,7 +47,7 @@ func TestEachFlowReadsBackWhatWasWritten(t *testing.T) {
 	for _, f := range logs {
 		var stats ingest.Stats
 		sink := ingest.SinkFunc(func(_ context.Context, fs ...schema.Flow) error { flows = append(flows, fs...); return nil })
-		if err := envoy.ReadFile(ctx, f, nil, sink, &stats); err != nil {
+		if err := envoy.ReadFile(ctx, f, sink, &stats); err != nil {
 			t.Fatal(err)
 		}
 	}
