@@ -93,6 +93,8 @@ func strict(t *testing.T, doc []byte) any {
 		obj = &appsv1.Deployment{}
 	case "apps/v1/DaemonSet":
 		obj = &appsv1.DaemonSet{}
+	case "apps/v1/StatefulSet":
+		obj = &appsv1.StatefulSet{}
 	case "rbac.authorization.k8s.io/v1/ClusterRole":
 		obj = &rbacv1.ClusterRole{}
 	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
@@ -424,6 +426,8 @@ func checkPodSecurity(t *testing.T, evaluator policy.Evaluator, docs [][]byte, s
 			pods = append(pods, pod{"Deployment", o.Name, o.Namespace, o.Spec.Template})
 		case *appsv1.DaemonSet:
 			pods = append(pods, pod{"DaemonSet", o.Name, o.Namespace, o.Spec.Template})
+		case *appsv1.StatefulSet:
+			pods = append(pods, pod{"StatefulSet", o.Name, o.Namespace, o.Spec.Template})
 		}
 	}
 	for _, p := range pods {

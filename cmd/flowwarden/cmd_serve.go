@@ -57,6 +57,7 @@ type serveOptions struct {
 	restoreHostFW bool
 	host          hostSources
 	envoyFiles    []string
+	shardIn       string
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -116,6 +117,9 @@ func (o *serveOptions) run(ctx context.Context, g *globals) (err error) {
 	}
 	if o.httpCfg.BearerToken, err = readToken(o.tokenFile); err != nil {
 		return err
+	}
+	if o.obsCfg.Shard, err = hubble.ParseShard(o.shardIn); err != nil {
+		return fmt.Errorf("--shard: %w", err)
 	}
 	if o.sinceIn != "" {
 		if o.obsCfg.Since, err = parseWhen(o.sinceIn, time.Now(), "--hubble-since"); err != nil {
@@ -205,11 +209,15 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 	// open the listen address.
 	plan.startSources = func(ctx context.Context) error {
 		if o.resume {
-			at, keys, err := w.ResumePoint(ctx, st.Conn, "hubble")
+			var owns func(string) bool // this replica's share (--shard)
+			if obsCfg.Shard.Sharded() {
+				owns = obsCfg.Shard.Owns
+			}
+			at, until, keys, err := w.ResumePointOf(ctx, st.Conn, "hubble", owns)
 			if err != nil {
 				return err
 			}
-			if at.After(obsCfg.Since) && obs.Resume(at, keys) {
+			if at.After(obsCfg.Since) && obs.ResumeThrough(at, until, keys) {
 				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", at, "already_held_at_that_time", len(keys))
 			}
 		}
@@ -464,6 +472,8 @@ func (o *serveOptions) flags(f *pflag.FlagSet) {
 	o.host.flags(f)
 	addTLSFlags(f, "hubble-", &o.obsCfg.TLS, false)
 	f.StringVar(&o.sinceIn, "hubble-since", "", "on first start, also fetch flows this far back (1h, 2d) or from this time (RFC 3339)")
+	f.StringVar(&o.shardIn, "shard", "", "i/N: this replica takes share i (0..N-1) of the Hubble flows, selected by GetFlows filters that Relay applies: the flows opened from namespaces that hash to it (FNV-1a) for i >= 1, flows opened outside any namespace for 0; N replicas with 0/N..N-1/N store every flow once (default: all, as 0/1); i may be a StatefulSet pod name (its ordinal)")
+	f.DurationVar(&o.obsCfg.ShardRefresh, "shard-refresh", hubble.DefaultShardRefresh, "with --shard: how often the namespaces are listed from Relay; a change subscribes again from the resume point")
 	f.BoolVar(&o.resume, "resume", true, "resume after the newest Hubble flow already stored (unless it is beyond --max-clock-skew)")
 	f.DurationVar(&o.obsCfg.Window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock, and never resume after such a time (negative: no limit)")
 	f.DurationVar(&o.obsCfg.Window.MaxAge, "max-flow-age", 0, "reject live flows older than this (0: none; a replayed recording keeps its old times)")

@@ -40,6 +40,11 @@ type ObserverConfig struct {
 	// further ahead than its skew (or, with MaxAge, older) are rejected
 	// and counted, and a resume point beyond now + skew is not used.
 	Window ingest.TimeWindow
+	// Shard, when it is one of several (serve --shard i/N), subscribes to
+	// this replica's share only, listing the namespaces every ShardRefresh
+	// (default 30 s); see shard.go.
+	Shard        Shard
+	ShardRefresh time.Duration
 }
 
 func (c *ObserverConfig) validate() error {
@@ -83,7 +88,8 @@ type Observer struct {
 	streamErr atomic.Pointer[string]
 	// resumeKeys are the FlowKeys of flows at last that were stored before
 	// this process started (see Resume).
-	resumeKeys map[string]int
+	resumeKeys  map[string]int
+	resumeUntil time.Time // the newest time among resumeKeys
 }
 
 // NewObserver validates the config; it does no I/O.
@@ -108,12 +114,23 @@ func NewObserver(cfg ObserverConfig, sink ingest.Sink, stats *ingest.Stats, log 
 // used: the stream starts where the config says (Since, or live), and
 // Resume reports false.
 func (o *Observer) Resume(since time.Time, keys []string) bool {
+	return o.ResumeThrough(since, since, keys)
+}
+
+// ResumeThrough is Resume with the stored keys spread from since through
+// until: a sharded replica (see Shard) resumes after the newest flow surely
+// of its share, and drops the flows from then on that are already stored.
+func (o *Observer) ResumeThrough(since, until time.Time, keys []string) bool {
 	if latest := o.cfg.Window.Latest(); !latest.IsZero() && since.After(latest) {
 		o.log.Warn("the newest durable flow is in the future; not resuming after it (flows since then that the stream no longer holds are not recovered)",
 			"newest_durable", since, "latest_accepted", latest, "start", o.cfg.Since)
 		return false
 	}
 	o.last = since
+	o.resumeUntil = since
+	if until.After(since) {
+		o.resumeUntil = until
+	}
 	o.resumeKeys = map[string]int{}
 	for _, k := range keys {
 		o.resumeKeys[k]++
@@ -161,6 +178,9 @@ func (o *Observer) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	client := observer.NewObserverClient(conn)
+	if o.cfg.Shard.Sharded() {
+		client = newShardClient(client, o.cfg.Shard, o.cfg.ShardRefresh, o.log)
+	}
 	backoff := o.cfg.MinBackoff
 	for {
 		received, err := o.stream(ctx, client)
@@ -206,7 +226,7 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 	// those the sink took before are dropped once each.
 	since := o.last
 	repeats := append([]schema.Flow(nil), o.atLast...)
-	stored := maps.Clone(o.resumeKeys)
+	stored, storedUntil := maps.Clone(o.resumeKeys), o.resumeUntil
 	o.log.Info("streaming flows", "since", since)
 
 	// Receive and convert in a goroutine, so that a partial batch can be
@@ -295,6 +315,8 @@ func (o *Observer) stream(ctx context.Context, client observer.ObserverClient) (
 					o.stats.Skip()
 					continue
 				}
+			}
+			if len(stored) > 0 && !rec.Time.After(storedUntil) {
 				if k := schema.FlowKey(&rec); stored[k] > 0 {
 					stored[k]--
 					o.stats.Skip()
@@ -328,8 +350,10 @@ func (o *Observer) accepted(batch []schema.Flow) {
 		o.last = newest
 		o.lastSeen.Store(newest.UnixNano())
 		o.atLast = o.atLast[:0]
-		// Flows stored before this process started are all older now.
-		o.resumeKeys = nil
+		if newest.After(o.resumeUntil) {
+			// Flows stored before this process started are all older now.
+			o.resumeKeys = nil
+		}
 	}
 	for i := range batch {
 		if batch[i].Time.Equal(o.last) {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -736,48 +734,8 @@ func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name s
 // identities (FlowKey) of the flows already held at exactly that time, which
 // the source will send again and must drop.
 func (w *Writer) ResumePoint(ctx context.Context, conn driver.Conn, source string) (time.Time, []string, error) {
-	if err := w.Open(); err != nil {
-		return time.Time{}, nil, err
-	}
-	stored, err := LastFlowTime(ctx, conn, source)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	last := stored
-	if sp := w.SpooledUntil(); sp.After(last) {
-		last = sp
-	}
-	if last.IsZero() {
-		return last, nil, nil
-	}
-	var keys []string
-	if last.Equal(stored) {
-		rows, err := conn.Query(ctx, `SELECT time, node, verdict, is_reply, protocol, src_ip, dst_ip, src_port, dst_port
-			FROM flows WHERE source = ? AND toUnixTimestamp64Nano(time) = ?`, source, last.UnixNano())
-		if err != nil {
-			return time.Time{}, nil, fmt.Errorf("flows at the resume point: %w", err)
-		}
-		for rows.Next() {
-			var f schema.Flow
-			var verdict string
-			var src, dst net.IP
-			if err := rows.Scan(&f.Time, &f.Node, &verdict, &f.IsReply, &f.Protocol, &src, &dst, &f.SrcPort, &f.DstPort); err != nil {
-				rows.Close()
-				return time.Time{}, nil, err
-			}
-			f.Verdict = schema.Verdict(verdict)
-			f.SrcIP, _ = netip.AddrFromSlice(src)
-			f.DstIP, _ = netip.AddrFromSlice(dst)
-			keys = append(keys, schema.FlowKey(&f))
-		}
-		rows.Close()
-	}
-	if w.spool != nil {
-		for _, f := range w.spool.flowsAt(last) {
-			keys = append(keys, schema.FlowKey(&f))
-		}
-	}
-	return last, keys, nil
+	since, _, keys, err := w.ResumePointOf(ctx, conn, source, nil)
+	return since, keys, err
 }
 
 // WriteAll stores flows through a Writer of its own (default
