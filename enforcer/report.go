@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -228,6 +230,46 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 	r.SVG = template.HTML(ServiceGraphSVG(b.Graph, b.Denied))
 	r.Map = template.HTML(ServiceMapHTML(b.Graph, b.Denied, GroupAbove))
 	return r, nil
+}
+
+// ReportFiles are the files WriteDir writes.
+var ReportFiles = []string{"report.md", "report.html", "service-graph.svg", "report.json"}
+
+// WriteDir writes the report into dir (made if missing): report.md,
+// report.html (self-contained), service-graph.svg and report.json.
+func (r *Report) WriteDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var md, page, js strings.Builder
+	if err := r.WriteMarkdown(&md); err != nil {
+		return err
+	}
+	if err := r.WriteHTML(&page); err != nil {
+		return err
+	}
+	if err := r.WriteJSON(&js); err != nil {
+		return err
+	}
+	for i, content := range []string{md.String(), page.String(), string(r.SVG), js.String()} {
+		if err := os.WriteFile(filepath.Join(dir, ReportFiles[i]), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnusedRules counts the rules in force, NetworkPolicy rules and host
+// firewall rules, that carried no observed traffic.
+func (r *Report) UnusedRules() int {
+	n := 0
+	for _, ns := range r.Namespaces {
+		n += len(ns.Unused)
+	}
+	for _, h := range r.Hosts {
+		n += len(h.Unused)
+	}
+	return n
 }
 
 // WriteJSON writes every figure of the report as one JSON document

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -149,5 +150,45 @@ func TestSemanticDiffDoesNotDependOnFlowOrder(t *testing.T) {
 		} else if got != first {
 			t.Fatalf("seed %d: the diff differs from the first order's", seed)
 		}
+	}
+}
+
+// TestReportWriteDir: the report's four files hold what its writers write,
+// and UnusedRules counts the unused NetworkPolicy rules (the bookinfo
+// policies in force have two) and host firewall rules (one of two).
+func TestReportWriteDir(t *testing.T) {
+	flows := sampleFlows(t)
+	inForce, err := LoadDir("../testdata/netpol/current")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewReportBuilder()
+	for i := range flows {
+		b.Add(&flows[i])
+	}
+	b.AddHostRules([]HostRule{{Node: "node-1", Rule: "ssh", Handle: 7, Packets: 12}, {Node: "node-1", Rule: "old", Handle: 8}})
+	r, err := b.Build(inForce, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.UnusedRules(); n != 3 {
+		t.Errorf("%d unused rules, want 2 NetworkPolicy rules and 1 host rule", n)
+	}
+	dir := filepath.Join(t.TempDir(), "new", "report")
+	if err := r.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	var md, page, js strings.Builder
+	_ = r.WriteMarkdown(&md)
+	_ = r.WriteHTML(&page)
+	_ = r.WriteJSON(&js)
+	for name, want := range map[string]string{"report.md": md.String(), "report.html": page.String(), "service-graph.svg": string(r.SVG), "report.json": js.String()} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(got) != want || len(want) == 0 {
+			t.Errorf("%s: %d bytes (%v), want the %d its writer writes", name, len(got), err, len(want))
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != len(ReportFiles) {
+		t.Errorf("%d files in the report directory, want %v", len(entries), ReportFiles)
 	}
 }

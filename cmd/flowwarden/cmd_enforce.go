@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -630,35 +629,13 @@ of the report, "blast_radius" included) into --out.`,
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
+			if err := r.WriteDir(out); err != nil {
 				return err
-			}
-			var md, page strings.Builder
-			if err := r.WriteMarkdown(&md); err != nil {
-				return err
-			}
-			if err := r.WriteHTML(&page); err != nil {
-				return err
-			}
-			var js strings.Builder
-			if err := r.WriteJSON(&js); err != nil {
-				return err
-			}
-			for name, content := range map[string]string{"report.md": md.String(), "report.html": page.String(), "service-graph.svg": string(r.SVG), "report.json": js.String()} {
-				if err := os.WriteFile(filepath.Join(out, name), []byte(content), 0o644); err != nil {
-					return err
-				}
 			}
 			if err := reportL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies, out); err != nil {
 				return err
 			}
-			unused := 0
-			for _, n := range r.Namespaces {
-				unused += len(n.Unused)
-			}
-			for _, h := range r.Hosts {
-				unused += len(h.Unused)
-			}
+			unused := r.UnusedRules()
 			if output.value != "table" {
 				return output.print(cmd.OutOrStdout(), reportSummary{Out: out, ObservedFrom: r.From, ObservedTo: r.To, Namespaces: len(r.Namespaces), Hosts: len(r.Hosts), UnusedRules: unused,
 					BlastRadiusBefore: r.BlastRadiusBefore, BlastRadiusAfter: r.BlastRadiusAfter, BlastRadiusReductionPercent: r.BlastRadiusReduction}, nil)
