@@ -94,6 +94,15 @@ func (s Shard) Owns(ns string) bool { return !s.Sharded() || ShardOf(ns, s.Count
 // not subscribe then, since an empty whitelist selects everything. The
 // single replica (N=1) has no filter.
 func (s Shard) Filters(known []string) (whitelist, blacklist []*flowpb.FlowFilter, ok bool) {
+	return s.filters(known, nil)
+}
+
+// filters is Filters where a namespace that is not settled yet (just
+// listed) is taken by its owner but not yet given up by the others, so that
+// the handover of a new namespace overlaps (its flows are taken twice for a
+// while) rather than leaves a gap: the replicas list the namespaces each on
+// its own clock. settled nil: all are.
+func (s Shard) filters(known []string, settled func(ns string) bool) (whitelist, blacklist []*flowpb.FlowFilter, ok bool) {
 	if !s.Sharded() {
 		return nil, nil, true
 	}
@@ -108,11 +117,15 @@ func (s Shard) Filters(known []string) (whitelist, blacklist []*flowpb.FlowFilte
 		}
 		return out
 	}
+	given := known // the namespaces the others take, given up here
+	if settled != nil {
+		given = slices.DeleteFunc(slices.Clone(known), func(ns string) bool { return !settled(ns) })
+	}
 	if s.Index == 0 {
-		if len(known) == 0 {
+		if len(given) == 0 {
 			return nil, nil, true
 		}
-		all := pods(known)
+		all := pods(given)
 		return nil, []*flowpb.FlowFilter{
 			{SourcePod: all},
 			{DestinationPod: all, Reply: []bool{true}},
@@ -122,7 +135,10 @@ func (s Shard) Filters(known []string) (whitelist, blacklist []*flowpb.FlowFilte
 	for _, ns := range known {
 		if ShardOf(ns, s.Count) == s.Index {
 			mine = append(mine, ns)
-		} else {
+		}
+	}
+	for _, ns := range given {
+		if ShardOf(ns, s.Count) != s.Index {
 			others = append(others, ns)
 		}
 	}
@@ -155,16 +171,23 @@ type shardClient struct {
 	refresh time.Duration
 	log     *slog.Logger
 
+	now   func() time.Time
 	mu    sync.Mutex
-	known map[string]bool // every namespace listed so far: a namespace Relay forgets keeps its owner
+	known map[string]time.Time // every namespace listed so far (a namespace Relay forgets keeps its owner), and when first (zero: at the first listing)
+	once  bool                 // listed once
 }
 
 func newShardClient(c observer.ObserverClient, s Shard, refresh time.Duration, log *slog.Logger) *shardClient {
 	if refresh <= 0 {
 		refresh = DefaultShardRefresh
 	}
-	return &shardClient{ObserverClient: c, shard: s, refresh: refresh, log: log.With("shard", s.String()), known: map[string]bool{}}
+	return &shardClient{ObserverClient: c, shard: s, refresh: refresh, log: log.With("shard", s.String()), now: time.Now, known: map[string]time.Time{}}
 }
+
+// settleAfter is how long a namespace listed after the first listing is
+// taken by its owner before the other replicas give it up: long enough for
+// every replica to list it (each lists every refresh).
+func (c *shardClient) settleAfter() time.Duration { return 2 * c.refresh }
 
 // list adds the namespaces the server lists now to those known, and returns
 // the filters for them.
@@ -175,17 +198,29 @@ func (c *shardClient) list(ctx context.Context) (shardSelection, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.now()
 	for _, ns := range resp.GetNamespaces() {
 		if n := ns.GetNamespace(); n != "" {
-			c.known[n] = true
+			if _, seen := c.known[n]; !seen {
+				first := now
+				if !c.once {
+					first = time.Time{}
+				}
+				c.known[n] = first
+			}
 		}
 	}
+	c.once = true
 	known := make([]string, 0, len(c.known))
 	for ns := range c.known {
 		known = append(known, ns)
 	}
+	settled := func(ns string) bool {
+		first := c.known[ns]
+		return first.IsZero() || now.Sub(first) >= c.settleAfter()
+	}
 	var sel shardSelection
-	sel.whitelist, sel.blacklist, sel.ok = c.shard.Filters(known)
+	sel.whitelist, sel.blacklist, sel.ok = c.shard.filters(known, settled)
 	sel.namespaces = len(known)
 	return sel, nil
 }

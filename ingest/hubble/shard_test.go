@@ -2,12 +2,18 @@ package hubble
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
 )
 
 func TestParseShard(t *testing.T) {
@@ -51,8 +57,15 @@ func TestShardOf(t *testing.T) {
 	if ShardOf("", 4) != 0 || ShardOf("bookinfo", 1) != 0 {
 		t.Fatal("the empty namespace and N=1 belong to shard 0")
 	}
-	// FNV-1a 32 of "bookinfo" is 0x6a1b4c8e (documented in the README's
-	// example): with N=3 it belongs to 1 + h mod 2.
+	// Pinned, so that replicas of different versions agree: FNV-1a-32("a")
+	// is 0xe40c292c (the published test vector), even, so with N=3 "a"
+	// belongs to 1 + 0.
+	if got := ShardOf("a", 3); got != 1 {
+		t.Errorf("ShardOf(a, 3) = %d, want 1", got)
+	}
+	if got := ShardOf("a", 4); got != 1+0xe40c292c%3 {
+		t.Errorf("ShardOf(a, 4) = %d, want %d", got, 1+0xe40c292c%3)
+	}
 	seen := map[int]bool{}
 	for _, ns := range []string{"bookinfo", "kube-system", "istio-system", "jaeger", "tenant-a", "default", "monitoring"} {
 		i := ShardOf(ns, 4)
@@ -179,5 +192,139 @@ func TestShardFiltersSelectNothing(t *testing.T) {
 	}
 	if w, b, ok := (Shard{0, 3}).Filters(nil); w != nil || b != nil || !ok {
 		t.Errorf("shard 0 with no namespace known: %v %v %v; want every flow", w, b, ok)
+	}
+}
+
+// fakeObserver lists namespaces the test sets and records GetFlows
+// requests; its streams end only when their context does.
+type fakeObserver struct {
+	observer.ObserverClient
+	mu         sync.Mutex
+	namespaces []string
+	requests   chan *observer.GetFlowsRequest
+}
+
+func (f *fakeObserver) set(nss ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.namespaces = nss
+}
+
+func (f *fakeObserver) GetNamespaces(context.Context, *observer.GetNamespacesRequest, ...grpc.CallOption) (*observer.GetNamespacesResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := &observer.GetNamespacesResponse{}
+	for _, ns := range f.namespaces {
+		out.Namespaces = append(out.Namespaces, &observer.Namespace{Namespace: ns})
+	}
+	return out, nil
+}
+
+func (f *fakeObserver) GetFlows(ctx context.Context, req *observer.GetFlowsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[observer.GetFlowsResponse], error) {
+	f.requests <- req
+	return &fakeStream{ctx: ctx}, nil
+}
+
+type fakeStream struct {
+	grpc.ClientStream
+	ctx context.Context
+}
+
+func (s *fakeStream) Recv() (*observer.GetFlowsResponse, error) {
+	<-s.ctx.Done()
+	return nil, s.ctx.Err()
+}
+
+// namespacesOf finds n namespace names that shard i of count owns.
+func namespacesOf(t *testing.T, i, count, n int) []string {
+	t.Helper()
+	var out []string
+	for k := 0; len(out) < n && k < 1000; k++ {
+		if ns := fmt.Sprintf("ns-%d", k); ShardOf(ns, count) == i {
+			out = append(out, ns)
+		}
+	}
+	if len(out) < n {
+		t.Fatalf("no %d namespaces of shard %d/%d", n, i, count)
+	}
+	return out
+}
+
+func podsIn(ffs []*flowpb.FlowFilter) []string {
+	var out []string
+	for _, ff := range ffs {
+		out = append(out, ff.GetSourcePod()...)
+		out = append(out, ff.GetDestinationPod()...)
+	}
+	return out
+}
+
+// TestShardClientFollowsNewNamespaces: a namespace listed later ends the
+// stream of the replica that owns it, which subscribes again with it; the
+// other replicas give it up only once it has settled (two refreshes), so
+// its flows are taken twice for a while rather than by nobody.
+func TestShardClientFollowsNewNamespaces(t *testing.T) {
+	const n = 3
+	one, two := namespacesOf(t, 1, n, 2), namespacesOf(t, 2, n, 2)
+	fake := &fakeObserver{requests: make(chan *observer.GetFlowsRequest, 10)}
+	fake.set(one[0], two[0])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	owner := newShardClient(fake, Shard{1, n}, 20*time.Millisecond, slog.Default())
+	st, err := owner.GetFlows(ctx, &observer.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := <-fake.requests
+	if got := podsIn(req.GetWhitelist()); !slices.Contains(got, one[0]+"/") || slices.Contains(got, two[0]+"/") {
+		t.Fatalf("shard 1 whitelists %v; want %s/ and not %s/", got, one[0], two[0])
+	}
+	if !req.GetFollow() {
+		t.Error("the shard's request lost the observer's own fields")
+	}
+	fake.set(one[0], two[0], one[1])
+	done := make(chan error, 1)
+	go func() { _, err := st.Recv(); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the stream ended without an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a namespace of this shard was listed and the stream went on")
+	}
+	if _, err := owner.GetFlows(ctx, &observer.GetFlowsRequest{Follow: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := podsIn((<-fake.requests).GetWhitelist()); !slices.Contains(got, one[1]+"/") {
+		t.Fatalf("subscribed again with %v; want %s/ too", got, one[1])
+	}
+
+	// Shard 0 takes a new namespace of shard 2 until it has settled.
+	clock := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	zero := newShardClient(fake, Shard{0, n}, time.Minute, slog.Default())
+	zero.now = func() time.Time { return clock }
+	sel, err := zero.list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := podsIn(sel.blacklist); !slices.Contains(got, one[0]+"/") || !slices.Contains(got, one[1]+"/") {
+		t.Fatalf("shard 0 at its first listing blacklists %v; want every listed namespace", got)
+	}
+	fake.set(one[0], two[0], one[1], two[1])
+	clock = clock.Add(time.Minute)
+	if sel, err = zero.list(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := podsIn(sel.blacklist); slices.Contains(got, two[1]+"/") {
+		t.Fatalf("shard 0 gave up %s at once (%v): a gap until shard 2 lists it", two[1], got)
+	}
+	clock = clock.Add(2 * time.Minute)
+	if sel, err = zero.list(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := podsIn(sel.blacklist); !slices.Contains(got, two[1]+"/") {
+		t.Fatalf("shard 0 still takes %s two refreshes after it was listed (%v)", two[1], got)
 	}
 }
