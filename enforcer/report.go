@@ -209,7 +209,8 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 		if b.Config != nil {
 			cfg = *b.Config
 		}
-		rec, err := Generate(b.Graph, cfg)
+		// The recommended policies are recommend's: generated and proven.
+		rec, err := Recommend(b.Graph, cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -567,9 +567,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 	f.StringVar(&tokenFile, "github-token-file", "", "file holding the GitHub token (default: $GITHUB_TOKEN)")
 	f.StringVar(&gh.API, "github-api", "https://api.github.com", "GitHub REST API base URL")
 	f.StringVar(&gh.Remote, "git-remote", "origin", "git remote to push the branch to")
-	f.Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
-	f.StringVar(&cfg.MonitoringNamespace, "monitoring-namespace", "", "namespace of the metrics scraper allowed into every workload")
-	f.StringToStringVar(&cfg.MonitoringLabels, "monitoring-labels", nil, "pod labels of the metrics scraper (k=v,...)")
+	policyFlags(f, &cfg)
 	host.flags(cmd, true)
 	f.StringVar(&nftFile, "nft-file", "", "--host: also write the ruleset as an nft -f file here")
 	f.StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\": the PR body states the blast radius reduction against them (default: none in force)")
@@ -582,6 +580,7 @@ func newReportCommand(g *globals) *cobra.Command {
 		policies string
 		out      string
 		output   outputFlag
+		cfg      = enforcer.DefaultConfig()
 	)
 	cmd := &cobra.Command{
 		Use:   "report (--since D|TIME [--until D|TIME] | FILE... | --hubble-file F...) --policies DIR --out DIR",
@@ -612,6 +611,7 @@ of the report, "blast_radius" included) into --out.`,
 				}
 			}
 			b := enforcer.NewReportBuilder()
+			b.Config = &cfg
 			if err := src.eachGroup(cmd.Context(), g, b.AddGroup); err != nil {
 				return err
 			}
@@ -651,6 +651,7 @@ of the report, "blast_radius" included) into --out.`,
 	cmd.Flags().StringVar(&policies, "policies", "", "the NetworkPolicies in force: a directory, or \"cluster\" to list them from the API server")
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html, service-graph.svg and report.json")
 	output.register(cmd, "table", "table", "json", "yaml")
+	policyFlags(cmd.Flags(), &cfg) // the recommended policies of the blast radius are recommend's
 	return cmd
 }
 
@@ -787,8 +788,9 @@ type enforceSummary struct {
 	Body        string   `json:"body"`
 }
 
-// policyFlags registers the generator's flags, the same for recommend and
-// for serve's page, so both recommend the same policies from the same flows.
+// policyFlags registers the generator's flags, the same for recommend,
+// enforce, report and serve's page, so all recommend the same policies from
+// the same flows.
 func policyFlags(f *pflag.FlagSet, cfg *enforcer.Config) {
 	f.Uint64Var(&cfg.MinFlows, "min-flows", cfg.MinFlows, "flows an edge needs before it is allowed")
 	f.IntVar(&cfg.MaxPrefixV4, "max-prefix-v4", cfg.MaxPrefixV4, "never aggregate IPv4 destinations wider than this prefix length")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"html"
 	"io"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +139,48 @@ func equalMaps(a, b map[string]string) bool {
 // webuiConfig is a page whose window holds every recorded flow.
 func webuiConfig(last time.Time) webui.Config {
 	return webui.Config{Now: func() time.Time { return last.Add(time.Second) }, Window: webuiConfigWindow()}
+}
+
+// TestReportRecommendsWhatRecommendWrites: the quarterly report's "after"
+// blast radius is that of the policies recommend writes for the same flows
+// and generator flags (generated and proven, not the defaults).
+func TestReportRecommendsWhatRecommendWrites(t *testing.T) {
+	files, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
+	after := regexp.MustCompile(`→ (\d+) workload pairs`)
+	seen := map[string]bool{}
+	for _, flags := range [][]string{{}, {"--min-flows", "20"}} {
+		args := append([]string{"--log-level", "warn", "-o", "json"}, files...)
+		args = append(args, flags...)
+		out, err := run(t, append([]string{"recommend", "--out", t.TempDir()}, args...)...)
+		if err != nil {
+			t.Fatalf("recommend %v: %v\n%s", flags, err, out)
+		}
+		var rec struct {
+			BlastRadius string `json:"blast_radius"`
+		}
+		if err := json.Unmarshal([]byte(out), &rec); err != nil {
+			t.Fatalf("recommend -o json: %v\n%s", err, out)
+		}
+		m := after.FindStringSubmatch(rec.BlastRadius)
+		if m == nil {
+			t.Fatalf("recommend's blast radius %q names no count", rec.BlastRadius)
+		}
+		out, err = run(t, append([]string{"report", "--out", t.TempDir()}, args...)...)
+		if err != nil {
+			t.Fatalf("report %v: %v\n%s", flags, err, out)
+		}
+		var rep struct {
+			After int `json:"blast_radius_after"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("report -o json: %v\n%s", err, out)
+		}
+		if strconv.Itoa(rep.After) != m[1] {
+			t.Errorf("flags %v: report's blast radius after is %d, recommend's %s", flags, rep.After, m[1])
+		}
+		seen[m[1]] = true
+	}
+	if len(seen) != 2 {
+		t.Fatal("--min-flows 20 changed nothing: pick flows where it drops an edge")
+	}
 }
