@@ -32,7 +32,8 @@ import (
 // its own by appendFlows so that a damaged record can be skipped without
 // losing the records after it). Segments of earlier versions (records with
 // gob payloads, segmentMagicGob; records without DNSQType, segmentMagicV3;
-// or, before checksums, a bare gob stream) are still read.
+// labels inline in every endpoint, segmentMagicV4; or, before checksums, a
+// bare gob stream) are still read.
 //
 // A failed write, seal or directory sync never leaves the spool stuck: the
 // segment being written is set aside (cut back to its last whole record)
@@ -116,9 +117,12 @@ const (
 	segmentSuffix = ".seg"
 	// segmentMagic opens every segment written now: checksummed records
 	// whose payload is appendFlows' encoding.
-	segmentMagic = "FWSPOOL4"
-	// segmentMagicV3 opened segments whose records end before DNSQType;
-	// they are still read.
+	segmentMagic = "FWSPOOL5"
+	// segmentMagicV4 opened segments whose endpoints carry their labels
+	// inline, not once per record; they are still read.
+	segmentMagicV4 = "FWSPOOL4"
+	// segmentMagicV3 opened segments whose records end before DNSQType
+	// (and carry labels inline); they are still read.
 	segmentMagicV3 = "FWSPOOL3"
 	// segmentMagicGob opened the checksummed segments of earlier versions,
 	// whose record payloads were gob streams; they are still read.
@@ -507,7 +511,8 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 	}
 	gobRecords := bytes.HasPrefix(raw, []byte(segmentMagicGob))
 	v3 := bytes.HasPrefix(raw, []byte(segmentMagicV3))
-	if !gobRecords && !v3 && !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
+	v4 := bytes.HasPrefix(raw, []byte(segmentMagicV4))
+	if !gobRecords && !v3 && !v4 && !bytes.HasPrefix(raw, []byte(segmentMagic)) && !bytes.HasPrefix([]byte(segmentMagic), raw) {
 		dmg.Legacy = true
 		flows, err := readLegacySegment(raw)
 		if err != nil {
@@ -517,7 +522,7 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 	}
 	data := raw[min(len(raw), len(segmentMagic)):]
 	var out []schema.Flow
-	dec := flowDecoder{v3: v3}
+	dec := flowDecoder{v3: v3, inlineLabels: v3 || v4}
 	pos := 0
 	for pos < len(data) {
 		rest := data[pos:]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"reflect"
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema"
@@ -18,12 +19,24 @@ import (
 // record (each record must decode on its own) and walks the struct by
 // reflection. A field added to schema.Flow must be added here too;
 // TestSpoolCodecRoundTrip fills every field by reflection and fails otherwise.
+//
+// Label sets are written once per record (segmentMagic, FWSPOOL5): the
+// sources share one map per distinct label list, so a record of 4,096
+// flows holds a few dozen sets, and an endpoint refers to its set by
+// number: 0 for none, one past the sets so far for a new set that follows
+// inline, or the number of one written before. Records of FWSPOOL4 and
+// FWSPOOL3 write every endpoint's labels inline (labelRefs nil).
 
-// appendFlows encodes flows after b.
+// labelRefs numbers the label maps written so far in a record, by the
+// map's identity (maps are never modified after creation).
+type labelRefs map[uintptr]uint64
+
+// appendFlows encodes flows after b, as one record.
 func appendFlows(b []byte, flows []schema.Flow) []byte {
 	b = binary.AppendUvarint(b, uint64(len(flows)))
+	refs := labelRefs{}
 	for i := range flows {
-		b = appendFlow(b, &flows[i])
+		b = appendFlow(b, &flows[i], refs)
 	}
 	return b
 }
@@ -56,11 +69,24 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
-func appendEndpoint(b []byte, e *schema.Endpoint) []byte {
+func appendEndpoint(b []byte, e *schema.Endpoint, refs labelRefs) []byte {
 	b = appendString(b, e.Namespace)
 	b = appendString(b, e.Pod)
 	b = appendString(b, e.Workload)
 	b = appendString(b, e.WorkloadKind)
+	if refs != nil {
+		if len(e.Labels) == 0 {
+			b = append(b, 0)
+			return binary.AppendUvarint(b, uint64(e.Identity))
+		}
+		id := reflect.ValueOf(e.Labels).Pointer()
+		if n, ok := refs[id]; ok {
+			b = binary.AppendUvarint(b, n)
+			return binary.AppendUvarint(b, uint64(e.Identity))
+		}
+		refs[id] = uint64(len(refs) + 1)
+		b = binary.AppendUvarint(b, uint64(len(refs)))
+	}
 	b = binary.AppendUvarint(b, uint64(len(e.Labels)))
 	for k, v := range e.Labels {
 		b = appendString(b, k)
@@ -69,7 +95,9 @@ func appendEndpoint(b []byte, e *schema.Endpoint) []byte {
 	return binary.AppendUvarint(b, uint64(e.Identity))
 }
 
-func appendFlow(b []byte, f *schema.Flow) []byte {
+// appendFlow encodes one flow; refs is the record's label sets (nil: the
+// FWSPOOL4 encoding, labels inline).
+func appendFlow(b []byte, f *schema.Flow, refs labelRefs) []byte {
 	b = binary.AppendVarint(b, f.Time.Unix())
 	b = binary.AppendUvarint(b, uint64(f.Time.Nanosecond()))
 	b = appendString(b, f.Node)
@@ -85,8 +113,8 @@ func appendFlow(b []byte, f *schema.Flow) []byte {
 	b = binary.AppendUvarint(b, uint64(f.SrcPort))
 	b = binary.AppendUvarint(b, uint64(f.DstPort))
 	b = appendString(b, f.TCPFlags)
-	b = appendEndpoint(b, &f.Src)
-	b = appendEndpoint(b, &f.Dst)
+	b = appendEndpoint(b, &f.Src, refs)
+	b = appendEndpoint(b, &f.Dst, refs)
 	b = appendStrings(b, f.DstNames)
 	b = appendString(b, f.L7Type)
 	b = appendString(b, f.DNSQuery)
@@ -117,6 +145,11 @@ type flowDecoder struct {
 	strings map[string]string
 	// v3 reads segmentMagicV3's records, which end before DNSQType.
 	v3 bool
+	// inlineLabels reads records of FWSPOOL4 and FWSPOOL3, whose endpoints
+	// carry their labels inline.
+	inlineLabels bool
+	// sets are the label sets of the record being read, by number - 1.
+	sets []map[string]string
 }
 
 func (d *flowDecoder) uvarint() uint64 {
@@ -224,6 +257,28 @@ func (d *flowDecoder) endpoint(e *schema.Endpoint) {
 	e.Pod = d.string()
 	e.Workload = d.string()
 	e.WorkloadKind = d.string()
+	if !d.inlineLabels {
+		switch ref := d.uvarint(); {
+		case ref == 0:
+		case ref <= uint64(len(d.sets)):
+			e.Labels = d.sets[ref-1]
+		case ref == uint64(len(d.sets))+1:
+			d.labels(e)
+			if e.Labels == nil { // a new set is never empty
+				d.fail()
+			}
+			d.sets = append(d.sets, e.Labels)
+		default:
+			d.fail()
+		}
+		e.Identity = d.u32()
+		return
+	}
+	d.labels(e)
+	e.Identity = d.u32()
+}
+
+func (d *flowDecoder) labels(e *schema.Endpoint) {
 	if n := d.uvarint(); n > 0 {
 		if n > uint64(len(d.b)-d.pos) {
 			d.fail()
@@ -235,7 +290,6 @@ func (d *flowDecoder) endpoint(e *schema.Endpoint) {
 			}
 		}
 	}
-	e.Identity = d.u32()
 }
 
 // decodeFlows decodes one record's payload and appends its flows to out.
@@ -244,6 +298,8 @@ func (d *flowDecoder) decodeFlows(payload []byte, out []schema.Flow) ([]schema.F
 		d.strings = map[string]string{}
 	}
 	d.b, d.pos, d.err = payload, 0, nil
+	clear(d.sets)
+	d.sets = d.sets[:0]
 	n := d.uvarint()
 	if n > uint64(len(payload)) {
 		return out, fmt.Errorf("%w: %d flows in %d bytes", errShortRecord, n, len(payload))
