@@ -142,19 +142,31 @@ func (e *Endpoint) validate(side string) error {
 	for _, s := range [...]struct{ field, v string }{
 		{"_namespace", e.Namespace}, {"_pod", e.Pod}, {"_workload", e.Workload}, {"_workload_kind", e.WorkloadKind},
 	} {
-		if err := CheckName(side+s.field, s.v); err != nil {
+		if err := checkSideName(side, s.field, s.v); err != nil {
 			return err
 		}
 	}
 	for k, v := range e.Labels {
-		if err := CheckName(side+"_labels", k); err != nil {
+		if err := checkSideName(side, "_labels", k); err != nil {
 			return err
 		}
-		if err := CheckName(side+"_labels", v); err != nil {
+		if err := checkSideName(side, "_labels", v); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// checkSideName is CheckName for a field of an endpoint; the side is put
+// in front of the field's name only when there is an error (a
+// concatenation per field and flow cost an allocation each, 5% of serve's
+// CPU on the live path).
+func checkSideName(side, field, s string) error {
+	err := CheckName(field, s)
+	if fe, ok := err.(*FieldError); ok {
+		fe.Field = side + field
+	}
+	return err
 }
 
 // CleanName returns s with every invalid UTF-8 sequence and control

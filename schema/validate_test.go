@@ -51,3 +51,30 @@ func TestTimeRange(t *testing.T) {
 		t.Error("NUL in a label accepted")
 	}
 }
+
+// An endpoint's refused value is named with its side (src_pod, dst_labels),
+// and a valid flow validates without allocating.
+func TestValidateEndpointFieldNames(t *testing.T) {
+	ok := Flow{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Verdict: VerdictForwarded,
+		Src: Endpoint{Namespace: "a", Pod: "web-1", Labels: map[string]string{"app": "web"}},
+		Dst: Endpoint{Namespace: "b", Workload: "db", Labels: map[string]string{"app": "db", "tier": "data"}}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = ok.Validate() }); n != 0 {
+		t.Errorf("Validate of a valid flow: %v allocations", n)
+	}
+	for want, f := range map[string]func(*Flow){
+		"src_pod":           func(f *Flow) { f.Src.Pod = "a\x07" },
+		"dst_workload_kind": func(f *Flow) { f.Dst.WorkloadKind = "\xff" },
+		"dst_labels":        func(f *Flow) { f.Dst.Labels = map[string]string{"k": "\x01"} },
+		"src_labels":        func(f *Flow) { f.Src.Labels = map[string]string{"\x01": "v"} },
+	} {
+		bad := ok
+		f(&bad)
+		var fe *FieldError
+		if err := bad.Validate(); !errors.As(err, &fe) || fe.Field != want {
+			t.Errorf("%s: %v", want, err)
+		}
+	}
+}
