@@ -522,6 +522,9 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 	}
 	data := raw[min(len(raw), len(segmentMagic)):]
 	var out []schema.Flow
+	if !gobRecords {
+		out = make([]schema.Flow, 0, countFlows(data))
+	}
 	dec := flowDecoder{v3: v3, inlineLabels: v3 || v4}
 	pos := 0
 	for pos < len(data) {
@@ -559,6 +562,25 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 		pos += 1 + next
 	}
 	return out, dmg, nil
+}
+
+// countFlows sums the flow counts that open the records of a segment's
+// data, up to the first damaged one: the size of the slice to decode into
+// (one allocation, not a doubling per record).
+func countFlows(data []byte) int {
+	n := 0
+	for len(data) >= recordHeader && string(data[:len(recordMarker)]) == recordMarker {
+		size := int(binary.LittleEndian.Uint32(data[len(recordMarker):]))
+		if size > maxRecord || recordHeader+size > len(data) {
+			break
+		}
+		payload := data[recordHeader : recordHeader+size]
+		if c, k := binary.Uvarint(payload); k > 0 && c <= uint64(len(payload)) {
+			n += int(c)
+		}
+		data = data[recordHeader+size:]
+	}
+	return n
 }
 
 // readLegacySegment decodes a segment written before records had

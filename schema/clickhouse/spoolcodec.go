@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/flowwarden/flowwarden/schema"
@@ -305,7 +306,10 @@ func (d *flowDecoder) decodeFlows(payload []byte, out []schema.Flow) ([]schema.F
 		return out, fmt.Errorf("%w: %d flows in %d bytes", errShortRecord, n, len(payload))
 	}
 	start := len(out)
-	out = append(out, make([]schema.Flow, n)...)
+	// Grown in place (not appended from a temporary slice), and cleared:
+	// a failed record leaves flows past len(out) half written.
+	out = slices.Grow(out, int(n))[:start+int(n)]
+	clear(out[start:])
 	for i := start; i < len(out) && d.err == nil; i++ {
 		f := &out[i]
 		sec := d.varint()
