@@ -38,10 +38,13 @@ func NewIdentityCache(ttl time.Duration, max int) *IdentityCache {
 	return &IdentityCache{ttl: ttl, max: max, m: map[netip.Addr]identity{}}
 }
 
-// Write learns from flows (it implements Sink).
+// Write learns from flows (it implements Sink), under one lock for the
+// whole batch.
 func (c *IdentityCache) Write(_ context.Context, flows ...schema.Flow) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for i := range flows {
-		c.Learn(&flows[i])
+		c.learnLocked(&flows[i])
 	}
 	return nil
 }
@@ -50,6 +53,10 @@ func (c *IdentityCache) Write(_ context.Context, flows ...schema.Flow) error {
 func (c *IdentityCache) Learn(f *schema.Flow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.learnLocked(f)
+}
+
+func (c *IdentityCache) learnLocked(f *schema.Flow) {
 	for _, side := range []struct {
 		ep *schema.Endpoint
 		ip netip.Addr
