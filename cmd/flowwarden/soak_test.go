@@ -42,7 +42,11 @@ import (
 //     interval included), serve's peak RSS (VmHWM) and the rate stored.
 //  3. Baseline: the plain file import (the ingest command, in this process)
 //     of the same samples, 200,000 flows, into a fresh database: its rate,
-//     and the ratio of 1's stored rate to it (soak/file-ratio).
+//     and the ratio of 1's stored rate to it (soak/file-ratio); its flows
+//     per CPU-second of this process, and the ratio of serve's flows per
+//     CPU-second to that (soak/file-CPU-ratio: the cost per flow of the
+//     live path, spool and detectors included, against the import's;
+//     ClickHouse's CPU is in neither).
 //
 // Everything shares the machine's cores: serve, the replay, and the
 // embedded ClickHouse (which serves both 1 and 3). In production Hubble
@@ -103,7 +107,13 @@ func BenchmarkSoak(b *testing.B) {
 		fileRate := float64(ingested) / time.Since(start).Seconds()
 		b.ReportMetric(fileRate, "file-ingest-flows/s")
 		if cpu := selfCPU() - cpu0; cpu > 0 {
-			b.ReportMetric(float64(ingested)/cpu, "file-flows/ingest-CPU-s")
+			fileCPU := float64(ingested) / cpu
+			b.ReportMetric(fileCPU, "file-flows/ingest-CPU-s")
+			if sat.serveCPU > 0 {
+				// The same ratio per CPU-second: what each path costs per
+				// flow, whatever share of the cores it got.
+				b.ReportMetric(sat.stored*sat.window.Seconds()/sat.serveCPU/fileCPU, "soak/file-CPU-ratio")
+			}
 		}
 		b.ReportMetric(sat.stored/fileRate, "soak/file-ratio")
 	}

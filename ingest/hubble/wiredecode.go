@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -29,12 +30,22 @@ import (
 // it was a third of serve's CPU. A wireDecoder is not safe for concurrent
 // use.
 type wireDecoder struct {
-	strings map[string]string
-	addrs   map[string]netip.Addr
-	labels  map[string]wireLabels
-	key     []byte
-	qbuf    []byte
-	wf      wireFlow
+	strings   map[string]string // only valid names (schema.CheckName)
+	addrs     map[string]netip.Addr
+	labels    map[string]wireLabels
+	workloads map[string]podWorkload
+	key       []byte
+	qbuf      []byte
+	wf        wireFlow
+	// bad is set when a string of the flow being decoded is not a valid
+	// name: then Validate runs and names it.
+	bad bool
+}
+
+// podWorkload caches schema.WorkloadFromPod for a pod and its label set.
+type podWorkload struct {
+	labels     map[string]string // held, so that its identity is not reused
+	name, kind string
 }
 
 // wireLabels is a label set built from a raw label list: the map, the
@@ -51,7 +62,8 @@ type wireLabels struct {
 const maxAddrs = 1 << 16
 
 func newWireDecoder() *wireDecoder {
-	return &wireDecoder{strings: map[string]string{}, addrs: map[string]netip.Addr{}, labels: map[string]wireLabels{}}
+	return &wireDecoder{strings: map[string]string{}, addrs: map[string]netip.Addr{}, labels: map[string]wireLabels{},
+		workloads: map[string]podWorkload{}}
 }
 
 // Field numbers of the messages read (cilium/api/v1/flow and observer).
@@ -200,6 +212,7 @@ func each(b []byte, fn func(num protowire.Number, typ protowire.Type, v uint64, 
 func (d *wireDecoder) Decode(msg []byte) (schema.Flow, error) {
 	wf := &d.wf
 	wf.reset()
+	d.bad = false
 	err := each(msg, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 		switch {
 		case num == respFlow && typ == protowire.BytesType:
@@ -569,18 +582,16 @@ func (d *wireDecoder) finish() (schema.Flow, error) {
 	if wf.haveTrace {
 		out.TraceID = d.intern(wf.traceID)
 	}
-	// Label sets were checked when they were built: Validate need not walk
-	// their maps again, unless one is bad (then it finds and names it).
-	if srcValid && dstValid {
-		sl, dl := out.Src.Labels, out.Dst.Labels
-		out.Src.Labels, out.Dst.Labels = nil, nil
-		err = out.Validate()
-		out.Src.Labels, out.Dst.Labels = sl, dl
-	} else {
-		err = out.Validate()
-	}
-	if err != nil {
-		return out, err
+	// Every string of the record was checked as it was interned (or is
+	// one of the interned ones cut at an ASCII separator, a label value,
+	// or a fixed name), label sets when they were built, times, verdicts
+	// and directions above: Validate would find nothing. When something
+	// was not a valid name, it finds and names it (FuzzWireDecode checks
+	// that every accepted record validates).
+	if d.bad || !srcValid || !dstValid {
+		if err := out.Validate(); err != nil {
+			return out, err
+		}
 	}
 	return out, nil
 }
@@ -597,7 +608,7 @@ func (d *wireDecoder) endpoint(w *wireEndpoint, ep *schema.Endpoint) bool {
 	}
 	if ep.Workload == "" {
 		if ep.Pod != "" {
-			ep.Workload, ep.WorkloadKind = schema.WorkloadFromPod(ep.Pod, ep.Labels)
+			ep.Workload, ep.WorkloadKind = d.workload(ep.Pod, ep.Labels)
 		} else if ls.reserved != "" {
 			ep.Workload, ep.WorkloadKind = ls.reserved, schema.KindReserved
 		}
@@ -623,10 +634,12 @@ func (d *wireDecoder) labelSet(raw [][]byte) wireLabels {
 		labels[i] = string(l)
 	}
 	ls := wireLabels{m: make(map[string]string, len(labels)), reserved: reservedName(labels), valid: true}
+	bad := d.bad
 	for _, l := range labels {
 		k, v := splitLabel(l)
 		ls.m[d.internString(k)] = d.internString(v)
 	}
+	d.bad = bad // a bad label is the set's business: valid tells
 	for k, v := range ls.m {
 		if schema.CheckName("labels", k) != nil || schema.CheckName("labels", v) != nil {
 			ls.valid = false
@@ -639,7 +652,8 @@ func (d *wireDecoder) labelSet(raw [][]byte) wireLabels {
 	return ls
 }
 
-// intern returns a shared copy of b's string (the lookup does not allocate).
+// intern returns a shared copy of b's string (the lookup does not
+// allocate). Only valid names are kept; another sets bad.
 func (d *wireDecoder) intern(b []byte) string {
 	if len(b) == 0 {
 		return ""
@@ -654,11 +668,28 @@ func (d *wireDecoder) internString(s string) string {
 	if v, ok := d.strings[s]; ok {
 		return v
 	}
+	if schema.CheckName("", s) != nil {
+		d.bad = true
+		return s
+	}
 	if len(d.strings) >= maxInterned {
 		clear(d.strings)
 	}
 	d.strings[s] = s
 	return s
+}
+
+// workload is schema.WorkloadFromPod, cached per pod and label set.
+func (d *wireDecoder) workload(pod string, labels map[string]string) (string, string) {
+	if w, ok := d.workloads[pod]; ok && reflect.ValueOf(w.labels).Pointer() == reflect.ValueOf(labels).Pointer() {
+		return w.name, w.kind
+	}
+	name, kind := schema.WorkloadFromPod(pod, labels)
+	if len(d.workloads) >= maxInterned {
+		clear(d.workloads)
+	}
+	d.workloads[pod] = podWorkload{labels: labels, name: name, kind: kind}
+	return name, kind
 }
 
 // addr is parseIP, cached by the address's text.
