@@ -112,9 +112,10 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 
 	var ours, theirs time.Duration
 	metrics := clickhouse.NewWriterMetrics(nil)
-	batch := clickhouse.DefaultWriterConfig().BatchSize
+	// The writer as flowwarden ingest configures it.
+	wcfg := clickhouse.ImportWriterConfig()
 	if n, err := strconv.Atoi(os.Getenv("FW_BENCH_BATCH")); err == nil {
-		batch = n
+		wcfg.BatchSize = n
 	}
 	b.SetBytes(int64(buf.Len()))
 	// Each benchmark iteration alternates the two sides three times, so one
@@ -122,7 +123,7 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 	const rounds = 3
 	for i := 0; i < b.N*rounds; i++ {
 		t0 := time.Now()
-		w, err := clickhouse.NewWriter(clickhouse.WriterConfig{BatchSize: batch}, dsn, metrics, nil)
+		w, err := clickhouse.NewWriter(wcfg, dsn, metrics, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,40 @@ func newColumns() *columns {
 }
 
 func (c *columns) len() int { return c.n }
+
+// reserve makes room for n rows in the fixed-width columns, the keys of the
+// LowCardinality ones and the offsets of strings, arrays and maps, so that
+// filling a new batch does not copy them as they grow (string bytes, label
+// entries and dictionaries still grow as needed).
+func (c *columns) reserve(n int) {
+	c.time.Data = slices.Grow(c.time.Data, n)
+	c.isReply = slices.Grow(c.isReply, n)
+	c.mtls = slices.Grow(c.mtls, n)
+	c.ipVersion = slices.Grow(c.ipVersion, n)
+	c.srcIP = slices.Grow(c.srcIP, n)
+	c.dstIP = slices.Grow(c.dstIP, n)
+	c.srcPort = slices.Grow(c.srcPort, n)
+	c.dstPort = slices.Grow(c.dstPort, n)
+	c.dnsRCode = slices.Grow(c.dnsRCode, n)
+	c.httpStatus = slices.Grow(c.httpStatus, n)
+	c.srcIdentity = slices.Grow(c.srcIdentity, n)
+	c.dstIdentity = slices.Grow(c.dstIdentity, n)
+	c.durationMs = slices.Grow(c.durationMs, n)
+	c.bytes = slices.Grow(c.bytes, n)
+	c.packets = slices.Grow(c.packets, n)
+	for _, l := range []*lowCardinality{c.node, c.source, c.verdict, c.dropReason, c.direction, c.protocol, c.tcpFlags,
+		c.srcNS, c.srcPod, c.srcWorkload, c.srcKind, c.dstNS, c.dstPod, c.dstWorkload, c.dstKind,
+		c.l7Type, c.dnsQType, c.httpMethod, c.srcPrincipal, c.dstPrincipal} {
+		l.keys = slices.Grow(l.keys, n)
+	}
+	for _, s := range []*proto.ColStr{&c.dnsQuery, &c.httpPath, &c.traceID} {
+		s.Pos = slices.Grow(s.Pos, n)
+	}
+	c.srcLabels.Offsets = slices.Grow(c.srcLabels.Offsets, n)
+	c.dstLabels.Offsets = slices.Grow(c.dstLabels.Offsets, n)
+	c.dstNames.Offsets = slices.Grow(c.dstNames.Offsets, n)
+	c.policyNames.Offsets = slices.Grow(c.policyNames.Offsets, n)
+}
 
 func (c *columns) add(f *schema.Flow) {
 	if c.n == 0 || f.Time.Before(c.oldest) {
