@@ -52,8 +52,20 @@ func (w *Writer) ResumePointOf(ctx context.Context, conn driver.Conn, source str
 	}
 	until = since
 	if !stored.IsZero() {
-		rows, err := conn.Query(ctx, `SELECT time, node, verdict, is_reply, protocol, src_ip, dst_ip, src_port, dst_port, src_namespace, dst_namespace
-			FROM flows WHERE source = ? AND toUnixTimestamp64Nano(time) >= ?`, source, since.UnixNano())
+		q := `SELECT time, node, verdict, is_reply, protocol, src_ip, dst_ip, src_port, dst_port, src_namespace, dst_namespace
+			FROM flows WHERE source = ? AND toUnixTimestamp64Nano(time) >= ?`
+		args := []any{source, since.UnixNano()}
+		if sharded {
+			// Only the rows that may be of this share: since can be well
+			// behind the other replicas' newest flows.
+			mine, err := ownedNamespacesSince(ctx, conn, source, since, owns)
+			if err != nil {
+				return time.Time{}, time.Time{}, nil, err
+			}
+			q += ` AND (has(?, src_namespace) OR is_reply AND dst_namespace != '' AND has(?, dst_namespace))`
+			args = append(args, mine, mine)
+		}
+		rows, err := conn.Query(ctx, q, args...)
 		if err != nil {
 			return time.Time{}, time.Time{}, nil, fmt.Errorf("flows at the resume point: %w", err)
 		}
@@ -101,6 +113,31 @@ func share(srcNS, dstNS string, isReply bool, owns func(string) bool) (maybe, su
 	}
 	byDest := owns(dstNS)
 	return byDest || bySource, byDest && bySource
+}
+
+// ownedNamespacesSince lists the namespaces of the source's flows stored
+// since t that owns accepts ("" among them when it accepts "").
+func ownedNamespacesSince(ctx context.Context, conn driver.Conn, source string, t time.Time, owns func(string) bool) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT arrayJoin([toString(src_namespace), toString(dst_namespace)]) FROM flows
+		WHERE source = ? AND toUnixTimestamp64Nano(time) >= ?`, source, t.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("namespaces at the resume point: %w", err)
+	}
+	defer rows.Close()
+	mine := []string{}
+	for rows.Next() {
+		var ns string
+		if err := rows.Scan(&ns); err != nil {
+			return nil, fmt.Errorf("namespaces at the resume point: %w", err)
+		}
+		if owns(ns) {
+			mine = append(mine, ns)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("namespaces at the resume point: %w", err)
+	}
+	return mine, nil
 }
 
 // lastOwnedFlowTime is the time of the newest stored flow of the source
