@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/pod-security-admission/policy"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/flowwarden/flowwarden/ingest/hubble"
 )
 
@@ -18,18 +20,7 @@ import (
 // replaced by a StatefulSet whose pods take the shard of their ordinal, N
 // copied from spec.replicas, each with a volume of its own for its spool.
 func TestShardedStatefulSet(t *testing.T) {
-	// A user's kustomization: the base and the component.
-	dir := t.TempDir()
-	abs, _ := filepath.Abs(".")
-	base, err := filepath.Rel(dir, abs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	overlay := "resources: [" + base + "]\ncomponents: [" + filepath.Join(base, "sharded") + "]\n"
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	docs := render(t, dir)
+	docs := renderSharded(t)
 	var sets []*appsv1.StatefulSet
 	services := map[string]*corev1.Service{}
 	for _, doc := range docs {
@@ -129,5 +120,32 @@ func TestShardedStatefulSet(t *testing.T) {
 	}
 	if !strings.Contains(string(readme), "deploy/sharded") {
 		t.Error("the README does not mention deploy/sharded")
+	}
+}
+
+// renderSharded renders a user's kustomization of the base and the
+// deploy/sharded component (outside deploy/: kustomize refuses an overlay
+// inside its base).
+func renderSharded(t *testing.T) [][]byte {
+	t.Helper()
+	dir := t.TempDir()
+	abs, _ := filepath.Abs(".")
+	base, err := filepath.Rel(dir, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := "resources: [" + base + "]\ncomponents: [" + filepath.Join(base, "sharded") + "]\n"
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return render(t, dir)
+}
+
+// TestHelmShardsEqualsKustomize: the chart with shards: 3 renders exactly
+// the base with the deploy/sharded component.
+func TestHelmShardsEqualsKustomize(t *testing.T) {
+	want, got := objects(t, renderSharded(t)), objects(t, renderHelm(t, map[string]any{"shards": 3}))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Helm chart with shards: 3 differs from kustomize with deploy/sharded (-kustomize +helm):\n%s", diff)
 	}
 }
