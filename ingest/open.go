@@ -1,7 +1,11 @@
 package ingest
 
 import (
+	"bufio"
+	"compress/gzip"
 	"context"
+	"io"
+	"io/fs"
 	"os"
 	"syscall"
 	"time"
@@ -52,3 +56,34 @@ func OpenFile(ctx context.Context, path string) (*os.File, error) {
 	}
 	return nil, ctx.Err()
 }
+
+// OpenInput opens a flow file for reading: as OpenFile (a FIFO honours
+// ctx), refusing a directory, and decompressing it when it is gzip, told by
+// its magic bytes whatever its name. Closing it closes the file.
+func OpenInput(ctx context.Context, path string) (io.ReadCloser, error) {
+	f, err := OpenFile(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: path, Err: syscall.EISDIR}
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, &fs.PathError{Op: "gunzip", Path: path, Err: err}
+		}
+		return input{gz, func() error { gz.Close(); return f.Close() }}, nil
+	}
+	return input{br, f.Close}, nil
+}
+
+type input struct {
+	io.Reader
+	close func() error
+}
+
+func (r input) Close() error { return r.close() }

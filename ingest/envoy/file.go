@@ -3,7 +3,6 @@ package envoy
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -108,7 +107,7 @@ func ReadLinesWindow(ctx context.Context, r io.Reader, name string, window inges
 }
 
 // ReadFile reads one access-log file to the end ("-": standard input; gzip
-// when the name ends in .gz). A file that cannot be read to its end (a
+// is told by its magic bytes). A file that cannot be read to its end (a
 // truncated .gz) has the flows of its complete lines delivered first.
 func ReadFile(ctx context.Context, path string, sink ingest.Sink, stats *ingest.Stats) error {
 	return ReadFileWindow(ctx, path, ingest.TimeWindow{}, sink, stats)
@@ -119,19 +118,10 @@ func ReadFileWindow(ctx context.Context, path string, window ingest.TimeWindow, 
 	if path == "-" {
 		return ReadLinesWindow(ctx, os.Stdin, "stdin", window, sink, stats)
 	}
-	f, err := ingest.OpenFile(ctx, path)
+	r, err := ingest.OpenInput(ctx, path)
 	if err != nil {
 		return fmt.Errorf("open access log: %w", err)
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		defer gz.Close()
-		r = gz
-	}
+	defer r.Close()
 	return ReadLinesWindow(ctx, r, path, window, sink, stats)
 }

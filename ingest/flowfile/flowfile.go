@@ -8,7 +8,6 @@ package flowfile
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,35 +108,10 @@ func Check(files []File) ([]File, error) {
 }
 
 // open opens path, decompressing it when it is gzip (by its magic bytes,
-// whatever its name).
+// whatever its name), as the readers do.
 func open(path string) (io.ReadCloser, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	if st, err := fh.Stat(); err == nil && st.IsDir() {
-		fh.Close()
-		return nil, fmt.Errorf("is a directory")
-	}
-	br := bufio.NewReader(fh)
-	magic, _ := br.Peek(2)
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			fh.Close()
-			return nil, fmt.Errorf("gzip: %w", err)
-		}
-		return readCloser{gz, func() error { gz.Close(); return fh.Close() }}, nil
-	}
-	return readCloser{br, fh.Close}, nil
+	return ingest.OpenInput(context.Background(), path)
 }
-
-type readCloser struct {
-	io.Reader
-	close func() error
-}
-
-func (r readCloser) Close() error { return r.close() }
 
 // sniff reads the first non-empty lines of path and tells their kind: the
 // first line that is clearly one or the other decides. It also returns how

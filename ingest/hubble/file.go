@@ -3,7 +3,6 @@ package hubble
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -46,7 +45,7 @@ func RejectReason(err error) string {
 // batchSize is how many flows the readers hand to the sink at once.
 const batchSize = 1024
 
-// ReadFile reads a Hubble JSON-lines file (gzip when the name ends in .gz) to
+// ReadFile reads a Hubble JSON-lines file (gzip told by its magic bytes) to
 // its end and writes its flows to sink, decoding on `workers` goroutines
 // (0 or 1: in order, on the caller's goroutine). Bad lines are counted in
 // stats with their reason and line number; they never stop the file. It
@@ -75,20 +74,11 @@ func ReadFileConfig(ctx context.Context, path string, cfg FileConfig, sink inges
 	if path == "-" { // standard input, in order (hubble observe -o jsonpb | ...)
 		return readLines(ctx, os.Stdin, "stdin", cfg.Window, sink, stats)
 	}
-	f, err := ingest.OpenFile(ctx, path)
+	r, err := ingest.OpenInput(ctx, path)
 	if err != nil {
 		return fmt.Errorf("open Hubble file: %w", err)
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		defer gz.Close()
-		r = gz
-	}
+	defer r.Close()
 	if workers > 1 {
 		return readParallel(ctx, r, path, workers, cfg.Window, sink, stats)
 	}

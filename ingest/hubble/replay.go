@@ -2,21 +2,18 @@ package hubble
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"github.com/flowwarden/flowwarden/ingest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -131,20 +128,11 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 }
 
 func (r *Replay) load(path string) (skipped int, err error) {
-	f, err := os.Open(path)
+	in, err := ingest.OpenInput(context.Background(), path)
 	if err != nil {
 		return 0, fmt.Errorf("replay: %w", err)
 	}
-	defer f.Close()
-	var in io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return 0, fmt.Errorf("replay: %s: %w", path, err)
-		}
-		defer gz.Close()
-		in = gz
-	}
+	defer in.Close()
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), MaxLineBytes)
 	opts := protojson.UnmarshalOptions{DiscardUnknown: true}
