@@ -193,6 +193,30 @@ func TestShardedServeMatchesOneServe(t *testing.T) {
 		t.Fatalf("findings differ: one serve %d, the replicas %d\n%s", len(oneFindings), len(shFindings), diffLists(oneFindings, shFindings))
 	}
 	t.Logf("%d flows and %d findings, the same from one serve and from two replicas", shRows, len(shFindings))
+	// The split, by the namespace that opened each flow (RUNBOOK's query).
+	conn, err := clickhouse.Open(context.Background(), sharded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	res, err := conn.Query(context.Background(), "SELECT if(is_reply AND dst_namespace != '', dst_namespace, src_namespace) AS opener, count() FROM flows GROUP BY opener")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	per := make([]uint64, 2)
+	for res.Next() {
+		var ns string
+		var n uint64
+		if err := res.Scan(&ns, &n); err != nil {
+			t.Fatal(err)
+		}
+		per[hubble.ShardOf(ns, 2)] += n
+	}
+	t.Logf("replica 0/2 took about %d flows, 1/2 about %d", per[0], per[1])
+	if per[0] == 0 || per[1] == 0 {
+		t.Errorf("one replica took nothing: %v", per)
+	}
 	for _, f := range shFindings {
 		t.Log("  ", f)
 	}
