@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flowwarden/flowwarden/alerting/amtest"
+	"github.com/flowwarden/flowwarden/ingest/envoy"
 
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
@@ -213,7 +214,12 @@ func TestServeReadsWhatTheLogGotWhileStopped(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done, logs := runInBackground(ctx, "serve", "--clickhouse", dsn, "--envoy-file", path, "--listen", amtest.FreeAddr(t),
 			"--data-dir", dataDir, "--flush-interval", "200ms", "--flows-ttl", "0", "--log-level", "warn")
-		time.Sleep(time.Second)
+		// A new log is followed from its end: append only once the
+		// follower has opened it (it keeps that position at once).
+		waitUntil(t, 60*time.Second, "the follower's position", func() bool {
+			b, _ := os.ReadFile(filepath.Join(dataDir, envoy.PositionsFile))
+			return bytes.Contains(b, []byte(path))
+		})
 		if while != nil {
 			while()
 		}

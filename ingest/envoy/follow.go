@@ -124,6 +124,12 @@ func (fo *Follower) Run(ctx context.Context) (err error) {
 	}
 	if err := open(start); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("follow %s: %w", path, err)
+	} else if err == nil && start < 0 {
+		// Where following began is kept at once: a serve that dies before
+		// its first save then reads what came after that, not from a later end.
+		if err := cfg.Positions.Save(); err != nil {
+			return fmt.Errorf("follow %s: %w", path, err)
+		}
 	}
 	defer func() {
 		if serr := cfg.Positions.Save(); serr != nil && err == nil {
