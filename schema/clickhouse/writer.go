@@ -47,6 +47,11 @@ type WriterConfig struct {
 	SpoolFsync bool
 	// Table is the table flows are inserted into (default "flows").
 	Table string
+	// Lanes is how many batches are filled at once (default 1). With
+	// more, writers on several goroutines fill them in parallel, and the
+	// last batches of an import are inserted side by side, each holding
+	// a share of the rows.
+	Lanes int
 	// Preallocate reserves BatchSize rows in every new batch at once,
 	// for writers that fill every batch (file imports), so its columns
 	// are not copied as they grow. Off for serve, whose batches are often
@@ -66,12 +71,18 @@ const ImportBatchSize = 200_000
 // fast as ClickHouse takes the rows and have no spool: ImportBatchSize-row
 // batches (the server's insert cost per row falls as batches grow: fewer
 // inserts, fewer and bigger parts, one run of the rollup views per batch),
-// preallocated, and one full batch waiting at most, so an import holds
-// about four batches (roughly 250 bytes per row each) at a time.
+// preallocated; one lane per inserter, so the decoding goroutines fill
+// batches in parallel and the import's last batches are inserted side by
+// side rather than one after the other; one full batch waiting at most, so
+// an import holds at most five batches (roughly 250 bytes per row each);
+// partial batches wait 10 s, not 2 s, before they are inserted (a slow
+// read, or a busy machine, then does not cut them short).
 func ImportWriterConfig() WriterConfig {
 	c := DefaultWriterConfig()
 	c.BatchSize = ImportBatchSize
+	c.FlushInterval = 10 * time.Second
 	c.QueueBatches = 1
+	c.Lanes = c.Inserters
 	c.Preallocate = true
 	return c
 }
@@ -99,11 +110,14 @@ func (c *WriterConfig) validate() error {
 	if c.Inserters == 0 {
 		c.Inserters = d.Inserters
 	}
+	if c.Lanes == 0 {
+		c.Lanes = 1
+	}
 	if c.Table == "" {
 		c.Table = d.Table
 	}
-	if c.BatchSize < 1 || c.FlushInterval < 0 || c.QueueBatches < 1 {
-		return fmt.Errorf("writer: batch size %d, flush interval %s and queue %d must be positive", c.BatchSize, c.FlushInterval, c.QueueBatches)
+	if c.BatchSize < 1 || c.FlushInterval < 0 || c.QueueBatches < 1 || c.Lanes < 1 {
+		return fmt.Errorf("writer: batch size %d, flush interval %s, queue %d and lanes %d must be positive", c.BatchSize, c.FlushInterval, c.QueueBatches, c.Lanes)
 	}
 	return nil
 }
@@ -169,6 +183,13 @@ func NewWriterMetrics(reg prometheus.Registerer) *WriterMetrics {
 // ErrWriterClosed is returned by Write after the writer has stopped.
 var ErrWriterClosed = errors.New("writer is stopped")
 
+// lane is one batch being filled.
+type lane struct {
+	mu      sync.Mutex
+	cur     *columns
+	started time.Time // when cur got its first row
+}
+
 type pending struct {
 	cols *columns
 	seq  uint64
@@ -185,12 +206,18 @@ type Writer struct {
 	log     *slog.Logger
 	insert  string
 
-	mu      sync.Mutex
-	cur     *columns
-	started time.Time // when cur got its first row
-	closed  bool
-	seq     uint64         // batches enqueued so far
-	sending sync.WaitGroup // callers between the closed check and the queue
+	mu     sync.Mutex
+	closed bool // guarded by mu
+	// stopped is closed for the batching path: read under a lane's lock,
+	// set before Run takes the lanes' last batches.
+	stopped atomic.Bool
+	// lanes are the batches being filled (Lanes of them); Write fills
+	// whichever is free, so writers on several goroutines fill batches
+	// in parallel.
+	lanes   []*lane
+	next    atomic.Uint32  // the lane Write tries first
+	seq     atomic.Uint64  // batches taken so far
+	sending sync.WaitGroup // callers between the stopped check and the queue
 
 	queue chan pending
 	// free holds emptied batches for reuse. Unlike a sync.Pool it is not
@@ -236,8 +263,11 @@ func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.L
 		finished: map[uint64]bool{},
 	}
 	w.doneCond = sync.NewCond(&w.doneMu)
-	w.free = make(chan *columns, cfg.QueueBatches+cfg.Inserters+1)
-	w.cur = w.newColumns()
+	w.free = make(chan *columns, cfg.QueueBatches+cfg.Inserters+cfg.Lanes)
+	w.lanes = make([]*lane, cfg.Lanes)
+	for i := range w.lanes {
+		w.lanes[i] = &lane{cur: w.newColumns()}
+	}
 	return w, nil
 }
 
@@ -346,40 +376,56 @@ func (w *Writer) Write(_ context.Context, flows ...schema.Flow) error {
 		}
 		return w.spool.append(flows)
 	}
-	// The lock is taken once per run of flows that fits in the current
-	// batch, not once per flow: writers on several goroutines then
-	// contend once per call.
+	// A lane's lock is taken once per run of flows that fits in its
+	// batch, not once per flow.
 	for len(flows) > 0 {
-		w.mu.Lock()
-		if w.closed {
-			w.mu.Unlock()
+		l := w.lockLane()
+		if w.stopped.Load() {
+			l.mu.Unlock()
 			return ErrWriterClosed
 		}
-		if w.cur.len() == 0 {
-			w.started = time.Now()
+		if l.cur.len() == 0 {
+			l.started = time.Now()
 		}
-		n := min(len(flows), w.cfg.BatchSize-w.cur.len())
+		n := min(len(flows), w.cfg.BatchSize-l.cur.len())
 		for i := range n {
-			w.cur.add(&flows[i])
+			l.cur.add(&flows[i])
 		}
 		flows = flows[n:]
-		if w.cur.len() < w.cfg.BatchSize {
-			w.mu.Unlock()
+		if l.cur.len() < w.cfg.BatchSize {
+			l.mu.Unlock()
 			continue
 		}
-		p := w.takeLocked(nil)
-		w.mu.Unlock()
+		p := w.takeLocked(l, nil)
+		l.mu.Unlock()
 		w.send(p)
 	}
 	return nil
 }
 
-// takeLocked swaps out the current batch as a numbered pending item; the
-// caller holds mu and must send the item.
-func (w *Writer) takeLocked(done chan error) pending {
-	w.seq++
-	p := pending{cols: w.cur, seq: w.seq, done: done}
-	w.cur = w.newColumns()
+// lockLane locks a lane and returns it: the first free one from a
+// rotating start, or else waits for that start.
+func (w *Writer) lockLane() *lane {
+	if len(w.lanes) == 1 {
+		w.lanes[0].mu.Lock()
+		return w.lanes[0]
+	}
+	start := int(w.next.Add(1)) % len(w.lanes)
+	for i := range w.lanes {
+		if l := w.lanes[(start+i)%len(w.lanes)]; l.mu.TryLock() {
+			return l
+		}
+	}
+	l := w.lanes[start]
+	l.mu.Lock()
+	return l
+}
+
+// takeLocked swaps out a lane's batch as a numbered pending item; the
+// caller holds the lane's lock and must send the item.
+func (w *Writer) takeLocked(l *lane, done chan error) pending {
+	p := pending{cols: l.cur, seq: w.seq.Add(1), done: done}
+	l.cur = w.newColumns()
 	w.sending.Add(1)
 	return p
 }
@@ -392,14 +438,28 @@ func (w *Writer) send(p pending) {
 
 // Flush inserts everything written before it was called and waits for that.
 func (w *Writer) Flush(ctx context.Context) error {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return ErrWriterClosed
+	// The other lanes' batches first; the first lane's, taken last, has
+	// the highest number, which the wait below is for.
+	var p pending
+	for i := len(w.lanes) - 1; i >= 0; i-- {
+		l := w.lanes[i]
+		l.mu.Lock()
+		if w.stopped.Load() {
+			l.mu.Unlock()
+			return ErrWriterClosed
+		}
+		if i > 0 && l.cur.len() == 0 {
+			l.mu.Unlock()
+			continue
+		}
+		var done chan error
+		if i == 0 {
+			done = make(chan error, 1)
+		}
+		p = w.takeLocked(l, done)
+		l.mu.Unlock()
+		w.send(p)
 	}
-	p := w.takeLocked(make(chan error, 1))
-	w.mu.Unlock()
-	w.send(p)
 	var err error
 	select {
 	case err = <-p.done:
@@ -493,29 +553,36 @@ func (w *Writer) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
-			w.mu.Lock()
-			if w.closed || w.cur.len() == 0 || time.Since(w.started) < w.cfg.FlushInterval {
-				w.mu.Unlock()
-				continue
+			for _, l := range w.lanes {
+				l.mu.Lock()
+				if w.stopped.Load() || l.cur.len() == 0 || time.Since(l.started) < w.cfg.FlushInterval {
+					l.mu.Unlock()
+					continue
+				}
+				p := w.takeLocked(l, nil)
+				l.mu.Unlock()
+				w.send(p)
 			}
-			p := w.takeLocked(nil)
-			w.mu.Unlock()
-			w.send(p)
 		case <-ctx.Done():
-			// No new batches; hand over the last one, wait for callers
-			// still handing theirs over, then let the inserters drain.
+			// No new batches; hand over the last ones (the lanes'
+			// inserts then run side by side), wait for callers still
+			// handing theirs over, then let the inserters drain.
 			w.mu.Lock()
 			w.closed = true
-			var last *pending
-			if w.cur.len() > 0 {
-				p := w.takeLocked(nil)
-				last = &p
-			}
 			w.mu.Unlock()
+			w.stopped.Store(true)
+			var last []pending
+			for _, l := range w.lanes {
+				l.mu.Lock()
+				if l.cur.len() > 0 {
+					last = append(last, w.takeLocked(l, nil))
+				}
+				l.mu.Unlock()
+			}
 			timer := time.AfterFunc(w.cfg.ShutdownTimeout, icancel)
 			defer timer.Stop()
-			if last != nil {
-				w.send(*last)
+			for _, p := range last {
+				w.send(p)
 			}
 			w.sending.Wait()
 			close(w.queue)
