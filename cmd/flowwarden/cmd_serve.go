@@ -178,16 +178,11 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 	// attributed from it.
 	identities := ingest.NewIdentityCache(10*time.Minute, 0)
 	attributed := ingest.Enrich(identities, det.flows)
-	hubbleAddr := o.obsCfg.Addr
-	obsCfg := o.obsCfg
-	if hubbleAddr == "" {
-		obsCfg.Addr = "unused:0"
-	}
-	obs, err := hubble.NewObserver(obsCfg, ingest.Fanout{identities, det.flows}, hubbleStats, g.log)
-	if err != nil {
-		return nil, err
-	}
-	if hubbleAddr != "" {
+	var obs *hubble.Observer // nil without --hubble
+	if o.obsCfg.Addr != "" {
+		if obs, err = hubble.NewObserver(o.obsCfg, ingest.Fanout{identities, det.flows}, hubbleStats, g.log); err != nil {
+			return nil, err
+		}
 		plan.sources = append(plan.sources, obs)
 	}
 	web, httpSrv, err := o.web(ctx, g, st, reg, w, obs, hubbleStats, det.eng, onClose)
@@ -208,23 +203,23 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 	// Once the writer's spool is open: resume after what is durable, and
 	// open the listen address.
 	plan.startSources = func(ctx context.Context) error {
-		if o.resume {
+		if obs != nil && o.resume {
 			var owns func(string) bool // this replica's share (--shard)
-			if obsCfg.Shard.Sharded() {
-				owns = obsCfg.Shard.Owns
+			if o.obsCfg.Shard.Sharded() {
+				owns = o.obsCfg.Shard.Owns
 			}
 			at, until, keys, err := w.ResumePointOf(ctx, st.Conn, "hubble", owns)
 			if err != nil {
 				return err
 			}
-			if at.After(obsCfg.Since) && obs.ResumeThrough(at, until, keys) {
+			if at.After(o.obsCfg.Since) && obs.ResumeThrough(at, until, keys) {
 				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", at, "already_held_at_that_time", len(keys))
 			}
 		}
 		if err := httpSrv.Listen(); err != nil {
 			return fmt.Errorf("--listen: %w", err)
 		}
-		g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(hubbleAddr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
+		g.log.Info("serving", "listen", httpSrv.Addr().String(), "hubble", cmp.Or(o.obsCfg.Addr, "none"), "clickhouse", clickhouse.RedactDSN(st.DSN))
 		return nil
 	}
 	return plan, nil
@@ -292,12 +287,16 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 	health := &webui.Health{}
 	health.Check("storage", func(context.Context) error { return w.Failure() })
 	health.Ready("clickhouse", func(ctx context.Context) error { return st.Conn.Ping(ctx) })
-	if o.obsCfg.Addr != "" {
+	if obs != nil {
 		health.Ready("hubble", obs.Connected)
 	}
 	health.Info(func() map[string]any {
 		s := hubbleStats.Snapshot()
-		return map[string]any{"hubble_connects": obs.Connects(), "last_flow_time": obs.LastFlowTime(),
+		connects, last := 0, time.Time{}
+		if obs != nil {
+			connects, last = obs.Connects(), obs.LastFlowTime()
+		}
+		return map[string]any{"hubble_connects": connects, "last_flow_time": last,
 			"flows_read": s.Read, "flows_accepted": s.Accepted, "flows_rejected": s.RejectedTotal()}
 	})
 	mux.Handle("GET /healthz", health.Healthz())
