@@ -76,10 +76,12 @@ func newServeCommand(g *globals) *cobra.Command {
 }
 
 // servePlan is what serve runs, by stage. Its lifecycle declares the order
-// once: started database first, sources last; stopped sources first (so
-// that every flow they passed on reaches the writer), then the detectors'
-// clock, then the writer (it flushes) with the findings store and the
-// Alertmanager sender, then the embedded database.
+// once: started database first, then the storage, the detectors, the
+// sources, and the HTTP server last (/healthz answers once the sources run);
+// stopped in reverse: the HTTP server, the sources (so that every flow they
+// passed on reaches the writer), the detectors' clock, the writer (it
+// flushes) with the findings store and the Alertmanager sender, and the
+// embedded database last.
 type servePlan struct {
 	database     runner // the embedded ClickHouse; nil with --clickhouse
 	openWriter   func() error
@@ -87,8 +89,10 @@ type servePlan struct {
 	findings     []runner // findings store, Alertmanager sender
 	detectors    []runner // the engine's wall clock
 	startSources func(context.Context) error
-	sources      []runner // Hubble, Envoy files, conntrack, nftables, refreshes, HTTP
-	flushed      func()   // logs what the writer wrote
+	sources      []runner // Hubble, Envoy files, conntrack, nftables, policy refreshes
+	startWeb     func(context.Context) error
+	web          runner // the HTTP server: it answers once the sources run
+	flushed      func() // logs what the writer wrote
 	log          *slog.Logger
 }
 
@@ -103,6 +107,7 @@ func (p *servePlan) lifecycle() *lifecycle {
 		stopped:  p.flushed})
 	l.add(&stage{name: "detectors", parts: p.detectors})
 	l.add(&stage{name: "sources", start: p.startSources, parts: p.sources})
+	l.add(&stage{name: "web", start: p.startWeb, parts: []runner{p.web}})
 	return l
 }
 
@@ -185,11 +190,12 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 		}
 		plan.sources = append(plan.sources, obs)
 	}
-	web, httpSrv, err := o.web(ctx, g, st, reg, w, obs, hubbleStats, det.eng, onClose)
+	refreshes, httpSrv, err := o.web(ctx, g, st, reg, w, obs, hubbleStats, det.eng, onClose)
 	if err != nil {
 		return nil, err
 	}
-	plan.sources = append(plan.sources, web...)
+	plan.web = runFunc(httpSrv.Serve)
+	plan.sources = append(plan.sources, refreshes...)
 	followers, err := o.envoyFollowers(g, attributed, envoyStats)
 	if err != nil {
 		return nil, err
@@ -200,8 +206,7 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 		return nil, err
 	}
 	plan.sources = append(plan.sources, host...)
-	// Once the writer's spool is open: resume after what is durable, and
-	// open the listen address.
+	// Once the writer's spool is open: resume after what is durable.
 	plan.startSources = func(ctx context.Context) error {
 		if obs != nil && o.resume {
 			var owns func(string) bool // this replica's share (--shard)
@@ -216,6 +221,9 @@ func (o *serveOptions) plan(ctx context.Context, g *globals, st *clickhouse.Stor
 				g.log.Info("resuming the Hubble stream after the newest durable flow", "since", at, "already_held_at_that_time", len(keys))
 			}
 		}
+		return nil
+	}
+	plan.startWeb = func(context.Context) error {
 		if err := httpSrv.Listen(); err != nil {
 			return fmt.Errorf("--listen: %w", err)
 		}
@@ -278,7 +286,8 @@ func (o *serveOptions) detection(ctx context.Context, g *globals, st *clickhouse
 }
 
 // web is the HTTP server (the page, /metrics, /healthz, /readyz, /livez)
-// and the refreshes of the policies in force.
+// and the refreshes of the policies in force (sources of the page and of
+// plaintext-in-mesh).
 func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Storage, reg *prometheus.Registry, w *clickhouse.Writer, obs *hubble.Observer, hubbleStats *ingest.Stats, eng *analyze.Engine, onClose func(func())) ([]runner, *webui.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -332,7 +341,7 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 	if o.page {
 		mux.Handle("GET /{$}", pageH)
 	}
-	out := []runner{runFunc(httpSrv.Serve)}
+	var out []runner
 	if o.currentDir == fromCluster && o.currentEvery > 0 {
 		out = append(out, runFunc(func(ctx context.Context) error { refreshPolicies(ctx, g, pageH, o.currentEvery); return nil }))
 		if eng != nil {

@@ -60,7 +60,12 @@ func testPlan(ev *events, log *slog.Logger, sourceErr error) *servePlan {
 			return nil
 		},
 		sources: []runner{ev.fake("hubble", linger, sourceErr), ev.fake("envoy", linger, nil), ev.fake("conntrack", linger, nil),
-			ev.fake("nftables", linger, nil), ev.fake("http", linger, nil)},
+			ev.fake("nftables", linger, nil)},
+		startWeb: func(context.Context) error {
+			ev.add("listen")
+			return nil
+		},
+		web:     ev.fake("http", linger, nil),
 		flushed: func() { log.Info("writer flushed") },
 		log:     log,
 	}
@@ -90,15 +95,16 @@ func checkOrder(t *testing.T, got []string, before, after []string) {
 }
 
 var (
-	sourcesReturned = []string{"returned hubble", "returned envoy", "returned conntrack", "returned nftables", "returned http"}
+	sourcesReturned = []string{"returned hubble", "returned envoy", "returned conntrack", "returned nftables"}
 	storageReturned = []string{"returned writer", "returned findings store", "returned alertmanager sender"}
 )
 
 // TestServeStopsInDeclaredOrder: serve's lifecycle opens the writer's
-// spool before the sources resume, and on cancel every source returns
-// before the engine's clock, which returns before the writer, the findings
-// store and the sender, which return before the embedded database. The
-// shutdown logs come between the sources and the writer.
+// spool before the sources resume, and listens only after the sources
+// were started; on cancel the HTTP server returns first, then every
+// source, then the engine's clock, then the writer, the findings store and
+// the sender, and the embedded database last. The shutdown logs come
+// between the sources and the writer.
 func TestServeStopsInDeclaredOrder(t *testing.T) {
 	var ev events
 	var logs bytes.Buffer
@@ -108,7 +114,7 @@ func TestServeStopsInDeclaredOrder(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- plan.lifecycle().Run(ctx) }()
 	waitUntil(t, 30*time.Second, "every component to run", func() bool {
-		return len(ev.list()) == 2+1+3+1+5 // open, resume, database, storage, clock, sources
+		return len(ev.list()) == 3+1+3+1+5 // open, resume, listen, database, storage, clock, sources and http
 	})
 	cancel()
 	select {
@@ -121,7 +127,9 @@ func TestServeStopsInDeclaredOrder(t *testing.T) {
 	}
 	got := ev.list()
 	checkOrder(t, got, []string{"open writer"}, []string{"resume sources"})
-	checkOrder(t, got, []string{"resume sources"}, []string{"run hubble", "run envoy", "run conntrack", "run nftables", "run http"})
+	checkOrder(t, got, []string{"resume sources"}, []string{"run hubble", "run envoy", "run conntrack", "run nftables", "listen"})
+	checkOrder(t, got, []string{"listen"}, []string{"run http"})
+	checkOrder(t, got, []string{"returned http"}, sourcesReturned)
 	checkOrder(t, got, sourcesReturned, []string{"returned engine clock"})
 	checkOrder(t, got, []string{"returned engine clock"}, storageReturned)
 	checkOrder(t, got, storageReturned, []string{"returned database"})
@@ -149,7 +157,8 @@ func TestServeFailureStopsInOrder(t *testing.T) {
 		t.Fatal("a failed source did not stop serve")
 	}
 	got := ev.list()
-	checkOrder(t, got, []string{"returned envoy", "returned conntrack", "returned nftables", "returned http"}, []string{"returned engine clock"})
+	checkOrder(t, got, []string{"returned http"}, []string{"returned envoy", "returned conntrack", "returned nftables"})
+	checkOrder(t, got, []string{"returned envoy", "returned conntrack", "returned nftables"}, []string{"returned engine clock"})
 	checkOrder(t, got, []string{"returned engine clock"}, storageReturned)
 	checkOrder(t, got, storageReturned, []string{"returned database"})
 }
@@ -168,7 +177,7 @@ func TestServeStartFailureStopsWhatRuns(t *testing.T) {
 	}
 	got := ev.list()
 	for _, e := range got {
-		if strings.HasPrefix(e, "run ") && slices.Contains([]string{"hubble", "envoy", "conntrack", "nftables", "http"}, strings.TrimPrefix(e, "run ")) {
+		if e == "listen" || strings.HasPrefix(e, "run ") && slices.Contains([]string{"hubble", "envoy", "conntrack", "nftables", "http"}, strings.TrimPrefix(e, "run ")) {
 			t.Errorf("a source ran although the sources could not start: %q", got)
 		}
 	}
