@@ -97,7 +97,7 @@ type servePlan struct {
 }
 
 func (p *servePlan) lifecycle() *lifecycle {
-	l := &lifecycle{}
+	l := &lifecycle{log: p.log}
 	if p.database != nil {
 		l.add(&stage{name: "database", parts: []runner{p.database}})
 	}

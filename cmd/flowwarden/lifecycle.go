@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 )
 
@@ -36,9 +37,16 @@ type stage struct {
 // returned. The order is therefore declared once, by the order of add.
 type lifecycle struct {
 	stages []*stage
+	log    *slog.Logger // stages started and stopped, at debug level; nil: none
 }
 
 func (l *lifecycle) add(s *stage) { l.stages = append(l.stages, s) }
+
+func (l *lifecycle) debug(what, stage string) {
+	if l.log != nil {
+		l.log.Debug(what, "stage", stage)
+	}
+}
 
 // running is one started stage.
 type running struct {
@@ -61,6 +69,7 @@ func (l *lifecycle) Run(ctx context.Context) error {
 		var errs []error
 		for i := len(started) - 1; i >= 0; i-- {
 			r := started[i]
+			l.debug("stopping", r.name)
 			if r.stopping != nil {
 				r.stopping()
 			}
@@ -85,6 +94,7 @@ func (l *lifecycle) Run(ctx context.Context) error {
 			}
 		}
 		started = append(started, r)
+		l.debug("starting", s.name)
 		for _, p := range s.parts {
 			r.wg.Add(1)
 			go func() {
