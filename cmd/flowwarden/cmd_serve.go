@@ -480,7 +480,7 @@ func (o *serveOptions) flags(f *pflag.FlagSet) {
 	o.host.flags(f)
 	addTLSFlags(f, "hubble-", &o.obsCfg.TLS, false)
 	f.StringVar(&o.sinceIn, "hubble-since", "", "on first start, also fetch flows this far back (1h, 2d) or from this time (RFC 3339)")
-	f.StringVar(&o.shardIn, "shard", "", "i/N: this replica takes share i (0..N-1) of the Hubble flows, selected by GetFlows filters that Relay applies: the flows opened from namespaces that hash to it (FNV-1a) for i >= 1, flows opened outside any namespace for 0; N replicas with 0/N..N-1/N store every flow once (default: all, as 0/1); i may be a StatefulSet pod name (its ordinal)")
+	f.StringVar(&o.shardIn, "shard", "", "i/N: this replica takes share i (0..N-1) of the Hubble flows, selected by GetFlows filters that Relay applies: the flows opened from namespaces that hash to it (FNV-1a) for i >= 1, flows opened outside any namespace for 0 (which owns no namespace, so N=2 does not split the namespaced flows: use 3 or more); N replicas with 0/N..N-1/N store every flow once (default: all, as 0/1); i may be a StatefulSet pod name (its ordinal)")
 	f.DurationVar(&o.obsCfg.ShardRefresh, "shard-refresh", hubble.DefaultShardRefresh, "with --shard: how often the namespaces are listed from Relay; a change subscribes again from the resume point")
 	f.BoolVar(&o.resume, "resume", true, "resume after the newest Hubble flow already stored (unless it is beyond --max-clock-skew)")
 	f.DurationVar(&o.obsCfg.Window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock, and never resume after such a time (negative: no limit)")

@@ -30,11 +30,17 @@ import (
 // 1 + FNV-1a-32(ns) mod (N-1). Shard 0 takes what no known namespace owns:
 // flows opened by endpoints without a namespace (world, host, health,
 // remote nodes), which no detector keys a workload on, and flows of
-// namespaces not listed yet. Shard 0 owns no namespace because Hubble's
-// filters cannot select "the source is in no namespace" or "the direction is
-// unknown" except by a blacklist of everything else, and a blacklist is
-// global to a request: so with N=2 replica 1 takes all namespaced traffic;
-// N-1 replicas split it.
+// namespaces not listed yet. Shard 0 owns no namespace: it takes the rest
+// by a blacklist of the others' selections, which must then be positive
+// conditions only, and a flow whose direction Hubble does not know
+// (is_reply unset, not dropped: encapsulation trace points, unknown trace
+// reasons), which the detectors count for its source (Cilium sets the
+// deprecated reply flag false for it), matches neither reply:[true] nor
+// reply:[false]. Taking it for its source's replica needs a filter without
+// a reply condition, which also matches that namespace's replies to shard
+// 0's namespaces, which shard 0's blacklist would then drop
+// (TestShardSplitOfTheScenarios measures that alternative). So with N=2
+// replica 1 takes all namespaced traffic; N-1 replicas split it.
 type Shard struct {
 	Index, Count int
 }
@@ -181,7 +187,11 @@ func newShardClient(c observer.ObserverClient, s Shard, refresh time.Duration, l
 	if refresh <= 0 {
 		refresh = DefaultShardRefresh
 	}
-	return &shardClient{ObserverClient: c, shard: s, refresh: refresh, log: log.With("shard", s.String()), now: time.Now, known: map[string]time.Time{}}
+	log = log.With("shard", s.String())
+	if s.Count == 2 {
+		log.Warn("with 2 replicas, replica 1 takes every flow opened in a namespace and replica 0 only those opened outside any: run 3 or more to split the namespaces")
+	}
+	return &shardClient{ObserverClient: c, shard: s, refresh: refresh, log: log, now: time.Now, known: map[string]time.Time{}}
 }
 
 // settleAfter is how long a namespace listed after the first listing is
