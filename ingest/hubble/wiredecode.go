@@ -34,6 +34,7 @@ type wireDecoder struct {
 	addrs     map[string]netip.Addr
 	labels    map[string]wireLabels
 	workloads map[string]podWorkload
+	endpoints map[string]cachedEndpoint // by the Endpoint message's bytes
 	key       []byte
 	qbuf      []byte
 	wf        wireFlow
@@ -41,6 +42,17 @@ type wireDecoder struct {
 	// name: then Validate runs and names it.
 	bad bool
 }
+
+// cachedEndpoint is an Endpoint message converted, and whether its label
+// set is valid (its strings are: only those are cached). A pod's endpoint
+// is the same bytes in every flow it sends or receives.
+type cachedEndpoint struct {
+	ep    schema.Endpoint
+	valid bool
+}
+
+// maxEndpoints bounds the endpoint cache (keys are a few hundred bytes).
+const maxEndpoints = 1 << 14
 
 // podWorkload caches schema.WorkloadFromPod for a pod and its label set.
 type podWorkload struct {
@@ -63,7 +75,7 @@ const maxAddrs = 1 << 16
 
 func newWireDecoder() *wireDecoder {
 	return &wireDecoder{strings: map[string]string{}, addrs: map[string]netip.Addr{}, labels: map[string]wireLabels{},
-		workloads: map[string]podWorkload{}}
+		workloads: map[string]podWorkload{}, endpoints: map[string]cachedEndpoint{}}
 }
 
 // Field numbers of the messages read (cilium/api/v1/flow and observer).
@@ -99,6 +111,7 @@ const (
 type wireEndpoint struct {
 	namespace, pod []byte
 	identity       uint32
+	raws           [][]byte // the message's occurrences in the flow
 	labels         [][]byte
 	haveWorkload   bool // the first workload's name and kind
 	wlName, wlKind []byte
@@ -147,6 +160,7 @@ type wireFlow struct {
 
 func (wf *wireFlow) reset() {
 	src, dst := wf.src.labels[:0], wf.dst.labels[:0]
+	srcRaws, dstRaws := wf.src.raws[:0], wf.dst.raws[:0]
 	names, qt, msgs := wf.dstNames[:0], wf.qtypes[:0], wf.flowMsgs[:0]
 	var pol [4][][2][]byte
 	for i := range wf.policies {
@@ -154,6 +168,7 @@ func (wf *wireFlow) reset() {
 	}
 	*wf = wireFlow{}
 	wf.src.labels, wf.dst.labels, wf.dstNames, wf.qtypes, wf.flowMsgs, wf.policies = src, dst, names, qt, msgs, pol
+	wf.src.raws, wf.dst.raws = srcRaws, dstRaws
 }
 
 var errWireFormat = errors.New("malformed protobuf")
@@ -240,7 +255,15 @@ func (d *wireDecoder) Decode(msg []byte) (schema.Flow, error) {
 			return schema.Flow{}, err
 		}
 	}
-	return d.finish()
+	var src, dst resolved
+	var err2 error
+	if src, err2 = d.resolve(&wf.src); err2 != nil {
+		return schema.Flow{}, err2
+	}
+	if dst, err2 = d.resolve(&wf.dst); err2 != nil {
+		return schema.Flow{}, err2
+	}
+	return d.finish(&src, &dst)
 }
 
 func timestamp(b []byte, sec *int64, nanos *int32) error {
@@ -292,10 +315,10 @@ func (d *wireDecoder) flow(b []byte) error {
 			})
 		case flowL4:
 			return d.l4(bs)
-		case flowSource:
-			return endpoint(bs, &wf.src)
+		case flowSource: // read by resolve
+			wf.src.raws = append(wf.src.raws, bs)
 		case flowDestination:
-			return endpoint(bs, &wf.dst)
+			wf.dst.raws = append(wf.dst.raws, bs)
 		case flowNodeName:
 			wf.node = bs
 		case flowDestinationNames:
@@ -468,8 +491,42 @@ func (d *wireDecoder) l7(b []byte) error {
 	})
 }
 
+// resolved is an endpoint converted.
+type resolved struct {
+	ep    schema.Endpoint
+	valid bool // its label set is
+}
+
+// resolve converts an endpoint: from the cache when the flow holds it once
+// and it was seen before; otherwise its occurrences are read (merged, as
+// proto.Unmarshal merges them) and converted.
+func (d *wireDecoder) resolve(w *wireEndpoint) (resolved, error) {
+	if len(w.raws) == 1 {
+		if c, ok := d.endpoints[string(w.raws[0])]; ok {
+			return resolved{c.ep, c.valid}, nil
+		}
+	}
+	for _, raw := range w.raws {
+		if err := endpoint(raw, w); err != nil {
+			return resolved{}, err
+		}
+	}
+	bad := d.bad
+	d.bad = false
+	var r resolved
+	r.valid = d.endpoint(w, &r.ep)
+	if len(w.raws) == 1 && !d.bad {
+		if len(d.endpoints) >= maxEndpoints {
+			clear(d.endpoints)
+		}
+		d.endpoints[string(w.raws[0])] = cachedEndpoint{ep: r.ep, valid: r.valid}
+	}
+	d.bad = d.bad || bad
+	return r, nil
+}
+
 // finish is fromProto over the fields read, in its order of checks.
-func (d *wireDecoder) finish() (schema.Flow, error) {
+func (d *wireDecoder) finish(src, dst *resolved) (schema.Flow, error) {
 	wf := &d.wf
 	var out schema.Flow
 	out.Source = schema.SourceHubble
@@ -535,8 +592,8 @@ func (d *wireDecoder) finish() (schema.Flow, error) {
 	case 7:
 		out.Protocol = "IGMP"
 	}
-	srcValid := d.endpoint(&wf.src, &out.Src)
-	dstValid := d.endpoint(&wf.dst, &out.Dst)
+	out.Src, out.Dst = src.ep, dst.ep
+	srcValid, dstValid := src.valid, dst.valid
 	if len(wf.dstNames) > 0 {
 		out.DstNames = make([]string, len(wf.dstNames))
 		for i, n := range wf.dstNames {
