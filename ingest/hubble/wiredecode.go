@@ -34,21 +34,13 @@ type wireDecoder struct {
 	addrs     map[string]netip.Addr
 	labels    map[string]wireLabels
 	workloads map[string]podWorkload
-	endpoints map[string]cachedEndpoint // by the Endpoint message's bytes
+	endpoints map[string]resolved // by the Endpoint message's bytes
 	key       []byte
 	qbuf      []byte
 	wf        wireFlow
 	// bad is set when a string of the flow being decoded is not a valid
 	// name: then Validate runs and names it.
 	bad bool
-}
-
-// cachedEndpoint is an Endpoint message converted, and whether its label
-// set is valid (its strings are: only those are cached). A pod's endpoint
-// is the same bytes in every flow it sends or receives.
-type cachedEndpoint struct {
-	ep    schema.Endpoint
-	valid bool
 }
 
 // maxEndpoints bounds the endpoint cache (keys are a few hundred bytes).
@@ -75,7 +67,7 @@ const maxAddrs = 1 << 16
 
 func newWireDecoder() *wireDecoder {
 	return &wireDecoder{strings: map[string]string{}, addrs: map[string]netip.Addr{}, labels: map[string]wireLabels{},
-		workloads: map[string]podWorkload{}, endpoints: map[string]cachedEndpoint{}}
+		workloads: map[string]podWorkload{}, endpoints: map[string]resolved{}}
 }
 
 // Field numbers of the messages read (cilium/api/v1/flow and observer).
@@ -491,10 +483,13 @@ func (d *wireDecoder) l7(b []byte) error {
 	})
 }
 
-// resolved is an endpoint converted.
+// resolved is an Endpoint message converted, and whether its label set is
+// valid. Cached by the message's bytes (only those whose strings are
+// valid): a pod's endpoint is the same bytes in every flow it sends or
+// receives.
 type resolved struct {
 	ep    schema.Endpoint
-	valid bool // its label set is
+	valid bool
 }
 
 // resolve converts an endpoint: from the cache when the flow holds it once
@@ -502,8 +497,8 @@ type resolved struct {
 // proto.Unmarshal merges them) and converted.
 func (d *wireDecoder) resolve(w *wireEndpoint) (resolved, error) {
 	if len(w.raws) == 1 {
-		if c, ok := d.endpoints[string(w.raws[0])]; ok {
-			return resolved{c.ep, c.valid}, nil
+		if r, ok := d.endpoints[string(w.raws[0])]; ok {
+			return r, nil
 		}
 	}
 	for _, raw := range w.raws {
@@ -519,7 +514,7 @@ func (d *wireDecoder) resolve(w *wireEndpoint) (resolved, error) {
 		if len(d.endpoints) >= maxEndpoints {
 			clear(d.endpoints)
 		}
-		d.endpoints[string(w.raws[0])] = cachedEndpoint{ep: r.ep, valid: r.valid}
+		d.endpoints[string(w.raws[0])] = r
 	}
 	d.bad = d.bad || bad
 	return r, nil
