@@ -29,7 +29,7 @@ func newReplayCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replay (FILE... | --file FILE...) [--listen ADDR] [--rate N] [--loop]",
 		Short: "Serve recorded Hubble flows as a real observer gRPC server (for demos and tests)",
-		Long: `Serve recorded Hubble flows (exporter JSON lines, .gz too) as a Hubble
+		Long: `Serve recorded Hubble flows (exporter JSON lines, gzip too) as a Hubble
 observer gRPC server, answering as Hubble's own server does:
 
   hubble observe: every filter of the CLI (namespaces, pods, labels, IPs and

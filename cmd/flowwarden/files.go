@@ -19,9 +19,9 @@ type fileArgs struct {
 
 func (fa *fileArgs) flags(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&fa.hubble, "hubble-file", nil,
-		"Hubble JSON-lines `FILE`: the exporter's files or hubble observe -o json output (repeatable; files given as arguments are told apart by content; .gz read compressed; - for stdin)")
+		"Hubble JSON-lines `FILE`: the exporter's files or hubble observe -o json output (repeatable; files given as arguments are told apart by content; gzip read compressed, told by content; - for stdin)")
 	cmd.Flags().StringArrayVar(&fa.envoy, "envoy-file", nil,
-		"Istio/Envoy access log `FILE`, text or JSON (repeatable; .gz read compressed; - for stdin)")
+		"Istio/Envoy access log `FILE`, text or JSON (repeatable; gzip read compressed, told by content; - for stdin)")
 }
 
 // given reports whether any file was named.
