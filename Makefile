@@ -122,6 +122,7 @@ run: deps build
 	  fi; \
 	  $(BIN) replay $(addprefix --file ,$(RUN_FILES)) --listen $(REPLAY_ADDR) --rate $(RUN_RATE) --loop --shift-to-now --log-level warn & \
 	  replay=$$!; trap 'kill $$replay $$am 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 1 300); do bash -c 'exec 3<>/dev/tcp/$$0/$$1' $(subst :, ,$(REPLAY_ADDR)) 2>/dev/null && break; sleep 0.1; done; \
 	  echo ""; \
 	  echo "flowwarden: replaying $(words $(RUN_FILES)) files (the Hubble samples and the incident scenarios), re-timed to now,"; \
 	  echo "  on $(REPLAY_ADDR) into serve and the embedded ClickHouse under $(DATA_DIR). Findings appear within a minute."; \
