@@ -340,6 +340,41 @@ func runScenario(t testing.TB, cfg Config, flows []schema.Flow) []schema.Finding
 	return c.Findings()
 }
 
+// checkScenario compares a scenario's findings with its golden file
+// (rewritten first with -update) and with the hand-written expectations
+// (in order, or sorted when sorted is set), so that regenerating the
+// goldens cannot bless a wrong result.
+func checkScenario(t *testing.T, name string, found []schema.Finding, want []expected, sorted bool) {
+	t.Helper()
+	text := goldenText(found)
+	golden := filepath.Join(scenarioDir, name+".golden.jsonl")
+	if *updateScenarios {
+		if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantText, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text != string(wantText) {
+		t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, text, wantText)
+	}
+	var got []expected
+	for _, f := range found {
+		got = append(got, expected{f.Detector, string(f.Severity), f.Namespace, f.Workload, f.Peer})
+	}
+	if sorted {
+		sort.Slice(got, func(i, j int) bool { return fmt.Sprint(got[i]) < fmt.Sprint(got[j]) })
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		for _, f := range found {
+			t.Logf("%s %s: %s", f.Detector, f.Severity, f.Summary)
+		}
+		t.Errorf("findings %v, want exactly %v", got, want)
+	}
+}
+
 func goldenText(fs []schema.Finding) string {
 	var b strings.Builder
 	for _, f := range fs {
@@ -402,30 +437,7 @@ func TestBreachScenarios(t *testing.T) {
 	for _, sc := range breachScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			found := runScenario(t, cfg, breachFlows(t, sc.name))
-			text := goldenText(found)
-			golden := filepath.Join(scenarioDir, sc.name+".golden.jsonl")
-			if *updateScenarios {
-				if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if text != string(want) {
-				t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, text, want)
-			}
-			var got []expected
-			for _, f := range found {
-				got = append(got, expected{f.Detector, string(f.Severity), f.Namespace, f.Workload, f.Peer})
-			}
-			if fmt.Sprint(got) != fmt.Sprint(sc.want) {
-				for _, f := range found {
-					t.Logf("%s %s: %s", f.Detector, f.Severity, f.Summary)
-				}
-				t.Errorf("findings %v, want exactly %v", got, sc.want)
-			}
+			checkScenario(t, sc.name, found, sc.want, false)
 		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 )
@@ -44,31 +43,7 @@ func TestScenarios(t *testing.T) {
 	for _, sc := range seedScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			found := runScenario(t, DefaultConfig(), scenarioFlows(t, sc.name))
-			text := goldenText(found)
-			golden := filepath.Join(scenarioDir, sc.name+".golden.jsonl")
-			if *updateScenarios {
-				if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if text != string(want) {
-				t.Errorf("findings differ from %s\ngot:\n%s\nwant:\n%s", golden, text, want)
-			}
-			var got []expected
-			for _, f := range found {
-				got = append(got, expected{f.Detector, string(f.Severity), f.Namespace, f.Workload, f.Peer})
-			}
-			sort.Slice(got, func(i, j int) bool { return fmt.Sprint(got[i]) < fmt.Sprint(got[j]) })
-			if fmt.Sprint(got) != fmt.Sprint(sc.want) {
-				for _, f := range found {
-					t.Logf("%s %s: %s", f.Detector, f.Severity, f.Summary)
-				}
-				t.Errorf("findings %v, want exactly %v", got, sc.want)
-			}
+			checkScenario(t, sc.name, found, sc.want, true)
 		})
 	}
 	if *updateScenarios {

@@ -41,16 +41,7 @@ func TestServeRestartsPastAFlowFromTheFuture(t *testing.T) {
 	}
 
 	files, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
-	replay, err := hubble.NewReplay(hubble.ReplayConfig{Files: files[:2], Listen: "127.0.0.1:0", Rate: 2000, ShiftToNow: true}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := replay.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	rctx, stopReplay := context.WithCancel(context.Background())
-	defer stopReplay()
-	go func() { _ = replay.Run(rctx) }()
+	replay := startReplay(t, hubble.ReplayConfig{Files: files[:2], Rate: 2000, ShiftToNow: true})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -24,7 +24,17 @@ import (
 func sampleReplay(t *testing.T, rate float64) *hubble.Replay {
 	t.Helper()
 	files, _ := filepath.Glob("../../testdata/hubble/basic-sample-*.json")
-	r, err := hubble.NewReplay(hubble.ReplayConfig{Files: files, Listen: "127.0.0.1:0", Rate: rate}, nil)
+	return startReplay(t, hubble.ReplayConfig{Files: files, Rate: rate})
+}
+
+// startReplay serves cfg's recordings (on a free loopback port unless
+// cfg.Listen says otherwise) until the test ends.
+func startReplay(t testing.TB, cfg hubble.ReplayConfig) *hubble.Replay {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	r, err := hubble.NewReplay(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +42,9 @@ func sampleReplay(t *testing.T, rate float64) *hubble.Replay {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = r.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return r
 }
 

@@ -48,16 +48,9 @@ func TestServeDetectsAndPages(t *testing.T) {
 	amtest.Start(t, hs.URL, amAddr, t.TempDir())
 
 	file := filepath.Join(scenarioDir, "metadata-probe.jsonl.gz")
-	replay, err := hubble.NewReplay(hubble.ReplayConfig{Files: []string{file}, Listen: "127.0.0.1:0", Rate: 5000, ShiftToNow: true}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := replay.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	replay := startReplay(t, hubble.ReplayConfig{Files: []string{file}, Rate: 5000, ShiftToNow: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = replay.Run(ctx) }()
 
 	dsn, _ := chtest.Database(t)
 	listen := amtest.FreeAddr(t)

@@ -45,17 +45,7 @@ func shardReplay(t *testing.T, rate float64) *hubble.Replay {
 	if err := os.WriteFile(tailFile, []byte(tail), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := hubble.NewReplay(hubble.ReplayConfig{Files: append(files, tailFile), Listen: "127.0.0.1:0", Rate: rate}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { _ = r.Run(ctx) }()
-	return r
+	return startReplay(t, hubble.ReplayConfig{Files: append(files, tailFile), Rate: rate})
 }
 
 // storedFlows lists every stored flow's identity with how often it is
