@@ -112,7 +112,7 @@ yielded no flow.`,
 	}
 	files.flags(cmd)
 	output.register(cmd, "table", "table", "json", "yaml")
-	cmd.Flags().IntVar(&batchSize, "batch-size", clickhouse.ImportBatchSize, "rows per ClickHouse insert (bigger: fewer inserts and parts, less server time per row; an import holds about four batches of ~250 bytes per row)")
+	cmd.Flags().IntVar(&batchSize, "batch-size", clickhouse.ImportBatchSize, "rows per ClickHouse insert, batched per day (the flows table's partition: one part per insert) (bigger: fewer inserts and parts, less server time per row; an import holds about four batches of ~250 bytes per row)")
 	cmd.Flags().IntVar(&workers, "workers", runtime.GOMAXPROCS(0), "goroutines decoding each Hubble file (1: in file order)")
 	cmd.Flags().DurationVar(&window.MaxSkew, "max-clock-skew", ingest.DefaultMaxSkew, "reject flows dated more than this ahead of this host's clock (negative: no limit)")
 	cmd.Flags().DurationVar(&window.MaxAge, "max-flow-age", 0, "reject flows older than this (0: none, so old recordings import)")

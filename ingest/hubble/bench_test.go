@@ -131,6 +131,11 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("FW_BENCH_BATCH")); err == nil {
 		wcfg.BatchSize = n
 	}
+	// FW_BENCH_DAYS sets WriterConfig.DayBatches (0: batches by lane, each
+	// spanning the days its rows fall on).
+	if n, err := strconv.Atoi(os.Getenv("FW_BENCH_DAYS")); err == nil {
+		wcfg.DayBatches = n
+	}
 	b.SetBytes(int64(buf.Len()))
 	// Each benchmark iteration alternates the two sides three times, so one
 	// run gives a ratio over several rounds on this noisy machine.
@@ -180,6 +185,19 @@ func BenchmarkFileToClickHouse(b *testing.B) {
 	}
 	if n != uint64(rows*b.N*rounds) || m != n {
 		b.Fatalf("rows: flows %d, hubble_raw %d, want %d", n, m, rows*b.N*rounds)
+	}
+	// Parts written (merges are stopped): of flows per insert, and of flows
+	// and the rollups per 100,000 rows.
+	var flowParts, allParts uint64
+	if err := conn.QueryRow(ctx, "SELECT countIf(table = 'flows'), count() FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('flows', 'edges_5m', 'edges_1d')").Scan(&flowParts, &allParts); err != nil {
+		b.Fatal(err)
+	}
+	{
+		var m dto.Metric
+		_ = metrics.InsertSeconds.(prometheus.Metric).Write(&m)
+		b.ReportMetric(float64(flowParts)/float64(m.GetHistogram().GetSampleCount()), "flows-parts/insert")
+		b.ReportMetric(float64(m.GetHistogram().GetSampleCount())*float64(rows)/float64(n), "inserts/100k-rows")
+		b.ReportMetric(float64(allParts)*float64(rows)/float64(n), "parts/100k-rows")
 	}
 	if os.Getenv("FW_BENCH_DEBUG") != "" {
 		var m dto.Metric

@@ -57,6 +57,16 @@ type WriterConfig struct {
 	// are not copied as they grow. Off for serve, whose batches are often
 	// small.
 	Preallocate bool
+	// DayBatches, when positive (file imports; ignored with SpoolDir),
+	// batches rows by their UTC day, the flows table's partition
+	// (toDate(time)), instead of by lane: every insert then writes one
+	// partition, one part, not one part per day the batch spans. At most
+	// DayBatches days are open at once, and they hold at most
+	// Lanes*BatchSize rows together (the memory of the lanes they
+	// replace): beyond either, the fullest open day is inserted. A day's
+	// batch is also inserted when it reaches BatchSize rows, FlushInterval
+	// after its first row, at Flush and when the writer stops.
+	DayBatches int
 }
 
 // DefaultWriterConfig returns the defaults.
@@ -67,6 +77,10 @@ func DefaultWriterConfig() WriterConfig {
 // ImportBatchSize is the batch size of file imports (flowwarden ingest).
 const ImportBatchSize = 200_000
 
+// ImportDayBatches is how many days' batches a file import keeps open
+// (WriterConfig.DayBatches).
+const ImportDayBatches = 8
+
 // ImportWriterConfig is the configuration for file imports, which read as
 // fast as ClickHouse takes the rows and have no spool: ImportBatchSize-row
 // batches (the server's insert cost per row falls as batches grow: fewer
@@ -76,7 +90,8 @@ const ImportBatchSize = 200_000
 // side rather than one after the other; one full batch waiting at most, so
 // an import holds at most five batches (roughly 250 bytes per row each);
 // partial batches wait 10 s, not 2 s, before they are inserted (a slow
-// read, or a busy machine, then does not cut them short).
+// read, or a busy machine, then does not cut them short); rows batched by
+// day (DayBatches), so that each insert writes one partition.
 func ImportWriterConfig() WriterConfig {
 	c := DefaultWriterConfig()
 	c.BatchSize = ImportBatchSize
@@ -84,6 +99,7 @@ func ImportWriterConfig() WriterConfig {
 	c.QueueBatches = 1
 	c.Lanes = c.Inserters
 	c.Preallocate = true
+	c.DayBatches = ImportDayBatches
 	return c
 }
 
@@ -116,7 +132,10 @@ func (c *WriterConfig) validate() error {
 	if c.Table == "" {
 		c.Table = d.Table
 	}
-	if c.BatchSize < 1 || c.FlushInterval < 0 || c.QueueBatches < 1 || c.Lanes < 1 {
+	if c.SpoolDir != "" {
+		c.DayBatches = 0
+	}
+	if c.BatchSize < 1 || c.FlushInterval < 0 || c.QueueBatches < 1 || c.Lanes < 1 || c.DayBatches < 0 {
 		return fmt.Errorf("writer: batch size %d, flush interval %s, queue %d and lanes %d must be positive", c.BatchSize, c.FlushInterval, c.QueueBatches, c.Lanes)
 	}
 	return nil
@@ -188,6 +207,11 @@ type lane struct {
 	mu      sync.Mutex
 	cur     *columns
 	started time.Time // when cur got its first row
+	// With DayBatches: the day (Unix days, UTC) the lane's rows are on,
+	// and gone once the lane has left Writer.days (a writer holding it
+	// then looks the day up again).
+	day  int64
+	gone bool
 }
 
 type pending struct {
@@ -214,10 +238,16 @@ type Writer struct {
 	// lanes are the batches being filled (Lanes of them); Write fills
 	// whichever is free, so writers on several goroutines fill batches
 	// in parallel.
-	lanes   []*lane
-	next    atomic.Uint32  // the lane Write tries first
-	seq     atomic.Uint64  // batches taken so far
-	sending sync.WaitGroup // callers between the stopped check and the queue
+	lanes []*lane
+	// With DayBatches, days replaces lanes: one lane per open day.
+	dayMu   sync.Mutex
+	days    map[int64]*lane // guarded by dayMu
+	dayRows atomic.Int64    // rows held in the days' batches
+	// closedCols is the (empty, never filled) batch of a closed day's lane.
+	closedCols *columns
+	next       atomic.Uint32  // the lane Write tries first
+	seq        atomic.Uint64  // batches taken so far
+	sending    sync.WaitGroup // callers between the stopped check and the queue
 
 	queue chan pending
 	// free holds emptied batches for reuse. Unlike a sync.Pool it is not
@@ -264,6 +294,12 @@ func NewWriter(cfg WriterConfig, dsn string, metrics *WriterMetrics, log *slog.L
 	}
 	w.doneCond = sync.NewCond(&w.doneMu)
 	w.free = make(chan *columns, cfg.QueueBatches+cfg.Inserters+cfg.Lanes)
+	if cfg.DayBatches > 0 {
+		w.days = map[int64]*lane{}
+		w.closedCols = newColumns()
+		w.free = make(chan *columns, cfg.QueueBatches+cfg.Inserters+cfg.DayBatches)
+		return w, nil
+	}
 	w.lanes = make([]*lane, cfg.Lanes)
 	for i := range w.lanes {
 		w.lanes[i] = &lane{cur: w.newColumns()}
@@ -344,7 +380,9 @@ func (w *Writer) newColumns() *columns {
 		return c
 	default:
 		c := newColumns()
-		if w.cfg.Preallocate {
+		// Days' batches are not preallocated: most days of an import
+		// may hold a few rows.
+		if w.cfg.Preallocate && w.cfg.DayBatches == 0 {
 			c.reserve(w.cfg.BatchSize)
 		}
 		return c
@@ -375,6 +413,9 @@ func (w *Writer) Write(_ context.Context, flows ...schema.Flow) error {
 			return ErrWriterClosed
 		}
 		return w.spool.append(flows)
+	}
+	if w.days != nil {
+		return w.writeDays(flows)
 	}
 	// A lane's lock is taken once per run of flows that fits in its
 	// batch, not once per flow.
@@ -441,6 +482,12 @@ func (w *Writer) Flush(ctx context.Context) error {
 	// The other lanes' batches first; the first lane's, taken last, has
 	// the highest number, which the wait below is for.
 	var p pending
+	if w.days != nil {
+		var err error
+		if p, err = w.flushDays(); err != nil {
+			return err
+		}
+	}
 	for i := len(w.lanes) - 1; i >= 0; i-- {
 		l := w.lanes[i]
 		l.mu.Lock()
@@ -553,6 +600,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-tick.C:
+			w.expireDays()
 			for _, l := range w.lanes {
 				l.mu.Lock()
 				if w.stopped.Load() || l.cur.len() == 0 || time.Since(l.started) < w.cfg.FlushInterval {
@@ -572,6 +620,13 @@ func (w *Writer) Run(ctx context.Context) error {
 			w.mu.Unlock()
 			w.stopped.Store(true)
 			var last []pending
+			for _, l := range w.allDays() {
+				l.mu.Lock()
+				if l.cur.len() > 0 {
+					last = append(last, w.takeClosingLocked(l))
+				}
+				l.mu.Unlock()
+			}
 			for _, l := range w.lanes {
 				l.mu.Lock()
 				if l.cur.len() > 0 {
