@@ -24,7 +24,7 @@ import (
 // concurrent use.
 type Decoder struct {
 	s       jsonscan.Scanner
-	strings map[string]string
+	strings nameCache
 	labels  map[string]labelSet
 	// bad is the first string of the line being decoded that is not a
 	// valid name (see schema.CheckName); only valid strings are cached, so
@@ -720,20 +720,36 @@ func (d *Decoder) stringArray(dst []string) ([]string, error) {
 // allocate. A string that is not a valid name is not cached: it sets d.bad,
 // which refuses the line.
 func (d *Decoder) intern(s string) string {
-	if v, ok := d.strings[s]; ok {
-		return v
+	v, err := d.strings.intern(s)
+	if err != nil && d.bad == nil {
+		d.bad = err
 	}
+	return v
+}
+
+// nameCache holds shared copies of valid names (schema.CheckName), at most
+// maxInterned of them, for both Hubble decoders.
+type nameCache map[string]string
+
+// intern returns the shared copy of s, keeping it if it is new; a string
+// that is not a valid name is returned as it is, with the reason, and not
+// kept.
+func (c nameCache) intern(s string) (string, error) {
+	if v, ok := c[s]; ok {
+		return v, nil // the hit stays inlined in the decoders
+	}
+	return c.add(s)
+}
+
+func (c nameCache) add(s string) (string, error) {
 	if err := schema.CheckName("string", s); err != nil {
-		if d.bad == nil {
-			d.bad = err
-		}
-		return s
+		return s, err
 	}
-	if len(d.strings) >= maxInterned {
-		clear(d.strings)
+	if len(c) >= maxInterned {
+		clear(c)
 	}
-	d.strings[s] = s
-	return s
+	c[s] = s
+	return s, nil
 }
 
 // unknownName is an enum name that is not among the enum's values.

@@ -30,7 +30,7 @@ import (
 // it was a third of serve's CPU. A wireDecoder is not safe for concurrent
 // use.
 type wireDecoder struct {
-	strings   map[string]string // only valid names (schema.CheckName)
+	strings   nameCache
 	addrs     map[string]netip.Addr
 	labels    map[string]wireLabels
 	workloads map[string]podWorkload
@@ -717,18 +717,11 @@ func (d *wireDecoder) intern(b []byte) string {
 }
 
 func (d *wireDecoder) internString(s string) string {
-	if v, ok := d.strings[s]; ok {
-		return v
-	}
-	if schema.CheckName("", s) != nil {
+	v, err := d.strings.intern(s)
+	if err != nil {
 		d.bad = true
-		return s
 	}
-	if len(d.strings) >= maxInterned {
-		clear(d.strings)
-	}
-	d.strings[s] = s
-	return s
+	return v
 }
 
 // workload is schema.WorkloadFromPod, cached per pod and label set.
