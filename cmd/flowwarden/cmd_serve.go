@@ -500,21 +500,13 @@ func (o *serveOptions) flags(f *pflag.FlagSet) {
 // refreshPolicies lists the policies in force again every interval until
 // ctx ends; a failed listing keeps the previous ones.
 func refreshPolicies(ctx context.Context, g *globals, page *webui.Handler, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	refreshEvery(ctx, g, every, "policies in force: listing failed; keeping the previous ones", func(ctx context.Context) error {
 		nps, err := loadPolicies(ctx, g, fromCluster)
-		if err != nil {
-			g.log.Warn("policies in force: listing failed; keeping the previous ones", "err", err)
-			continue
+		if err == nil {
+			page.SetCurrent(nps)
 		}
-		page.SetCurrent(nps)
-	}
+		return err
+	})
 }
 
 // readToken reads the HTTP bearer token from file (or, without one, from

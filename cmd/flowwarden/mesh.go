@@ -30,25 +30,48 @@ func detectorConfig(ctx context.Context, g *globals, current string, strict []st
 		cfg.PlaintextInMesh.PeerAuthentications = pas
 		return cfg, nil
 	}
-	rc, err := kubeapi.Config(g.kubeconfig)
-	if err == nil {
-		var client *dynamic.DynamicClient
-		if client, err = dynamic.NewForConfig(rc); err == nil {
-			cfg.PlaintextInMesh.PeerAuthentications, err = analyze.ListPeerAuthentications(ctx, client)
-		}
-	}
+	pas, server, err := listPeerAuthentications(ctx, g)
 	if err != nil {
 		g.log.Warn("PeerAuthentications in force: listing failed; only --strict-mtls-namespace namespaces are strict", "err", err)
 		return cfg, nil
 	}
-	g.log.Info("PeerAuthentications in force read from the cluster", "server", rc.Host, "policies", len(cfg.PlaintextInMesh.PeerAuthentications))
+	cfg.PlaintextInMesh.PeerAuthentications = pas
+	g.log.Info("PeerAuthentications in force read from the cluster", "server", server, "policies", len(pas))
 	return cfg, nil
+}
+
+// listPeerAuthentications lists the PeerAuthentications in force from the
+// API server (kubeconfig or the pod's ServiceAccount), and names the server.
+func listPeerAuthentications(ctx context.Context, g *globals) ([]analyze.PeerAuthentication, string, error) {
+	rc, err := kubeapi.Config(g.kubeconfig)
+	if err != nil {
+		return nil, "", err
+	}
+	client, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, rc.Host, err
+	}
+	pas, err := analyze.ListPeerAuthentications(ctx, client)
+	return pas, rc.Host, err
 }
 
 // refreshPeerAuthentications lists the PeerAuthentications in force from
 // the cluster every interval and hands them to the detectors, until ctx
 // ends. A failed listing keeps the last ones.
 func refreshPeerAuthentications(ctx context.Context, g *globals, eng *analyze.Engine, every time.Duration) {
+	refreshEvery(ctx, g, every, "PeerAuthentications in force: listing failed; keeping the last ones", func(ctx context.Context) error {
+		pas, _, err := listPeerAuthentications(ctx, g)
+		if err == nil {
+			eng.SetPeerAuthentications(pas)
+		}
+		return err
+	})
+}
+
+// refreshEvery calls refresh every interval until ctx ends; a failure is
+// logged with warning and changes nothing (refresh applies only what it
+// listed successfully).
+func refreshEvery(ctx context.Context, g *globals, every time.Duration, warning string, refresh func(context.Context) error) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -57,17 +80,8 @@ func refreshPeerAuthentications(ctx context.Context, g *globals, eng *analyze.En
 			return
 		case <-t.C:
 		}
-		rc, err := kubeapi.Config(g.kubeconfig)
-		if err == nil {
-			var client *dynamic.DynamicClient
-			if client, err = dynamic.NewForConfig(rc); err == nil {
-				var pas []analyze.PeerAuthentication
-				if pas, err = analyze.ListPeerAuthentications(ctx, client); err == nil {
-					eng.SetPeerAuthentications(pas)
-					continue
-				}
-			}
+		if err := refresh(ctx); err != nil {
+			g.log.Warn(warning, "err", err)
 		}
-		g.log.Warn("PeerAuthentications in force: listing failed; keeping the last ones", "err", err)
 	}
 }
