@@ -15,6 +15,23 @@ import (
 	"github.com/flowwarden/flowwarden/schema"
 )
 
+// readBackCilium reads the written Cilium policies back as verify reads
+// their files.
+func readBackCilium(t *testing.T, cps []CiliumPolicy) L7Policies {
+	t.Helper()
+	var set L7Policies
+	for _, cp := range cps {
+		y, err := MarshalCilium(cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ParseL7Policies(y, &set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return set
+}
+
 // ciliumL7 runs recommend --flavor cilium --l7 on flows, and checks every
 // policy with Cilium's own sanitiser.
 func ciliumL7(t *testing.T, flows []schema.Flow, l7 L7Config) ([]CiliumPolicy, []L7Note, *Result) {

@@ -20,16 +20,7 @@ func TestJudgeL7CiliumWrittenPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	cps, _, _ := ciliumL7(t, flows, DefaultL7Config())
-	var set L7Policies
-	for _, cp := range cps {
-		y, err := MarshalCilium(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ParseL7Policies(y, &set); err != nil {
-			t.Fatal(err)
-		}
-	}
+	set := readBackCilium(t, cps)
 	if set.Empty() {
 		t.Fatal("no L7 rules read back")
 	}

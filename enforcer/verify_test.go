@@ -110,16 +110,7 @@ func TestVerificationLayer7(t *testing.T) {
 		t.Fatal(err)
 	}
 	cps, _, res := ciliumL7(t, flows, DefaultL7Config())
-	var set L7Policies
-	for _, cp := range cps {
-		y, err := MarshalCilium(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ParseL7Policies(y, &set); err != nil {
-			t.Fatal(err)
-		}
-	}
+	set := readBackCilium(t, cps)
 	v, err := NewVerification(res.Policies, nil, nil)
 	if err != nil {
 		t.Fatal(err)
