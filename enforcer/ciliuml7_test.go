@@ -71,16 +71,7 @@ func ciliumL7(t *testing.T, flows []schema.Flow, l7 L7Config) ([]CiliumPolicy, [
 // httpRulesFor is the HTTP rules a policy's egress (or ingress) rules hold
 // for a port, and whether the port is in any rule.
 func httpRulesFor(cp CiliumPolicy, ingress bool, proto string, port uint16) ([]HTTPRule, bool) {
-	var prs []PortRule
-	if ingress {
-		for _, r := range cp.Spec.Ingress {
-			prs = append(prs, r.ToPorts...)
-		}
-	} else {
-		for _, r := range cp.Spec.Egress {
-			prs = append(prs, r.ToPorts...)
-		}
-	}
+	prs := ciliumPortRules(cp, ingress)
 	var rules []HTTPRule
 	found := false
 	for _, pr := range prs {

@@ -169,17 +169,7 @@ func (p *L7Policies) ciliumHTTP(ep *schema.Endpoint, ingress bool, proto string,
 		if ns, _ := cp.Metadata["namespace"].(string); ns != ep.Namespace || !ciliumSelects(cp.Spec.EndpointSelector, ep) {
 			continue
 		}
-		var prs []PortRule
-		if ingress {
-			for _, r := range cp.Spec.Ingress {
-				prs = append(prs, r.ToPorts...)
-			}
-		} else {
-			for _, r := range cp.Spec.Egress {
-				prs = append(prs, r.ToPorts...)
-			}
-		}
-		for _, pr := range prs {
+		for _, pr := range ciliumPortRules(cp, ingress) {
 			for _, pp := range pr.Ports {
 				if !strings.EqualFold(pp.Protocol, proto) || (pp.Port != strconv.Itoa(int(port)) && pp.Port != "0") {
 					continue
@@ -210,4 +200,19 @@ func ciliumSelects(sel Selector, ep *schema.Endpoint) bool {
 		}
 	}
 	return true
+}
+
+// ciliumPortRules is the port rules of a policy's ingress (or egress) rules.
+func ciliumPortRules(cp CiliumPolicy, ingress bool) []PortRule {
+	var prs []PortRule
+	if ingress {
+		for _, r := range cp.Spec.Ingress {
+			prs = append(prs, r.ToPorts...)
+		}
+	} else {
+		for _, r := range cp.Spec.Egress {
+			prs = append(prs, r.ToPorts...)
+		}
+	}
+	return prs
 }
