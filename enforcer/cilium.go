@@ -93,8 +93,19 @@ func ToCilium(res *Result, g *Graph) []CiliumPolicy {
 	g.Settle()
 	// Names per workload and port reached outside the cluster.
 	names := map[string]map[string][]string{} // workload → "proto/port" → names
+	// A name reached by an edge held back as evidence of a finding is
+	// never allowed by name: it would let the attack's destination in.
+	heldNames := map[string]bool{}
+	for _, s := range res.HeldBack() {
+		if s.Edge.From.Kind == PeerWorkload && s.Edge.To.Name != "" {
+			heldNames[s.Edge.From.Workload+" "+strings.TrimSuffix(s.Edge.To.Name, ".")] = true
+		}
+	}
 	for e := range g.Edges {
 		if e.From.Kind != PeerWorkload || e.To.Kind == PeerWorkload || e.To.Name == "" {
+			continue
+		}
+		if heldNames[e.From.Workload+" "+strings.TrimSuffix(e.To.Name, ".")] {
 			continue
 		}
 		if names[e.From.Workload] == nil {

@@ -11,6 +11,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // Config steers policy generation. Guardrails (metadata services, system
@@ -35,6 +37,11 @@ type Config struct {
 	MetadataAddrs []netip.Addr
 	// NamePrefix prefixes generated policy names.
 	NamePrefix string
+	// Flagged are the detectors' findings over the same traffic: the
+	// observed edges that are evidence of one (HoldBackRule) are held
+	// back, not allowed, and listed in Skipped with their Flags. Nil
+	// learns from all observed traffic.
+	Flagged []schema.Finding
 }
 
 // DefaultConfig returns the defaults.
@@ -54,6 +61,9 @@ type Skipped struct {
 	Edge   Edge
 	Stats  EdgeStats
 	Reason string
+	// Flags are the findings the edge is evidence of, when it was held
+	// back for them (Config.Flagged).
+	Flags []Flag
 }
 
 // RuleEvidence backs one allow with what was observed.
@@ -167,22 +177,47 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 		}
 		return true
 	}
+	flagged, unknown := flaggedEdges(g, cfg.Flagged)
+	for _, d := range unknown {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("findings of detector %s hold back no edge: flowwarden does not know which connections they are about", d))
+	}
+	// heldAddrs are the addresses held back per rule: an aggregated
+	// ipBlock of that rule must except them.
+	heldAddrs := map[ruleKey][]netip.Addr{}
+	var notHeld []string
 	edges := make([]Edge, 0, len(g.Edges))
 	for e := range g.Edges {
 		edges = append(edges, e)
 	}
 	for _, e := range edges {
 		st := *g.Edges[e]
+		port := e.Protocol + "/" + strconv.Itoa(int(e.Port))
+		fromNS, toNS := nsOf(e.From), nsOf(e.To)
+		// Evidence of an attack is not learned, where a policy can deny it:
+		// DNS is always allowed, the configured scraper into every
+		// workload, and no policy is written for system namespaces.
+		if flags := flagged[e]; len(flags) > 0 {
+			fromPolicy := e.From.Kind == PeerWorkload && !system[fromNS]
+			toPolicy := e.To.Kind == PeerWorkload && !system[toNS] && !isMonitoring(e.From)
+			if !isDNS(e.To, e.Port) && (fromPolicy || toPolicy) {
+				res.Skipped = append(res.Skipped, Skipped{Edge: e, Stats: st, Reason: heldBackReason(flags), Flags: flags})
+				if e.From.Kind == PeerWorkload && e.To.Kind != PeerWorkload {
+					k := ruleKey{e.From.Workload, "egress"}
+					heldAddrs[k] = append(heldAddrs[k], e.To.Addr.Unmap())
+				}
+				continue
+			}
+			notHeld = append(notHeld, fmt.Sprintf("%s is evidence of %s but cannot be held back: DNS, the monitoring scraper and system namespaces are always allowed",
+				EdgeKey(e), flags[0]))
+		}
 		if st.Flows < cfg.MinFlows {
 			skip(e, st, fmt.Sprintf("fewer than %d flows of evidence", cfg.MinFlows))
 			continue
 		}
-		port := e.Protocol + "/" + strconv.Itoa(int(e.Port))
 		if (e.To.Kind != PeerWorkload) && metadata[e.To.Addr.Unmap()] {
 			skip(e, st, "guardrail: the cloud metadata service is never allowed")
 			continue
 		}
-		fromNS, toNS := nsOf(e.From), nsOf(e.To)
 		if e.From.Kind == PeerWorkload && !system[fromNS] && system[toNS] && !isDNS(e.To, e.Port) && !isMonitoring(e.From) {
 			skip(e, st, "guardrail: no tenant access into system namespace "+toNS+" beyond DNS")
 			continue
@@ -197,6 +232,8 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 		}
 	}
 
+	sort.Strings(notHeld)
+	res.Warnings = append(res.Warnings, notHeld...)
 	namespaces := map[string]bool{}
 	for key := range g.Workloads {
 		ns, _, _ := strings.Cut(key, "/")
@@ -219,7 +256,7 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 		np := newPolicy(w.Namespace, cfg.NamePrefix+w.Name, sel[key])
 		np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
 		name := w.Namespace + "/" + np.Name
-		for _, pr := range mergeRules(peers[ruleKey{key, "ingress"}], cfg, metadata) {
+		for _, pr := range mergeRules(peers[ruleKey{key, "ingress"}], cfg, metadata, heldAddrs[ruleKey{key, "ingress"}]) {
 			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: pr.peers, Ports: pr.ports})
 			res.Evidence = append(res.Evidence, pr.evidence(name, "ingress")...)
 		}
@@ -230,7 +267,7 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 			}}})
 		}
 		np.Spec.Egress = append(np.Spec.Egress, dnsRule(cfg))
-		for _, pr := range mergeRules(peers[ruleKey{key, "egress"}], cfg, metadata) {
+		for _, pr := range mergeRules(peers[ruleKey{key, "egress"}], cfg, metadata, heldAddrs[ruleKey{key, "egress"}]) {
 			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: pr.peers, Ports: pr.ports})
 			res.Evidence = append(res.Evidence, pr.evidence(name, "egress")...)
 		}
@@ -305,8 +342,10 @@ func (m mergedRule) evidence(policy, dir string) []RuleEvidence {
 }
 
 // mergeRules groups peers that share the same ports into one rule each, and
-// aggregates addresses into CIDRs no wider than the configured bounds.
-func mergeRules(peers map[string]*peerRule, cfg Config, metadata map[netip.Addr]bool) []mergedRule {
+// aggregates addresses into CIDRs no wider than the configured bounds; an
+// aggregate that covers a held-back address (held) not among its own
+// excepts it, as it does the metadata services.
+func mergeRules(peers map[string]*peerRule, cfg Config, metadata map[netip.Addr]bool, held []netip.Addr) []mergedRule {
 	byPorts := map[string]*mergedRule{}
 	addrsByPorts := map[string][]*peerRule{}
 	for _, id := range sortedKeys(peers) {
@@ -334,15 +373,28 @@ func mergeRules(peers map[string]*peerRule, cfg Config, metadata map[netip.Addr]
 			byPorts[sig] = m
 		}
 		var addrs []netip.Addr
+		own := map[netip.Addr]bool{}
 		for _, pr := range prs {
 			addrs = append(addrs, pr.addrs...)
 			m.labels = append(m.labels, pr.label)
 			m.stats = append(m.stats, pr.ports)
+			for _, a := range pr.addrs {
+				own[a.Unmap()] = true
+			}
+		}
+		excepted := map[netip.Addr]bool{}
+		for a := range metadata {
+			excepted[a] = true
+		}
+		for _, a := range held {
+			if !own[a] {
+				excepted[a] = true
+			}
 		}
 		for _, p := range Aggregate(addrs, cfg.MaxPrefixV4, cfg.MaxPrefixV6) {
 			block := &networkingv1.IPBlock{CIDR: p.String()}
-			for _, a := range sortedAddrs(metadata) {
-				if p.Contains(a) {
+			for _, a := range sortedAddrs(excepted) {
+				if p.Contains(a) && p.Bits() < a.BitLen() {
 					block.Except = append(block.Except, netip.PrefixFrom(a, a.BitLen()).String())
 				}
 			}

@@ -201,7 +201,21 @@ func generatedFiles(dir string) ([]string, error) {
 func PRBody(title string, res *Result, pr *PRResult, flowsSQL func(schema.FlowSelector, string) string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n", title)
-	fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Left out*.\n\n")
+	held := res.HeldBack()
+	if len(held) == 0 {
+		fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Left out*.\n\n")
+	} else {
+		fmt.Fprintf(&b, "flowwarden generated these NetworkPolicies from observed traffic and checked them with its policy evaluator: every observed forwarded flow stays allowed, except the edges listed under *Held back* and *Left out*.\n\n")
+		fmt.Fprintf(&b, "### Held back: evidence of an attack\n\n%d observed edges are **not allowed** because flowwarden's detectors flagged them over the same traffic: the policies deny them (checked with the evaluator). Allow one only once the finding is explained.\n\n", len(held))
+		fmt.Fprintf(&b, "| edge | flows | detector | severity | subject | finding's flows | finding's window | finding |\n|---|---|---|---|---|---|---|---|\n")
+		for _, s := range held {
+			for _, f := range s.Flags {
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %d | %s to %s | `%s` |\n", EdgeKey(s.Edge), s.Stats.Flows, f.Detector, f.Severity, f.Subject, f.Flows,
+					f.Start.Format(time.RFC3339), f.End.Format(time.RFC3339), f.ID)
+			}
+		}
+		b.WriteString("\n")
+	}
 	if br := res.BlastRadius; br != nil && len(br.Rows) > 0 {
 		fmt.Fprintf(&b, "### Blast radius\n\nThe workloads an attacker holding one workload could reach, directly or by pivoting, on any port: **%d → %d** summed over %d workloads, **%s** against the policies in force (with none in force, every pod reaches every other).\n\n",
 			br.Before, br.After, len(br.Rows), ChangeWords(br.ReductionPercent()))
@@ -251,10 +265,12 @@ func PRBody(title string, res *Result, pr *PRResult, flowsSQL func(schema.FlowSe
 		fmt.Fprintf(&b, "\nTo see the flows behind an allow, for example the first one:\n\n```sql\n%s\n```\n",
 			flowsSQL(sel, "time, src_pod, dst_namespace, dst_workload, dst_addr, dst_port, protocol, verdict"))
 	}
-	if len(res.Skipped) > 0 {
+	if len(res.Skipped) > len(held) {
 		fmt.Fprintf(&b, "\n### Left out\n\nObserved, but not allowed by these policies:\n\n")
 		for _, s := range res.Skipped {
-			fmt.Fprintf(&b, "- %s (%d flows): %s\n", EdgeKey(s.Edge), s.Stats.Flows, s.Reason)
+			if len(s.Flags) == 0 {
+				fmt.Fprintf(&b, "- %s (%d flows): %s\n", EdgeKey(s.Edge), s.Stats.Flows, s.Reason)
+			}
 		}
 	}
 	return b.String()

@@ -97,6 +97,8 @@ type DeniedEdge struct {
 	Port  string `json:"port"`
 	Flows uint64 `json:"flows"`
 	Why   string `json:"why"`
+	// Findings are those the edge was held back for (Skipped.Flags).
+	Findings []Flag `json:"findings,omitempty"`
 }
 
 // UnobservedLossNamespaces returns the namespaces of UnobservedLosses in
@@ -151,7 +153,7 @@ func Summarize(ctx context.Context, g *Graph, inForce []networkingv1.NetworkPoli
 			continue
 		}
 		s.WouldDeny = append(s.WouldDeny, DeniedEdge{From: peerLabel(sk.Edge.From), To: peerLabel(sk.Edge.To),
-			Port: fmt.Sprintf("%s/%d", sk.Edge.Protocol, sk.Edge.Port), Flows: sk.Stats.Flows, Why: sk.Reason})
+			Port: fmt.Sprintf("%s/%d", sk.Edge.Protocol, sk.Edge.Port), Flows: sk.Stats.Flows, Why: sk.Reason, Findings: sk.Flags})
 	}
 	sort.SliceStable(s.WouldDeny, func(i, j int) bool { return s.WouldDeny[i].Flows > s.WouldDeny[j].Flows })
 	d, err := SemanticDiffClasses(ctx, inForce, rec.Policies, g)
