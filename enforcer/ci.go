@@ -42,8 +42,9 @@ var (
 	egressLine  = regexp.MustCompile(`^\s+egress:`)
 )
 
-// LoadDirSources maps every NetworkPolicy under dir ("namespace/name") to
-// the file and lines it was read from, as LoadDir reads them.
+// LoadDirSources maps every NetworkPolicy and CiliumNetworkPolicy under dir
+// ("namespace/name"; a clusterwide policy by its name) to the file and
+// lines it was read from, as LoadDir and LoadCiliumDir read them.
 func LoadDirSources(dir string) (map[string]PolicySource, error) {
 	out := map[string]PolicySource{}
 	err := eachYAMLFile(dir, func(path string, raw []byte) error {
@@ -67,15 +68,28 @@ func LoadDirSources(dir string) (map[string]PolicySource, error) {
 		}
 		docs, starts = append(docs, cur), append(starts, start)
 		for i, doc := range docs {
-			nps, err := ParsePolicies([]byte(strings.Join(doc, "\n")))
+			text := []byte(strings.Join(doc, "\n"))
+			nps, err := ParsePolicies(text)
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
+			cps, err := ParseCiliumPolicies(text)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			type named struct{ key, name string }
+			var policies []named
 			for _, np := range nps {
+				policies = append(policies, named{np.Namespace + "/" + np.Name, np.Name})
+			}
+			for _, cp := range cps {
+				policies = append(policies, named{cp.Key(), cp.Name})
+			}
+			for _, np := range policies {
 				src := PolicySource{File: path, Line: starts[i]}
 				for j, l := range doc {
 					switch {
-					case src.Line == starts[i] && nameLine.MatchString(l) && strings.Contains(l, np.Name):
+					case src.Line == starts[i] && nameLine.MatchString(l) && strings.Contains(l, np.name):
 						src.Line = starts[i] + j
 					case src.IngressLine == 0 && ingressLine.MatchString(l):
 						src.IngressLine = starts[i] + j
@@ -83,7 +97,7 @@ func LoadDirSources(dir string) (map[string]PolicySource, error) {
 						src.EgressLine = starts[i] + j
 					}
 				}
-				out[np.Namespace+"/"+np.Name] = src
+				out[np.key] = src
 			}
 		}
 		return nil

@@ -87,6 +87,8 @@ type Verifier struct {
 	// which end opened the connection (see Learn).
 	DirectionUnknown int
 	listening        *Listening
+	// cilium, when set, judges by CiliumNetworkPolicies too (SetCilium).
+	cilium *CiliumEvaluator
 }
 
 // NewVerifier prepares a verifier; namespace labels are learned from the
@@ -139,5 +141,9 @@ func (v *Verifier) Check(f *schema.Flow) (d Decision, ok bool) {
 		v.DirectionUnknown++
 		return Decision{}, false
 	}
-	return v.ev.Evaluate(Connection{Src: src, Dst: dst, Port: int32(f.DstPort), Protocol: corev1.Protocol(f.Protocol)}), true
+	conn := Connection{Src: src, Dst: dst, Port: int32(f.DstPort), Protocol: corev1.Protocol(f.Protocol)}
+	if v.cilium != nil {
+		return v.checkCilium(f, conn), true
+	}
+	return v.ev.Evaluate(conn), true
 }

@@ -304,6 +304,18 @@ local-node traffic excepted) by the NetworkPolicies in DIR (or those in force
 in the cluster: --policies cluster) and reports those they would deny, with
 the reason, then a summary on stderr.
 
+CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies in DIR, FILE or
+stdin are judged too, with Cilium's semantics, together with the
+NetworkPolicies as Cilium enforces both: endpoint selectors (the policy's
+namespace implied), default deny per direction once a rule with that
+section selects a pod, entities, CIDRs with except (addresses outside the
+cluster only), toFQDNs (against the DNS names Hubble gave the
+destination), ports and port ranges, deny rules first. What they hold that
+cannot be judged (toNodes/fromNodes, toGroups, toServices, CIDR groups,
+named ports, host policies) is named in a warning. In a directory, their
+HTTP rules are judged per observed request, as are Istio
+AuthorizationPolicies.
+
 Output (-o): json prints the denied flows as JSON lines; table and yaml print
 them once all are judged; github prints one
 GitHub Actions error annotation per observed edge that would lose access, on
@@ -325,7 +337,7 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			if err := src.check(args); err != nil {
 				return err
 			}
-			nps, err := loadPolicies(cmd.Context(), g, policies)
+			nps, cnps, err := loadPolicySet(cmd.Context(), g, policies)
 			if err != nil {
 				return fmt.Errorf("--policies: %w", err)
 			}
@@ -346,6 +358,15 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			v, err := enforcer.NewVerification(nps, sources, leftOut)
 			if err != nil {
 				return err
+			}
+			if len(cnps) > 0 {
+				unsupported, err := v.SetCilium(cnps)
+				if err != nil {
+					return fmt.Errorf("--policies: %w", err)
+				}
+				for _, u := range unsupported {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: not judged: %s\n", u)
+				}
 			}
 			// A first pass learns the ports each end listens on: it tells
 			// who opened the flows no other signal does.
@@ -430,7 +451,7 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 		return err
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "directory or file of NetworkPolicy YAML (- is stdin), or \"cluster\" for those in force (listed from the API server)")
+	cmd.Flags().StringVar(&policies, "policies", "", "directory or file of NetworkPolicy and CiliumNetworkPolicy YAML (- is stdin), or \"cluster\" for the NetworkPolicies in force (listed from the API server)")
 	cmd.Flags().StringVar(&junit, "junit", "", "also write JUnit XML here (one test case per observed edge)")
 	out.register(cmd, "json", "json", "github", "table", "yaml")
 	_ = cmd.MarkFlagRequired("policies")

@@ -110,7 +110,6 @@ func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 	for _, u := range set.Unsupported {
 		fmt.Fprintf(w, "layer 7: not judged: %s\n", u)
 	}
-	ciliumL4NotJudged(w, set)
 	if set.Empty() {
 		return nil
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,20 +77,37 @@ func TestReportL7(t *testing.T) {
 	}
 }
 
-// TestVerifySaysCiliumL4IsNotJudged: a directory of CiliumNetworkPolicies
-// (recommend --flavor cilium) is judged at layer 7 only; verify says so
-// instead of passing on "0 policies" silently.
-func TestVerifySaysCiliumL4IsNotJudged(t *testing.T) {
+// TestVerifyJudgesCiliumL4: a directory of CiliumNetworkPolicies
+// (recommend --flavor cilium) is judged at layer 3/4: the written policies
+// pass against the traffic they came from; with details-v1's ingress
+// naming a caller nobody is (a typo), productpage's calls are regressions
+// (exit 1), annotated on details-v1.yaml at its ingress rules.
+func TestVerifyJudgesCiliumL4(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join("..", "..", "testdata", "hubble", "basic-sample-400-tcp-flows.json")
 	if out, err := runIn(context.Background(), nil, "recommend", "--flavor", "cilium", file, "--out", dir, "--log-level", "warn"); err != nil {
 		t.Fatalf("recommend: %v\n%s", err, out)
 	}
 	out, err := runIn(context.Background(), nil, "verify", "--policies", dir, file, "--log-level", "warn")
-	if err != nil {
-		t.Fatalf("verify: %v\n%s", err, out)
+	if err != nil || !strings.Contains(out, "9 policies; 243 flows checked; 0 would be denied") || strings.Contains(out, "warning") {
+		t.Fatalf("verify of the written CiliumNetworkPolicies: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "CiliumNetworkPolicies: only their HTTP rules are judged; their layer 3/4 rules are not") {
-		t.Errorf("verify over CiliumNetworkPolicies does not say their L3/L4 rules are not judged:\n%s", out)
+	p := filepath.Join(dir, "bookinfo", "details-v1.yaml")
+	y, _ := os.ReadFile(p)
+	broken := strings.Replace(string(y), "k8s:app: productpage", "k8s:app: productpag", 1)
+	if broken == string(y) {
+		t.Fatalf("details-v1.yaml does not name productpage:\n%s", y)
+	}
+	if err := os.WriteFile(p, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runIn(context.Background(), nil, "verify", "--policies", dir, file, "-o", "github", "--log-level", "warn")
+	var ec exitCode
+	if !errors.As(err, &ec) || ec != 1 {
+		t.Fatalf("verify of the broken copy: %v, want exit 1\n%s", err, out)
+	}
+	if !strings.Contains(out, "::error file="+p+",line=") || !strings.Contains(out, "bookinfo/productpage-v1 → bookinfo/details-v1 TCP/9080") ||
+		!strings.Contains(out, "ingress of bookinfo/details-v1") || !strings.Contains(out, "on 1 edges") {
+		t.Errorf("verify of the broken copy:\n%s", out)
 	}
 }
