@@ -273,7 +273,7 @@ func compileEntry(index int, endpoints []api.EndpointSelector, entities api.Enti
 	var peers []string
 	for _, es := range endpoints {
 		en.endpoints = append(en.endpoints, policytypes.NewLabelSelector(es))
-		peers = append(peers, "endpoints "+es.LabelSelectorString())
+		peers = append(peers, "endpoints "+ciliumSelectorText(es))
 	}
 	for _, ent := range entities {
 		en.entities = append(en.entities, ent)
@@ -382,7 +382,7 @@ func describeCiliumPorts(ports []api.PortProtocol, l4 bool) string {
 
 // matches says whether the entry selects peer on proto/port.
 func (en *ciliumEntry) matches(peer CiliumEndpoint, proto string, port uint16) bool {
-	if en.none || en.anyPeer && !en.l4 {
+	if en.allowsNothing() {
 		return false
 	}
 	if !en.portMatches(proto, port) {
@@ -593,4 +593,23 @@ func ciliumDecision(src, dst CiliumEndpoint, proto string, port uint16, eg, in c
 type npSide struct {
 	isolated, allowed bool
 	policies          []string
+}
+
+// ciliumSelectorText is a selector as the report shows it: {k=v,...}, the
+// "any:" source Cilium's sanitiser adds left out.
+func ciliumSelectorText(es api.EndpointSelector) string {
+	if es.LabelSelector == nil {
+		return "{all}"
+	}
+	var parts []string
+	for _, k := range sortedKeys(es.MatchLabels) {
+		parts = append(parts, strings.TrimPrefix(k, "any:")+"="+es.MatchLabels[k])
+	}
+	for _, r := range es.MatchExpressions {
+		parts = append(parts, fmt.Sprintf("%s %s %v", strings.TrimPrefix(r.Key, "any:"), r.Operator, r.Values))
+	}
+	if len(parts) == 0 {
+		return "{all}"
+	}
+	return "{" + strings.Join(parts, ",") + "}"
 }

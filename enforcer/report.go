@@ -30,6 +30,10 @@ type ReportBuilder struct {
 	// for (nil: DefaultConfig).
 	Config *Config
 
+	// Cilium are the CiliumNetworkPolicies in force: their allow rules
+	// count in the unused rules and the policy figures (CiliumUsage).
+	Cilium []CiliumNetworkPolicy
+
 	hostRules []HostRule
 }
 
@@ -100,10 +104,12 @@ type HostReport struct {
 
 // Report is the quarterly least-privilege report.
 type Report struct {
-	Generated  time.Time         `json:"generated"`
-	From       time.Time         `json:"from"`
-	To         time.Time         `json:"to"`
-	Policies   int               `json:"policies"`
+	Generated time.Time `json:"generated"`
+	From      time.Time `json:"from"`
+	To        time.Time `json:"to"`
+	Policies  int       `json:"policies"`
+	// NotJudged says what of the policies in force the figures leave out.
+	NotJudged  []string          `json:"not_judged,omitempty"`
 	Namespaces []NamespaceReport `json:"namespaces"`
 	// Hosts is set when host firewall counters were given (AddHostRules).
 	Hosts []HostReport `json:"hosts"`
@@ -138,7 +144,16 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Generated: now, From: b.From, To: b.To, Policies: len(policies)}
+	var cUsage []RuleUsage
+	var notJudged []string
+	if len(b.Cilium) > 0 {
+		if cUsage, notJudged, err = ciliumUsage(b.Cilium, b.Graph); err != nil {
+			return nil, err
+		}
+		usage = append(usage, cUsage...)
+		notJudged = append(notJudged, fmt.Sprintf("the blast radius and the summary's default-deny coverage and access changes count NetworkPolicies only, not the %d Cilium policies (which count in the rules in force and the unused rules)", len(b.Cilium)))
+	}
+	r := &Report{Generated: now, From: b.From, To: b.To, Policies: len(policies) + len(b.Cilium), NotJudged: notJudged}
 	byNS := map[string]*NamespaceReport{}
 	ns := func(name string) *NamespaceReport {
 		if name == "" {
@@ -223,6 +238,13 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 		if r.Summary, err = Summarize(context.Background(), b.Graph, policies, rec); err != nil {
 			return nil, err
 		}
+		for _, u := range cUsage {
+			r.Summary.RulesInForce++
+			if u.Flows == 0 {
+				r.Summary.RulesUnused++
+				r.Summary.Unused = append(r.Summary.Unused, u)
+			}
+		}
 	}
 	for _, st := range b.Denied {
 		r.DroppedEdges++
@@ -302,6 +324,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# Least-privilege report\n\nTraffic from %s to %s, against %d policies. Generated %s.\n\n",
 		r.From.UTC().Format(time.RFC3339), r.To.UTC().Format(time.RFC3339), r.Policies, r.Generated.UTC().Format(time.RFC3339))
+	for _, n := range r.NotJudged {
+		p("> Not judged: %s.\n\n", n)
+	}
 	if sm := r.Summary; sm != nil {
 		p("## Summary\n\n")
 		p("- Namespaces with a default deny: %d of %d in force, %d with the recommended policies\n", sm.DefaultDenyBefore, sm.Namespaces, sm.DefaultDenyAfter)

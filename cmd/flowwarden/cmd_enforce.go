@@ -615,7 +615,13 @@ workloads it reaches directly or by pivoting, any port) under the policies
 in force (none given: every pod reaches every other) and under the
 recommended policies, with the cluster's reduction. Writes report.md,
 report.html (self-contained), service-graph.svg and report.json (every figure
-of the report, "blast_radius" included) into --out.`,
+of the report, "blast_radius" included) into --out.
+
+CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies among the
+policies count in the rules in force and the unused rules (each allow rule
+against the observed traffic, with Cilium's semantics, as verify judges
+them); the blast radius and the summary's default-deny coverage and access
+changes count NetworkPolicies only, and the report says so.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -625,14 +631,16 @@ of the report, "blast_radius" included) into --out.`,
 				return err
 			}
 			var nps []networkingv1.NetworkPolicy
+			var cnps []enforcer.CiliumNetworkPolicy
 			if policies != "" {
 				var err error
-				if nps, err = loadPolicies(cmd.Context(), g, policies); err != nil {
+				if nps, cnps, err = loadPolicySet(cmd.Context(), g, policies); err != nil {
 					return fmt.Errorf("--policies: %w", err)
 				}
 			}
 			b := enforcer.NewReportBuilder()
 			b.Config = &cfg
+			b.Cilium = cnps
 			if err := src.eachGroup(cmd.Context(), g, b.AddGroup); err != nil {
 				return err
 			}
@@ -653,6 +661,9 @@ of the report, "blast_radius" included) into --out.`,
 			if err := r.WriteDir(out); err != nil {
 				return err
 			}
+			for _, n := range r.NotJudged {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: not judged: %s\n", n)
+			}
 			if err := reportL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies, out); err != nil {
 				return err
 			}
@@ -669,7 +680,7 @@ of the report, "blast_radius" included) into --out.`,
 		},
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "the NetworkPolicies in force: a directory, or \"cluster\" to list them from the API server")
+	cmd.Flags().StringVar(&policies, "policies", "", "the policies in force: a directory or file of NetworkPolicies and CiliumNetworkPolicies (- is stdin), or \"cluster\" to list the NetworkPolicies from the API server")
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html, service-graph.svg and report.json")
 	output.register(cmd, "table", "table", "json", "yaml")
 	policyFlags(cmd.Flags(), &cfg) // the recommended policies of the blast radius are recommend's

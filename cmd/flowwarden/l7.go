@@ -141,7 +141,6 @@ func reportL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 	if err != nil {
 		return err
 	}
-	ciliumL4NotJudged(w, set)
 	if set.Empty() && len(set.Unsupported) == 0 {
 		return nil
 	}
@@ -159,13 +158,4 @@ func reportL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 	}
 	fmt.Fprintf(w, "layer 7: %d HTTP requests judged, %d would be denied, %d rules unused: %s\n", u.Judged, u.Denied, len(u.Unused()), path)
 	return nil
-}
-
-// ciliumL4NotJudged says that the CiliumNetworkPolicies of the directory
-// count at layer 7 only: their endpoint, CIDR, FQDN and port rules are not
-// evaluated (the NetworkPolicy figures and exit status leave them out).
-func ciliumL4NotJudged(w io.Writer, set *enforcer.L7Policies) {
-	if len(set.Cilium) > 0 {
-		fmt.Fprintf(w, "warning: %d CiliumNetworkPolicies: only their HTTP rules are judged; their layer 3/4 rules are not (the policy figures count Kubernetes NetworkPolicies only)\n", len(set.Cilium))
-	}
 }
