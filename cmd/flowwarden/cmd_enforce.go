@@ -32,6 +32,9 @@ type flowSource struct {
 	win   window
 	// checked are the files, checked by check before anything starts.
 	checked []flowfile.File
+	// tee, when set, also receives every flow read from files, in the
+	// same pass (the detectors, for recommend).
+	tee ingest.Sink
 }
 
 func (s *flowSource) flags(cmd *cobra.Command) {
@@ -65,7 +68,12 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 				return err
 			}
 		}
-		sink := ingest.SinkFunc(func(_ context.Context, flows ...schema.Flow) error {
+		sink := ingest.SinkFunc(func(ctx context.Context, flows ...schema.Flow) error {
+			if s.tee != nil {
+				if err := s.tee.Write(ctx, flows...); err != nil {
+					return err
+				}
+			}
 			for i := range flows {
 				fn(&flows[i])
 			}
@@ -128,24 +136,41 @@ func (s *flowSource) readStored(ctx context.Context, g *globals, read func(conn 
 
 func newRecommendCommand(g *globals) *cobra.Command {
 	var (
-		src         flowSource
-		out         string
-		current     string
-		flavor      string
-		cfg         = enforcer.DefaultConfig()
-		host        hostFirewall
-		output      outputFlag
-		l7          bool
-		l7cfg       = enforcer.DefaultL7Config()
-		trustDomain string
+		src          flowSource
+		out          string
+		current      string
+		flavor       string
+		cfg          = enforcer.DefaultConfig()
+		host         hostFirewall
+		output       outputFlag
+		l7           bool
+		l7cfg        = enforcer.DefaultL7Config()
+		trustDomain  string
+		allowFlagged bool
 	)
 	cmd := &cobra.Command{
 		Use:   "recommend (--since D|TIME [--until D|TIME] | FILE... | --hubble-file F...) --out DIR",
 		Short: "Write least-privilege NetworkPolicies for the observed traffic, proven against it",
+		Long: `Writes a default deny per namespace and one policy per workload allowing
+exactly the observed peers and ports, proven against the observed traffic by
+flowwarden's policy evaluator before anything is written.
+
+The detectors run over the same traffic first (files: in the same pass;
+--since: every stored flow of the window, as detect --since), and the
+observed edges that are evidence of a finding are held back: not allowed,
+proven denied, and listed ("held back: FROM → TO PORT (N flows): evidence of
+SEVERITY DETECTOR on SUBJECT ...") with the finding. Which edges: an
+egress-spike's outside destinations that alone carried more than twice the
+workload's usual egress during it; a beacon's peer; addresses named under a
+dns-tunnel's domain; the edges a lateral-scan or egress-denial-spike
+workload opened for the first time during it. Other findings hold nothing
+back (metadata access is never allowed anyway). --allow-flagged learns from
+all traffic, as before.`,
 		Example: `  flowwarden recommend --since 30d --out ./policies
   flowwarden recommend flows.json istio-proxy.log --out ./policies --flavor cilium -o json
   flowwarden recommend --since 30d --out ./policies --current cluster
-  flowwarden recommend --host --since 30d --out ./hosts`,
+  flowwarden recommend --host --since 30d --out ./hosts
+  flowwarden recommend testdata/scenarios/sudden-exfiltration.jsonl.gz --out ./policies --allow-flagged`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -179,7 +204,7 @@ func newRecommendCommand(g *globals) *cobra.Command {
 			if flavor == "istio" {
 				return istioRecommend(cmd.Context(), g, &src, cmd.OutOrStdout(), out, l7cfg, cfg.NamePrefix, trustDomain)
 			}
-			res, graph, err := recommend(cmd.Context(), g, &src, cfg)
+			res, graph, err := recommend(cmd.Context(), g, &src, cfg, allowFlagged)
 			if err != nil {
 				return err
 			}
@@ -212,20 +237,32 @@ func newRecommendCommand(g *globals) *cobra.Command {
 					return err
 				}
 				sum := recommendSummary{Out: out, Files: paths, Workloads: len(graph.Workloads), Edges: len(graph.Edges),
-					DirectionUnknown: graph.DirectionUnknown(), LeftOut: []leftOutEdge{}, Warnings: res.Warnings, BlastRadius: br.Summary()}
+					DirectionUnknown: graph.DirectionUnknown(), LeftOut: []leftOutEdge{}, HeldBack: []leftOutEdge{}, Warnings: res.Warnings, BlastRadius: br.Summary()}
 				for _, s := range res.Skipped {
-					sum.LeftOut = append(sum.LeftOut, leftOutEdge{From: peerString(s.Edge.From), To: peerString(s.Edge.To),
-						Port: fmt.Sprintf("%s/%d", s.Edge.Protocol, s.Edge.Port), Reason: s.Reason})
+					e := leftOutEdge{From: peerString(s.Edge.From), To: peerString(s.Edge.To),
+						Port: fmt.Sprintf("%s/%d", s.Edge.Protocol, s.Edge.Port), Flows: s.Stats.Flows, Reason: s.Reason, Findings: s.Flags}
+					if len(s.Flags) > 0 {
+						sum.HeldBack = append(sum.HeldBack, e)
+					} else {
+						sum.LeftOut = append(sum.LeftOut, e)
+					}
 				}
 				return output.print(w, sum, nil)
 			}
+			held := res.HeldBack()
 			fmt.Fprintf(w, "%d policies for %d workloads written to %s (%d edges observed, %d left out on purpose)\n",
-				len(paths), len(graph.Workloads), out, len(graph.Edges), len(res.Skipped))
+				len(paths), len(graph.Workloads), out, len(graph.Edges), len(res.Skipped)-len(held))
 			if n := graph.DirectionUnknown(); n > 0 {
 				fmt.Fprintf(w, "  direction unknown: %d flows taught nothing (no signal said which end opened the connection)\n", n)
 			}
 			for _, s := range res.Skipped {
-				fmt.Fprintf(w, "  left out: %s → %s %s/%d: %s\n", peerString(s.Edge.From), peerString(s.Edge.To), s.Edge.Protocol, s.Edge.Port, s.Reason)
+				if len(s.Flags) == 0 {
+					fmt.Fprintf(w, "  left out: %s → %s %s/%d: %s\n", peerString(s.Edge.From), peerString(s.Edge.To), s.Edge.Protocol, s.Edge.Port, s.Reason)
+				}
+			}
+			if len(held) > 0 {
+				fmt.Fprintf(w, "%d edges held back as evidence of the detectors' findings (not allowed; --allow-flagged allows them):\n", len(held))
+				printHeldBack(w, res)
 			}
 			for _, warn := range res.Warnings {
 				fmt.Fprintf(w, "  warning: %s\n", warn)
@@ -250,14 +287,18 @@ func newRecommendCommand(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&l7cfg.PathFamily, "l7-path-family", l7cfg.PathFamily, "--l7: paths equal but for one segment seen with at least this many values become one rule with [^/]+ there (0: never)")
 	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")
 	policyFlags(cmd.Flags(), &cfg)
+	allowFlaggedFlag(cmd.Flags(), &allowFlagged)
 	host.flags(cmd, false)
 	return cmd
 }
 
-// recommend builds the graph, generates the policies and proves them.
-func recommend(ctx context.Context, g *globals, src *flowSource, cfg enforcer.Config) (*enforcer.Result, *enforcer.Graph, error) {
+// recommend builds the graph, runs the detectors over the same traffic
+// (unless allowFlagged) so that the edges they flag are held back, then
+// generates the policies and proves them.
+func recommend(ctx context.Context, g *globals, src *flowSource, cfg enforcer.Config, allowFlagged bool) (*enforcer.Result, *enforcer.Graph, error) {
 	graph := enforcer.NewGraph()
-	if err := src.eachGroup(ctx, g, graph.AddGroup); err != nil {
+	err := learnFlagged(ctx, g, src, &cfg, allowFlagged, func() error { return src.eachGroup(ctx, g, graph.AddGroup) })
+	if err != nil {
 		return nil, nil, err
 	}
 	if len(graph.Workloads) == 0 {
@@ -460,16 +501,17 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 
 func newEnforceCommand(g *globals) *cobra.Command {
 	var (
-		src       flowSource
-		cfg       = enforcer.DefaultConfig()
-		pr        enforcer.PullRequest
-		bodyFile  string
-		gh        enforcer.GitHub
-		tokenFile string
-		output    outputFlag
-		host      hostFirewall
-		nftFile   string
-		current   string
+		src          flowSource
+		cfg          = enforcer.DefaultConfig()
+		pr           enforcer.PullRequest
+		bodyFile     string
+		gh           enforcer.GitHub
+		tokenFile    string
+		output       outputFlag
+		host         hostFirewall
+		nftFile      string
+		current      string
+		allowFlagged bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enforce (--repo PATH --branch NAME (--since D|TIME | FILE... | --hubble-file F...) | --host --since D|TIME [--apply | --repo PATH --branch NAME])",
@@ -479,7 +521,9 @@ func newEnforceCommand(g *globals) *cobra.Command {
   flowwarden enforce --host --since 30d --apply`,
 		Long: `Generates the policies as recommend does, writes them to policies/<namespace>/<workload>.yaml
 in a git working copy on a new branch, commits, and writes the pull request body
-(Markdown with the evidence per allow) to --pr-body or stdout. With --github
+(Markdown with the evidence per allow, and a "Held back" table of the observed
+edges the detectors flagged, each with its finding: as recommend, they are
+not allowed unless --allow-flagged) to --pr-body or stdout. With --github
 owner/repo it pushes the branch and opens the pull request through the GitHub
 REST API, with the token from --github-token-file or $GITHUB_TOKEN.
 
@@ -527,7 +571,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 					return err
 				}
 			} else {
-				res, graph, err := recommend(cmd.Context(), g, &src, cfg)
+				res, graph, err := recommend(cmd.Context(), g, &src, cfg, allowFlagged)
 				if err != nil {
 					return err
 				}
@@ -592,16 +636,18 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 	host.flags(cmd, true)
 	f.StringVar(&nftFile, "nft-file", "", "--host: also write the ruleset as an nft -f file here")
 	f.StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\": the PR body states the blast radius reduction against them (default: none in force)")
+	allowFlaggedFlag(f, &allowFlagged)
 	return cmd
 }
 
 func newReportCommand(g *globals) *cobra.Command {
 	var (
-		src      flowSource
-		policies string
-		out      string
-		output   outputFlag
-		cfg      = enforcer.DefaultConfig()
+		src          flowSource
+		policies     string
+		out          string
+		output       outputFlag
+		cfg          = enforcer.DefaultConfig()
+		allowFlagged bool
 	)
 	cmd := &cobra.Command{
 		Use:   "report (--since D|TIME [--until D|TIME] | FILE... | --hubble-file F...) --policies DIR --out DIR",
@@ -613,7 +659,10 @@ least-privilege gap), top talkers, denied traffic and new edges, with a
 service graph coloured by verdict; the blast radius of every workload (the
 workloads it reaches directly or by pivoting, any port) under the policies
 in force (none given: every pod reaches every other) and under the
-recommended policies, with the cluster's reduction. Writes report.md,
+recommended policies, with the cluster's reduction. The recommended
+policies are recommend's: the edges the detectors flag are held back
+(listed among the observed traffic they would deny, with the finding)
+unless --allow-flagged. Writes report.md,
 report.html (self-contained), service-graph.svg and report.json (every figure
 of the report, "blast_radius" included) into --out.
 
@@ -641,7 +690,9 @@ changes count NetworkPolicies only, and the report says so.`,
 			b := enforcer.NewReportBuilder()
 			b.Config = &cfg
 			b.Cilium = cnps
-			if err := src.eachGroup(cmd.Context(), g, b.AddGroup); err != nil {
+			// The recommended policies hold back what the detectors flag, as recommend's do.
+			err := learnFlagged(cmd.Context(), g, &src, &cfg, allowFlagged, func() error { return src.eachGroup(cmd.Context(), g, b.AddGroup) })
+			if err != nil {
 				return err
 			}
 			if src.win.given() {
@@ -684,6 +735,7 @@ changes count NetworkPolicies only, and the report says so.`,
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html, service-graph.svg and report.json")
 	output.register(cmd, "table", "table", "json", "yaml")
 	policyFlags(cmd.Flags(), &cfg) // the recommended policies of the blast radius are recommend's
+	allowFlaggedFlag(cmd.Flags(), &allowFlagged)
 	return cmd
 }
 
@@ -783,6 +835,7 @@ type recommendSummary struct {
 	Edges            int           `json:"edges"`
 	DirectionUnknown uint64        `json:"direction_unknown"`
 	LeftOut          []leftOutEdge `json:"left_out"`
+	HeldBack         []leftOutEdge `json:"held_back"`
 	Warnings         []string      `json:"warnings"`
 	BlastRadius      string        `json:"blast_radius"`
 }
@@ -791,7 +844,10 @@ type leftOutEdge struct {
 	From   string `json:"from"`
 	To     string `json:"to"`
 	Port   string `json:"port"`
+	Flows  uint64 `json:"flows"`
 	Reason string `json:"reason"`
+	// Findings are those a held-back edge is evidence of.
+	Findings []enforcer.Flag `json:"findings,omitempty"`
 }
 
 // reportSummary is what report -o json|yaml prints (report.json in --out
