@@ -26,6 +26,10 @@ type Decoder struct {
 	s       jsonscan.Scanner
 	strings nameCache
 	labels  map[string]labelSet
+	// endpoints are endpoint objects read before, by their raw bytes: the
+	// same pods send the same source and destination objects, which are
+	// most of a line's bytes.
+	endpoints map[string]endpointFields
 	// bad is the first string of the line being decoded that is not a
 	// valid name (see schema.CheckName); only valid strings are cached, so
 	// a cached one needs no check.
@@ -49,7 +53,7 @@ const (
 
 // NewDecoder returns a Decoder with empty caches.
 func NewDecoder() *Decoder {
-	return &Decoder{strings: make(map[string]string), labels: make(map[string]labelSet)}
+	return &Decoder{strings: make(map[string]string), labels: make(map[string]labelSet), endpoints: make(map[string]endpointFields)}
 }
 
 // ParseResponseJSON is the reference parser: protojson into a
@@ -119,6 +123,9 @@ type flowFields struct {
 type endpointFields struct {
 	ep       schema.Endpoint
 	reserved string
+	// read is set once the object was read: a key repeated in a line (which
+	// protojson refuses) is read over the first one, as without the cache.
+	read bool
 }
 
 // Decode parses one line. It returns ErrNoFlow (wrapped) for responses that
@@ -426,11 +433,46 @@ func (d *Decoder) ports(out *schema.Flow, tcp bool) error {
 	})
 }
 
+// endpoint reads a source or destination object. An object whose bytes were
+// read before, valid, is taken from the cache without reading it again
+// (its bytes being equal, so are its syntax and values).
 func (d *Decoder) endpoint(e *endpointFields) error {
 	s := &d.s
 	if s.Null() {
 		return nil
 	}
+	start := s.Pos()
+	end, ok := s.Extent()
+	ok = ok && !e.read
+	if ok {
+		if cached, hit := d.endpoints[string(s.Bytes(start, end))]; hit {
+			*e = cached
+			s.Seek(end)
+			return nil
+		}
+	}
+	bad := d.bad
+	d.bad = nil
+	err := d.endpointFields(e)
+	e.read = true
+	switch {
+	case d.bad != nil:
+		// Not cached: the next line with this object is refused too.
+		if bad == nil {
+			bad = d.bad
+		}
+	case err == nil && ok && s.Pos() == end:
+		if len(d.endpoints) >= maxEndpoints {
+			clear(d.endpoints)
+		}
+		d.endpoints[string(s.Bytes(start, end))] = *e
+	}
+	d.bad = bad
+	return err
+}
+
+func (d *Decoder) endpointFields(e *endpointFields) error {
+	s := &d.s
 	return s.Object(func(key []byte) error {
 		switch string(key) {
 		case "namespace":

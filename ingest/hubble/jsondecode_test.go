@@ -207,3 +207,43 @@ func TestDNSQType(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoderEndpointCache: an endpoint object read before is taken from
+// the cache, for either side, and what follows it is still read and
+// checked; an object that differs by one byte is read afresh.
+func TestDecoderEndpointCache(t *testing.T) {
+	const tm = `"time":"2021-06-16T16:52:13Z"`
+	ep := `{"ID":881,"identity":3418,"namespace":"bookinfo","labels":["k8s:app=productpage","k8s:io.kubernetes.pod.namespace=bookinfo"],"pod_name":"productpage-v1-6b746f74dc-9rcxx"}`
+	d := NewDecoder()
+	first, err := d.Decode([]byte(`{"flow":{` + tm + `,"source":` + ep + `}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.endpoints) != 1 {
+		t.Fatalf("%d endpoints cached, want 1", len(d.endpoints))
+	}
+	both, err := d.Decode([]byte(`{"flow":{` + tm + `,"source":` + ep + `,"destination":` + ep + `}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(both.Src, first.Src) || !reflect.DeepEqual(both.Dst, first.Src) || both.Src.Workload != "productpage-v1" {
+		t.Fatalf("cached endpoint differs: %+v / %+v, want %+v", both.Src, both.Dst, first.Src)
+	}
+	for _, bad := range []string{
+		`{"flow":{` + tm + `,"source":` + ep + `,"l4":{"TCP":{"source_port":"eighty"}}}}`,
+		`{"flow":{` + tm + `,"source":` + ep + `}`,
+		`{"flow":{` + tm + `,"source":` + ep + `x}}`,
+	} {
+		if _, err := d.Decode([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	other := strings.Replace(ep, "9rcxx", "9rcxy", 1)
+	f, err := d.Decode([]byte(`{"flow":{` + tm + `,"source":` + other + `}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Src.Pod != "productpage-v1-6b746f74dc-9rcxy" || len(d.endpoints) != 2 {
+		t.Fatalf("a changed object read as %q (%d cached)", f.Src.Pod, len(d.endpoints))
+	}
+}

@@ -6,6 +6,7 @@
 package jsonscan
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -51,6 +52,15 @@ func (s *Scanner) Errf(format string, args ...any) error {
 }
 
 func (s *Scanner) ws() {
+	// Compact JSON, what the exporters write, has no space between tokens:
+	// one comparison settles it.
+	if s.i < len(s.b) && s.b[s.i] > ' ' {
+		return
+	}
+	s.wsSlow()
+}
+
+func (s *Scanner) wsSlow() {
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
 		case ' ', '\t', '\n', '\r':
@@ -392,6 +402,56 @@ func (s *Scanner) Bool() (bool, error) {
 	}
 	return false, s.Errf("expected true or false")
 }
+
+// Extent returns the offset just past the object or array that starts at
+// the next non-space byte, found by matching brackets outside strings. It
+// neither validates nor consumes what it passes over: a caller uses it to
+// recognise bytes it has read and validated before (then Seek past them),
+// and reads them with the validating methods otherwise. ok is false when
+// the next value is not an object or array, or the input ends first.
+func (s *Scanner) Extent() (end int, ok bool) {
+	s.ws()
+	b := s.b
+	i := s.i
+	if i >= len(b) || (b[i] != '{' && b[i] != '[') {
+		return 0, false
+	}
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1, true
+			}
+		case '"':
+			// The closing quote: the next one not escaped, that is not
+			// preceded by an odd run of backslashes.
+			for {
+				q := bytes.IndexByte(b[i+1:], '"')
+				if q < 0 {
+					return 0, false
+				}
+				i += 1 + q
+				n := 0
+				for j := i - 1; b[j] == '\\'; j-- {
+					n++
+				}
+				if n%2 == 0 {
+					break
+				}
+			}
+		}
+		i++
+	}
+	return 0, false
+}
+
+// Seek moves to offset i, which Extent returned: past a value the caller
+// recognised.
+func (s *Scanner) Seek(i int) { s.i = i }
 
 // skip consumes and validates any JSON value.
 func (s *Scanner) Skip() error {

@@ -246,3 +246,43 @@ func FuzzScanner(f *testing.F) {
 		oracle(t, &s, in)
 	})
 }
+
+// TestExtent: Extent finds the end Skip finds for every valid object and
+// array (brackets and escaped quotes inside strings included), moves
+// nothing, and reports no extent for scalars and truncated input.
+func TestExtent(t *testing.T) {
+	valid := []string{
+		`{}`, `[]`, ` {"a":1}`, `{"a":[1,{"b":"}"}],"c":"]"}`, `["\"", "\\", "\\\"]", {"x":"\\\\"}]`,
+		`{"k":"a\\\"}b","l":["{","["]}`, `{"ü":"\u00fc}"}`, `[[[]],[{}]]`,
+	}
+	for _, v := range valid {
+		var s Scanner
+		s.Reset([]byte(v + `,"after"`))
+		end, ok := s.Extent()
+		if !ok {
+			t.Fatalf("Extent(%s): none", v)
+		}
+		if s.Pos() != strings.IndexFunc(v, func(r rune) bool { return r != ' ' }) {
+			t.Fatalf("Extent(%s) moved the scanner to %d", v, s.Pos())
+		}
+		if err := s.Skip(); err != nil {
+			t.Fatalf("Skip(%s): %v", v, err)
+		}
+		if end != s.Pos() {
+			t.Fatalf("Extent(%s) = %d, Skip ends at %d", v, end, s.Pos())
+		}
+		s.Reset([]byte(v))
+		end, _ = s.Extent()
+		s.Seek(end)
+		if s.Peek() != 0 {
+			t.Fatalf("Seek(%d) in %s left %q", end, v, s.Bytes(s.Pos(), len(v)))
+		}
+	}
+	for _, v := range []string{``, `1`, `"{}"`, `null`, `{"a":1`, `["]`, `{"a":"\"}`, `[[]`} {
+		var s Scanner
+		s.Reset([]byte(v))
+		if end, ok := s.Extent(); ok {
+			t.Fatalf("Extent(%s) = %d, want none", v, end)
+		}
+	}
+}

@@ -28,10 +28,10 @@ type columns struct {
 	srcPort, dstPort                             proto.ColUInt16
 	tcpFlags                                     *lowCardinality
 	srcNS, srcPod, srcWorkload, srcKind          *lowCardinality
-	srcLabels                                    *proto.ColMap[string, string]
+	srcLabels                                    *labelsColumn
 	srcIdentity                                  proto.ColUInt32
 	dstNS, dstPod, dstWorkload, dstKind          *lowCardinality
-	dstLabels                                    *proto.ColMap[string, string]
+	dstLabels                                    *labelsColumn
 	dstIdentity                                  proto.ColUInt32
 	dstNames                                     *proto.ColArr[string]
 	l7Type                                       *lowCardinality
@@ -50,8 +50,6 @@ type columns struct {
 	input                                        proto.Input
 	// oldest is the earliest flow time in the batch (for the latency metric).
 	oldest time.Time
-	// counts tallies rows by source and verdict for the metrics.
-	counts map[[2]string]int
 	// dedupToken identifies this batch's content for ClickHouse's insert
 	// deduplication; it is made on the first insert attempt.
 	dedupToken string
@@ -59,18 +57,13 @@ type columns struct {
 
 func lc() *lowCardinality { return newLowCardinality() }
 
-func labelsColumn() *proto.ColMap[string, string] {
-	return proto.NewMap[string, string](newLowCardinality(), new(proto.ColStr))
-}
-
 func newColumns() *columns {
 	c := &columns{
 		node: lc(), source: lc(), verdict: lc(), dropReason: lc(), direction: lc(), protocol: lc(), tcpFlags: lc(),
-		srcNS: lc(), srcPod: lc(), srcWorkload: lc(), srcKind: lc(), srcLabels: labelsColumn(),
-		dstNS: lc(), dstPod: lc(), dstWorkload: lc(), dstKind: lc(), dstLabels: labelsColumn(),
+		srcNS: lc(), srcPod: lc(), srcWorkload: lc(), srcKind: lc(), srcLabels: newLabelsColumn(),
+		dstNS: lc(), dstPod: lc(), dstWorkload: lc(), dstKind: lc(), dstLabels: newLabelsColumn(),
 		dstNames: new(proto.ColStr).Array(), l7Type: lc(), dnsQType: lc(), httpMethod: lc(),
 		srcPrincipal: lc(), dstPrincipal: lc(), policyNames: proto.NewArray[string](newLowCardinality()),
-		counts: map[[2]string]int{},
 	}
 	c.time = *new(proto.ColDateTime64).WithPrecision(proto.PrecisionNano).WithLocation(time.UTC)
 	c.input = proto.Input{
@@ -123,8 +116,8 @@ func (c *columns) reserve(n int) {
 	for _, s := range []*proto.ColStr{&c.dnsQuery, &c.httpPath, &c.traceID} {
 		s.Pos = slices.Grow(s.Pos, n)
 	}
-	c.srcLabels.Offsets = slices.Grow(c.srcLabels.Offsets, n)
-	c.dstLabels.Offsets = slices.Grow(c.dstLabels.Offsets, n)
+	c.srcLabels.rows = slices.Grow(c.srcLabels.rows, n)
+	c.dstLabels.rows = slices.Grow(c.dstLabels.rows, n)
 	c.dstNames.Offsets = slices.Grow(c.dstNames.Offsets, n)
 	c.policyNames.Offsets = slices.Grow(c.policyNames.Offsets, n)
 }
@@ -134,7 +127,6 @@ func (c *columns) add(f *schema.Flow) {
 		c.oldest = f.Time
 	}
 	c.n++
-	c.counts[[2]string{string(f.Source), string(f.Verdict)}]++
 	c.time.Append(f.Time)
 	c.node.Append(f.Node)
 	c.source.Append(string(f.Source))
@@ -185,7 +177,25 @@ func (c *columns) reset() {
 	c.n = 0
 	c.oldest = time.Time{}
 	c.dedupToken = ""
-	clear(c.counts)
+}
+
+// counts tallies the rows by source and verdict (for the metrics), from
+// the dictionary keys of those two columns: runs of one pair are counted
+// without a look-up.
+func (c *columns) counts(fn func(source, verdict string, n int)) {
+	src, verdict := c.source.keys, c.verdict.keys
+	tally := map[[2]uint32]int{}
+	for i := 0; i < len(src); {
+		j := i + 1
+		for j < len(src) && src[j] == src[i] && verdict[j] == verdict[i] {
+			j++
+		}
+		tally[[2]uint32{src[i], verdict[i]}] += j - i
+		i = j
+	}
+	for k, n := range tally {
+		fn(c.source.index.Row(int(k[0])), c.verdict.index.Row(int(k[1])), n)
+	}
 }
 
 var tokenPrefix = func() string {

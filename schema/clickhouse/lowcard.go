@@ -50,14 +50,21 @@ func (c *lowCardinality) Append(v string) {
 		c.keys = append(c.keys, c.lastKey)
 		return
 	}
+	k := c.intern(v)
+	c.keys = append(c.keys, k)
+	c.last, c.lastKey, c.hasLast = v, k, true
+}
+
+// intern returns v's dictionary key, adding v to the dictionary if it is
+// new, without adding a row.
+func (c *lowCardinality) intern(v string) uint32 {
 	k, ok := c.dict[v]
 	if !ok {
 		k = uint32(len(c.dict))
 		c.dict[v] = k
 		c.index.Append(v)
 	}
-	c.keys = append(c.keys, k)
-	c.last, c.lastKey, c.hasLast = v, k, true
+	return k
 }
 
 func (c *lowCardinality) AppendArr(vs []string) {

@@ -749,9 +749,9 @@ func (w *Writer) insertOnce(ctx context.Context, client **chgo.Client, cols *col
 	if !cols.oldest.IsZero() {
 		w.metrics.Latency.Observe(time.Since(cols.oldest).Seconds())
 	}
-	for k, n := range cols.counts {
-		w.metrics.Written.WithLabelValues(k[0], k[1]).Add(float64(n))
-	}
+	cols.counts(func(source, verdict string, n int) {
+		w.metrics.Written.WithLabelValues(source, verdict).Add(float64(n))
+	})
 	return nil
 }
 
