@@ -146,12 +146,14 @@ type ciliumEntry struct {
 	none      bool // a peer field is an empty list: selects nobody
 	anyPeer   bool // no peer field: every peer (on the ports)
 	endpoints []*policytypes.LabelSelector
-	entities  []api.Entity
-	cidrs     []cidrExcept
-	fqdns     []*regexp.Regexp
-	ports     []api.PortProtocol
-	l4        bool // the rule restricts ports (toPorts or icmps)
-	text      string
+	entities  []api.Entity // those judged by the peer's kind (world, cluster, all)
+	// entitySelectors select the reserved identities of the other entities.
+	entitySelectors []*policytypes.LabelSelector
+	cidrs           []cidrExcept
+	fqdns           []*regexp.Regexp
+	ports           []api.PortProtocol
+	l4              bool // the rule restricts ports (toPorts or icmps)
+	text            string
 }
 
 type cidrExcept struct {
@@ -173,6 +175,9 @@ func NewCiliumEvaluator(policies []CiliumNetworkPolicy) (*CiliumEvaluator, error
 		var unsupported []string
 		for si, raw := range specs {
 			r := raw.DeepCopy()
+			if nodesToNone(r) {
+				unsupported = append(unsupported, "fromNodes/toNodes (select nobody here)")
+			}
 			if err := r.Sanitize(); err != nil {
 				return nil, fmt.Errorf("%s %s: %w", p.Kind, p.Key(), err)
 			}
@@ -191,8 +196,7 @@ func NewCiliumEvaluator(policies []CiliumNetworkPolicy) (*CiliumEvaluator, error
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: ingress %d: %w", p.Kind, p.Key(), i+1, err)
 				}
-				noteUnsupported(&unsupported, "fromNodes", len(in.FromNodes), "fromGroups", len(in.FromGroups), "fromRequires", len(in.FromRequires))
-				en.none = en.none || emptyList(in.FromNodes != nil, len(in.FromNodes))
+				noteUnsupported(&unsupported, "fromGroups", len(in.FromGroups), "fromRequires", len(in.FromRequires))
 				cr.ingress = append(cr.ingress, en)
 			}
 			for i, in := range parsed.IngressDeny {
@@ -200,7 +204,7 @@ func NewCiliumEvaluator(policies []CiliumNetworkPolicy) (*CiliumEvaluator, error
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: ingressDeny %d: %w", p.Kind, p.Key(), i+1, err)
 				}
-				noteUnsupported(&unsupported, "fromNodes", len(in.FromNodes), "fromGroups", len(in.FromGroups), "fromRequires", len(in.FromRequires))
+				noteUnsupported(&unsupported, "fromGroups", len(in.FromGroups), "fromRequires", len(in.FromRequires))
 				cr.inDeny = append(cr.inDeny, en)
 			}
 			for i, eg := range parsed.Egress {
@@ -208,8 +212,7 @@ func NewCiliumEvaluator(policies []CiliumNetworkPolicy) (*CiliumEvaluator, error
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: egress %d: %w", p.Kind, p.Key(), i+1, err)
 				}
-				noteUnsupported(&unsupported, "toNodes", len(eg.ToNodes), "toGroups", len(eg.ToGroups), "toServices", len(eg.ToServices), "toRequires", len(eg.ToRequires))
-				en.none = en.none || emptyList(eg.ToNodes != nil, len(eg.ToNodes))
+				noteUnsupported(&unsupported, "toGroups", len(eg.ToGroups), "toServices", len(eg.ToServices), "toRequires", len(eg.ToRequires))
 				cr.egress = append(cr.egress, en)
 			}
 			for i, eg := range parsed.EgressDeny {
@@ -217,7 +220,7 @@ func NewCiliumEvaluator(policies []CiliumNetworkPolicy) (*CiliumEvaluator, error
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: egressDeny %d: %w", p.Kind, p.Key(), i+1, err)
 				}
-				noteUnsupported(&unsupported, "toNodes", len(eg.ToNodes), "toGroups", len(eg.ToGroups), "toServices", len(eg.ToServices), "toRequires", len(eg.ToRequires))
+				noteUnsupported(&unsupported, "toGroups", len(eg.ToGroups), "toServices", len(eg.ToServices), "toRequires", len(eg.ToRequires))
 				cr.egDeny = append(cr.egDeny, en)
 			}
 			dd := parsed.EnableDefaultDeny
@@ -230,6 +233,39 @@ func NewCiliumEvaluator(policies []CiliumNetworkPolicy) (*CiliumEvaluator, error
 		}
 	}
 	return e, nil
+}
+
+// nodesToNone replaces the fromNodes/toNodes peers of r, which need node
+// labels that flows do not carry (and which Cilium's sanitiser refuses
+// unless the agent enables node selector labels), by the entity "none":
+// the rule then selects nobody, as documented. It says whether any was
+// replaced.
+func nodesToNone(r *api.Rule) bool {
+	none := api.EntitySlice{api.EntityNone}
+	found := false
+	swap := func(nodes *[]api.EndpointSelector, entities *api.EntitySlice) {
+		if *nodes == nil {
+			return
+		}
+		found = true
+		*nodes = nil
+		if *entities == nil {
+			*entities = none
+		}
+	}
+	for i := range r.Ingress {
+		swap(&r.Ingress[i].FromNodes, &r.Ingress[i].FromEntities)
+	}
+	for i := range r.IngressDeny {
+		swap(&r.IngressDeny[i].FromNodes, &r.IngressDeny[i].FromEntities)
+	}
+	for i := range r.Egress {
+		swap(&r.Egress[i].ToNodes, &r.Egress[i].ToEntities)
+	}
+	for i := range r.EgressDeny {
+		swap(&r.EgressDeny[i].ToNodes, &r.EgressDeny[i].ToEntities)
+	}
+	return found
 }
 
 func dedupe(s []string) []string {
@@ -276,7 +312,14 @@ func compileEntry(index int, endpoints []api.EndpointSelector, entities api.Enti
 		peers = append(peers, "endpoints "+ciliumSelectorText(es))
 	}
 	for _, ent := range entities {
-		en.entities = append(en.entities, ent)
+		switch ent {
+		case api.EntityAll, api.EntityWorld, api.EntityWorldIPv4, api.EntityWorldIPv6, api.EntityCluster, api.EntityClusterMesh:
+			en.entities = append(en.entities, ent)
+		default: // a reserved identity: Cilium's own selectors for it
+			for _, sel := range api.EntitySelectorMapping[ent] {
+				en.entitySelectors = append(en.entitySelectors, policytypes.NewLabelSelector(sel))
+			}
+		}
 		peers = append(peers, "entity "+string(ent))
 	}
 	for _, c := range cidrs {
@@ -431,6 +474,11 @@ func (en *ciliumEntry) peerMatches(peer CiliumEndpoint) bool {
 			return true
 		}
 	}
+	for _, sel := range en.entitySelectors {
+		if sel.Matches(peer.Labels) {
+			return true
+		}
+	}
 	if !peer.world() {
 		return false
 	}
@@ -463,8 +511,10 @@ func (c cidrExcept) contains(a netip.Addr) bool {
 	return true
 }
 
-// entityMatches applies Cilium's entities (policy/api/entity.go): "cluster"
-// is every pod and every reserved identity but world's.
+// entityMatches applies Cilium's entities (policy/api/entity.go) that
+// depend on the peer's kind: "cluster" is every pod and every reserved
+// identity but world's. The others are selectors of reserved identities
+// (ciliumEntry.entitySelectors).
 func entityMatches(ent api.Entity, peer CiliumEndpoint) bool {
 	switch ent {
 	case api.EntityAll:
@@ -477,11 +527,6 @@ func entityMatches(ent api.Entity, peer CiliumEndpoint) bool {
 		return peer.world() && peer.IP.Is6()
 	case api.EntityCluster, api.EntityClusterMesh:
 		return peer.Pod || !peer.world()
-	}
-	for _, s := range api.EntitySelectorMapping[ent] {
-		if policytypes.NewLabelSelector(s).Matches(peer.Labels) {
-			return true
-		}
 	}
 	return false
 }

@@ -240,6 +240,33 @@ spec:
     - matchLabels:
         io.cilium.k8s.namespace.labels.faction: "alliance"
 `,
+	// layer3: Entities based, kube-apiserver (l3/entities/apiserver.yaml)
+	"dev-to-kube-apiserver": `apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "dev-to-kube-apiserver"
+spec:
+  endpointSelector:
+    matchLabels:
+      env: dev
+  egress:
+    - toEntities:
+      - kube-apiserver
+`,
+	// layer3: Entities based, nodes (l3/entities/nodes.yaml)
+	"to-dev-from-nodes-in-cluster": `apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "to-dev-from-nodes-in-cluster"
+spec:
+  endpointSelector:
+    matchLabels:
+      env: dev
+  ingress:
+    - fromEntities:
+      - host
+      - remote-node
+`,
 	// intro: EnableDefaultDeny (intercept-all-dns)
 	"intercept-all-dns": `apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy
@@ -295,7 +322,15 @@ func cworld(ip string, names ...string) CiliumEndpoint {
 	return CiliumEndpointOf(&e, netip.MustParseAddr(ip), names)
 }
 
+// creserved is a reserved identity (kube-apiserver, remote-node...) as
+// Hubble names it.
+func creserved(name, ip string) CiliumEndpoint {
+	e := schema.Endpoint{Workload: name, WorkloadKind: schema.KindReserved, Labels: map[string]string{"reserved:" + name: ""}}
+	return CiliumEndpointOf(&e, netip.MustParseAddr(ip), nil)
+}
+
 func TestCiliumSemanticsFromDocs(t *testing.T) {
+	dev := cpod("default", "env", "dev")
 	frontend, backend, other := cpod("default", "role", "frontend"), cpod("default", "role", "backend"), cpod("default", "role", "other")
 	frontendNS2 := cpod("ns2", "role", "frontend")
 	victim, public, restricted := cpod("default", "role", "victim"), cpod("default", "role", "public"), cpod("default", "role", "restricted")
@@ -355,6 +390,12 @@ func TestCiliumSemanticsFromDocs(t *testing.T) {
 		{docKubernetes, "k8s-expose-across-namespace", "vader in ns2 to leia", vader, leia, "TCP", 80, false},
 		{docKubernetes, "alliance-only", "a pod of a namespace labelled faction=alliance", ally, rebels, "TCP", 80, true},
 		{docKubernetes, "alliance-only", "a pod of a namespace labelled faction=empire", empire, rebels, "TCP", 80, false},
+		{docLayer3, "dev-to-kube-apiserver", "dev to the API server", dev, creserved("kube-apiserver", "172.18.0.2"), "TCP", 6443, true},
+		{docLayer3, "dev-to-kube-apiserver", "dev to a remote node", dev, creserved("remote-node", "172.18.0.3"), "TCP", 10250, false},
+		{docLayer3, "dev-to-kube-apiserver", "dev to world", dev, cworld("1.1.1.1"), "TCP", 443, false},
+		{docLayer3, "to-dev-from-nodes-in-cluster", "a remote node to dev", creserved("remote-node", "172.18.0.3"), dev, "TCP", 8080, true},
+		{docLayer3, "to-dev-from-nodes-in-cluster", "world to dev", cworld("1.1.1.1"), dev, "TCP", 8080, false},
+		{docLayer3, "to-dev-from-nodes-in-cluster", "a pod to dev", other, dev, "TCP", 8080, false},
 		{docIntro, "intercept-all-dns", "enableDefaultDeny false: DNS allowed", app, kubeDNS, "UDP", 53, true},
 		{docIntro, "intercept-all-dns", "enableDefaultDeny false: other egress still allowed", app, cworld("1.1.1.1"), "TCP", 443, true},
 	} {
@@ -378,5 +419,47 @@ func TestCiliumSemanticsFromDocs(t *testing.T) {
 				t.Errorf("denial without a reason naming the policy: %+v", d)
 			}
 		})
+	}
+}
+
+// What cannot be judged is named and selects nobody; a peer field given
+// as an empty list selects nobody but still starts the default deny
+// (Cilium's pkg/policy/utils: "empty non-nil slices ... should not result
+// in any identity being selected").
+func TestCiliumNotJudgedAndEmptyLists(t *testing.T) {
+	cnps, err := ParseCiliumPolicies([]byte(`apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: odd, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: []
+  egress:
+  - toServices:
+    - k8sService: {serviceName: db, namespace: shop}
+  - toNodes:
+    - matchLabels: {node-role.kubernetes.io/control-plane: ""}
+  - toPorts: [{ports: [{port: https, protocol: TCP}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := NewCiliumEvaluator(cnps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Unsupported) != 1 || !strings.Contains(ev.Unsupported[0], "shop/odd") ||
+		!strings.Contains(ev.Unsupported[0], "toServices") || !strings.Contains(ev.Unsupported[0], "toNodes") || !strings.Contains(ev.Unsupported[0], "named port https") {
+		t.Errorf("not judged: %q", ev.Unsupported)
+	}
+	web, client := cpod("shop", "app", "web"), cpod("shop", "app", "client")
+	if d := ev.Evaluate(client, web, "TCP", 80); d.Allowed {
+		t.Errorf("fromEndpoints: [] allowed %s", d.Reason)
+	}
+	if d := ev.Evaluate(web, creserved("remote-node", "172.18.0.3"), "TCP", 443); d.Allowed {
+		t.Errorf("toNodes (not judged) allowed %s", d.Reason)
+	}
+	if d := ev.Evaluate(web, client, "TCP", 443); d.Allowed {
+		t.Errorf("a named port (not judged) allowed %s", d.Reason)
 	}
 }
