@@ -463,3 +463,32 @@ spec:
 		t.Errorf("a named port (not judged) allowed %s", d.Reason)
 	}
 }
+
+// FuzzCiliumPolicies: whatever a policy file holds, reading and judging it
+// returns an error or a decision, never a panic (verify reads policies
+// from pull requests). Seeds: the documentation examples above.
+func FuzzCiliumPolicies(f *testing.F) {
+	for _, k := range sortedKeys(ciliumDocPolicies) {
+		f.Add([]byte(ciliumDocPolicies[k]))
+	}
+	web, client := cpod("default", "app", "web"), cpod("other", "role", "frontend")
+	ends := []CiliumEndpoint{web, client, cworld("10.96.0.10", "sub.cilium.io"), creserved("kube-apiserver", "172.18.0.2")}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cps, err := ParseCiliumPolicies(data)
+		if err != nil {
+			return
+		}
+		ev, err := NewCiliumEvaluator(cps)
+		if err != nil {
+			return
+		}
+		for _, a := range ends {
+			for _, b := range ends {
+				d := ev.Evaluate(a, b, "TCP", 443)
+				if !d.Allowed && d.Reason == "" {
+					t.Fatalf("a denial without a reason: %+v", d)
+				}
+			}
+		}
+	})
+}
