@@ -41,6 +41,7 @@ type serveOptions struct {
 	obsCfg        hubble.ObserverConfig
 	wcfg          clickhouse.WriterConfig
 	policyCfg     enforcer.Config
+	allowFlagged  bool // the page learns the edges the stored findings flag too
 	resume        bool
 	sinceIn       string
 	detect        bool
@@ -337,7 +338,7 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 		return nil, nil, err
 	}
 	onClose(func() { pageConn.Close() })
-	pageH := newPage(webui.Config{Current: current}, o.policyCfg, clickhouse.NewReader(pageConn), g.log)
+	pageH := newPage(webui.Config{Current: current}, o.policyCfg, o.allowFlagged, clickhouse.NewReader(pageConn), g.log)
 	if o.page {
 		mux.Handle("GET /{$}", pageH)
 	}
@@ -462,6 +463,7 @@ func restoreHostFirewall(g *globals, nft *nftlib.Conn) {
 
 func (o *serveOptions) flags(f *pflag.FlagSet) {
 	policyFlags(f, &o.policyCfg)
+	allowFlaggedFlag(f, &o.allowFlagged)
 	f.StringVar(&o.httpCfg.Listen, "listen", "127.0.0.1:9965", "HTTP address for the page (/), /metrics, /healthz, /readyz and /livez (all read-only); a non-loopback address without --auth-token-file or --tls-client-ca is warned about")
 	f.BoolVar(&o.page, "page", true, "serve the page on / (false: only /metrics, /healthz, /readyz and /livez, as the node agent does)")
 	f.IntVar(&o.httpCfg.MaxConns, "max-connections", 256, "most connections the HTTP server holds open at once (more wait in the kernel's queue, holding no descriptor); idle ones are closed after 30 s, at once when three quarters are in use")
@@ -537,7 +539,15 @@ func withQuery(next analyze.FindingSink) analyze.FindingSink {
 
 // newPage is serve's page: it recommends with the pipeline and the
 // generator flags recommend uses (enforcer.Recommend: generate, then prove).
-func newPage(cfg webui.Config, policies enforcer.Config, store webui.Store, log *slog.Logger) *webui.Handler {
-	cfg.Recommend = func(graph *enforcer.Graph) (*enforcer.Result, error) { return enforcer.Recommend(graph, policies) }
+// The edges the stored findings of the window flag are held back, unless
+// allowFlagged.
+func newPage(cfg webui.Config, policies enforcer.Config, allowFlagged bool, store webui.Store, log *slog.Logger) *webui.Handler {
+	cfg.Recommend = func(graph *enforcer.Graph, flagged []schema.Finding) (*enforcer.Result, error) {
+		c := policies
+		if !allowFlagged {
+			c.Flagged = flagged
+		}
+		return enforcer.Recommend(graph, c)
+	}
 	return webui.New(cfg, store, log)
 }

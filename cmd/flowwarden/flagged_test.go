@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"html"
+	"io"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/analyze/analyzetest"
 	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
 	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
@@ -359,5 +363,102 @@ func TestRecommendHoldsBackOverStoredHistory(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &sum); err != nil || len(sum.HeldBack) != 0 {
 		t.Errorf("--allow-flagged over stored history held back %+v (%v)", sum.HeldBack, err)
+	}
+
+	// serve's page: the findings serve stored come back with the evidence
+	// the hold-back rules read, and its recommendation holds the
+	// exfiltration back.
+	var found analyze.Collector
+	eng, err := analyze.NewEngine(analyze.DefaultConfig(), &found, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Write(ctx, flows...); err != nil {
+		t.Fatal(err)
+	}
+	eng.Flush()
+	fs := clickhouse.NewFindingStore(conn, nil, nil)
+	want := found.Findings()
+	for _, f := range want {
+		fs.Finding(f)
+	}
+	if err := fs.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reader := clickhouse.NewReader(conn)
+	stored, err := reader.Findings(ctx, scenarioStart, scenarioStart.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 1 || stored[0].ID != want[0].ID || stored[0].Evidence.Baseline != want[0].Evidence.Baseline ||
+		stored[0].Evidence.Window != want[0].Evidence.Window || stored[0].Evidence.Metric != want[0].Evidence.Metric ||
+		stored[0].Evidence.Flows != want[0].Evidence.Flows || !stored[0].Start.Equal(want[0].Start) || !stored[0].End.Equal(want[0].End) {
+		t.Fatalf("stored findings read back as %+v, want %+v", stored, want)
+	}
+	if none, err := reader.Findings(ctx, scenarioStart.Add(2*time.Hour), scenarioStart.Add(3*time.Hour)); err != nil || len(none) != 0 {
+		t.Errorf("findings of a later window: %+v (%v)", none, err)
+	}
+	page := newPage(webui.Config{Now: func() time.Time { return scenarioStart.Add(time.Hour) }, Window: 2 * time.Hour},
+		enforcer.DefaultConfig(), false, reader, nil)
+	rec := httptest.NewRecorder()
+	page.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	body, _ := io.ReadAll(rec.Result().Body)
+	if !strings.Contains(string(body), `<li id="held-back">`) {
+		t.Errorf("the page over the store holds nothing back:\n%s", body)
+	}
+}
+
+// flaggedStore is a fileStore that lists findings too, as storage does.
+type flaggedStore struct {
+	fileStore
+	findings []schema.Finding
+}
+
+func (s flaggedStore) Findings(context.Context, time.Time, time.Time) ([]schema.Finding, error) {
+	return s.findings, nil
+}
+
+// The page's recommended policies hold back what the stored findings flag
+// (serve --allow-flagged: not), and the page says so.
+func TestPageHoldsBackFlaggedEdges(t *testing.T) {
+	flows, err := analyzetest.ReadFlows(filepath.Join(scenarioDir, "sudden-exfiltration.flows.jsonl.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found analyze.Collector
+	eng, err := analyze.NewEngine(analyze.DefaultConfig(), &found, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Write(context.Background(), flows...); err != nil {
+		t.Fatal(err)
+	}
+	eng.Flush()
+	var last time.Time
+	for _, f := range flows {
+		if f.Time.After(last) {
+			last = f.Time
+		}
+	}
+	store := flaggedStore{fileStore{flows}, found.Findings()}
+	for _, allow := range []bool{false, true} {
+		page := newPage(webuiConfig(last), enforcer.DefaultConfig(), allow, store, nil)
+		rec := httptest.NewRecorder()
+		page.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		body, _ := io.ReadAll(rec.Result().Body)
+		var policy string
+		for _, m := range pagePolicy.FindAllStringSubmatch(string(body), -1) {
+			if html.UnescapeString(m[1]) == "bookinfo/flowwarden-reviews-v2" {
+				policy = html.UnescapeString(m[2])
+			}
+		}
+		if policy == "" {
+			t.Fatalf("allow-flagged %v: no policy for reviews-v2 on the page:\n%s", allow, body)
+		}
+		says := strings.Contains(string(body), `<li id="held-back">`) &&
+			strings.Contains(html.UnescapeString(string(body)), "held back: evidence of critical egress-spike on bookinfo/reviews-v2")
+		if allows := strings.Contains(policy, "203.0.113.50"); allows != allow || says == allow {
+			t.Errorf("allow-flagged %v: the page's policy allows the exfiltration: %v, the page lists it held back: %v", allow, allows, says)
+		}
 	}
 }

@@ -90,7 +90,7 @@ func TestPageRecommendsWhatRecommendWrites(t *testing.T) {
 		if err := fs.Parse(flags); err != nil {
 			t.Fatal(err)
 		}
-		page := newPage(webuiConfig(last), cfg, fileStore{flows}, nil)
+		page := newPage(webuiConfig(last), cfg, false, fileStore{flows}, nil)
 		rec := httptest.NewRecorder()
 		page.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 		body, _ := io.ReadAll(rec.Result().Body)

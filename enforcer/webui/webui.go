@@ -40,10 +40,12 @@ type Config struct {
 	// the page says the diff did not finish rather than keep the viewer
 	// waiting.
 	DiffBudget time.Duration
-	// Recommend turns the observed graph into the recommended policies:
-	// serve passes the pipeline `recommend` runs, with the generator flags
-	// it was given (default: enforcer.Recommend with DefaultConfig).
-	Recommend func(*enforcer.Graph) (*enforcer.Result, error)
+	// Recommend turns the observed graph into the recommended policies,
+	// holding back the edges that are evidence of the findings over the
+	// same window (flagged; none when the store cannot list them): serve
+	// passes the pipeline `recommend` runs, with the generator flags it
+	// was given (default: enforcer.Recommend with DefaultConfig).
+	Recommend func(g *enforcer.Graph, flagged []schema.Finding) (*enforcer.Result, error)
 }
 
 // Store is what the page reads from storage; cmd passes schema/clickhouse's
@@ -53,6 +55,15 @@ type Store interface {
 	EachFlowGroup(ctx context.Context, since, until time.Time, fn func(f *schema.Flow, flows uint64, first, last time.Time)) error
 	// RecentFindings returns the newest n findings, newest first.
 	RecentFindings(ctx context.Context, n int) ([]schema.FindingRecord, error)
+}
+
+// FindingStore is a Store that also lists the findings of a window with
+// their evidence: the recommended policies then hold back the edges they
+// flag, as recommend's do.
+type FindingStore interface {
+	// Findings returns the findings whose span meets [since, until),
+	// each in its latest state.
+	Findings(ctx context.Context, since, until time.Time) ([]schema.Finding, error)
 }
 
 // Handler serves the page.
@@ -83,8 +94,10 @@ func New(cfg Config, store Store, log *slog.Logger) *Handler {
 		cfg.MaxAge = 15 * time.Second
 	}
 	if cfg.Recommend == nil {
-		cfg.Recommend = func(g *enforcer.Graph) (*enforcer.Result, error) {
-			return enforcer.Recommend(g, enforcer.DefaultConfig())
+		cfg.Recommend = func(g *enforcer.Graph, flagged []schema.Finding) (*enforcer.Result, error) {
+			c := enforcer.DefaultConfig()
+			c.Flagged = flagged
+			return enforcer.Recommend(g, c)
 		}
 	}
 	if cfg.DiffBudget <= 0 {
@@ -147,7 +160,9 @@ type page struct {
 	Summary *enforcer.Summary
 	// InForce is how many policies the diff is made against.
 	InForce int
-	Error   string
+	// HeldBack counts the observed edges held back as evidence of findings.
+	HeldBack int
+	Error    string
 }
 
 type policyRow struct {
@@ -197,10 +212,17 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 			Summary: r.Summary, Status: r.Status, Query: r.Query})
 	}
 	if len(b.Graph.Workloads) > 0 {
-		res, err := h.cfg.Recommend(b.Graph)
+		var flagged []schema.Finding
+		if fs, ok := h.store.(FindingStore); ok {
+			if flagged, err = fs.Findings(ctx, now.Add(-h.cfg.Window), now); err != nil {
+				return nil, err
+			}
+		}
+		res, err := h.cfg.Recommend(b.Graph, flagged)
 		if err != nil {
 			return nil, err
 		}
+		p.HeldBack = len(res.HeldBack())
 		for _, np := range res.Policies {
 			y, _ := enforcer.MarshalPolicy(np)
 			p.Policies = append(p.Policies, policyRow{Name: np.Namespace + "/" + np.Name, YAML: string(y)})
@@ -248,6 +270,7 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 <li>Rules in force that carried no observed traffic: {{.RulesUnused}} of {{.RulesInForce}}</li>
 <li id="blast-radius">Blast radius (workloads one compromised workload reaches, directly or by pivoting, any port): <strong>{{.BlastBefore}} → {{.BlastAfter}}</strong>: <strong>{{change .BlastReduction}}</strong> with the recommended policies</li>
 <li>Observed traffic the recommended policies would deny: {{len .WouldDeny}} edges{{if .WouldDeny}} (below, with why){{end}}</li>
+{{if $.HeldBack}}<li id="held-back">Held back as evidence of the detectors' findings: <strong>{{$.HeldBack}} edges</strong>, not allowed (below, with the finding)</li>{{end}}
 </ul>
 {{if .DiffError}}<p id="diff-error" class="err">{{.DiffError}}</p>{{else}}<p id="diff-summary">{{len $.Policies}} policies; against the {{$.InForce}} policies in force, {{.Losses}} pair/port combinations would lose access ({{len .WouldDeny}} of them observed, left out on purpose: listed below, with the reason) and {{.Gains}} would gain it.</p>{{end}}
 {{with .WouldDeny}}<h3>Observed traffic the recommended policies would deny</h3>

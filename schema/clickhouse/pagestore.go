@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -39,6 +40,38 @@ func (r *Reader) RecentFindings(ctx context.Context, n int) ([]schema.FindingRec
 		var f schema.FindingRecord
 		if err := rows.Scan(&f.Start, &f.Severity, &f.Detector, &f.Namespace, &f.Workload, &f.Peer, &f.Summary, &f.Status, &f.Query); err != nil {
 			return nil, fmt.Errorf("recent findings: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// Findings returns the findings whose span meets [since, until), each in
+// its latest state, with their evidence (samples and query excepted): what
+// the page's recommendation holds back.
+func (r *Reader) Findings(ctx context.Context, since, until time.Time) ([]schema.Finding, error) {
+	rows, err := r.conn.Query(ctx, `SELECT id, detector, severity, namespace, workload, peer, summary, start, end, status, flows, evidence
+		FROM findings FINAL WHERE end >= ? AND start < ? ORDER BY start, id`, since, until)
+	if err != nil {
+		return nil, fmt.Errorf("findings: %w", err)
+	}
+	defer rows.Close()
+	var out []schema.Finding
+	for rows.Next() {
+		var (
+			f                        schema.Finding
+			severity, status, evJSON string
+		)
+		if err := rows.Scan(&f.ID, &f.Detector, &severity, &f.Namespace, &f.Workload, &f.Peer, &f.Summary, &f.Start, &f.End, &status,
+			&f.Evidence.Flows, &evJSON); err != nil {
+			return nil, fmt.Errorf("findings: %w", err)
+		}
+		f.Severity, f.Status = schema.Severity(severity), schema.FindingStatus(status)
+		var ev schema.EvidenceRecord
+		if err := json.Unmarshal([]byte(evJSON), &ev); err == nil {
+			f.Evidence.Window, _ = time.ParseDuration(ev.Window)
+			f.Evidence.Bytes, f.Evidence.Metric = ev.Bytes, ev.Metric
+			f.Evidence.Observed, f.Evidence.Baseline, f.Evidence.Threshold = ev.Observed, ev.Baseline, ev.Threshold
 		}
 		out = append(out, f)
 	}
