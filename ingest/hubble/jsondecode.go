@@ -36,6 +36,9 @@ type Decoder struct {
 	bad error
 	// qbuf joins a DNS query's types (qtypes).
 	qbuf []byte
+	// lastTS is the text of the last timestamp parsed, lastT its value.
+	lastTS []byte
+	lastT  time.Time
 }
 
 type labelSet struct {
@@ -126,6 +129,8 @@ type endpointFields struct {
 	// read is set once the object was read: a key repeated in a line (which
 	// protojson refuses) is read over the first one, as without the cache.
 	read bool
+	// done: ep is finished (a cached endpoint is stored finished).
+	done bool
 }
 
 // Decode parses one line. It returns ErrNoFlow (wrapped) for responses that
@@ -219,6 +224,9 @@ func (d *Decoder) finish(ff *flowFields, outerTime time.Time, outerNode string) 
 }
 
 func (e *endpointFields) finish() schema.Endpoint {
+	if e.done {
+		return e.ep
+	}
 	ep := e.ep
 	if ep.Workload == "" {
 		if ep.Pod != "" {
@@ -465,7 +473,7 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 		if len(d.endpoints) >= maxEndpoints {
 			clear(d.endpoints)
 		}
-		d.endpoints[string(s.Bytes(start, end))] = *e
+		d.endpoints[string(s.Bytes(start, end))] = endpointFields{ep: e.finish(), reserved: e.reserved, read: true, done: true}
 	}
 	d.bad = bad
 	return err
@@ -867,7 +875,13 @@ func (d *Decoder) timestamp() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
+	// Hubble writes the flow's time twice per line (the response's and
+	// the flow's), the same text: the second is not parsed again.
+	if len(d.lastTS) > 0 && string(b) == string(d.lastTS) {
+		return d.lastT, nil
+	}
 	if t, ok := parseUTCTimestamp(b); ok {
+		d.lastTS, d.lastT = append(d.lastTS[:0], b...), t
 		return t, nil
 	}
 	t, perr := time.Parse(time.RFC3339Nano, string(b))
