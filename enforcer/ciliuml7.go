@@ -36,6 +36,11 @@ type L7Config struct {
 	// first) must take, the rest of the path being equal, before the paths
 	// are written as one rule with [^/]+ for it. 0 never generalises.
 	PathFamily int
+	// Flagged are the detectors' findings over the same traffic: the names
+	// a workload looked up under the domain of a dns-tunnel finding on it
+	// are left out of the DNS rules (held back, counted in the notes).
+	Flagged []schema.Finding
+	tunnels tunnels // from Flagged, by AddCiliumL7
 }
 
 // DefaultL7Config generalises a segment seen with 3 or more values.
@@ -286,6 +291,9 @@ type L7Note struct {
 	L7       string // "http", "dns" or "" (stayed L4)
 	Rules    int
 	Reason   string
+	// HeldBack counts the DNS names left out as evidence of a dns-tunnel
+	// finding (L7Config.Flagged).
+	HeldBack int
 }
 
 func (n L7Note) String() string {
@@ -295,7 +303,11 @@ func (n L7Note) String() string {
 	}
 	s := fmt.Sprintf("%s %s %s/%d: ", n.Workload, dir, n.Protocol, n.Port)
 	if n.L7 != "" {
-		return s + fmt.Sprintf("%d %s rules", n.Rules, n.L7)
+		s += fmt.Sprintf("%d %s rules", n.Rules, n.L7)
+		if n.HeldBack > 0 {
+			s += fmt.Sprintf(" (%d names held back as evidence of a dns-tunnel finding)", n.HeldBack)
+		}
+		return s
 	}
 	return s + "stays L4: " + n.Reason
 }
@@ -305,6 +317,7 @@ func (n L7Note) String() string {
 // each port carries its own rules, and says for every port what it did.
 func AddCiliumL7(cps []CiliumPolicy, obs *L7Observations, cfg L7Config, namePrefix string) []L7Note {
 	var notes []L7Note
+	cfg.tunnels = tunnelDomains(cfg.Flagged)
 	for ci := range cps {
 		cp := &cps[ci]
 		ns, _ := cp.Metadata["namespace"].(string)
@@ -350,6 +363,7 @@ func (o *L7Observations) l7Ports(in []PortRule, workload, wideNS string, ingress
 				// resolver retries over TCP), by the workload, or by any
 				// workload of the namespace for a namespace-wide policy.
 				names := map[string]uint64{}
+				held := map[string]bool{}
 				for k, p := range o.ports {
 					mine := k.Workload == workload
 					if wideNS != "" {
@@ -357,9 +371,23 @@ func (o *L7Observations) l7Ports(in []PortRule, workload, wideNS string, ingress
 					}
 					if mine && !k.Ingress && k.Port == uint16(port) {
 						for n, c := range p.dns {
+							if cfg.tunnels.holds(k.Workload, n) {
+								held[n] = true
+								continue
+							}
 							names[n] += c
 						}
 					}
+				}
+				for n := range names {
+					delete(held, n) // also looked up by a workload not flagged
+				}
+				note.HeldBack = len(held)
+				if len(names) == 0 && len(held) > 0 {
+					// Every name it looked up is the tunnel's: no list is
+					// left to write, and an empty one is no DNS rule.
+					note.Reason = fmt.Sprintf("every name looked up (%d) is evidence of a dns-tunnel finding: matchPattern \"*\" kept, block the domain by hand", len(held))
+					break
 				}
 				if len(names) == 0 {
 					note.Reason = "no DNS lookups seen by Cilium's DNS proxy: matchPattern \"*\" kept"

@@ -252,3 +252,29 @@ func nameUnder(n, d string) bool {
 	d = strings.ToLower(strings.TrimSuffix(d, "."))
 	return d != "" && (n == d || strings.HasSuffix(n, "."+d))
 }
+
+// tunnels are the domains of dns-tunnel findings, per workload.
+type tunnels map[string][]string
+
+// tunnelDomains gathers the dns-tunnel findings' domains per workload.
+func tunnelDomains(findings []schema.Finding) tunnels {
+	t := tunnels{}
+	for _, f := range findings {
+		if holdBackRules[f.Detector] == holdPeerName && f.Namespace != "" && f.Workload != "" && f.Peer != "" {
+			k := f.Namespace + "/" + f.Workload
+			t[k] = append(t[k], f.Peer)
+		}
+	}
+	return t
+}
+
+// holds tells whether workload's lookup of name is evidence of one of its
+// dns-tunnel findings: the name is under the finding's domain.
+func (t tunnels) holds(workload, name string) bool {
+	for _, d := range t[workload] {
+		if nameUnder(name, d) {
+			return true
+		}
+	}
+	return false
+}

@@ -204,10 +204,11 @@ all traffic, as before.`,
 			if flavor == "istio" {
 				return istioRecommend(cmd.Context(), g, &src, cmd.OutOrStdout(), out, l7cfg, cfg.NamePrefix, trustDomain)
 			}
-			res, graph, err := recommend(cmd.Context(), g, &src, cfg, allowFlagged)
+			res, graph, err := recommend(cmd.Context(), g, &src, &cfg, allowFlagged)
 			if err != nil {
 				return err
 			}
+			l7cfg.Flagged = cfg.Flagged // names under a dns-tunnel's domain are held back from the DNS rules
 			var paths []string
 			if flavor == "cilium" {
 				cps := enforcer.ToCilium(res, graph)
@@ -295,16 +296,17 @@ all traffic, as before.`,
 // recommend builds the graph, runs the detectors over the same traffic
 // (unless allowFlagged) so that the edges they flag are held back, then
 // generates the policies and proves them.
-func recommend(ctx context.Context, g *globals, src *flowSource, cfg enforcer.Config, allowFlagged bool) (*enforcer.Result, *enforcer.Graph, error) {
+// cfg.Flagged is left holding the findings.
+func recommend(ctx context.Context, g *globals, src *flowSource, cfg *enforcer.Config, allowFlagged bool) (*enforcer.Result, *enforcer.Graph, error) {
 	graph := enforcer.NewGraph()
-	err := learnFlagged(ctx, g, src, &cfg, allowFlagged, func() error { return src.eachGroup(ctx, g, graph.AddGroup) })
+	err := learnFlagged(ctx, g, src, cfg, allowFlagged, func() error { return src.eachGroup(ctx, g, graph.AddGroup) })
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(graph.Workloads) == 0 {
 		return nil, nil, errors.New("no workloads in the observed traffic")
 	}
-	res, err := enforcer.Recommend(graph, cfg)
+	res, err := enforcer.Recommend(graph, *cfg)
 	var proof *enforcer.ProofError
 	if errors.As(err, &proof) {
 		for _, v := range proof.Violations {
@@ -571,7 +573,7 @@ SIGTERM, SIGHUP, or this command being killed) the previous table is restored.`,
 					return err
 				}
 			} else {
-				res, graph, err := recommend(cmd.Context(), g, &src, cfg, allowFlagged)
+				res, graph, err := recommend(cmd.Context(), g, &src, &cfg, allowFlagged)
 				if err != nil {
 					return err
 				}

@@ -462,3 +462,88 @@ func TestPageHoldsBackFlaggedEdges(t *testing.T) {
 		}
 	}
 }
+
+// recommend --flavor cilium --l7 leaves the tunnel's names out of the DNS
+// rules (the one place a policy can stop a DNS tunnel), keeping the
+// workload's other names; without the findings they are listed.
+func TestCiliumL7HoldsBackTunnelNames(t *testing.T) {
+	for _, name := range []string{"dns-tunnel-fast", "dns-tunnel-slow-drip"} {
+		t.Run(name, func(t *testing.T) {
+			flows, err := analyzetest.ReadFlows(filepath.Join(scenarioDir, name+".flows.jsonl.gz"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found analyze.Collector
+			eng, err := analyze.NewEngine(analyze.DefaultConfig(), &found, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := eng.Write(context.Background(), flows...); err != nil {
+				t.Fatal(err)
+			}
+			eng.Flush()
+			var tunnel schema.Finding
+			for _, f := range found.Findings() {
+				if f.Detector == "dns-tunnel" {
+					tunnel = f
+				}
+			}
+			if tunnel.Peer == "" {
+				t.Fatal("no dns-tunnel finding")
+			}
+			workload := tunnel.Namespace + "/" + tunnel.Workload
+			for _, flagged := range [][]schema.Finding{found.Findings(), nil} {
+				g := enforcer.NewGraph()
+				obs := enforcer.NewL7Observations()
+				for i := range flows {
+					g.Add(&flows[i])
+					obs.Add(&flows[i])
+				}
+				cfg := enforcer.DefaultConfig()
+				cfg.Flagged = flagged
+				res, err := enforcer.Recommend(g, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cps := enforcer.ToCilium(res, g)
+				l7 := enforcer.DefaultL7Config()
+				l7.Flagged = flagged
+				notes, err := enforcer.RecommendCiliumL7(cps, obs, l7, cfg.NamePrefix)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var tunnelNames, others, held int
+				for _, cp := range cps {
+					if cp.Metadata["namespace"] != tunnel.Namespace {
+						continue
+					}
+					for _, eg := range cp.Spec.Egress {
+						for _, pr := range eg.ToPorts {
+							if pr.Rules == nil {
+								continue
+							}
+							for _, r := range pr.Rules.DNS {
+								if strings.HasSuffix(r.MatchPattern, "."+tunnel.Peer) || r.MatchPattern == tunnel.Peer {
+									tunnelNames++
+								} else {
+									others++
+								}
+							}
+						}
+					}
+				}
+				for _, n := range notes {
+					if n.Workload == workload {
+						held += n.HeldBack
+					}
+				}
+				if flagged != nil && (tunnelNames != 0 || others == 0 || held == 0) {
+					t.Errorf("with the findings: %d of the tunnel's names in %s's DNS rules, %d others, %d held back in the notes", tunnelNames, tunnel.Namespace, others, held)
+				}
+				if flagged == nil && tunnelNames == 0 {
+					t.Errorf("without the findings, none of the tunnel's names are listed")
+				}
+			}
+		})
+	}
+}
