@@ -81,6 +81,9 @@ func (s *flowSource) each(ctx context.Context, g *globals, fn func(*schema.Flow)
 		})
 		identities := ingest.NewIdentityCache(time.Hour, 0)
 		for _, f := range s.checked {
+			if r, ok := s.tee.(interface{ NextRecording() }); ok {
+				r.NextRecording()
+			}
 			var stats ingest.Stats
 			if err := flowfile.Read(ctx, f, flowfile.Options{Workers: 1}, identities, sink, &stats); err != nil {
 				return fmt.Errorf("%s: %w", f.Path, err)

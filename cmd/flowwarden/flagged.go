@@ -21,29 +21,42 @@ func allowFlaggedFlag(f *pflag.FlagSet, allow *bool) {
 }
 
 // detecting runs the detectors over the traffic src reads while learn
-// reads it (the same pass for files, so standard input is read once; over
-// stored history, every flow of the window first, as detect --since does),
-// and returns their findings.
+// reads it (the same pass for files, so standard input is read once, each
+// file a recording: analyze.Recordings; over stored history, every flow
+// of the window first, as detect --since does), and returns their
+// findings.
 func detecting(ctx context.Context, g *globals, src *flowSource, learn func() error) ([]schema.Finding, error) {
 	var found analyze.Collector
 	dcfg, err := detectorConfig(ctx, g, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := analyze.NewEngine(dcfg, &found, nil)
-	if err != nil {
-		return nil, err
-	}
 	if src.files.given() {
-		src.tee = eng
+		// Each file is a recording: one that goes back in time (files of
+		// the same hour) gets detectors of its own.
+		recs, err := analyze.NewRecordings(dcfg, &found)
+		if err != nil {
+			return nil, err
+		}
+		src.tee = recs
 		defer func() { src.tee = nil }()
-	} else if _, err := detectStored(ctx, g, src.win, eng, &found); err != nil {
-		return nil, fmt.Errorf("detectors over the stored history: %w", err)
+		if err := learn(); err != nil {
+			return nil, err
+		}
+		recs.Flush()
+	} else {
+		eng, err := analyze.NewEngine(dcfg, &found, nil)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := detectStored(ctx, g, src.win, eng, &found); err != nil {
+			return nil, fmt.Errorf("detectors over the stored history: %w", err)
+		}
+		if err := learn(); err != nil {
+			return nil, err
+		}
+		eng.Flush()
 	}
-	if err := learn(); err != nil {
-		return nil, err
-	}
-	eng.Flush()
 	findings := found.Findings()
 	g.log.Info("detectors ran over the observed traffic", "findings", len(findings), "by_severity", bySeverity(findings))
 	return findings, nil

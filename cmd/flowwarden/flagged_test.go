@@ -547,3 +547,67 @@ func TestCiliumL7HoldsBackTunnelNames(t *testing.T) {
 		})
 	}
 }
+
+// makeRunFiles are the files make run replays (its RUN_FILES).
+func makeRunFiles(t *testing.T) []string {
+	var files []string
+	for _, glob := range []string{"../../testdata/hubble/*.json", "../../testdata/hubble/*.jsonl", "../../testdata/hubble/*.log", scenarioDir + "/*.jsonl.gz"} {
+		m, _ := filepath.Glob(glob)
+		for _, f := range m {
+			if !strings.HasSuffix(f, ".flows.jsonl.gz") {
+				files = append(files, f)
+			}
+		}
+	}
+	if len(files) < 10 {
+		t.Fatalf("make run's files: %v", files)
+	}
+	return files
+}
+
+// Over everything make run replays at once (the samples and every incident
+// scenario, recordings of the same hour read one after the other), both
+// exfiltration destinations are held back and nothing else of their
+// workloads is.
+func TestRecommendHoldsBackMakeRunFiles(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, append([]string{"recommend", "--out", dir, "-o", "json", "--log-level", "warn"}, makeRunFiles(t)...)...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var sum recommendSummary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	held := map[string]string{}
+	for _, h := range sum.HeldBack {
+		held[h.From+" → "+h.To+" "+h.Port] = h.Findings[0].Detector
+	}
+	want := map[string]string{"bookinfo/reviews-v2 → 203.0.113.50 TCP/443": "egress-spike", "bookinfo/ratings-v1 → 198.51.100.7 TCP/443": "egress-spike"}
+	if len(held) != len(want) {
+		t.Errorf("held back %v, want %v", held, want)
+	}
+	for k, d := range want {
+		if held[k] != d {
+			t.Errorf("%s held back for %q, want %s", k, held[k], d)
+		}
+	}
+	for _, sc := range []struct{ name, workload, dest string }{
+		{"sudden-exfiltration", "bookinfo/reviews-v2", "203.0.113.50"},
+		{"slow-exfiltration", "bookinfo/ratings-v1", "198.51.100.7"},
+	} {
+		flows, err := analyzetest.ReadFlows(filepath.Join(scenarioDir, sc.name+".flows.jsonl.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := judgeFlows(t, dir, flows, map[string]func(*schema.Flow) bool{
+			"exfiltration": fromTo(sc.workload, toAddr(sc.dest)),
+			"ordinary": func(f *schema.Flow) bool {
+				return fromTo(sc.workload, func(*schema.Flow) bool { return true })(f) && f.DstIP.Unmap() != netip.MustParseAddr(sc.dest) && f.Dst.Namespace != ""
+			},
+		})
+		if got["exfiltration"] || !got["ordinary"] {
+			t.Errorf("%s: exfiltration allowed %v, the workload's ordinary traffic allowed %v", sc.name, got["exfiltration"], got["ordinary"])
+		}
+	}
+}
