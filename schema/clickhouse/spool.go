@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -504,10 +505,37 @@ func (d segmentDamage) String() string {
 // never returned; an error means the file could not be read at all (or, for
 // a segment from before checksums, where its decoding stopped).
 func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
+	var out []schema.Flow
+	dmg, err := scanSegment(path, nil, func(n int) {
+		out = slices.Grow(out, n)
+	}, func(record []schema.Flow) {
+		out = append(out, record...)
+	})
+	return out, dmg, err
+}
+
+// segmentBufs are the buffers segments are read into, reused: a segment is
+// megabytes, and a fresh buffer is zeroed before it is filled.
+var segmentBufs = sync.Pool{New: func() any { return new(segmentBuf) }}
+
+type segmentBuf struct {
+	raw    []byte
+	record []schema.Flow
+}
+
+// scanSegment reads the segment at path and calls record with the flows of
+// each record that decodes whole, in order; a record's slice is reused for
+// the next one. total, if not nil, is first told how many flows the
+// segment announces. buf, if not nil, holds reusable buffers.
+func scanSegment(path string, buf *segmentBuf, total func(int), record func([]schema.Flow)) (segmentDamage, error) {
 	var dmg segmentDamage
-	raw, err := os.ReadFile(path)
+	if buf == nil {
+		buf = new(segmentBuf)
+	}
+	raw, err := readFileInto(path, buf.raw[:0])
+	buf.raw = raw
 	if err != nil {
-		return nil, dmg, err
+		return dmg, err
 	}
 	gobRecords := bytes.HasPrefix(raw, []byte(segmentMagicGob))
 	v3 := bytes.HasPrefix(raw, []byte(segmentMagicV3))
@@ -518,12 +546,15 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 		if err != nil {
 			err = fmt.Errorf("segment %s (without checksums) cut short after %d flows: %w", filepath.Base(path), len(flows), err)
 		}
-		return flows, dmg, err
+		if total != nil {
+			total(len(flows))
+		}
+		record(flows)
+		return dmg, err
 	}
 	data := raw[min(len(raw), len(segmentMagic)):]
-	var out []schema.Flow
-	if !gobRecords {
-		out = make([]schema.Flow, 0, countFlows(data))
+	if !gobRecords && total != nil {
+		total(countFlows(data))
 	}
 	dec := flowDecoder{v3: v3, inlineLabels: v3 || v4}
 	pos := 0
@@ -543,10 +574,16 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 				if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(&chunk); err != nil {
 					dmg.Corrupt++
 				} else {
-					out = append(out, chunk...)
+					record(chunk)
 				}
-			} else if out, err = dec.decodeFlows(payload, out); err != nil {
-				dmg.Corrupt++
+			} else {
+				flows, err := dec.decodeFlows(payload, buf.record[:0])
+				buf.record = flows[:0]
+				if err != nil {
+					dmg.Corrupt++
+				} else {
+					record(flows)
+				}
 			}
 			pos += recordHeader + n
 			continue
@@ -561,7 +598,32 @@ func readSegment(path string) ([]schema.Flow, segmentDamage, error) {
 		dmg.Corrupt++
 		pos += 1 + next
 	}
-	return out, dmg, nil
+	return dmg, nil
+}
+
+// readFileInto reads the file at path into buf, grown as needed.
+func readFileInto(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return buf, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		buf = slices.Grow(buf, int(fi.Size())+1)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 64<<10)
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // countFlows sums the flow counts that open the records of a segment's

@@ -833,7 +833,17 @@ func (w *Writer) runSpool(ctx context.Context) error {
 // ctx ends) and deletes it. Damaged records are counted and skipped; a
 // segment ClickHouse refuses for good is set aside, not retried.
 func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name string) error {
-	flows, dmg, err := readSegment(filepath.Join(w.cfg.SpoolDir, name))
+	// Each record's flows go into the batch as they are decoded: the
+	// segment is not held as flows, and its buffers are reused.
+	cols := w.newColumns()
+	defer w.putColumns(cols)
+	buf := segmentBufs.Get().(*segmentBuf)
+	defer segmentBufs.Put(buf)
+	dmg, err := scanSegment(filepath.Join(w.cfg.SpoolDir, name), buf, cols.reserve, func(record []schema.Flow) {
+		for i := range record {
+			cols.add(&record[i])
+		}
+	})
 	switch {
 	case err != nil && !dmg.Legacy:
 		return err // unreadable: retried
@@ -843,18 +853,13 @@ func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name s
 		w.log.Warn("spool segment (written before checksums) cut short", "err", err)
 	case dmg.Corrupt > 0:
 		w.metrics.SpoolDamaged.WithLabelValues("corrupt").Add(float64(dmg.Corrupt))
-		w.log.Error("spool segment damaged: corrupt records skipped, the rest is inserted", "segment", name, "records_skipped", dmg.Corrupt, "flows_kept", len(flows))
+		w.log.Error("spool segment damaged: corrupt records skipped, the rest is inserted", "segment", name, "records_skipped", dmg.Corrupt, "flows_kept", cols.len())
 	}
 	if dmg.TornBytes > 0 {
 		// Only the segment being written when a crash came can end torn:
 		// that record was never acknowledged to the source.
 		w.metrics.SpoolDamaged.WithLabelValues("torn").Inc()
 		w.log.Warn("spool segment ends with a torn record (a crash mid-write); skipped", "segment", name, "bytes", dmg.TornBytes)
-	}
-	cols := w.newColumns()
-	defer w.putColumns(cols)
-	for i := range flows {
-		cols.add(&flows[i])
 	}
 	cols.dedupToken = "spool-" + strings.TrimSuffix(name, segmentSuffix)
 	if err := w.insertWithRetry(ctx, client, cols); err != nil {
@@ -866,8 +871,8 @@ func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name s
 		if merr != nil {
 			return errors.Join(err, merr)
 		}
-		w.metrics.Rejected.Add(float64(len(flows)))
-		w.log.Error("ClickHouse refused a spool segment for good; set aside (see RUNBOOK.md, FlowwardenFlowsRejected)", "segment", to, "flows", len(flows), "err", perm.Err)
+		w.metrics.Rejected.Add(float64(cols.len()))
+		w.log.Error("ClickHouse refused a spool segment for good; set aside (see RUNBOOK.md, FlowwardenFlowsRejected)", "segment", to, "flows", cols.len(), "err", perm.Err)
 		return nil
 	}
 	if err := w.spool.remove(name); err != nil {
