@@ -165,10 +165,12 @@ proven denied, and listed ("held back: FROM → TO PORT (N flows): evidence of
 SEVERITY DETECTOR on SUBJECT ...") with the finding. Which edges: an
 egress-spike's outside destinations that alone carried more than twice the
 workload's usual egress during it; a beacon's peer; addresses named under a
-dns-tunnel's domain; the edges a lateral-scan or egress-denial-spike
+dns-tunnel's domain (with --flavor cilium --l7, its names are also left
+out of the DNS rules); the edges a lateral-scan or egress-denial-spike
 workload opened for the first time during it. Other findings hold nothing
-back (metadata access is never allowed anyway). --allow-flagged learns from
-all traffic, as before.`,
+back (metadata access is never allowed anyway). Each file is a recording:
+one that goes back in time gets detectors of its own. --allow-flagged
+learns from all traffic, as before.`,
 		Example: `  flowwarden recommend --since 30d --out ./policies
   flowwarden recommend flows.json istio-proxy.log --out ./policies --flavor cilium -o json
   flowwarden recommend --since 30d --out ./policies --current cluster
