@@ -726,13 +726,24 @@ changes count NetworkPolicies only, and the report says so.`,
 				return err
 			}
 			unused := r.UnusedRules()
+			held := 0
+			if r.Summary != nil {
+				for _, d := range r.Summary.WouldDeny {
+					if len(d.Findings) > 0 {
+						held++
+					}
+				}
+			}
 			if output.value != "table" {
 				return output.print(cmd.OutOrStdout(), reportSummary{Out: out, ObservedFrom: r.From, ObservedTo: r.To, Namespaces: len(r.Namespaces), Hosts: len(r.Hosts), UnusedRules: unused,
-					BlastRadiusBefore: r.BlastRadiusBefore, BlastRadiusAfter: r.BlastRadiusAfter, BlastRadiusReductionPercent: r.BlastRadiusReduction}, nil)
+					BlastRadiusBefore: r.BlastRadiusBefore, BlastRadiusAfter: r.BlastRadiusAfter, BlastRadiusReductionPercent: r.BlastRadiusReduction, HeldBack: held}, nil)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "report for %d namespaces and %d host firewalls written to %s (%d rules allowed but unused)\n", len(r.Namespaces), len(r.Hosts), out, unused)
 			if len(r.BlastRadius) > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "blast radius %d → %d with the recommended policies (%s)\n", r.BlastRadiusBefore, r.BlastRadiusAfter, enforcer.ChangeWords(r.BlastRadiusReduction))
+			}
+			if held > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d observed edges held back from the recommended policies as evidence of the detectors' findings (listed in report.md with the finding; --allow-flagged allows them)\n", held)
 			}
 			return nil
 		},
@@ -869,6 +880,9 @@ type reportSummary struct {
 	BlastRadiusBefore           int       `json:"blast_radius_before"`
 	BlastRadiusAfter            int       `json:"blast_radius_after"`
 	BlastRadiusReductionPercent float64   `json:"blast_radius_reduction_percent"`
+	// HeldBack counts the observed edges the recommended policies hold
+	// back as evidence of findings.
+	HeldBack int `json:"held_back"`
 }
 
 // enforceSummary is what enforce -o json|yaml prints.

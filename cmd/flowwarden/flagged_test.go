@@ -201,6 +201,8 @@ func TestReportHoldsBackFlaggedEdges(t *testing.T) {
 	dir := t.TempDir()
 	if out, err := run(t, "report", filepath.Join(scenarioDir, "sudden-exfiltration.jsonl.gz"), "--out", dir, "--log-level", "warn"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	} else if !strings.Contains(out, "1 observed edges held back from the recommended policies") {
+		t.Errorf("report's summary does not say what it held back:\n%s", out)
 	}
 	js, err := os.ReadFile(filepath.Join(dir, "report.json"))
 	if err != nil {
