@@ -129,8 +129,11 @@ type endpointFields struct {
 	// read is set once the object was read: a key repeated in a line (which
 	// protojson refuses) is read over the first one, as without the cache.
 	read bool
-	// done: ep is finished (a cached endpoint is stored finished).
+	// done: ep is finished (a cached endpoint is stored finished); raw
+	// is then ep as read, before finish, for a repeated key to be read
+	// over.
 	done bool
+	raw  *schema.Endpoint
 }
 
 // Decode parses one line. It returns ErrNoFlow (wrapped) for responses that
@@ -459,6 +462,12 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 			return nil
 		}
 	}
+	if e.done {
+		// A repeated key over an object taken from the cache: read over
+		// the object as read, not as finished (its workload was derived
+		// from its pod name).
+		e.ep, e.done, e.raw = *e.raw, false, nil
+	}
 	bad := d.bad
 	d.bad = nil
 	err := d.endpointFields(e)
@@ -473,7 +482,8 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 		if len(d.endpoints) >= maxEndpoints {
 			clear(d.endpoints)
 		}
-		d.endpoints[string(s.Bytes(start, end))] = endpointFields{ep: e.finish(), reserved: e.reserved, read: true, done: true}
+		raw := e.ep
+		d.endpoints[string(s.Bytes(start, end))] = endpointFields{ep: e.finish(), reserved: e.reserved, read: true, done: true, raw: &raw}
 	}
 	d.bad = bad
 	return err

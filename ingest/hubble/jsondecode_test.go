@@ -247,3 +247,31 @@ func TestDecoderEndpointCache(t *testing.T) {
 		t.Fatalf("a changed object read as %q (%d cached)", f.Src.Pod, len(d.endpoints))
 	}
 }
+
+// TestDecoderEndpointCacheRepeatedKey: a line that repeats "source" reads
+// the second object over the first, with or without the first taken from
+// the cache: the workload is that of the pod the line names last.
+func TestDecoderEndpointCacheRepeatedKey(t *testing.T) {
+	const tm = `"time":"2021-06-16T16:52:13Z"`
+	a := `{"namespace":"bookinfo","pod_name":"productpage-v1-6b746f74dc-9rcxx"}`
+	b := `{"namespace":"bookinfo","pod_name":"reviews-v2-7bf8c9648f-zrl6d"}`
+	line := []byte(`{"flow":{` + tm + `,"source":` + a + `,"source":` + b + `}}`)
+	want, err := NewDecoder().Decode(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Src.Pod != "reviews-v2-7bf8c9648f-zrl6d" || want.Src.Workload != "reviews-v2" {
+		t.Fatalf("without the cache: %+v", want.Src)
+	}
+	d := NewDecoder()
+	if _, err := d.Decode([]byte(`{"flow":{` + tm + `,"source":` + a + `}}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Decode(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Src, want.Src) {
+		t.Fatalf("with the first object cached: %+v, want %+v", got.Src, want.Src)
+	}
+}
