@@ -35,7 +35,14 @@ func newDetectCommand(g *globals) *cobra.Command {
 finding: -o json, one object per line (the default), a table, or yaml.
 
 Files (as arguments, told apart by content, or after --hubble-file and
---envoy-file; - is stdin) are read in order, one after the other, Hubble first.
+--envoy-file; - is stdin) are read one after the other, Hubble first, each
+kind in the order of its files' first flow (stdin and pipes last), each
+file a recording: one that starts where the one before it ended, such as
+the rotated parts of an exporter's file (hubble.log.2, hubble.log.1,
+hubble.log, named in any order), goes on in the same detectors, so windows
+that span the rotation are whole; one that goes back in time (another
+recording of the same hours) gets detectors of its own, so it yields the
+findings it yields alone.
 --since reads the history stored in ClickHouse instead (a duration back from
 now, such as 30d or 24h, or a time such as 2026-03-02T09:00:00Z; --until ends the
 window, default now): every flow, and the nftables counter readings that
@@ -74,29 +81,19 @@ when nothing was found. Exit status 0 whether or not anything was found.`,
 			if err != nil {
 				return err
 			}
-			eng, err := analyze.NewEngine(dcfg, &found, nil)
-			if err != nil {
-				return err
-			}
 			var flows int
 			if win.given() {
+				eng, err := analyze.NewEngine(dcfg, &found, nil)
+				if err != nil {
+					return err
+				}
 				if flows, err = detectStored(cmd.Context(), g, win, eng, &found); err != nil {
 					return err
 				}
+				eng.Flush()
+			} else if flows, err = detectFiles(cmd.Context(), g, checked, dcfg, &found); err != nil {
+				return err
 			}
-			identities := ingest.NewIdentityCache(time.Hour, 0)
-			for _, f := range checked {
-				var stats ingest.Stats
-				if err := flowfile.Read(cmd.Context(), f, flowfile.Options{Workers: 1}, identities, eng, &stats); err != nil {
-					return fmt.Errorf("%s: %w", f.Path, err)
-				}
-				s := stats.Snapshot()
-				flows += int(s.Accepted)
-				if s.RejectedTotal() > 0 {
-					g.summarize(fmt.Sprintf("%s: %s", f.Path, s), "rejected lines", "file", f.Path, "summary", s.String())
-				}
-			}
-			eng.Flush()
 			findings := found.Findings()
 			for i := range findings {
 				clickhouse.RenderQuery(&findings[i])
@@ -114,6 +111,40 @@ when nothing was found. Exit status 0 whether or not anything was found.`,
 	cmd.Flags().StringVar(&current, "current-policies", "", "the PeerAuthentications in force, for plaintext-in-mesh: a directory of YAML, or \"cluster\"")
 	cmd.Flags().StringArrayVar(&strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, whatever its PeerAuthentications say (repeatable)")
 	return cmd
+}
+
+// detectFiles runs the detectors over files, each a recording
+// (analyze.Recordings, as recommend does): read in the order of their first
+// flow (flowfile.InTimeOrder), a file that continues the one before it (a
+// rotated part) goes on in the same detectors, one that goes back in time
+// (another recording of the same hours) gets detectors of its own, so its
+// findings are those it has alone. It returns how many flows it read.
+func detectFiles(ctx context.Context, g *globals, files []flowfile.File, cfg analyze.Config, found analyze.FindingSink) (int, error) {
+	files, err := flowfile.InTimeOrder(ctx, files)
+	if err != nil {
+		return 0, err
+	}
+	recs, err := analyze.NewRecordings(cfg, found)
+	if err != nil {
+		return 0, err
+	}
+	identities := ingest.NewIdentityCache(time.Hour, 0)
+	var flows int
+	for _, f := range files {
+		recs.NextRecording()
+		var stats ingest.Stats
+		if err := flowfile.Read(ctx, f, flowfile.Options{Workers: 1}, identities, recs, &stats); err != nil {
+			return 0, fmt.Errorf("%s: %w", f.Path, err)
+		}
+		s := stats.Snapshot()
+		flows += int(s.Accepted)
+		if s.RejectedTotal() > 0 {
+			g.summarize(fmt.Sprintf("%s: %s", f.Path, s), "rejected lines", "file", f.Path, "summary", s.String())
+		}
+	}
+	recs.Flush()
+	g.log.Debug("detectors ran over the files", "files", len(files), "recordings", recs.Runs)
+	return flows, nil
 }
 
 // bySeverity counts findings per severity.

@@ -168,8 +168,10 @@ workload's usual egress during it; a beacon's peer; addresses named under a
 dns-tunnel's domain (with --flavor cilium --l7, its names are also left
 out of the DNS rules); the edges a lateral-scan or egress-denial-spike
 workload opened for the first time during it. Other findings hold nothing
-back (metadata access is never allowed anyway). Each file is a recording:
-one that goes back in time gets detectors of its own. --allow-flagged
+back (metadata access is never allowed anyway). Each file is a recording,
+read in the order of their first flow (rotated parts go on in the same
+detectors): one that goes back in time gets detectors of its own, as in
+detect. --allow-flagged
 learns from all traffic, as before.`,
 		Example: `  flowwarden recommend --since 30d --out ./policies
   flowwarden recommend flows.json istio-proxy.log --out ./policies --flavor cilium -o json

@@ -9,6 +9,7 @@ import (
 
 	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/ingest/flowfile"
 	"github.com/flowwarden/flowwarden/schema"
 )
 
@@ -32,8 +33,18 @@ func detecting(ctx context.Context, g *globals, src *flowSource, learn func() er
 		return nil, err
 	}
 	if src.files.given() {
-		// Each file is a recording: one that goes back in time (files of
+		// Each file is a recording, read in the order of their first flow
+		// (rotated parts of one recording continue one another, whatever
+		// order they were named in): one that goes back in time (files of
 		// the same hour) gets detectors of its own.
+		if src.checked == nil {
+			if err := src.check(src.files.args); err != nil {
+				return nil, err
+			}
+		}
+		if src.checked, err = flowfile.InTimeOrder(ctx, src.checked); err != nil {
+			return nil, err
+		}
 		recs, err := analyze.NewRecordings(dcfg, &found)
 		if err != nil {
 			return nil, err

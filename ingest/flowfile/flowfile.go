@@ -16,10 +16,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/envoy"
 	"github.com/flowwarden/flowwarden/ingest/hubble"
+	"github.com/flowwarden/flowwarden/schema"
 )
 
 // Kind is what a file holds.
@@ -263,4 +265,72 @@ func isGzip(path string) bool {
 	var magic [2]byte
 	n, _ := io.ReadFull(fh, magic[:])
 	return n == 2 && magic[0] == 0x1f && magic[1] == 0x8b
+}
+
+// errFirstFlow stops FirstFlow's read once it has the first flow.
+var errFirstFlow = errors.New("first flow read")
+
+// FirstFlow returns the time of the first flow Read gives from f (false:
+// the file holds none). It reads only as far as that flow.
+func FirstFlow(ctx context.Context, f File) (time.Time, bool, error) {
+	var first time.Time
+	var found bool
+	sink := ingest.SinkFunc(func(_ context.Context, flows ...schema.Flow) error {
+		if len(flows) == 0 {
+			return nil
+		}
+		first, found = flows[0].Time, true
+		return errFirstFlow
+	})
+	var stats ingest.Stats
+	if err := Read(ctx, f, Options{Workers: 1}, nil, sink, &stats); err != nil && !errors.Is(err, errFirstFlow) {
+		return time.Time{}, false, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	return first, found, nil
+}
+
+// InTimeOrder orders checked files (Check's result) for reading as
+// recordings one after the other: within each kind (Hubble files first,
+// as Check puts them), the regular files by the time of their first flow,
+// so that the rotated parts of one recording (an exporter's hubble.log,
+// hubble.log.1, hubble.log.2, named in whatever order) are read oldest
+// first and each part continues the one before it; files that hold no
+// flow come first (they change nothing). Standard input and pipes, which
+// cannot be read twice, come after the regular files of their kind, in
+// the order given. Reads each regular file up to its first flow.
+func InTimeOrder(ctx context.Context, files []File) ([]File, error) {
+	type timed struct {
+		File
+		first  time.Time
+		stream bool
+	}
+	ts := make([]timed, len(files))
+	for i, f := range files {
+		ts[i] = timed{File: f, stream: f.Path == "-" || !regular(f.Path)}
+		if ts[i].stream {
+			continue
+		}
+		first, _, err := FirstFlow(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		ts[i].first = first
+	}
+	slices.SortStableFunc(ts, func(a, b timed) int {
+		if a.Kind != b.Kind {
+			return int(a.Kind) - int(b.Kind)
+		}
+		if a.stream != b.stream {
+			if a.stream {
+				return 1
+			}
+			return -1
+		}
+		return a.first.Compare(b.first)
+	})
+	out := make([]File, len(ts))
+	for i, t := range ts {
+		out[i] = t.File
+	}
+	return out, nil
 }

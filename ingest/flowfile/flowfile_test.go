@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/flowfile"
@@ -75,4 +77,69 @@ func TestCheckTellsKindsByContent(t *testing.T) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
 	}
+}
+
+// The rotated parts of one recording, named newest first as a glob names
+// hubble.log, hubble.log.1, hubble.log.2 (one gzip-compressed), are read
+// oldest first; Hubble files stay before Envoy logs, a file with no flow
+// comes first and standard input after the regular files of its kind.
+func TestInTimeOrder(t *testing.T) {
+	sample, err := os.ReadFile("../../testdata/hubble/basic-sample-348-http-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(bytes.TrimSpace(sample), []byte("\n"))
+	third := len(lines) / 3
+	dir := t.TempDir()
+	write := func(name string, ls [][]byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, bytes.Join(ls, nil), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	oldest := write("hubble.log.2", lines[:third])
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(bytes.Join(lines[third:2*third], nil))
+	_ = zw.Close()
+	middle := filepath.Join(dir, "hubble.log.1")
+	if err := os.WriteFile(middle, gz.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newest := write("hubble.log", lines[2*third:])
+	// A Hubble record that is no flow (lost events) passes Check but holds none.
+	noFlow := write("lost.json", [][]byte{[]byte(`{"lost_events":{"source":"HUBBLE_RING_BUFFER","num_events_lost":3},"node_name":"n1","time":"2021-10-04T14:00:00Z"}` + "\n")})
+	envoyLog := "../../testdata/istio-envoy/istio-text-accesslog-official-docs.log"
+	checked, err := flowfile.Check([]flowfile.File{{Path: envoyLog}, {Path: "-", Kind: flowfile.Hubble}, {Path: newest}, {Path: middle}, {Path: noFlow}, {Path: oldest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ordered, err := flowfile.InTimeOrder(context.Background(), checked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range ordered {
+		got = append(got, f.Path)
+	}
+	want := []string{noFlow, oldest, middle, newest, "-", envoyLog}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+	first, ok, err := flowfile.FirstFlow(context.Background(), checked[2]) // hubble.log.1, compressed
+	if err != nil || !ok || !first.Equal(mustTime(t, lines[third])) {
+		t.Errorf("first flow of %s: %s %v %v, want %s", checked[2].Path, first, ok, err, mustTime(t, lines[third]))
+	}
+}
+
+func mustTime(t *testing.T, line []byte) time.Time {
+	t.Helper()
+	var rec struct {
+		Flow struct{ Time time.Time } `json:"flow"`
+	}
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Flow.Time
 }
