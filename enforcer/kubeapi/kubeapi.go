@@ -1,6 +1,8 @@
 // Package kubeapi reads the NetworkPolicies in force from the Kubernetes API
-// server (client-go): in a pod through its ServiceAccount, elsewhere through
-// the kubeconfig kubectl would use. It only lists; nothing is written.
+// server (client-go), and Cilium's CiliumNetworkPolicies and
+// CiliumClusterwideNetworkPolicies where Cilium's CRDs are installed: in a
+// pod through its ServiceAccount, elsewhere through the kubeconfig kubectl
+// would use. It only lists; nothing is written.
 package kubeapi
 
 import (

@@ -1,5 +1,7 @@
 // Package kubeapitest serves the Kubernetes NetworkPolicy list API over TLS
-// for tests, the way the API server pages it, with a kubeconfig to reach it.
+// for tests, the way the API server pages it, with a kubeconfig to reach it;
+// and Cilium's policy lists (cilium.io/v2) once SetCilium installs them
+// (before: 404, as an API server without Cilium's CRDs answers).
 package kubeapitest
 
 import (
@@ -15,6 +17,8 @@ import (
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/flowwarden/flowwarden/enforcer"
 )
 
 // Token is the bearer token the kubeconfig carries.
@@ -31,6 +35,46 @@ type Server struct {
 	mu       sync.Mutex
 	requests []string
 	auth     []string
+	// cilium holds the items of each installed Cilium resource, by path.
+	cilium    map[string][]json.RawMessage
+	forbidden map[string]bool
+}
+
+// Paths of the Cilium policy lists across namespaces.
+const (
+	CNPPath  = "/apis/cilium.io/v2/ciliumnetworkpolicies"
+	CCNPPath = "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies"
+)
+
+// SetCilium installs Cilium's two policy CRDs, serving policies (each in
+// the list of its kind) from now on.
+func (s *Server) SetCilium(t testing.TB, policies []enforcer.CiliumNetworkPolicy) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cilium = map[string][]json.RawMessage{CNPPath: {}, CCNPPath: {}}
+	for _, p := range policies {
+		raw, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := CNPPath
+		if p.Clusterwide() {
+			path = CCNPPath
+		}
+		s.cilium[path] = append(s.cilium[path], raw)
+	}
+}
+
+// Forbid answers the list at path with 403 Forbidden, as the API server
+// does when no RBAC rule grants it.
+func (s *Server) Forbid(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.forbidden == nil {
+		s.forbidden = map[string]bool{}
+	}
+	s.forbidden[path] = true
 }
 
 // Start serves policies, page items per list response (continue tokens
@@ -75,16 +119,34 @@ func (s *Server) Requests() (requests, auth []string) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.requests = append(s.requests, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
 	s.auth = append(s.auth, r.Header.Get("Authorization"))
-	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	if r.Method != http.MethodGet || r.URL.Path != "/apis/networking.k8s.io/v1/networkpolicies" {
+	start, _ := strconv.Atoi(r.URL.Query().Get("continue"))
+	items, cilium := s.cilium[r.URL.Path]
+	switch {
+	case r.Method == http.MethodGet && s.forbidden[r.URL.Path]:
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"` + r.URL.Path + ` is forbidden: User \"system:serviceaccount:flowwarden:flowwarden\" cannot list resource","reason":"Forbidden","code":403}`))
+		return
+	case r.Method == http.MethodGet && cilium:
+		start = min(max(start, 0), len(items))
+		end := min(start+s.page, len(items))
+		list := map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicyList", "metadata": map[string]any{}, "items": items[start:end]}
+		if r.URL.Path == CCNPPath {
+			list["kind"] = "CiliumClusterwideNetworkPolicyList"
+		}
+		if end < len(items) {
+			list["metadata"] = map[string]any{"continue": strconv.Itoa(end)}
+		}
+		_ = json.NewEncoder(w).Encode(list)
+		return
+	case r.Method != http.MethodGet || r.URL.Path != "/apis/networking.k8s.io/v1/networkpolicies":
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
 		return
 	}
-	start, _ := strconv.Atoi(r.URL.Query().Get("continue"))
 	start = min(max(start, 0), len(s.policies))
 	end := min(start+s.page, len(s.policies))
 	list := networkingv1.NetworkPolicyList{Items: s.policies[start:end]}
