@@ -354,8 +354,9 @@ local-node traffic excepted) by the NetworkPolicies in DIR (or those in force
 in the cluster: --policies cluster) and reports those they would deny, with
 the reason, then a summary on stderr.
 
-CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies in DIR, FILE or
-stdin are judged too, with Cilium's semantics, together with the
+CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies in DIR, FILE,
+stdin or the cluster (cilium.io/v2, listed where Cilium's CRDs are installed;
+listing needs RBAC list on both) are judged too, with Cilium's semantics, together with the
 NetworkPolicies as Cilium enforces both: endpoint selectors (the policy's
 namespace implied), default deny per direction once a rule with that
 section selects a pod, entities, CIDRs with except (addresses outside the
@@ -501,7 +502,7 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 		return err
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "directory or file of NetworkPolicy and CiliumNetworkPolicy YAML (- is stdin), or \"cluster\" for the NetworkPolicies in force (listed from the API server)")
+	cmd.Flags().StringVar(&policies, "policies", "", "directory or file of NetworkPolicy and CiliumNetworkPolicy YAML (- is stdin), or \"cluster\" for the NetworkPolicies and Cilium policies in force (listed from the API server)")
 	cmd.Flags().StringVar(&junit, "junit", "", "also write JUnit XML here (one test case per observed edge)")
 	out.register(cmd, "json", "json", "github", "table", "yaml")
 	_ = cmd.MarkFlagRequired("policies")
@@ -751,7 +752,7 @@ changes count NetworkPolicies only, and the report says so.`,
 		},
 	}
 	src.flags(cmd)
-	cmd.Flags().StringVar(&policies, "policies", "", "the policies in force: a directory or file of NetworkPolicies and CiliumNetworkPolicies (- is stdin), or \"cluster\" to list the NetworkPolicies from the API server")
+	cmd.Flags().StringVar(&policies, "policies", "", "the policies in force: a directory or file of NetworkPolicies and CiliumNetworkPolicies (- is stdin), or \"cluster\" to list them (NetworkPolicies, and Cilium's where its CRDs are installed) from the API server")
 	cmd.Flags().StringVar(&out, "out", "", "directory for report.md, report.html, service-graph.svg and report.json")
 	output.register(cmd, "table", "table", "json", "yaml")
 	policyFlags(cmd.Flags(), &cfg) // the recommended policies of the blast radius are recommend's
@@ -784,7 +785,10 @@ func addHostRules(ctx context.Context, g *globals, b *enforcer.ReportBuilder, si
 const fromCluster = "cluster"
 
 // loadPolicies reads the NetworkPolicies in force: from the API server
-// when spec is "cluster", else from the directory spec.
+// when spec is "cluster", else from the directory spec. Its users
+// (recommend and enforce --current, serve's page) diff NetworkPolicies
+// only, from a directory as from the cluster; verify and report judge the
+// Cilium policies too (loadPolicySet).
 func loadPolicies(ctx context.Context, g *globals, spec string) ([]networkingv1.NetworkPolicy, error) {
 	switch spec {
 	case "-":

@@ -173,8 +173,20 @@ func TestPoliciesInForceFromTheCluster(t *testing.T) {
 			t.Errorf("%s with the bookinfo policies in force shows no unused rule:\n%s", c.cmd, outputs[dir])
 		}
 	}
-	if requests, _ := api.Requests(); len(requests) != 2*len(nps) {
-		t.Errorf("%d list requests for %d policies read twice, one per page", len(requests), len(nps))
+	// report --policies also asks for the Cilium policies (this API server
+	// has no Cilium CRDs: 404, not an error); recommend --current does not.
+	requests, _ := api.Requests()
+	var npLists, ciliumLists int
+	for _, r := range requests {
+		switch {
+		case strings.HasPrefix(r, "GET /apis/networking.k8s.io/v1/networkpolicies?"):
+			npLists++
+		case strings.HasPrefix(r, "GET "+kubeapitest.CNPPath+"?"), strings.HasPrefix(r, "GET "+kubeapitest.CCNPPath+"?"):
+			ciliumLists++
+		}
+	}
+	if npLists != 2*len(nps) || ciliumLists != 2 || len(requests) != npLists+ciliumLists {
+		t.Errorf("%d NetworkPolicy list requests for %d policies read twice, one per page; %d Cilium lists, want 2: %v", npLists, len(nps), ciliumLists, requests)
 	}
 }
 
