@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flowwarden/flowwarden/enforcer"
+	"github.com/flowwarden/flowwarden/enforcer/kubeapi"
 )
 
 // render runs kustomize on a directory, as `kubectl apply -k` would.
@@ -145,10 +146,7 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 			deploy = o
 			kinds["Deployment"]++
 		case *rbacv1.ClusterRole:
-			// Read-only, and only what the code uses: kubeapi lists NetworkPolicies.
-			if len(o.Rules) != 1 || fmt.Sprint(o.Rules[0].Resources, o.Rules[0].Verbs) != "[networkpolicies] [list]" {
-				t.Errorf("ClusterRole %s grants more than listing NetworkPolicies: %+v", o.Name, o.Rules)
-			}
+			checkReadPoliciesRole(t, o)
 			kinds["ClusterRole"]++
 		case *networkingv1.NetworkPolicy:
 			if o.Namespace != "flowwarden" {
@@ -209,6 +207,24 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 		}
 	}
 	checkAPIServerRule(t, apiserverRules[0], labels)
+}
+
+// checkReadPoliciesRole: read-only, and only what the code uses: kubeapi
+// lists the NetworkPolicies and the two Cilium policy resources it names.
+func checkReadPoliciesRole(t *testing.T, role *rbacv1.ClusterRole) {
+	t.Helper()
+	var got []string
+	for _, r := range role.Rules {
+		got = append(got, fmt.Sprint(r.APIGroups, r.Resources, r.Verbs, r.ResourceNames, r.NonResourceURLs))
+	}
+	cnp, ccnp := kubeapi.CiliumNetworkPolicies, kubeapi.CiliumClusterwideNetworkPolicies
+	want := []string{
+		"[networking.k8s.io] [networkpolicies] [list] [] []",
+		fmt.Sprintf("[%s] [%s %s] [list] [] []", cnp.Group, cnp.Resource, ccnp.Resource),
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || ccnp.Group != cnp.Group {
+		t.Errorf("ClusterRole %s grants %q, want exactly listing NetworkPolicies and the Cilium policies %q", role.Name, got, want)
+	}
 }
 
 // checkAPIServerRule: the Cilium rule selects serve's pods (and no other
