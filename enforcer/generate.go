@@ -198,8 +198,11 @@ func Generate(g *Graph, cfg Config) (*Result, error) {
 		// workload, and no policy is written for system namespaces.
 		if flags := flagged[e]; len(flags) > 0 {
 			fromPolicy := e.From.Kind == PeerWorkload && !system[fromNS]
-			toPolicy := e.To.Kind == PeerWorkload && !system[toNS] && !isMonitoring(e.From)
-			if !isDNS(e.To, e.Port) && (fromPolicy || toPolicy) {
+			toPolicy := e.To.Kind == PeerWorkload && !system[toNS]
+			// A scrape is allowed by the guardrail: neither its egress
+			// nor the target's ingress may hold it back.
+			scrape := e.To.Kind == PeerWorkload && isMonitoring(e.From)
+			if !isDNS(e.To, e.Port) && !scrape && (fromPolicy || toPolicy) {
 				res.Skipped = append(res.Skipped, Skipped{Edge: e, Stats: st, Reason: heldBackReason(flags), Flags: flags})
 				if e.From.Kind == PeerWorkload && e.To.Kind != PeerWorkload {
 					k := ruleKey{e.From.Workload, "egress"}

@@ -241,3 +241,51 @@ func TestFlowsWithin(t *testing.T) {
 		t.Error("an edge seen at one instant")
 	}
 }
+
+// The configured monitoring scraper's edges into workloads are never held
+// back (the scrape guardrail: its access is always allowed), even when a
+// finding on the scraper flags them; a warning names them. Its other
+// edges (outside the cluster) are held back as any workload's.
+func TestHoldBackSparesScraper(t *testing.T) {
+	flows, findings := holdBackCluster()
+	t0 := findings[0].Start.Add(-30 * time.Minute)
+	prom := schema.Endpoint{Namespace: "monitoring", Pod: "prometheus-0", Workload: "prometheus", WorkloadKind: "StatefulSet",
+		Labels: map[string]string{"app": "prometheus", "io.kubernetes.pod.namespace": "monitoring"}}
+	db := schema.Endpoint{Namespace: "shop", Pod: "db-6b7f9c8d5d-k2x9z", Workload: "db", WorkloadKind: "Deployment",
+		Labels: map[string]string{"app": "db", "io.kubernetes.pod.namespace": "shop"}}
+	world := schema.Endpoint{Workload: "world", WorkloadKind: schema.KindReserved, Identity: 2}
+	scan := t0.Add(40 * time.Minute)
+	for i, c := range []struct {
+		dst  schema.Endpoint
+		ip   string
+		port uint16
+	}{{db, "10.0.1.5", 9187}, {world, "203.0.113.66", 443}} {
+		flows = append(flows, schema.Flow{Time: scan.Add(time.Duration(i) * time.Second), Source: schema.SourceHubble, Verdict: schema.VerdictForwarded,
+			Direction: schema.DirectionEgress, Protocol: "TCP", SrcIP: netip.MustParseAddr("10.0.7.7"), DstIP: netip.MustParseAddr(c.ip),
+			SrcPort: 40000, DstPort: c.port, Src: prom, Dst: c.dst})
+	}
+	findings = append(findings, schema.Finding{ID: "m1", Detector: "lateral-scan", Severity: schema.SeverityWarning, Namespace: "monitoring",
+		Workload: "prometheus", Start: scan, End: scan.Add(time.Minute), Evidence: schema.Evidence{Window: time.Minute, Flows: 2}})
+	cfg := DefaultConfig()
+	cfg.Flagged = findings
+	cfg.MonitoringNamespace, cfg.MonitoringLabels = "monitoring", map[string]string{"app": "prometheus"}
+	g, res := generate(t, flows, cfg)
+	if v, err := Prove(g, res); err != nil || len(v) != 0 {
+		t.Fatalf("proof: %v %+v", err, v)
+	}
+	wl := func(w string) Peer { return Peer{Kind: PeerWorkload, Workload: w} }
+	if !judge(t, g, res, wl("monitoring/prometheus"), wl("shop/db"), "TCP", 9187) {
+		t.Error("the scrape of shop/db is denied")
+	}
+	if judge(t, g, res, wl("monitoring/prometheus"), Peer{Kind: PeerExternal, Addr: netip.MustParseAddr("203.0.113.66")}, "TCP", 443) {
+		t.Error("the scraper's new outside edge is allowed")
+	}
+	for _, s := range res.HeldBack() {
+		if s.Edge.From.Workload == "monitoring/prometheus" && s.Edge.To.Kind == PeerWorkload {
+			t.Errorf("scrape held back: %s", EdgeKey(s.Edge))
+		}
+	}
+	if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, "monitoring/prometheus → shop/db TCP/9187 is evidence of warning lateral-scan") {
+		t.Errorf("no warning names the scrape:\n%s", w)
+	}
+}
