@@ -138,3 +138,42 @@ func splitRecording(t *testing.T, lines []byte, cuts []time.Duration) [][]byte {
 	}
 	return parts
 }
+
+// recommend reads rotated parts as detect does: the slow exfiltration,
+// cut 30 s into its spike and named newest first, is held back as from
+// the unsplit file (read newest first, each part's detectors of its own
+// find no spike, and the exfiltration was allowed).
+func TestRecommendHoldsBackOverRotatedParts(t *testing.T) {
+	whole := filepath.Join(scenarioDir, "slow-exfiltration.jsonl.gz")
+	dir := t.TempDir()
+	parts := splitRecording(t, readScenario(t, whole), []time.Duration{20*time.Minute + 30*time.Second})
+	newest, older := filepath.Join(dir, "hubble.log"), filepath.Join(dir, "hubble.log.1")
+	for p, b := range map[string][]byte{older: parts[0], newest: parts[1]} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heldBack := func(files ...string) []string {
+		out, err := run(t, append([]string{"recommend", "--out", t.TempDir(), "-o", "json", "--log-level", "warn"}, files...)...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var sum recommendSummary
+		if err := json.Unmarshal([]byte(out), &sum); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var held []string
+		for _, h := range sum.HeldBack {
+			held = append(held, h.From+" → "+h.To+" "+h.Port)
+		}
+		slices.Sort(held)
+		return held
+	}
+	want := heldBack(whole)
+	if !slices.Equal(want, []string{"bookinfo/ratings-v1 → 198.51.100.7 TCP/443"}) {
+		t.Fatalf("the unsplit file holds back %v", want)
+	}
+	if got := heldBack(newest, older); !slices.Equal(got, want) {
+		t.Errorf("the rotated parts hold back %v, want %v", got, want)
+	}
+}
