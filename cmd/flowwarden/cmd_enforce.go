@@ -172,7 +172,9 @@ back (metadata access is never allowed anyway). Each file is a recording,
 read in the order of their first flow (rotated parts go on in the same
 detectors): one that goes back in time gets detectors of its own, as in
 detect. --allow-flagged
-learns from all traffic, as before.`,
+learns from all traffic, as before. --flavor istio holds nothing back: its
+AuthorizationPolicies allow every observed request (run detect over the
+same traffic and review the callers it flags).`,
 		Example: `  flowwarden recommend --since 30d --out ./policies
   flowwarden recommend flows.json istio-proxy.log --out ./policies --flavor cilium -o json
   flowwarden recommend --since 30d --out ./policies --current cluster
