@@ -390,7 +390,7 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			if err := src.check(args); err != nil {
 				return err
 			}
-			nps, cnps, err := loadPolicySet(cmd.Context(), g, policies)
+			nps, cnps, l7, err := loadPolicySet(cmd.Context(), g, policies)
 			if err != nil {
 				return fmt.Errorf("--policies: %w", err)
 			}
@@ -482,7 +482,7 @@ made (bad policies, no traffic source, storage unreachable), as kubectl diff.`,
 			if verdict.Unjudged > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d flows not judged: a pod end's labels were unknown (Cilium gave only reserved labels)\n", verdict.Unjudged)
 			}
-			if err := verifyL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies, v); err != nil {
+			if err := verifyL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), l7, v); err != nil {
 				return err
 			}
 			if v.Verdict().Failed() {
@@ -693,9 +693,10 @@ changes count NetworkPolicies only, and the report says so.`,
 			}
 			var nps []networkingv1.NetworkPolicy
 			var cnps []enforcer.CiliumNetworkPolicy
+			var l7 *enforcer.L7Policies
 			if policies != "" {
 				var err error
-				if nps, cnps, err = loadPolicySet(cmd.Context(), g, policies); err != nil {
+				if nps, cnps, l7, err = loadPolicySet(cmd.Context(), g, policies); err != nil {
 					return fmt.Errorf("--policies: %w", err)
 				}
 			}
@@ -727,7 +728,7 @@ changes count NetworkPolicies only, and the report says so.`,
 			for _, n := range r.NotJudged {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: not judged: %s\n", n)
 			}
-			if err := reportL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), policies, out); err != nil {
+			if err := reportL7(cmd.Context(), g, &src, cmd.ErrOrStderr(), l7, out); err != nil {
 				return err
 			}
 			unused := r.UnusedRules()

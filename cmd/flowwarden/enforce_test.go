@@ -173,20 +173,23 @@ func TestPoliciesInForceFromTheCluster(t *testing.T) {
 			t.Errorf("%s with the bookinfo policies in force shows no unused rule:\n%s", c.cmd, outputs[dir])
 		}
 	}
-	// report --policies also asks for the Cilium policies (this API server
-	// has no Cilium CRDs: 404, not an error); recommend --current does not.
+	// report --policies also asks for the Cilium policies and the
+	// AuthorizationPolicies (this API server has neither CRD: 404, not an
+	// error); recommend --current does not.
 	requests, _ := api.Requests()
-	var npLists, ciliumLists int
+	var npLists, ciliumLists, istioLists int
 	for _, r := range requests {
 		switch {
 		case strings.HasPrefix(r, "GET /apis/networking.k8s.io/v1/networkpolicies?"):
 			npLists++
 		case strings.HasPrefix(r, "GET "+kubeapitest.CNPPath+"?"), strings.HasPrefix(r, "GET "+kubeapitest.CCNPPath+"?"):
 			ciliumLists++
+		case strings.HasPrefix(r, "GET "+kubeapitest.AuthzPath+"?"):
+			istioLists++
 		}
 	}
-	if npLists != 2*len(nps) || ciliumLists != 2 || len(requests) != npLists+ciliumLists {
-		t.Errorf("%d NetworkPolicy list requests for %d policies read twice, one per page; %d Cilium lists, want 2: %v", npLists, len(nps), ciliumLists, requests)
+	if npLists != 2*len(nps) || ciliumLists != 2 || istioLists != 1 || len(requests) != npLists+ciliumLists+istioLists {
+		t.Errorf("%d NetworkPolicy list requests for %d policies read twice, one per page; %d Cilium lists, want 2; %d AuthorizationPolicy lists, want 1: %v", npLists, len(nps), ciliumLists, istioLists, requests)
 	}
 }
 

@@ -94,19 +94,11 @@ func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Write
 	return nil
 }
 
-// verifyL7 judges the observed HTTP requests by the layer-7 policies of the
-// policies directory (Istio AuthorizationPolicies, Cilium HTTP rules), if
-// any, printing each request they would deny and a summary on w; v's
+// verifyL7 judges the observed HTTP requests by the layer-7 policies in
+// force (Istio AuthorizationPolicies, Cilium HTTP rules: loadPolicySet),
+// if any, printing each request they would deny and a summary on w; v's
 // verdict counts them.
-func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, policies string, v *enforcer.Verification) error {
-	fi, err := os.Stat(policies)
-	if err != nil || !fi.IsDir() {
-		return nil // a file, stdin or the cluster: NetworkPolicies only
-	}
-	set, err := enforcer.LoadL7Dir(policies)
-	if err != nil {
-		return err
-	}
+func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, set *enforcer.L7Policies, v *enforcer.Verification) error {
 	for _, u := range set.Unsupported {
 		fmt.Fprintf(w, "layer 7: not judged: %s\n", u)
 	}
@@ -114,7 +106,7 @@ func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 		return nil
 	}
 	v.SetL7(set)
-	err = src.eachFull(ctx, g, func(f *schema.Flow) {
+	err := src.eachFull(ctx, g, func(f *schema.Flow) {
 		if r, denied := v.JudgeRequest(f); denied {
 			fmt.Fprintf(w, "L7 denied: %s %s → %s %s/%d %s %s: %s\n", r.Time.UTC().Format(time.RFC3339),
 				r.Source, r.Dest, r.Protocol, r.Port, r.Method, r.Path, r.Reason)
@@ -129,19 +121,12 @@ func verifyL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, pol
 	return nil
 }
 
-// reportL7 writes <out>/l7.md when the policies directory holds layer-7
-// policies: the requests each rule allowed (unused rules are access nobody
-// needed) and the requests they would deny.
-func reportL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, policies, out string) error {
-	fi, err := os.Stat(policies)
-	if err != nil || !fi.IsDir() {
-		return nil
-	}
-	set, err := enforcer.LoadL7Dir(policies)
-	if err != nil {
-		return err
-	}
-	if set.Empty() && len(set.Unsupported) == 0 {
+// reportL7 writes <out>/l7.md when the policies in force hold layer-7
+// policies (loadPolicySet; set is nil without --policies): the requests
+// each rule allowed (unused rules are access nobody needed) and the
+// requests they would deny.
+func reportL7(ctx context.Context, g *globals, src *flowSource, w io.Writer, set *enforcer.L7Policies, out string) error {
+	if set == nil || set.Empty() && len(set.Unsupported) == 0 {
 		return nil
 	}
 	u := enforcer.NewL7Usage(set)

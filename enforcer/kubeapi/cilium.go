@@ -34,6 +34,14 @@ const CiliumRBACRule = `{apiGroups: ["cilium.io"], resources: ["ciliumnetworkpol
 // enforcer.ParseCiliumPolicies reads a file: a field the Cilium rule type
 // does not know is an error naming the policy.
 func ListCiliumPolicies(ctx context.Context, client dynamic.Interface) (policies []enforcer.CiliumNetworkPolicy, missing []string, err error) {
+	return ListCiliumPoliciesL7(ctx, client, nil)
+}
+
+// ListCiliumPoliciesL7 is ListCiliumPolicies that also reads each listed
+// policy into l7 (when not nil) as enforcer.LoadL7Dir reads a file: the
+// HTTP rules of the CiliumNetworkPolicies, judged at layer 7. The same
+// listing serves both: no second request.
+func ListCiliumPoliciesL7(ctx context.Context, client dynamic.Interface, l7 *enforcer.L7Policies) (policies []enforcer.CiliumNetworkPolicy, missing []string, err error) {
 	for _, r := range []struct {
 		gvr  schema.GroupVersionResource
 		kind string
@@ -41,7 +49,7 @@ func ListCiliumPolicies(ctx context.Context, client dynamic.Interface) (policies
 		{CiliumNetworkPolicies, "CiliumNetworkPolicy"},
 		{CiliumClusterwideNetworkPolicies, "CiliumClusterwideNetworkPolicy"},
 	} {
-		listed, err := listCilium(ctx, client, r.gvr, r.kind)
+		listed, err := listCilium(ctx, client, r.gvr, r.kind, l7)
 		switch {
 		case apierrors.IsNotFound(err):
 			missing = append(missing, r.gvr.GroupResource().String())
@@ -60,7 +68,7 @@ func ListCiliumPolicies(ctx context.Context, client dynamic.Interface) (policies
 
 // listCilium lists one Cilium policy resource, page by page; an API error
 // comes back unwrapped, for the caller to tell NotFound and Forbidden.
-func listCilium(ctx context.Context, client dynamic.Interface, gvr schema.GroupVersionResource, kind string) ([]enforcer.CiliumNetworkPolicy, error) {
+func listCilium(ctx context.Context, client dynamic.Interface, gvr schema.GroupVersionResource, kind string, l7 *enforcer.L7Policies) ([]enforcer.CiliumNetworkPolicy, error) {
 	var out []enforcer.CiliumNetworkPolicy
 	opts := metav1.ListOptions{Limit: pageSize}
 	for {
@@ -85,6 +93,11 @@ func listCilium(ctx context.Context, client dynamic.Interface, gvr schema.GroupV
 				return nil, fmt.Errorf("%s %s from the cluster: %w", kind, name(item.GetNamespace(), item.GetName()), err)
 			}
 			out = append(out, cps...)
+			if l7 != nil {
+				if err := addL7(item, gvr, kind, l7); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if page.GetContinue() == "" {
 			return out, nil

@@ -1,7 +1,8 @@
 // Package kubeapitest serves the Kubernetes NetworkPolicy list API over TLS
 // for tests, the way the API server pages it, with a kubeconfig to reach it;
-// and Cilium's policy lists (cilium.io/v2) once SetCilium installs them
-// (before: 404, as an API server without Cilium's CRDs answers).
+// and Cilium's policy lists (cilium.io/v2) once SetCilium installs them,
+// Istio's AuthorizationPolicy list (security.istio.io/v1) once SetIstio
+// does (before: 404, as an API server without those CRDs answers).
 package kubeapitest
 
 import (
@@ -35,7 +36,8 @@ type Server struct {
 	mu       sync.Mutex
 	requests []string
 	auth     []string
-	// cilium holds the items of each installed Cilium resource, by path.
+	// cilium holds the items of each installed Cilium (or Istio)
+	// resource, by path.
 	cilium    map[string][]json.RawMessage
 	forbidden map[string]bool
 }
@@ -44,7 +46,28 @@ type Server struct {
 const (
 	CNPPath  = "/apis/cilium.io/v2/ciliumnetworkpolicies"
 	CCNPPath = "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies"
+	// AuthzPath is the path of Istio's AuthorizationPolicy list.
+	AuthzPath = "/apis/security.istio.io/v1/authorizationpolicies"
 )
+
+// SetIstio installs Istio's AuthorizationPolicy CRD, serving policies
+// (objects as the API server holds them) from now on.
+func (s *Server) SetIstio(t testing.TB, policies ...any) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cilium == nil {
+		s.cilium = map[string][]json.RawMessage{}
+	}
+	s.cilium[AuthzPath] = []json.RawMessage{}
+	for _, p := range policies {
+		raw, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.cilium[AuthzPath] = append(s.cilium[AuthzPath], raw)
+	}
+}
 
 // SetCilium installs Cilium's two policy CRDs, serving policies (each in
 // the list of its kind) from now on.
@@ -52,7 +75,10 @@ func (s *Server) SetCilium(t testing.TB, policies []enforcer.CiliumNetworkPolicy
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cilium = map[string][]json.RawMessage{CNPPath: {}, CCNPPath: {}}
+	if s.cilium == nil {
+		s.cilium = map[string][]json.RawMessage{}
+	}
+	s.cilium[CNPPath], s.cilium[CCNPPath] = []json.RawMessage{}, []json.RawMessage{}
 	for _, p := range policies {
 		raw, err := json.Marshal(p)
 		if err != nil {
@@ -134,8 +160,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start = min(max(start, 0), len(items))
 		end := min(start+s.page, len(items))
 		list := map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicyList", "metadata": map[string]any{}, "items": items[start:end]}
-		if r.URL.Path == CCNPPath {
+		switch r.URL.Path {
+		case CCNPPath:
 			list["kind"] = "CiliumClusterwideNetworkPolicyList"
+		case AuthzPath:
+			list["apiVersion"], list["kind"] = "security.istio.io/v1", "AuthorizationPolicyList"
 		}
 		if end < len(items) {
 			list["metadata"] = map[string]any{"continue": strconv.Itoa(end)}
