@@ -210,20 +210,22 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 }
 
 // checkReadPoliciesRole: read-only, and only what the code uses: kubeapi
-// lists the NetworkPolicies and the two Cilium policy resources it names.
+// lists the NetworkPolicies, the two Cilium policy resources and Istio's
+// AuthorizationPolicies it names.
 func checkReadPoliciesRole(t *testing.T, role *rbacv1.ClusterRole) {
 	t.Helper()
 	var got []string
 	for _, r := range role.Rules {
 		got = append(got, fmt.Sprint(r.APIGroups, r.Resources, r.Verbs, r.ResourceNames, r.NonResourceURLs))
 	}
-	cnp, ccnp := kubeapi.CiliumNetworkPolicies, kubeapi.CiliumClusterwideNetworkPolicies
+	cnp, ccnp, authz := kubeapi.CiliumNetworkPolicies, kubeapi.CiliumClusterwideNetworkPolicies, kubeapi.AuthorizationPolicies
 	want := []string{
 		"[networking.k8s.io] [networkpolicies] [list] [] []",
 		fmt.Sprintf("[%s] [%s %s] [list] [] []", cnp.Group, cnp.Resource, ccnp.Resource),
+		fmt.Sprintf("[%s] [%s] [list] [] []", authz.Group, authz.Resource),
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) || ccnp.Group != cnp.Group {
-		t.Errorf("ClusterRole %s grants %q, want exactly listing NetworkPolicies and the Cilium policies %q", role.Name, got, want)
+		t.Errorf("ClusterRole %s grants %q, want exactly listing NetworkPolicies, the Cilium policies and the AuthorizationPolicies %q", role.Name, got, want)
 	}
 }
 
