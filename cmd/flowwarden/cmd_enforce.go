@@ -365,9 +365,12 @@ section selects a pod, entities, CIDRs with except (addresses outside the
 cluster only), toFQDNs (against the DNS names Hubble gave the
 destination), ports and port ranges, deny rules first. What they hold that
 cannot be judged (toNodes/fromNodes, toGroups, toServices, CIDR groups,
-named ports, host policies) is named in a warning. In a directory, their
-HTTP rules are judged per observed request, as are Istio
-AuthorizationPolicies.
+named ports, host policies) is named in a warning. Their HTTP rules are
+judged per observed request, as are Istio AuthorizationPolicies
+(security.istio.io/v1), from DIR, FILE, stdin or the cluster (listed where
+Istio's CRDs are installed; listing needs RBAC list on
+authorizationpolicies): each request they would deny is printed
+("L7 denied: ...") and makes the exit status 1.
 
 Output (-o): json prints the denied flows as JSON lines; table and yaml print
 them once all are judged; github prints one
