@@ -3,6 +3,7 @@ package analyze
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -113,10 +114,19 @@ func ReadPeerAuthentications(dir string) ([]PeerAuthentication, error) {
 		}
 		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
 		for {
-			var doc peerAuthDoc
-			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 				return nil
 			} else if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+				// Not a Kubernetes object: recommend's
+				// flowwarden-left-out.json (a list) lies next to policies.
+				continue
+			}
+			var doc peerAuthDoc
+			if err := json.Unmarshal(raw, &doc); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
 			if doc.Kind != "PeerAuthentication" || !strings.HasPrefix(doc.APIVersion, "security.istio.io/") {
@@ -251,4 +261,26 @@ func selects(sel, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// NamespaceMode is the mode a namespace's workloads get from the policies
+// that cover the whole namespace: its own namespace-wide PeerAuthentication,
+// else the mesh's (root namespace), as Mode resolves them; "none" when
+// neither sets one (Istio then takes PERMISSIVE). from names the policy
+// (namespace/name), or the flag for a namespace named strict.
+func (p *MTLSPolicy) NamespaceMode(ns string) (mode, from string) {
+	if p == nil {
+		return "none", ""
+	}
+	if p.strictNS[ns] {
+		return "STRICT", "--strict-mtls-namespace"
+	}
+	for _, scope := range []string{ns, p.root} {
+		for _, pa := range p.byNS[scope] {
+			if pa.Selector == nil && pa.Mode != "" && pa.Mode != "UNSET" {
+				return pa.Mode, pa.Namespace + "/" + pa.Name
+			}
+		}
+	}
+	return "none", ""
 }

@@ -47,12 +47,7 @@ func (c *PlaintextInMeshConfig) validate() error {
 
 // NamespaceCoverage is the share of a namespace's inbound mesh requests
 // that mutual TLS secured (Linkerd's SECURED column).
-type NamespaceCoverage struct {
-	Namespace string  `json:"namespace"`
-	Secured   uint64  `json:"secured"`
-	Total     uint64  `json:"total"`
-	Ratio     float64 `json:"ratio"`
-}
+type NamespaceCoverage = schema.NamespaceCoverage
 
 // MTLSCoverage counts inbound mesh requests per namespace. The zero value
 // is ready; it is not safe for concurrent use.
@@ -61,8 +56,16 @@ type MTLSCoverage struct {
 }
 
 // Observe counts a flow if it is an inbound request an Envoy sidecar logged.
-func (c *MTLSCoverage) Observe(f *schema.Flow) {
-	if f.Source != schema.SourceEnvoy || f.Direction != schema.DirectionIngress || f.Dst.Namespace == "" {
+func (c *MTLSCoverage) Observe(f *schema.Flow) { c.observeN(f, 1) }
+
+// inboundMeshRequest reports whether a flow is an inbound request an Envoy
+// sidecar logged: what the coverage counts.
+func inboundMeshRequest(f *schema.Flow) bool {
+	return f.Source == schema.SourceEnvoy && f.Direction == schema.DirectionIngress && f.Dst.Namespace != ""
+}
+
+func (c *MTLSCoverage) observeN(f *schema.Flow, k uint64) {
+	if !inboundMeshRequest(f) {
 		return
 	}
 	if c.ns == nil {
@@ -74,9 +77,9 @@ func (c *MTLSCoverage) Observe(f *schema.Flow) {
 		c.ns[f.Dst.Namespace] = n
 	}
 	if f.MTLS {
-		n[0]++
+		n[0] += k
 	}
-	n[1]++
+	n[1] += k
 }
 
 // Namespaces returns the coverage of every namespace seen, by name.

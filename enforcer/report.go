@@ -34,6 +34,12 @@ type ReportBuilder struct {
 	// count in the unused rules and the policy figures (CiliumUsage).
 	Cilium []CiliumNetworkPolicy
 
+	// Mesh is the mTLS coverage of the same flows per namespace (cmd
+	// fills it from analyze.MeshReport); MeshPolicies says whether the
+	// PeerAuthentications in force were read.
+	Mesh         []schema.MeshNamespace
+	MeshPolicies bool
+
 	hostRules []HostRule
 }
 
@@ -122,9 +128,11 @@ type Report struct {
 	// Summary leads the report (Summarize against the recommendation).
 	Summary *Summary `json:"summary"`
 	// DroppedEdges and DroppedFlows are what the datapath itself denied.
-	DroppedEdges int           `json:"dropped_edges"`
-	DroppedFlows uint64        `json:"dropped_flows"`
-	SVG          template.HTML `json:"-"`
+	DroppedEdges int    `json:"dropped_edges"`
+	DroppedFlows uint64 `json:"dropped_flows"`
+	// MTLS is the mTLS coverage section.
+	MTLS *MTLSReport   `json:"mtls_coverage"`
+	SVG  template.HTML `json:"-"`
 	// Map is the service map for report.html (grouped by namespace above
 	// GroupAbove workloads).
 	Map template.HTML `json:"-"`
@@ -246,6 +254,7 @@ func (b *ReportBuilder) Build(policies []networkingv1.NetworkPolicy, now time.Ti
 			}
 		}
 	}
+	r.MTLS = mtlsReport(b.Mesh, b.MeshPolicies, r.Namespaces)
 	for _, st := range b.Denied {
 		r.DroppedEdges++
 		r.DroppedFlows += st.Flows
@@ -363,6 +372,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		p("\n")
 	}
+	if r.MTLS != nil {
+		r.MTLS.writeMarkdown(w)
+	}
 	p("![service graph](service-graph.svg)\n\n")
 	table := func(title string, rows []EdgeRow) {
 		if len(rows) == 0 {
@@ -405,6 +417,9 @@ var reportHTML = template.Must(template.New("report").Funcs(template.FuncMap{
 	"ts":        func(t time.Time) string { return t.UTC().Format(time.DateTime) },
 	"inc":       func(i int) int { return i + 1 },
 	"orOutside": orOutside,
+	"percent":   Percent,
+	"modeWords": modeWords,
+	"plaintext": PlaintextLine,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>flowwarden least-privilege report</title>
 <style>
@@ -431,6 +446,14 @@ th{background:#f3f3f3}h2{border-bottom:2px solid #333;padding-bottom:.2rem;margi
 <strong class="reduction">{{change .BlastRadiusReduction}}</strong>.</p>
 <table><tr><th>workload</th><th>before</th><th>after</th><th>of</th></tr>
 {{range .BlastRadius}}<tr><td>{{.Workload}}</td><td>{{.Before}}</td><td>{{.After}}</td><td>{{.Total}}</td></tr>{{end}}</table></section>{{end}}
+{{with .MTLS}}<section id="mtls-coverage"><h2>mTLS coverage</h2>
+{{if .Namespaces}}<p>Inbound mesh requests (logged by the receiving Envoy/Istio sidecar) secured by mutual TLS: <strong>{{percent .Ratio}}</strong> of {{.Requests}}.{{if not .PoliciesGiven}} No policies were given (<code>--policies</code>), so the PeerAuthentications in force are not shown.{{end}}</p>
+<table id="mtls"><tr><th>namespace</th><th>requests</th><th>secured by mTLS</th>{{if .PoliciesGiven}}<th>PeerAuthentication</th>{{end}}<th>plaintext received by (requests)</th></tr>
+{{range .Namespaces}}<tr><td>{{.Namespace}}</td><td>{{.Total}}</td><td>{{percent .Ratio}}</td>{{if $.MTLS.PoliciesGiven}}<td>{{modeWords .}}</td>{{end}}<td>{{plaintext .}}</td></tr>
+{{end}}</table>
+{{with .WithoutMeshTraffic}}<p>Left out, no inbound mesh requests seen: {{range $i, $ns := .}}{{if $i}}, {{end}}{{$ns}}{{end}}.</p>{{end}}
+{{else}}<p id="no-mesh">No mesh traffic was seen: no inbound request logged by an Envoy/Istio sidecar in the window, so mTLS coverage cannot be judged.</p>{{end}}
+</section>{{end}}
 <div class="graph" id="service-map">{{.Map}}</div>
 {{range .Namespaces}}
 <h2>{{.Name}}</h2>

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/flowwarden/flowwarden/analyze"
 	"github.com/flowwarden/flowwarden/enforcer"
 	"github.com/flowwarden/flowwarden/enforcer/kubeapi"
 	"github.com/flowwarden/flowwarden/ingest"
@@ -706,11 +707,23 @@ changes count NetworkPolicies only, and the report says so.`,
 			b := enforcer.NewReportBuilder()
 			b.Config = &cfg
 			b.Cilium = cnps
-			// The recommended policies hold back what the detectors flag, as recommend's do.
-			err := learnFlagged(cmd.Context(), g, &src, &cfg, allowFlagged, func() error { return src.eachGroup(cmd.Context(), g, b.AddGroup) })
+			// The recommended policies hold back what the detectors flag, as
+			// recommend's do; the mTLS coverage counts the same flows.
+			var mesh analyze.MeshReport
+			err := learnFlagged(cmd.Context(), g, &src, &cfg, allowFlagged, func() error {
+				return src.eachGroup(cmd.Context(), g, func(f *schema.Flow, n uint64, first, last time.Time) {
+					b.AddGroup(f, n, first, last)
+					mesh.AddGroup(f, n)
+				})
+			})
 			if err != nil {
 				return err
 			}
+			meshPolicy, err := meshPolicyOf(cmd.Context(), g, policies)
+			if err != nil {
+				return fmt.Errorf("--policies: %w", err)
+			}
+			b.Mesh, b.MeshPolicies = mesh.Namespaces(meshPolicy, plaintextReceiversShown), meshPolicy != nil
 			if src.win.given() {
 				// The host firewalls' rules, from the counters serve --nftables stored.
 				from, _, err := src.win.bounds(time.Now())

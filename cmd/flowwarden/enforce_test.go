@@ -173,11 +173,12 @@ func TestPoliciesInForceFromTheCluster(t *testing.T) {
 			t.Errorf("%s with the bookinfo policies in force shows no unused rule:\n%s", c.cmd, outputs[dir])
 		}
 	}
-	// report --policies also asks for the Cilium policies and the
-	// AuthorizationPolicies (this API server has neither CRD: 404, not an
-	// error); recommend --current does not.
+	// report --policies also asks for the Cilium policies, the
+	// AuthorizationPolicies and Istio's PeerAuthentications, v1 then v1beta1
+	// (this API server has none of these CRDs: 404, not an error);
+	// recommend --current does not.
 	requests, _ := api.Requests()
-	var npLists, ciliumLists, istioLists int
+	var npLists, ciliumLists, istioLists, paLists int
 	for _, r := range requests {
 		switch {
 		case strings.HasPrefix(r, "GET /apis/networking.k8s.io/v1/networkpolicies?"):
@@ -186,10 +187,13 @@ func TestPoliciesInForceFromTheCluster(t *testing.T) {
 			ciliumLists++
 		case strings.HasPrefix(r, "GET "+kubeapitest.AuthzPath+"?"):
 			istioLists++
+		case strings.HasPrefix(r, "GET /apis/security.istio.io/") && strings.Contains(r, "/peerauthentications?"):
+			paLists++
 		}
 	}
-	if npLists != 2*len(nps) || ciliumLists != 2 || istioLists != 1 || len(requests) != npLists+ciliumLists+istioLists {
-		t.Errorf("%d NetworkPolicy list requests for %d policies read twice, one per page; %d Cilium lists, want 2; %d AuthorizationPolicy lists, want 1: %v", npLists, len(nps), ciliumLists, istioLists, requests)
+	if npLists != 2*len(nps) || ciliumLists != 2 || istioLists != 1 || paLists != 2 || len(requests) != npLists+ciliumLists+istioLists+paLists {
+		t.Errorf("%d NetworkPolicy list requests for %d policies read twice, one per page; %d Cilium lists, want 2; %d AuthorizationPolicy lists, want 1; %d PeerAuthentication lists, want 2: %v",
+			npLists, len(nps), ciliumLists, istioLists, paLists, requests)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/flowwarden/flowwarden/analyze"
@@ -84,4 +85,36 @@ func refreshEvery(ctx context.Context, g *globals, every time.Duration, warning 
 			g.log.Warn(warning, "err", err)
 		}
 	}
+}
+
+// plaintextReceiversShown is how many plaintext receivers the report lists
+// per namespace (the rest are counted).
+const plaintextReceiversShown = 5
+
+// meshPolicyOf is the PeerAuthentications in force the report judges mTLS
+// modes by: from the --policies directory or file, or the cluster (a failed
+// listing is logged and the modes left out); nil when none can be read
+// (no --policies, or stdin, already read for the NetworkPolicies).
+func meshPolicyOf(ctx context.Context, g *globals, policies string) (*analyze.MTLSPolicy, error) {
+	root := analyze.DefaultConfig().PlaintextInMesh.RootNamespace
+	switch policies {
+	case "", "-":
+		return nil, nil
+	case fromCluster:
+		pas, server, err := listPeerAuthentications(ctx, g)
+		switch {
+		case apierrors.IsNotFound(err):
+			// Istio's CRD is not installed: no PeerAuthentication applies.
+			g.log.Info("PeerAuthentications: the API server has no such resource (Istio's CRDs are not installed)", "server", server)
+		case err != nil:
+			g.log.Warn("PeerAuthentications in force: listing failed; the report's mTLS coverage shows no modes", "err", err)
+			return nil, nil
+		}
+		return analyze.NewMTLSPolicy(pas, root, nil), nil
+	}
+	pas, err := analyze.ReadPeerAuthentications(policies)
+	if err != nil {
+		return nil, err
+	}
+	return analyze.NewMTLSPolicy(pas, root, nil), nil
 }

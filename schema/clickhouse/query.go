@@ -385,7 +385,7 @@ func (h History) EachCounterSample(ctx context.Context, fn func(schema.CounterSa
 
 // EachFlowGroup streams the stored flows with since ≤ time < until (until
 // zero: no end) grouped by everything but their time and source port: the
-// enforcer's columns, so that a policy or a map is made from distinct
+// enforcer's columns and mtls (the report's mTLS coverage), so that a policy or a map is made from distinct
 // conversations (ClickHouse does the grouping) instead of from every flow.
 // fn gets each group's first flow fields, its number of flows and its
 // first and last time; groups come in no particular order.
@@ -394,7 +394,8 @@ func EachFlowGroup(ctx context.Context, conn driver.Conn, since, until time.Time
 	var r flowRow
 	var dests []any
 	for _, c := range flowColumns {
-		if c.endpoint && c.name != "time" && c.name != "src_port" {
+		// mtls too: the report's mTLS coverage counts the groups.
+		if c.endpoint && c.name != "time" && c.name != "src_port" || c.name == "mtls" {
 			key := c.name
 			if strings.HasSuffix(key, "_labels") {
 				// A map is stored in the order it was written, and maps
