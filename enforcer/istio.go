@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -40,7 +41,7 @@ type AuthorizationPolicy struct {
 type AuthorizationSpec struct {
 	Selector *WorkloadSelector `json:"selector,omitempty"`
 	Action   string            `json:"action,omitempty"`
-	Rules    []IstioRule       `json:"rules"`
+	Rules    []IstioRule       `json:"rules,omitempty"` // none: allow nothing
 }
 
 // WorkloadSelector selects the workload's pods.
@@ -110,6 +111,9 @@ type IstioObservations struct {
 	TrustDom  string
 	Plaintext map[string]map[string]uint64 // namespace → caller → requests in plaintext
 	MTLSIn    map[string]uint64            // namespace → requests with mTLS
+	// first and last are when each request was seen (for the findings'
+	// spans: which requests are evidence of one).
+	first, last map[IstioRequest]time.Time
 }
 
 // NewIstioObservations uses trust domain td ("cluster.local" when empty)
@@ -119,7 +123,8 @@ func NewIstioObservations(td string) *IstioObservations {
 		td = "cluster.local"
 	}
 	return &IstioObservations{Requests: map[IstioRequest]uint64{}, labels: map[string]map[string]string{}, TrustDom: td,
-		Plaintext: map[string]map[string]uint64{}, MTLSIn: map[string]uint64{}}
+		Plaintext: map[string]map[string]uint64{}, MTLSIn: map[string]uint64{},
+		first: map[IstioRequest]time.Time{}, last: map[IstioRequest]time.Time{}}
 }
 
 // Add takes one flow: an inbound (sidecar-side) forwarded HTTP request of
@@ -148,6 +153,14 @@ func (o *IstioObservations) Add(f *schema.Flow) {
 		r.Caller = f.Src.Namespace + "/" + f.Src.Workload
 	}
 	o.Requests[r]++
+	if t := f.Time; !t.IsZero() {
+		if first, ok := o.first[r]; !ok || t.Before(first) {
+			o.first[r] = t
+		}
+		if t.After(o.last[r]) {
+			o.last[r] = t
+		}
+	}
 	if o.labels[r.Workload] == nil {
 		o.labels[r.Workload] = StableLabels(f.Dst.Labels)
 	}
@@ -215,7 +228,10 @@ func IstioPaths(paths []string, family int) []string {
 // its operations one per port and method with the paths asked. A workload
 // without stable labels gets none (an empty selector would put the ALLOW
 // policy on every workload of the namespace): it is returned in skipped.
-func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) (aps []AuthorizationPolicy, skipped []string) {
+// The requests in held are left out (a workload whose every request is
+// held gets an ALLOW policy without rules, which allows nothing: with no
+// ALLOW policy Istio would allow everything).
+func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string, held map[IstioRequest][]Flag) (aps []AuthorizationPolicy, skipped []string) {
 	type opKey struct {
 		port   uint16
 		method string
@@ -223,12 +239,15 @@ func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) (aps 
 	bySrc := map[string]map[string]map[opKey][]string{} // workload → source → op → paths
 	srcOf := map[string]IstioSource{}
 	for r := range o.Requests {
-		s := r.source()
-		sk := fmt.Sprint(s)
-		srcOf[sk] = s
 		if bySrc[r.Workload] == nil {
 			bySrc[r.Workload] = map[string]map[opKey][]string{}
 		}
+		if _, ok := held[r]; ok {
+			continue
+		}
+		s := r.source()
+		sk := fmt.Sprint(s)
+		srcOf[sk] = s
 		if bySrc[r.Workload][sk] == nil {
 			bySrc[r.Workload][sk] = map[opKey][]string{}
 		}
@@ -244,7 +263,7 @@ func (o *IstioObservations) IstioPolicies(cfg L7Config, namePrefix string) (aps 
 		ns, name, _ := strings.Cut(w, "/")
 		ap := AuthorizationPolicy{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy",
 			Metadata: map[string]any{"name": namePrefix + name, "namespace": ns, "labels": map[string]string{"app.kubernetes.io/managed-by": "flowwarden"}},
-			Spec:     AuthorizationSpec{Action: "ALLOW", Selector: &WorkloadSelector{MatchLabels: o.labels[w]}}}
+			Spec:     AuthorizationSpec{Action: "ALLOW", Selector: &WorkloadSelector{MatchLabels: o.labels[w]}, Rules: []IstioRule{}}}
 		for _, sk := range sortedKeys(bySrc[w]) {
 			ops := bySrc[w][sk]
 			keys := make([]opKey, 0, len(ops))
@@ -362,16 +381,23 @@ func IstioAllows(aps []AuthorizationPolicy, workloadNS string, podLabels map[str
 }
 
 // ProveIstio checks the policies against every observed request (each
-// must be allowed) and against unobserved variants of each (another
-// method, a path under /admin, a principal and namespace nobody used: each
-// must be denied). It returns the failures.
-func (o *IstioObservations) ProveIstio(aps []AuthorizationPolicy) []string {
+// must be allowed, but those held back, which must be denied: intended
+// denials) and against unobserved variants of each (another method, a
+// path under /admin, a principal and namespace nobody used: each must be
+// denied). It returns the failures.
+func (o *IstioObservations) ProveIstio(aps []AuthorizationPolicy, held map[IstioRequest][]Flag) []string {
 	var bad []string
 	for r := range o.Requests {
 		ns, _, _ := strings.Cut(r.Workload, "/")
 		labels := o.labels[r.Workload]
 		if len(labels) == 0 {
 			continue // no policy written for it
+		}
+		if flags, ok := held[r]; ok {
+			if ok, why := IstioAllows(aps, ns, labels, r); ok {
+				bad = append(bad, fmt.Sprintf("held-back %s allowed by %s (evidence of %s)", r, why, flags[0]))
+			}
+			continue
 		}
 		if ok, why := IstioAllows(aps, ns, labels, r); !ok {
 			bad = append(bad, fmt.Sprintf("observed %s %s %s:%d from %s denied: %s", r.Method, r.Path, r.Workload, r.Port, r.Caller, why))
@@ -396,12 +422,14 @@ func unobservedVariants(r IstioRequest) []IstioRequest {
 	}
 	p := r
 	p.Path = "/admin/flowwarden-unobserved"
+	// A stranger is another pod: its address too is one nobody used (the
+	// caller's own address may be allowed by an ipBlocks rule for its
+	// plaintext requests).
 	stranger := r
 	stranger.Principal, stranger.Namespace = "", ""
+	stranger.SrcIP = netip.MustParseAddr("192.0.2.254")
 	if r.Principal != "" || r.Namespace != "" {
 		stranger.Principal, stranger.Namespace = "cluster.local/ns/flowwarden-stranger/sa/default", "flowwarden-stranger"
-	} else {
-		stranger.SrcIP = netip.MustParseAddr("192.0.2.254")
 	}
 	port := r
 	port.Port = r.Port + 1
@@ -420,8 +448,26 @@ type MTLSReadiness struct {
 // Ready says STRICT would break nothing observed.
 func (m MTLSReadiness) Ready() bool { return len(m.Plaintext) == 0 }
 
-// Readiness lists every namespace with inbound requests.
-func (o *IstioObservations) Readiness() []MTLSReadiness {
+// Readiness lists every namespace with inbound requests. The plaintext
+// requests in held do not count: the AuthorizationPolicies deny them
+// anyway, so STRICT breaks nothing that is allowed.
+func (o *IstioObservations) Readiness(held map[IstioRequest][]Flag) []MTLSReadiness {
+	plain := map[string]map[string]uint64{}
+	for ns, callers := range o.Plaintext {
+		plain[ns] = map[string]uint64{}
+		for c, n := range callers {
+			plain[ns][c] = n
+		}
+	}
+	for r := range held {
+		ns, _, _ := strings.Cut(r.Workload, "/")
+		if r.MTLS || plain[ns] == nil {
+			continue
+		}
+		if plain[ns][r.Caller] -= min(plain[ns][r.Caller], o.Requests[r]); plain[ns][r.Caller] == 0 {
+			delete(plain[ns], r.Caller)
+		}
+	}
 	nss := map[string]bool{}
 	for ns := range o.MTLSIn {
 		nss[ns] = true
@@ -431,7 +477,11 @@ func (o *IstioObservations) Readiness() []MTLSReadiness {
 	}
 	var out []MTLSReadiness
 	for _, ns := range sortedKeys(nss) {
-		out = append(out, MTLSReadiness{Namespace: ns, MTLS: o.MTLSIn[ns], Plaintext: o.Plaintext[ns]})
+		m := MTLSReadiness{Namespace: ns, MTLS: o.MTLSIn[ns]}
+		if len(plain[ns]) > 0 {
+			m.Plaintext = plain[ns]
+		}
+		out = append(out, m)
 	}
 	return out
 }

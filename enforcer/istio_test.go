@@ -94,11 +94,11 @@ func pod(ns, workload, sa string) schema.Endpoint {
 // istioCheck generates, proves, decodes strictly, and returns the policies.
 func istioCheck(t *testing.T, obs *IstioObservations) []AuthorizationPolicy {
 	t.Helper()
-	aps, skipped := obs.IstioPolicies(DefaultL7Config(), DefaultConfig().NamePrefix)
+	aps, skipped := obs.IstioPolicies(DefaultL7Config(), DefaultConfig().NamePrefix, nil)
 	if len(skipped) > 0 {
 		t.Fatalf("skipped %v", skipped)
 	}
-	if bad := obs.ProveIstio(aps); len(bad) > 0 {
+	if bad := obs.ProveIstio(aps, nil); len(bad) > 0 {
 		t.Fatalf("proof failed:\n%s", strings.Join(bad, "\n"))
 	}
 	for _, ap := range aps {
@@ -108,7 +108,7 @@ func istioCheck(t *testing.T, obs *IstioObservations) []AuthorizationPolicy {
 		}
 		decodeStrictly(t, y, &secv1.AuthorizationPolicy{})
 	}
-	for _, r := range obs.Readiness() {
+	for _, r := range obs.Readiness(nil) {
 		if r.Ready() {
 			y, _ := MarshalIstio(StrictPeerAuthentication(r.Namespace))
 			decodeStrictly(t, y, &secv1.PeerAuthentication{})
@@ -151,7 +151,7 @@ func TestIstioOnPublishedEnvoyLines(t *testing.T) {
 			if strings.Contains(string(y), "pod-template-hash") {
 				t.Errorf("selector has a churning label:\n%s", y)
 			}
-			rd := obs.Readiness()
+			rd := obs.Readiness(nil)
 			if len(rd) != 1 || !rd[0].Ready() || rd[0].Namespace != "foo" {
 				t.Errorf("readiness %+v", rd)
 			}
@@ -231,7 +231,7 @@ func TestIstioScenarioMTLSAndPlaintext(t *testing.T) {
 	}
 
 	// STRICT readiness names exactly the plaintext callers.
-	rd := obs.Readiness()
+	rd := obs.Readiness(nil)
 	if len(rd) != 2 || rd[0].Namespace != "pay" || !rd[0].Ready() || rd[1].Namespace != "shop" || rd[1].Ready() {
 		t.Fatalf("readiness %+v", rd)
 	}

@@ -63,7 +63,7 @@ func TestJudgeL7IstioWrittenPolicies(t *testing.T) {
 		obs.Add(&flows[i])
 	}
 	var set L7Policies
-	aps, _ := obs.IstioPolicies(DefaultL7Config(), "flowwarden-")
+	aps, _ := obs.IstioPolicies(DefaultL7Config(), "flowwarden-", nil)
 	for _, ap := range aps {
 		y, _ := MarshalIstio(ap)
 		if err := ParseL7Policies(y, &set); err != nil {

@@ -48,6 +48,18 @@ type IstioRecommendation struct {
 	// Requests counts the distinct inbound requests observed.
 	Requests  int
 	Readiness []MTLSReadiness
+	// HeldBack are the observed requests left out as evidence of the
+	// findings of L7Config.Flagged (proven denied), by request.
+	HeldBack []IstioHeldBack
+	// NotHeld are requests that are evidence of findings but that the
+	// policies cannot deny: their source (a principal, namespace or
+	// address) asks the same operation as requests that stay allowed (an
+	// AuthorizationPolicy tells callers apart by those only), or their
+	// workload gets no policy (Skipped). They stay allowed.
+	NotHeld []IstioHeldBack
+	// UnknownDetectors are the findings' detectors without a rule here:
+	// their findings held back nothing.
+	UnknownDetectors []string
 }
 
 // ErrNoIstioRequests is RecommendIstio's answer to observations without
@@ -56,16 +68,37 @@ var ErrNoIstioRequests = errors.New("no inbound HTTP requests from Istio/Envoy a
 
 // RecommendIstio generates the AuthorizationPolicies for the observed
 // inbound requests and proves them; policies that would judge an observed
-// request wrongly are refused with an *L7ProofError.
+// request wrongly are refused with an *L7ProofError. The requests that are
+// evidence of a finding of cfg.Flagged (IstioHoldBackRule) are held back:
+// left out, and proven denied.
 func RecommendIstio(obs *IstioObservations, cfg L7Config, namePrefix string) (*IstioRecommendation, error) {
 	if len(obs.Requests) == 0 {
 		return nil, ErrNoIstioRequests
 	}
-	aps, skipped := obs.IstioPolicies(cfg, namePrefix)
-	if bad := obs.ProveIstio(aps); len(bad) > 0 {
+	held, unknown := obs.istioHeldBack(cfg.Flagged)
+	aps, skipped := obs.IstioPolicies(cfg, namePrefix, held)
+	notHeld := map[IstioRequest][]Flag{}
+	for r, flags := range held {
+		ns, _, _ := strings.Cut(r.Workload, "/")
+		if len(obs.labels[r.Workload]) == 0 {
+			notHeld[r] = flags // no policy for the workload: nothing denies it
+			continue
+		}
+		if ok, _ := IstioAllows(aps, ns, obs.labels[r.Workload], r); ok {
+			notHeld[r] = flags
+		}
+	}
+	if len(notHeld) > 0 {
+		for r := range notHeld {
+			delete(held, r)
+		}
+		aps, skipped = obs.IstioPolicies(cfg, namePrefix, held)
+	}
+	if bad := obs.ProveIstio(aps, held); len(bad) > 0 {
 		return nil, &L7ProofError{Kind: "Istio", Problems: bad}
 	}
-	return &IstioRecommendation{Policies: aps, Skipped: skipped, Requests: len(obs.Requests), Readiness: obs.Readiness()}, nil
+	return &IstioRecommendation{Policies: aps, Skipped: skipped, Requests: len(obs.Requests), Readiness: obs.Readiness(held),
+		HeldBack: obs.heldBackList(held), NotHeld: obs.heldBackList(notHeld), UnknownDetectors: unknown}, nil
 }
 
 // WriteDir writes <dir>/<namespace>/<workload>.authz.yaml for every policy

@@ -36,6 +36,10 @@ type flowSource struct {
 	// tee, when set, also receives every flow read from files, in the
 	// same pass (the detectors, for recommend).
 	tee ingest.Sink
+	// strictMTLS are the namespaces plaintext-in-mesh holds to mutual TLS
+	// when the detectors run over this traffic (recommend
+	// --strict-mtls-namespace).
+	strictMTLS []string
 }
 
 func (s *flowSource) flags(cmd *cobra.Command) {
@@ -173,9 +177,14 @@ back (metadata access is never allowed anyway). Each file is a recording,
 read in the order of their first flow (rotated parts go on in the same
 detectors): one that goes back in time gets detectors of its own, as in
 detect. --allow-flagged
-learns from all traffic, as before. --flavor istio holds nothing back: its
-AuthorizationPolicies allow every observed request (run detect over the
-same traffic and review the callers it flags).`,
+learns from all traffic, as before. --flavor istio holds back the inbound
+requests that are evidence of a finding (no ALLOW rule, proven denied,
+listed "held back: CALLER → WORKLOAD PORT METHOD PATH ..."): those a
+lateral-scan or egress-denial-spike caller sent on edges it opened during
+the finding, and plaintext-in-mesh's plaintext callers (give the namespaces
+that must be strict with --strict-mtls-namespace); egress findings (egress
+spike, beacon, DNS tunnel) concern no inbound request and hold nothing back
+there.`,
 		Example: `  flowwarden recommend --since 30d --out ./policies
   flowwarden recommend flows.json istio-proxy.log --out ./policies --flavor cilium -o json
   flowwarden recommend --since 30d --out ./policies --current cluster
@@ -212,7 +221,7 @@ same traffic and review the callers it flags).`,
 				return host.recommend(cmd, g, &src, out)
 			}
 			if flavor == "istio" {
-				return istioRecommend(cmd.Context(), g, &src, cmd.OutOrStdout(), out, l7cfg, cfg.NamePrefix, trustDomain)
+				return istioRecommend(cmd.Context(), g, &src, cmd.OutOrStdout(), &output, out, l7cfg, cfg.NamePrefix, trustDomain, allowFlagged)
 			}
 			res, graph, err := recommend(cmd.Context(), g, &src, &cfg, allowFlagged)
 			if err != nil {
@@ -294,6 +303,7 @@ same traffic and review the callers it flags).`,
 	output.register(cmd, "table", "table", "json", "yaml")
 	cmd.Flags().StringVar(&flavor, "flavor", "kubernetes", "kubernetes (NetworkPolicy), cilium (CiliumNetworkPolicy with toFQDNs for names seen in DNS; --l7 for HTTP/DNS rules) or istio (one ALLOW AuthorizationPolicy per workload from the sidecars' inbound access logs stored by serve --envoy-file, and PeerAuthentication STRICT where no plaintext caller was seen)")
 	cmd.Flags().StringVar(&trustDomain, "istio-trust-domain", "cluster.local", "--flavor istio: the mesh trust domain of principals derived from service accounts")
+	cmd.Flags().StringArrayVar(&src.strictMTLS, "strict-mtls-namespace", nil, "a namespace whose inbound requests must all use mutual TLS, for the detectors' plaintext-in-mesh (with --flavor istio its plaintext callers are held back; repeatable)")
 	cmd.Flags().BoolVar(&l7, "l7", false, "--flavor cilium: HTTP rules (method, path) on ports whose every observed flow was HTTP seen by Cilium's proxy, DNS rules naming the names looked up; other ports stay L4 (listed)")
 	cmd.Flags().IntVar(&l7cfg.PathFamily, "l7-path-family", l7cfg.PathFamily, "--l7: paths equal but for one segment seen with at least this many values become one rule with [^/]+ there (0: never)")
 	cmd.Flags().StringVar(&current, "current", "", "the policies in force, a directory or \"cluster\" (the API server): report their unused rules and the semantic diff to the proposal")
@@ -884,11 +894,14 @@ type recommendSummary struct {
 }
 
 type leftOutEdge struct {
-	From   string `json:"from"`
-	To     string `json:"to"`
-	Port   string `json:"port"`
-	Flows  uint64 `json:"flows"`
-	Reason string `json:"reason"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	Port string `json:"port"`
+	// Request is the method and path of a held-back request (--flavor
+	// istio), and whether it used mutual TLS.
+	Request string `json:"request,omitempty"`
+	Flows   uint64 `json:"flows"`
+	Reason  string `json:"reason"`
 	// Findings are those a held-back edge is evidence of.
 	Findings []enforcer.Flag `json:"findings,omitempty"`
 }

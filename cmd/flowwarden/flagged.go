@@ -28,7 +28,7 @@ func allowFlaggedFlag(f *pflag.FlagSet, allow *bool) {
 // findings.
 func detecting(ctx context.Context, g *globals, src *flowSource, learn func() error) ([]schema.Finding, error) {
 	var found analyze.Collector
-	dcfg, err := detectorConfig(ctx, g, "", nil)
+	dcfg, err := detectorConfig(ctx, g, "", src.strictMTLS)
 	if err != nil {
 		return nil, err
 	}

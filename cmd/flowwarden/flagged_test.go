@@ -303,8 +303,9 @@ func edgeByKey(t *testing.T, g *enforcer.Graph, key string) enforcer.Edge {
 	return enforcer.Edge{}
 }
 
-// Every detector the engine runs has a hold-back rule (a new detector
-// must say which edges its findings are about, or why none).
+// Every detector the engine runs has a hold-back rule, for NetworkPolicies
+// and for Istio AuthorizationPolicies (a new detector must say which
+// edges and which inbound requests its findings are about, or why none).
 func TestHoldBackRulesCoverDetectors(t *testing.T) {
 	eng, err := analyze.NewEngine(analyze.DefaultConfig(), &analyze.Collector{}, nil)
 	if err != nil {
@@ -313,6 +314,9 @@ func TestHoldBackRulesCoverDetectors(t *testing.T) {
 	for _, d := range append(eng.Detectors(), analyze.DropRateDetector) {
 		if rule, known := enforcer.HoldBackRule(d); !known || rule == "" {
 			t.Errorf("detector %s has no hold-back rule in enforcer", d)
+		}
+		if rule, known := enforcer.IstioHoldBackRule(d); !known || rule == "" || rule == "none: " {
+			t.Errorf("detector %s has no hold-back rule for --flavor istio in enforcer", d)
 		}
 	}
 }

@@ -65,12 +65,16 @@ func logL7Proof(g *globals, err error, msg string) {
 // inbound requests the sidecars logged (proven against them first), and
 // PeerAuthentication STRICT for each namespace where nobody called in
 // plaintext (enforcer.RecommendIstio); the other namespaces are listed
-// with their plaintext callers.
-func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Writer, out string, cfg enforcer.L7Config, prefix, trustDomain string) error {
+// with their plaintext callers. The detectors run over the same traffic
+// (unless allowFlagged) and the requests that are evidence of a finding
+// are held back, as for the other flavours.
+func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Writer, output *outputFlag, out string, cfg enforcer.L7Config, prefix, trustDomain string, allowFlagged bool) error {
 	obs := enforcer.NewIstioObservations(trustDomain)
-	if err := src.eachFull(ctx, g, obs.Add); err != nil {
+	var flagged enforcer.Config
+	if err := learnFlagged(ctx, g, src, &flagged, allowFlagged, func() error { return src.eachFull(ctx, g, obs.Add) }); err != nil {
 		return err
 	}
+	cfg.Flagged = flagged.Flagged
 	rec, err := enforcer.RecommendIstio(obs, cfg, prefix)
 	if err != nil {
 		logL7Proof(g, err, "generated AuthorizationPolicies disagree with observed requests")
@@ -79,19 +83,77 @@ func istioRecommend(ctx context.Context, g *globals, src *flowSource, w io.Write
 	if err := rec.WriteDir(out, prefix); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%d AuthorizationPolicies (ALLOW) from %d distinct inbound requests written to %s (every observed request allowed; unobserved methods, paths, callers and ports denied)\n",
+	for _, d := range rec.UnknownDetectors {
+		g.log.Warn("findings of a detector without an Istio hold-back rule held nothing back", "detector", d)
+	}
+	if output.value != "table" {
+		sum := istioSummary{Out: out, Policies: len(rec.Policies), Requests: rec.Requests, Skipped: rec.Skipped,
+			HeldBack: istioHeldEdges(rec.HeldBack), NotHeld: istioHeldEdges(rec.NotHeld), StrictReady: []string{}, StrictBlocked: map[string][]string{}}
+		if sum.Skipped == nil {
+			sum.Skipped = []string{}
+		}
+		for _, r := range rec.Readiness {
+			if r.Ready() {
+				sum.StrictReady = append(sum.StrictReady, r.Namespace)
+			} else {
+				sum.StrictBlocked[r.Namespace] = r.PlaintextCallers()
+			}
+		}
+		return output.print(w, sum, nil)
+	}
+	fmt.Fprintf(w, "%d AuthorizationPolicies (ALLOW) from %d distinct inbound requests written to %s (every observed request allowed but those held back; unobserved methods, paths, callers and ports denied)\n",
 		len(rec.Policies), rec.Requests, out)
 	for _, s := range rec.Skipped {
 		fmt.Fprintf(w, "  no AuthorizationPolicy for %s: its pods' stable labels are unknown (an empty selector would cover the whole namespace)\n", s)
 	}
 	for _, r := range rec.Readiness {
 		if r.Ready() {
-			fmt.Fprintf(w, "  mTLS STRICT ready: %s (%d requests, all mutual TLS): PeerAuthentication written\n", r.Namespace, r.MTLS)
+			fmt.Fprintf(w, "  mTLS STRICT ready: %s (%d requests, all mutual TLS but those held back): PeerAuthentication written\n", r.Namespace, r.MTLS)
 			continue
 		}
 		fmt.Fprintf(w, "  mTLS STRICT would break %s: plaintext callers %s; no PeerAuthentication written\n", r.Namespace, strings.Join(r.PlaintextCallers(), ", "))
 	}
+	if len(rec.HeldBack) > 0 {
+		fmt.Fprintf(w, "%d requests held back as evidence of the detectors' findings (denied; --allow-flagged allows them):\n", len(rec.HeldBack))
+		for _, h := range rec.HeldBack {
+			for _, f := range h.Flags {
+				fmt.Fprintf(w, "  held back: %s (%d requests): evidence of %s\n", h.Request, h.Count, f)
+			}
+		}
+	}
+	for _, h := range rec.NotHeld {
+		for _, f := range h.Flags {
+			fmt.Fprintf(w, "  warning: not held back: %s (%d requests), evidence of %s: its workload has no AuthorizationPolicy, or its source asks the same as callers that stay allowed\n", h.Request, h.Count, f)
+		}
+	}
 	return nil
+}
+
+// istioSummary is what recommend --flavor istio -o json|yaml prints.
+type istioSummary struct {
+	Out      string   `json:"out"`
+	Policies int      `json:"policies"`
+	Requests int      `json:"requests"`
+	Skipped  []string `json:"skipped_workloads"`
+	// HeldBack are the requests held back (denied) as evidence of
+	// findings; NotHeld those the policies could not deny.
+	HeldBack      []leftOutEdge       `json:"held_back"`
+	NotHeld       []leftOutEdge       `json:"not_held_back"`
+	StrictReady   []string            `json:"mtls_strict_ready"`
+	StrictBlocked map[string][]string `json:"mtls_strict_blocked"`
+}
+
+func istioHeldEdges(hs []enforcer.IstioHeldBack) []leftOutEdge {
+	out := []leftOutEdge{}
+	for _, h := range hs {
+		tls := "plaintext"
+		if h.Request.MTLS {
+			tls = "mTLS"
+		}
+		out = append(out, leftOutEdge{From: h.Request.Caller, To: h.Request.Workload, Port: fmt.Sprintf("TCP/%d", h.Request.Port),
+			Request: h.Request.Method + " " + h.Request.Path + " (" + tls + ")", Flows: h.Count, Reason: enforcer.IstioHeldBackReason(h.Flags), Findings: h.Flags})
+	}
+	return out
 }
 
 // verifyL7 judges the observed HTTP requests by the layer-7 policies in
