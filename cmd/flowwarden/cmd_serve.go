@@ -338,7 +338,11 @@ func (o *serveOptions) web(ctx context.Context, g *globals, st *clickhouse.Stora
 		return nil, nil, err
 	}
 	onClose(func() { pageConn.Close() })
-	pageH := newPage(webui.Config{Current: current}, o.policyCfg, o.allowFlagged, clickhouse.NewReader(pageConn), g.log)
+	pageCfg := webui.Config{Current: current}
+	if eng != nil {
+		pageCfg.MTLSCoverage = eng.MTLSCoverage
+	}
+	pageH := newPage(pageCfg, o.policyCfg, o.allowFlagged, clickhouse.NewReader(pageConn), g.log)
 	if o.page {
 		mux.Handle("GET /{$}", pageH)
 	}

@@ -95,6 +95,17 @@ func TestServeFollowsEnvoyLog(t *testing.T) {
 	if !strings.Contains(string(body), `flowwarden_ingest_records_total{outcome="accepted",source="envoy"} 2`) {
 		t.Errorf("envoy lines not counted in /metrics")
 	}
+	// The page's mTLS coverage comes from the detectors' count: with no
+	// Hubble identities the inbound line names no namespace, so none.
+	resp, err = http.Get("http://" + listen + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `id="mtls-coverage"`) || !strings.Contains(string(body), `id="no-mesh"`) {
+		t.Errorf("the page's mTLS coverage is not the detectors' (no section, or not counted)")
+	}
 
 	// Stopped while the log still grows: the follower stops before the
 	// writer does, so serve ends cleanly (it once stopped the writer first,

@@ -46,6 +46,11 @@ type Config struct {
 	// passes the pipeline `recommend` runs, with the generator flags it
 	// was given (default: enforcer.Recommend with DefaultConfig).
 	Recommend func(g *enforcer.Graph, flagged []schema.Finding) (*enforcer.Result, error)
+	// MTLSCoverage gives each namespace's mTLS coverage of the inbound
+	// mesh requests the detectors have counted since serve started (serve
+	// passes analyze.(*Engine).MTLSCoverage); nil: not counted (serve
+	// runs without its detectors).
+	MTLSCoverage func() []schema.NamespaceCoverage
 }
 
 // Store is what the page reads from storage; cmd passes schema/clickhouse's
@@ -162,7 +167,11 @@ type page struct {
 	InForce int
 	// HeldBack counts the observed edges held back as evidence of findings.
 	HeldBack int
-	Error    string
+	// Mesh is the mTLS coverage per namespace; MeshCounted is false when
+	// nothing counts it.
+	Mesh        []schema.NamespaceCoverage
+	MeshCounted bool
+	Error       string
 }
 
 type policyRow struct {
@@ -202,6 +211,9 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 		return nil, err
 	}
 	p.Workloads = len(b.Graph.Workloads)
+	if h.cfg.MTLSCoverage != nil {
+		p.Mesh, p.MeshCounted = h.cfg.MTLSCoverage(), true
+	}
 	p.Map = template.HTML(enforcer.ServiceMapHTML(b.Graph, b.Denied, enforcer.GroupAbove))
 	recent, err := h.store.RecentFindings(ctx, 20)
 	if err != nil {
@@ -247,8 +259,9 @@ func (h *Handler) build(ctx context.Context, current []networkingv1.NetworkPolic
 }
 
 var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
-	"change": enforcer.ChangeWords,
-	"ts":     func(t time.Time) string { return t.UTC().Format(time.DateTime) },
+	"change":  enforcer.ChangeWords,
+	"ts":      func(t time.Time) string { return t.UTC().Format(time.DateTime) },
+	"percent": enforcer.Percent,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>flowwarden</title>
 <style>
@@ -284,6 +297,14 @@ pre{margin:0;font-size:.8rem;white-space:pre-wrap}.gain{color:#1b5e20}.loss{colo
 </section>{{end}}
 <h2>Service map</h2>
 <div class="map" id="service-map">{{.Map}}</div>
+<section id="mtls-coverage"><h2>mTLS coverage</h2>
+{{if not .MeshCounted}}<p>Not counted: serve runs without its detectors (<code>--detect=false</code>).</p>
+{{else if .Mesh}}<p class="meta">Inbound mesh requests (logged by the receiving Envoy/Istio sidecar) since serve started, and the share secured by mutual TLS.</p>
+<table id="mtls"><tr><th>namespace</th><th>requests</th><th>secured</th></tr>
+{{range .Mesh}}<tr><td>{{.Namespace}}</td><td>{{.Total}}</td><td>{{percent .Ratio}}</td></tr>
+{{end}}</table>
+{{else}}<p id="no-mesh">No inbound mesh requests seen since serve started (Envoy/Istio access logs: <code>serve --envoy-file</code>).</p>{{end}}
+</section>
 <h2>Recent findings</h2>
 {{if .Findings}}<table id="findings"><tr><th>start</th><th>severity</th><th>detector</th><th>subject</th><th>summary</th><th>status</th><th>SQL</th></tr>
 {{range .Findings}}<tr><td>{{ts .Start}}</td><td class="{{.Severity}}">{{.Severity}}</td><td>{{.Detector}}</td><td>{{.Subject}}</td><td>{{.Summary}}</td><td>{{.Status}}</td><td><details><summary>query</summary><pre>{{.Query}}</pre></details></td></tr>

@@ -73,7 +73,11 @@ func TestPageInHeadlessChromium(t *testing.T) {
 		VALUES ('f1', 'cross-namespace-denial', 'warning', 'tenant-a', '', 'bookinfo', 'policy denied 300 flows from namespace tenant-a to namespace bookinfo', now64(9), now64(9), 'open', 300, '{}', 'SELECT * FROM flows WHERE src_namespace = ''tenant-a''', now64(6))`); err != nil {
 		t.Fatal(err)
 	}
-	handler := New(Config{Window: 2 * time.Hour}, clickhouse.NewReader(conn), nil)
+	// The engine's mTLS coverage, as serve passes analyze.(*Engine).MTLSCoverage.
+	coverage := func() []schema.NamespaceCoverage {
+		return []schema.NamespaceCoverage{{Namespace: "bookinfo", Secured: 360, Total: 810, Ratio: 360.0 / 810}, {Namespace: "shop", Secured: 120, Total: 120, Ratio: 1}}
+	}
+	handler := New(Config{Window: 2 * time.Hour, MTLSCoverage: coverage}, clickhouse.NewReader(conn), nil)
 	srv := httptest.NewServer(handler)
 	defer srv.Close()
 
@@ -92,7 +96,8 @@ func TestPageInHeadlessChromium(t *testing.T) {
 	for _, want := range []string{`id="service-map"`, `<svg`, `data-id="bookinfo/productpage-v1"`, `data-id="tenant-a/scanner"`,
 		`class="edge forwarded"`, `class="edge dropped"`, `id="findings"`, "policy denied 300 flows", "Recommended policies", `id="allows"`,
 		`id="no-policies"`, `id="would-deny"`, "<td>guardrail: no tenant access into system namespace kube-system beyond DNS</td>",
-		`id="unobserved-losses"`, `id="blast-radius"`, "% reduction</strong> with the recommended policies"} {
+		`id="unobserved-losses"`, `id="blast-radius"`, "% reduction</strong> with the recommended policies",
+		`id="mtls"`, "<tr><td>bookinfo</td><td>810</td><td>44.4%</td></tr>", "<tr><td>shop</td><td>120</td><td>100.0%</td></tr>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page as Chromium rendered it lacks %q", want)
 		}
@@ -171,9 +176,15 @@ func TestPageIsSharedWithinMaxAge(t *testing.T) {
 	if err := clickhouse.WriteAll(ctx, dsn, flows[:6]); err != nil {
 		t.Fatal(err)
 	}
-	handler := New(Config{MaxAge: time.Hour}, clickhouse.NewReader(conn), nil)
+	// The engine's count grows between builds, as the detectors see flows.
+	var secured, total uint64 = 3, 4
+	coverage := func() []schema.NamespaceCoverage {
+		return []schema.NamespaceCoverage{{Namespace: "shop", Secured: secured, Total: total, Ratio: float64(secured) / float64(total)}}
+	}
+	handler := New(Config{MaxAge: time.Hour, MTLSCoverage: coverage}, clickhouse.NewReader(conn), nil)
 	srv := httptest.NewServer(handler)
 	defer srv.Close()
+	mesh := regexp.MustCompile(`<tr><td>shop</td><td>(\d+)</td><td>([0-9.]+%)</td></tr>`)
 	count := regexp.MustCompile(`(\d+) flows from`)
 	flowsShown := func() string {
 		resp, err := http.Get(srv.URL + "/")
@@ -186,20 +197,25 @@ func TestPageIsSharedWithinMaxAge(t *testing.T) {
 		if m == nil {
 			t.Fatalf("no flow count on the page:\n%s", body)
 		}
-		return string(m[1])
+		c := mesh.FindSubmatch(body)
+		if c == nil {
+			t.Fatalf("no mTLS coverage row on the page:\n%s", body)
+		}
+		return string(m[1]) + " " + string(c[1]) + " " + string(c[2])
 	}
-	if n := flowsShown(); n != "6" {
-		t.Fatalf("page shows %s flows, want 6", n)
+	if n := flowsShown(); n != "6 4 75.0%" {
+		t.Fatalf("page shows %s (flows, mesh requests, secured), want 6 4 75.0%%", n)
 	}
 	if err := clickhouse.WriteAll(ctx, dsn, flows[6:]); err != nil {
 		t.Fatal(err)
 	}
-	if n := flowsShown(); n != "6" {
-		t.Errorf("within MaxAge the page was built again (%s flows)", n)
+	secured, total = 9, 10
+	if n := flowsShown(); n != "6 4 75.0%" {
+		t.Errorf("within MaxAge the page was built again (%s)", n)
 	}
 	handler.SetCurrent(nil)
-	if n := flowsShown(); n != fmt.Sprint(len(flows)) {
-		t.Errorf("after SetCurrent the page shows %s flows, want %d", n, len(flows))
+	if n, want := flowsShown(), fmt.Sprint(len(flows))+" 10 90.0%"; n != want {
+		t.Errorf("after SetCurrent the page shows %s, want %s", n, want)
 	}
 
 	// A diff that cannot finish in its budget leaves the rest of the page.
@@ -211,7 +227,8 @@ func TestPageIsSharedWithinMaxAge(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{`id="diff-error"`, "did not finish within 1ns", `id="service-map"`, "flowwarden-default-deny"} {
+	for _, want := range []string{`id="diff-error"`, "did not finish within 1ns", `id="service-map"`, "flowwarden-default-deny",
+		"Not counted: serve runs without its detectors"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("with a diff out of time, the page lacks %q", want)
 		}
