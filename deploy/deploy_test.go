@@ -211,7 +211,7 @@ func TestKustomizationRendersValidObjects(t *testing.T) {
 
 // checkReadPoliciesRole: read-only, and only what the code uses: kubeapi
 // lists the NetworkPolicies, the two Cilium policy resources and Istio's
-// AuthorizationPolicies it names.
+// AuthorizationPolicies it names; analyze lists the PeerAuthentications.
 func checkReadPoliciesRole(t *testing.T, role *rbacv1.ClusterRole) {
 	t.Helper()
 	var got []string
@@ -222,7 +222,8 @@ func checkReadPoliciesRole(t *testing.T, role *rbacv1.ClusterRole) {
 	want := []string{
 		"[networking.k8s.io] [networkpolicies] [list] [] []",
 		fmt.Sprintf("[%s] [%s %s] [list] [] []", cnp.Group, cnp.Resource, ccnp.Resource),
-		fmt.Sprintf("[%s] [%s] [list] [] []", authz.Group, authz.Resource),
+		// PeerAuthentications: analyze.ListPeerAuthentications (plaintext-in-mesh, the report's mTLS coverage).
+		fmt.Sprintf("[%s] [%s peerauthentications] [list] [] []", authz.Group, authz.Resource),
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) || ccnp.Group != cnp.Group {
 		t.Errorf("ClusterRole %s grants %q, want exactly listing NetworkPolicies, the Cilium policies and the AuthorizationPolicies %q", role.Name, got, want)

@@ -690,7 +690,12 @@ policies are recommend's: the edges the detectors flag are held back
 (listed among the observed traffic they would deny, with the finding)
 unless --allow-flagged. Writes report.md,
 report.html (self-contained), service-graph.svg and report.json (every figure
-of the report, "blast_radius" included) into --out.
+of the report, "blast_radius" and "mtls_coverage" included) into --out.
+
+mTLS coverage: per namespace that received inbound mesh requests (Envoy/Istio
+sidecars' inbound access-log lines), the requests, the share secured by
+mutual TLS, the PeerAuthentication in force (read from --policies DIR, FILE or
+cluster) and the workload ports that received the most plaintext.
 
 CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies among the
 policies count in the rules in force and the unused rules (each allow rule
