@@ -120,7 +120,7 @@ run: deps build
 	      --web.listen-address=$(AM_ADDR) --cluster.listen-address= --log.level=warn & am=$$!; \
 	    amflag="--alertmanager http://$(AM_ADDR)"; \
 	  fi; \
-	  $(BIN) replay $(addprefix --file ,$(RUN_FILES)) --listen $(REPLAY_ADDR) --rate $(RUN_RATE) --loop --shift-to-now --log-level warn & \
+	  $(BIN) replay $(addprefix --file ,$(RUN_FILES)) --listen $(REPLAY_ADDR) --rate $(RUN_RATE) --loop --shift-to-now --keep-spacing --log-level warn & \
 	  replay=$$!; trap 'kill $$replay $$am 2>/dev/null' EXIT INT TERM; \
 	  for i in $$(seq 1 300); do bash -c 'exec 3<>/dev/tcp/$$0/$$1' $(subst :, ,$(REPLAY_ADDR)) 2>/dev/null && break; sleep 0.1; done; \
 	  echo ""; \

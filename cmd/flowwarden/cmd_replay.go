@@ -43,11 +43,20 @@ observer gRPC server, answering as Hubble's own server does:
 The server's buffer is one pass of the recording, in time order. With --loop,
 the following passes (each later by the recording's span) are the new flows
 a --follow stream receives after the buffer; --follow alone plays the
-recording from its start. --rate caps each stream's flows per second.`,
+recording from its start. --rate caps each stream's flows per second.
+
+--shift-to-now stamps the flows one after the other from now, 1/--rate apart:
+flows appear as they are sent, but the recorded spikes and quiet spells are
+flattened. --keep-spacing (with --shift-to-now) keeps each file's recorded
+spacing instead: every file is moved to end now, so the first pass is the
+recent past, sent at --rate, and later passes follow in real time. Detectors
+that compare a window with the ones before it (egress spikes, beacons, DNS
+tunnels, scans) then see the recording as it happened; make run uses it.`,
 		Example: `  flowwarden replay --file testdata/hubble/basic-sample-400-tcp-flows.json --listen 127.0.0.1:4245 --rate 100 --loop --shift-to-now
   hubble observe --server 127.0.0.1:4245 --last 5 --follow --namespace bookinfo
   hubble status --server 127.0.0.1:4245
-  flowwarden replay testdata/hubble/*.json --rate 500 --loop --shift-to-now`,
+  flowwarden replay testdata/hubble/*.json --rate 500 --loop --shift-to-now
+  flowwarden replay testdata/scenarios/*.jsonl.gz --rate 2000 --loop --shift-to-now --keep-spacing`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Files as arguments too, as every other command that reads
@@ -55,6 +64,9 @@ recording from its start. --rate caps each stream's flows per second.`,
 			cfg.Files = append(cfg.Files, args...)
 			if len(cfg.Files) == 0 {
 				return errors.New("give at least one file (as an argument or after --file)")
+			}
+			if cfg.KeepSpacing && !cfg.ShiftToNow {
+				return errors.New("--keep-spacing needs --shift-to-now")
 			}
 			if cfg.Rate < 0 {
 				return fmt.Errorf("--rate %v must not be negative", cfg.Rate)
@@ -72,6 +84,7 @@ recording from its start. --rate caps each stream's flows per second.`,
 	f.Float64Var(&cfg.Rate, "rate", 0, "flows per second per client (0: unlimited)")
 	f.BoolVar(&cfg.Loop, "loop", false, "repeat the recording forever, each pass later in time")
 	f.BoolVar(&cfg.ShiftToNow, "shift-to-now", false, "move the recording's times so that it starts now")
+	f.BoolVar(&cfg.KeepSpacing, "keep-spacing", false, "with --shift-to-now: keep each file's recorded spacing, every file moved to end now (the first pass is the past, sent at --rate; later passes in real time)")
 	addTLSFlags(f, "", &cfg.TLS, true)
 	return cmd
 }

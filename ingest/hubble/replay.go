@@ -3,6 +3,7 @@ package hubble
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,7 +45,15 @@ type ReplayConfig struct {
 	// of Loop shifted later by the recording's span), so a restarted server
 	// serves the same flows again.
 	ShiftToNow bool
-	TLS        TLSConfig
+	// KeepSpacing (with ShiftToNow) keeps each file's recorded spacing
+	// instead: every file is moved to end at the server's start, so the
+	// first pass is the past hour (or whatever the longest file spans),
+	// served at Rate, and later passes follow it in real time, each flow
+	// sent once its time has come. Detectors that compare a window with
+	// the ones before it (egress spikes, beacons, tunnels, scans) then see
+	// the recording as it happened, which evenly spaced flows flatten.
+	KeepSpacing bool
+	TLS         TLSConfig
 }
 
 // Replay is an observer gRPC server that serves recorded flows, for demos
@@ -61,6 +70,9 @@ type Replay struct {
 	created time.Time
 	start   time.Time     // with ShiftToNow
 	step    time.Duration // with ShiftToNow
+	// offsets, with KeepSpacing, are each flow's time from the end of its
+	// file (zero or negative), in the order of flows.
+	offsets []time.Duration
 	period  time.Duration
 	served  atomic.Int64
 	lis     net.Listener
@@ -83,20 +95,31 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 		log = slog.Default()
 	}
 	r := &Replay{cfg: cfg, log: log.With("component", "hubble-replay"), created: time.Now()}
+	if cfg.KeepSpacing && !cfg.ShiftToNow {
+		return nil, errors.New("replay: keeping the recorded spacing needs shifting to now")
+	}
 	skipped := 0
 	for _, path := range cfg.Files {
+		from := len(r.flows)
 		n, err := r.load(path)
 		if err != nil {
 			return nil, err
 		}
 		skipped += n
+		if cfg.KeepSpacing {
+			r.offsets = append(r.offsets, fileOffsets(r.flows[from:])...)
+		}
 	}
 	if len(r.flows) == 0 {
 		return nil, fmt.Errorf("replay: no flows in %v (%d lines skipped)", cfg.Files, skipped)
 	}
-	sort.SliceStable(r.flows, func(i, j int) bool {
-		return r.flows[i].GetFlow().GetTime().AsTime().Before(r.flows[j].GetFlow().GetTime().AsTime())
-	})
+	if cfg.KeepSpacing {
+		sort.Stable(byOffset{r})
+	} else {
+		sort.SliceStable(r.flows, func(i, j int) bool {
+			return r.flows[i].GetFlow().GetTime().AsTime().Before(r.flows[j].GetFlow().GetTime().AsTime())
+		})
+	}
 	perNode := map[string]uint64{}
 	for _, resp := range r.flows {
 		perNode[resp.GetFlow().GetNodeName()]++
@@ -117,6 +140,11 @@ func NewReplay(cfg ReplayConfig, log *slog.Logger) (*Replay, error) {
 		if cfg.Rate > 0 {
 			r.step = time.Duration(float64(time.Second) / cfg.Rate)
 		}
+	}
+	if cfg.KeepSpacing {
+		// One pass spans the files moved to end together; the next pass
+		// starts a millisecond after it.
+		r.period = -r.offsets[0] + time.Millisecond
 	}
 	if err := r.encodeWire(); err != nil {
 		return nil, err
@@ -231,8 +259,36 @@ func (r *Replay) Run(ctx context.Context) error {
 // holds the last pass-worth of them. Whatever the request, a stream sends at
 // most Rate flows per second.
 
+// fileOffsets are the flows' times from the newest of them.
+func fileOffsets(flows []*observer.GetFlowsResponse) []time.Duration {
+	var last time.Time
+	for _, f := range flows {
+		if t := f.GetFlow().GetTime().AsTime(); t.After(last) {
+			last = t
+		}
+	}
+	out := make([]time.Duration, len(flows))
+	for i, f := range flows {
+		out[i] = f.GetFlow().GetTime().AsTime().Sub(last)
+	}
+	return out
+}
+
+// byOffset sorts the flows of a KeepSpacing replay by their offsets.
+type byOffset struct{ r *Replay }
+
+func (b byOffset) Len() int           { return len(b.r.flows) }
+func (b byOffset) Less(i, j int) bool { return b.r.offsets[i] < b.r.offsets[j] }
+func (b byOffset) Swap(i, j int) {
+	b.r.flows[i], b.r.flows[j] = b.r.flows[j], b.r.flows[i]
+	b.r.offsets[i], b.r.offsets[j] = b.r.offsets[j], b.r.offsets[i]
+}
+
 // timeAt is the time of the i-th flow of the endless (or single) sequence.
 func (r *Replay) timeAt(i int) time.Time {
+	if r.cfg.KeepSpacing {
+		return r.start.Add(r.offsets[i%len(r.flows)] + time.Duration(i/len(r.flows))*r.period)
+	}
 	if r.cfg.ShiftToNow {
 		return r.start.Add(time.Duration(i) * r.step)
 	}
@@ -264,6 +320,11 @@ const maxIndex = 1 << 40
 // seen: [lo, hi).
 func (r *Replay) buffer(now time.Time) (lo, hi int) {
 	hi = len(r.flows)
+	if r.cfg.Loop && r.cfg.KeepSpacing {
+		// The flows stamped up to now.
+		hi = max(hi, r.firstAtOrAfter(now.Add(time.Nanosecond), 0, -1))
+		return hi - len(r.flows), hi
+	}
 	if r.cfg.Loop && r.cfg.ShiftToNow && now.After(r.start) {
 		seen := int(min(int64(now.Sub(r.start)/r.step)+1, maxIndex))
 		hi = max(hi, seen)
@@ -366,6 +427,16 @@ func (r *Replay) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 		if !since.IsZero() && ft.Before(since) || !keep(i) {
 			continue
 		}
+		if r.cfg.KeepSpacing {
+			// A flow is sent once its time has come.
+			if wait := time.Until(ft); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
 		if r.cfg.Rate > 0 {
 			if ahead := time.Duration(float64(sent)/r.cfg.Rate*float64(time.Second)) - time.Since(began); ahead > time.Millisecond {
 				select {
@@ -391,7 +462,10 @@ func (r *Replay) ServerStatus(context.Context, *observer.ServerStatusRequest) (*
 	now := time.Now()
 	lo, hi := r.buffer(now)
 	var rate float64
-	if r.cfg.Loop && r.cfg.ShiftToNow {
+	switch {
+	case r.cfg.Loop && r.cfg.KeepSpacing:
+		rate = float64(len(r.flows)) / r.period.Seconds()
+	case r.cfg.Loop && r.cfg.ShiftToNow:
 		rate = float64(time.Second) / float64(r.step)
 	}
 	return &observer.ServerStatusResponse{

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"math"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -234,5 +236,76 @@ func TestReplayRollingBuffer(t *testing.T) {
 	}
 	if first := got[0].GetTime().AsTime(); first.Sub(r.start) < 300*time.Millisecond {
 		t.Fatalf("the buffer still starts %s after the start; it should have rolled past the first pass", first.Sub(r.start))
+	}
+}
+
+// With KeepSpacing each file keeps its recorded spacing and ends at the
+// start: the first pass is the past, sent at once; the next pass follows in
+// real time, no flow sent before its time.
+func TestReplayKeepSpacing(t *testing.T) {
+	files := []string{"../../testdata/hubble/basic-sample-400-tcp-flows.json", "../../testdata/hubble/basic-sample-10-flows.json"}
+	r, c, _ := replayClient(t, ReplayConfig{Files: files, Loop: true, ShiftToNow: true, KeepSpacing: true})
+	// The expected first pass: each file's times moved to end at the start.
+	var want []time.Time
+	samples := sampleLines(t)
+	for _, path := range files {
+		var times []time.Time
+		for _, line := range samples[filepath.Base(path)] {
+			f, err := ParseResponseJSON(line)
+			if err != nil {
+				continue
+			}
+			times = append(times, f.Time)
+		}
+		last := slices.MaxFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		for _, ft := range times {
+			want = append(want, r.start.Add(ft.Sub(last)))
+		}
+	}
+	slices.SortFunc(want, func(a, b time.Time) int { return a.Compare(b) })
+	if len(want) != r.Len() {
+		t.Fatalf("%d flows in the files, %d served", len(want), r.Len())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.GetFlows(ctx, &observer.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The endless sequence: pass k is the first pass k periods later. The
+	// stream starts at its buffer, the newest pass-worth of flows stamped
+	// up to now (the start is now rounded down to the second, so the buffer
+	// may have rolled into the second pass already).
+	exp := func(k int) time.Time { return want[k%len(want)].Add(time.Duration(k/len(want)) * r.period) }
+	k0 := -1
+	for i := 0; i < r.Len()+20; i++ {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+		got, received := resp.GetFlow().GetTime().AsTime(), time.Now()
+		if k0 < 0 {
+			for k := range 2 * len(want) {
+				if exp(k).Equal(got) {
+					k0 = k
+					break
+				}
+			}
+			if k0 < 0 || got.After(r.start.Add(time.Second)) {
+				t.Fatalf("the stream starts at %s, not a flow of the first two passes stamped before now", got)
+			}
+		}
+		if w := exp(k0 + i); !got.Equal(w) {
+			t.Fatalf("flow %d at %s, want %s (spacing not kept)", k0+i, got, w)
+		}
+		if received.Before(got) {
+			t.Fatalf("flow %d stamped %s was sent early, at %s", k0+i, got, received)
+		}
+	}
+	if k0+r.Len()+20 <= len(want) {
+		t.Fatal("no flow of the second pass was read")
+	}
+	if s, err := c.ServerStatus(ctx, &observer.ServerStatusRequest{}); err != nil || s.GetNumFlows() != uint64(r.Len()) || s.GetSeenFlows() < uint64(r.Len()) {
+		t.Fatalf("status %v (%v): want a buffer of one pass", s, err)
 	}
 }
