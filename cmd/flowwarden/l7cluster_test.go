@@ -75,8 +75,9 @@ func TestVerifyAuthorizationPoliciesFromTheCluster(t *testing.T) {
 	obj["status"] = map[string]any{"observedGeneration": "1"} // kept by Istio's status manager
 	api := kubeapitest.Start(t, nil, 2)
 	api.SetIstio(t, obj)
-	args := []string{"--kubeconfig", api.Kubeconfig, "--hubble-file", filepath.Join("..", "..", "testdata", "hubble", "basic-sample-348-http-flows.json"),
-		"--envoy-file", envoy, "-o", "table", "--log-level", "warn"}
+	flows := []string{"--kubeconfig", api.Kubeconfig, "--hubble-file", filepath.Join("..", "..", "testdata", "hubble", "basic-sample-348-http-flows.json"),
+		"--envoy-file", envoy, "--log-level", "warn"}
+	args := append([]string{"-o", "table"}, flows...)
 	fromCluster := verifyExit(t, 1, append([]string{"--policies", "cluster"}, args...)...)
 	for _, want := range []string{
 		"L7 denied: 2021-10-04T14:31:02Z bookinfo/productpage-v1-6b746f74dc-ffh56 → bookinfo/ratings-v1-b6994bb9-4dt5c TCP/9080 GET /ratings/0: istio: ",
@@ -94,6 +95,23 @@ func TestVerifyAuthorizationPoliciesFromTheCluster(t *testing.T) {
 	}
 	if fromFile := verifyExit(t, 1, append([]string{"--policies", file}, args...)...); fromFile != fromCluster {
 		t.Errorf("from the cluster:\n%s\nfrom the file:\n%s", fromCluster, fromFile)
+	}
+
+	// report --policies cluster writes l7.md from the same policies as from the directory.
+	l7md := func(spec string) string {
+		t.Helper()
+		out := t.TempDir()
+		if o, err := runIn(context.Background(), nil, append([]string{"report", "--policies", spec, "--out", out}, flows...)...); err != nil {
+			t.Fatalf("report --policies %s: %v\n%s", spec, err, o)
+		}
+		md, err := os.ReadFile(filepath.Join(out, "l7.md"))
+		if err != nil {
+			t.Fatalf("report --policies %s: %v", spec, err)
+		}
+		return string(md)
+	}
+	if md := l7md("cluster"); !strings.Contains(md, "GET /ratings/0: istio: ") || md != l7md(dir) {
+		t.Errorf("l7.md from the cluster:\n%s\nfrom the directory:\n%s", md, l7md(dir))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,7 +79,9 @@ func addL7(item *unstructured.Unstructured, gvr schema.GroupVersionResource, kin
 		return fmt.Errorf("%s from the cluster: %w", id, err)
 	}
 	for i := before; i < len(into.Unsupported); i++ {
-		into.Unsupported[i] = id + ": " + into.Unsupported[i]
+		if !strings.HasPrefix(into.Unsupported[i], id+":") { // the parser may name it already
+			into.Unsupported[i] = id + ": " + into.Unsupported[i]
+		}
 	}
 	return nil
 }

@@ -43,16 +43,19 @@ func dynamicClient(t *testing.T, api *kubeapitest.Server) dynamic.Interface {
 	return client
 }
 
-// TestListAuthorizationPolicies lists three AuthorizationPolicies, two a
+// TestListAuthorizationPolicies lists four AuthorizationPolicies, two a
 // page: the ALLOW ones are read as a file's are (the status Istio keeps
-// is no reason to skip one), sorted by namespace/name; the DENY one is
-// named as not judged.
+// is no reason to skip one), sorted by namespace/name; the DENY one and
+// the one with a condition (when) are named as not judged.
 func TestListAuthorizationPolicies(t *testing.T) {
+	when := authz("shop", "when", "ALLOW", nil)
+	when["spec"].(map[string]any)["rules"].([]any)[0].(map[string]any)["when"] = []any{map[string]any{"key": "request.headers[x]", "values": []any{"1"}}}
 	api := kubeapitest.Start(t, nil, 2)
 	api.SetIstio(t,
 		authz("shop", "web", "ALLOW", map[string]any{"validationMessages": []any{}}),
 		authz("alpha", "api", "", nil),
-		authz("shop", "deny", "DENY", nil))
+		authz("shop", "deny", "DENY", nil),
+		when)
 	var set enforcer.L7Policies
 	missing, err := kubeapi.ListAuthorizationPolicies(context.Background(), dynamicClient(t, api), &set)
 	if err != nil || missing {
@@ -62,7 +65,8 @@ func TestListAuthorizationPolicies(t *testing.T) {
 		set.Istio[1].Spec.Rules[0].To[0].Operation.Paths[0] != "/web" || set.Istio[1].Spec.Selector.MatchLabels["app"] != "web" {
 		t.Errorf("listed: %+v", set.Istio)
 	}
-	if len(set.Unsupported) != 1 || !strings.HasPrefix(set.Unsupported[0], "AuthorizationPolicy shop/deny: ") || !strings.Contains(set.Unsupported[0], "action DENY") {
+	if len(set.Unsupported) != 2 || set.Unsupported[0] != "AuthorizationPolicy shop/deny: action DENY" ||
+		!strings.HasPrefix(set.Unsupported[1], "AuthorizationPolicy shop/when: an AuthorizationPolicy with fields flowwarden does not judge") {
 		t.Errorf("not judged: %q", set.Unsupported)
 	}
 	if requests, _ := api.Requests(); len(requests) != 2 || !strings.HasPrefix(requests[1], "GET "+kubeapitest.AuthzPath+"?") {
