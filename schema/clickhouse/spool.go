@@ -66,19 +66,6 @@ type spool struct {
 	run      string    // this process's ID
 	rec      []byte    // the record being written
 
-	// The flows of the open segment and of the newest sealed ones, held
-	// as insert batches too, built as their records are written: a
-	// drainer inserts the batch instead of reading the segment back
-	// (memory holds at most memMax sealed ones). The file stays the
-	// record of what was acknowledged; after a restart, and for a segment
-	// whose batch was dropped, it is read.
-	memCur   *columns
-	mem      map[string]*columns // by sealed segment name
-	memOrder []string            // oldest first
-	memMax   int
-	newCols  func() *columns // nil: no batches in memory
-	dropCols func(*columns)
-
 	appendErr error // the last append's failure, nil once one succeeds
 	sealErr   error // the last seal's failure, nil once every segment is sealed
 	removeErr error // the last deletion's failure, nil once every inserted segment is deleted
@@ -257,17 +244,9 @@ func (s *spool) append(flows []schema.Flow) error {
 			return err
 		}
 		wrote = true
-		if s.newCols != nil {
-			if s.memCur == nil {
-				s.memCur = s.newCols()
-			}
-		}
 		for i := range flows[:n] {
 			if flows[i].Time.After(s.maxTime) {
 				s.maxTime = flows[i].Time
-			}
-			if s.memCur != nil {
-				s.memCur.add(&flows[i])
 			}
 		}
 		s.curRows += n
@@ -355,52 +334,9 @@ func (s *spool) closeLocked() error {
 		}
 		s.bytes += s.curSize
 		s.unsealed = append(s.unsealed, s.curPath)
-		s.keepMemLocked(filepath.Base(strings.TrimSuffix(s.curPath, ".open")))
 		s.cur, s.curPath = nil, ""
 	}
 	return s.sealPendingLocked()
-}
-
-// keepMemLocked files the open segment's batch under the segment's sealed
-// name, dropping the oldest batch beyond memMax.
-func (s *spool) keepMemLocked(name string) {
-	c := s.memCur
-	s.memCur = nil
-	if c == nil {
-		return
-	}
-	if s.mem == nil {
-		s.mem = map[string]*columns{}
-	}
-	s.mem[name] = c
-	s.memOrder = append(s.memOrder, name)
-	for len(s.memOrder) > s.memMax {
-		old := s.memOrder[0]
-		s.memOrder = s.memOrder[1:]
-		if c, ok := s.mem[old]; ok {
-			delete(s.mem, old)
-			s.dropCols(c)
-		}
-	}
-}
-
-// takeMem hands over the batch held for a sealed segment, or nil when the
-// segment must be read from its file.
-func (s *spool) takeMem(name string) *columns {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.mem[name]
-	if !ok {
-		return nil
-	}
-	delete(s.mem, name)
-	for i, n := range s.memOrder {
-		if n == name {
-			s.memOrder = append(s.memOrder[:i], s.memOrder[i+1:]...)
-			break
-		}
-	}
-	return c
 }
 
 // sealPendingLocked renames the closed segments to their sealed names and

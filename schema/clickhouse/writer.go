@@ -322,8 +322,6 @@ func (w *Writer) Open() error {
 			w.openErr = err
 			return
 		}
-		// The sealed segments' batches the drainers are about to take.
-		sp.newCols, sp.dropCols, sp.memMax = w.newColumns, w.putColumns, w.cfg.Inserters+2
 		sp.onError = func(op string) {
 			w.metrics.SpoolErrors.WithLabelValues(op).Inc()
 			w.metrics.StorageFailing.Set(1)
@@ -835,23 +833,17 @@ func (w *Writer) runSpool(ctx context.Context) error {
 // ctx ends) and deletes it. Damaged records are counted and skipped; a
 // segment ClickHouse refuses for good is set aside, not retried.
 func (w *Writer) insertSegment(ctx context.Context, client **chgo.Client, name string) error {
-	// The batch the spool built as the segment was written; otherwise the
-	// segment is read, each record's flows going into the batch as they
-	// are decoded, in reused buffers.
-	cols := w.spool.takeMem(name)
-	var dmg segmentDamage
-	var err error
-	if cols == nil {
-		cols = w.newColumns()
-		buf := segmentBufs.Get().(*segmentBuf)
-		dmg, err = scanSegment(filepath.Join(w.cfg.SpoolDir, name), buf, cols.reserve, func(record []schema.Flow) {
-			for i := range record {
-				cols.add(&record[i])
-			}
-		})
-		segmentBufs.Put(buf)
-	}
+	// Each record's flows go into the batch as they are decoded: the
+	// segment is not held as flows, and its buffers are reused.
+	cols := w.newColumns()
 	defer w.putColumns(cols)
+	buf := segmentBufs.Get().(*segmentBuf)
+	defer segmentBufs.Put(buf)
+	dmg, err := scanSegment(filepath.Join(w.cfg.SpoolDir, name), buf, cols.reserve, func(record []schema.Flow) {
+		for i := range record {
+			cols.add(&record[i])
+		}
+	})
 	switch {
 	case err != nil && !dmg.Legacy:
 		return err // unreadable: retried
