@@ -71,11 +71,30 @@ var holdBackNone = map[string]string{
 // back, or why none; known is false for a detector this package does not
 // know (its findings hold back nothing, and Generate warns).
 func HoldBackRule(detector string) (rule string, known bool) {
-	rule, known = holdBackRules[detector]
+	return ruleOf(holdBackRules, holdBackNone, detector)
+}
+
+// ruleOf is the hold-back rule of detector in one flavour's tables: the
+// rule, or "none: " and why.
+func ruleOf(rules, none map[string]string, detector string) (rule string, known bool) {
+	rule, known = rules[detector]
 	if known && rule == "" {
-		return "none: " + holdBackNone[detector], true
+		return "none: " + none[detector], true
 	}
 	return rule, known
+}
+
+// sortFlags orders each held-back item's flags most severe first, then
+// oldest first.
+func sortFlags[K comparable](held map[K][]Flag) {
+	for _, flags := range held {
+		sort.SliceStable(flags, func(i, j int) bool {
+			if a, b := flags[i].Severity.Rank(), flags[j].Severity.Rank(); a != b {
+				return a > b
+			}
+			return flags[i].Start.Before(flags[j].Start)
+		})
+	}
 }
 
 // Flag is a finding an edge is held back for, as a reviewer sees it.
@@ -164,14 +183,7 @@ func flaggedEdges(g *Graph, findings []schema.Finding) (map[Edge][]Flag, []strin
 			}
 		}
 	}
-	for _, flags := range out {
-		sort.SliceStable(flags, func(i, j int) bool {
-			if a, b := flags[i].Severity.Rank(), flags[j].Severity.Rank(); a != b {
-				return a > b
-			}
-			return flags[i].Start.Before(flags[j].Start)
-		})
-	}
+	sortFlags(out)
 	return out, sortedKeys(unknown)
 }
 

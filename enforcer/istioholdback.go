@@ -59,11 +59,7 @@ var istioHoldBackNone = map[string]string{
 // IstioHoldBackRule is HoldBackRule for --flavor istio: which inbound
 // requests a finding of the detector holds back, or why none.
 func IstioHoldBackRule(detector string) (rule string, known bool) {
-	rule, known = istioHoldBackRules[detector]
-	if known && rule == "" {
-		return "none: " + istioHoldBackNone[detector], true
-	}
-	return rule, known
+	return ruleOf(istioHoldBackRules, istioHoldBackNone, detector)
 }
 
 // IstioHeldBack is an observed inbound request left out of the
@@ -145,14 +141,7 @@ func (o *IstioObservations) istioHeldBack(findings []schema.Finding) (map[IstioR
 			}
 		}
 	}
-	for _, flags := range out {
-		sort.SliceStable(flags, func(i, j int) bool {
-			if a, b := flags[i].Severity.Rank(), flags[j].Severity.Rank(); a != b {
-				return a > b
-			}
-			return flags[i].Start.Before(flags[j].Start)
-		})
-	}
+	sortFlags(out)
 	return out, sortedKeys(unknown)
 }
 
