@@ -125,15 +125,7 @@ func ParseCiliumPolicies(raw []byte) ([]CiliumNetworkPolicy, error) {
 // CiliumClusterwideNetworkPolicy in the YAML files under dir (or the file
 // dir), sorted by Key.
 func LoadCiliumDir(dir string) ([]CiliumNetworkPolicy, error) {
-	var out []CiliumNetworkPolicy
-	err := eachYAMLFile(dir, func(path string, raw []byte) error {
-		cps, err := ParseCiliumPolicies(raw)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, cps...)
-		return nil
-	})
+	out, err := parseYAMLDir(dir, ParseCiliumPolicies)
 	if err != nil {
 		return nil, err
 	}

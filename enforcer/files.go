@@ -77,18 +77,25 @@ func eachYAMLFile(dir string, fn func(path string, raw []byte) error) error {
 	})
 }
 
-// LoadDir reads every NetworkPolicy in the YAML files under dir (several
-// documents per file, and List objects, are fine).
-func LoadDir(dir string) ([]networkingv1.NetworkPolicy, error) {
-	var out []networkingv1.NetworkPolicy
+// parseYAMLDir gathers what parse reads from each YAML file under dir (or
+// the file dir), in lexical order; an error names its file.
+func parseYAMLDir[T any](dir string, parse func([]byte) ([]T, error)) ([]T, error) {
+	var out []T
 	err := eachYAMLFile(dir, func(path string, raw []byte) error {
-		nps, err := ParsePolicies(raw)
+		items, err := parse(raw)
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		out = append(out, nps...)
+		out = append(out, items...)
 		return nil
 	})
+	return out, err
+}
+
+// LoadDir reads every NetworkPolicy in the YAML files under dir (several
+// documents per file, and List objects, are fine).
+func LoadDir(dir string) ([]networkingv1.NetworkPolicy, error) {
+	out, err := parseYAMLDir(dir, ParsePolicies)
 	if err != nil {
 		return nil, err
 	}
