@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"reflect"
+	"slices"
 
 	"github.com/ClickHouse/ch-go/proto"
 )
@@ -132,7 +133,7 @@ func (c *labelsColumn) Prepare() error {
 func (c *labelsColumn) EncodeState(b *proto.Buffer) { c.names.EncodeState(b) }
 
 func (c *labelsColumn) appendValues(buf []byte) []byte {
-	buf = growBytes(buf, c.valueBytes)
+	buf = slices.Grow(buf, c.valueBytes)
 	for _, set := range c.rows {
 		buf = append(buf, c.sets[set].values...)
 	}
@@ -150,27 +151,16 @@ func (c *labelsColumn) EncodeColumn(b *proto.Buffer) {
 	}
 }
 
+// WriteColumn encodes into the writer's buffer: the values are copied
+// into one buffer either way.
 func (c *labelsColumn) WriteColumn(w *proto.Writer) {
 	if c.Rows() == 0 {
 		return
 	}
-	c.offsets.WriteColumn(w)
-	c.names.WriteColumn(w)
-	if len(c.names.keys) > 0 {
-		w.ChainBuffer(func(b *proto.Buffer) { b.Buf = c.appendValues(b.Buf) })
-	}
+	w.ChainBuffer(c.EncodeColumn)
 }
 
 // DecodeColumn is not supported: the column only carries inserts.
 func (c *labelsColumn) DecodeColumn(*proto.Reader, int) error {
 	return errors.New("labelsColumn: insert-only column")
-}
-
-func growBytes(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), len(b)+n)
-		copy(nb, b)
-		return nb
-	}
-	return b
 }
