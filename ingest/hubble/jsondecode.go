@@ -468,25 +468,32 @@ func (d *Decoder) endpoint(e *endpointFields) error {
 		// from its pod name).
 		e.ep, e.done, e.raw = *e.raw, false, nil
 	}
-	bad := d.bad
-	d.bad = nil
-	err := d.endpointFields(e)
+	clean, err := d.checked(func() error { return d.endpointFields(e) })
 	e.read = true
-	switch {
-	case d.bad != nil:
-		// Not cached: the next line with this object is refused too.
-		if bad == nil {
-			bad = d.bad
-		}
-	case err == nil && ok && s.Pos() == end:
+	// An object with a bad name is not cached: the next line with it is
+	// refused too.
+	if clean && err == nil && ok && s.Pos() == end {
 		if len(d.endpoints) >= maxEndpoints {
 			clear(d.endpoints)
 		}
 		raw := e.ep
 		d.endpoints[string(s.Bytes(start, end))] = endpointFields{ep: e.finish(), reserved: e.reserved, read: true, done: true, raw: &raw}
 	}
-	d.bad = bad
 	return err
+}
+
+// checked runs read with the line's bad name (d.bad) set aside and tells
+// whether read met none, so that what it read may be cached; the line
+// keeps the first bad name it met, before read or in it.
+func (d *Decoder) checked(read func() error) (clean bool, err error) {
+	bad := d.bad
+	d.bad = nil
+	err = read()
+	clean = d.bad == nil
+	if bad != nil {
+		d.bad = bad
+	}
+	return clean, err
 }
 
 func (d *Decoder) endpointFields(e *endpointFields) error {
@@ -572,25 +579,21 @@ func (d *Decoder) labelArray(e *endpointFields) error {
 		return fmt.Errorf("labels: %w", err)
 	}
 	ls := labelSet{m: make(map[string]string, len(raw)), reserved: reservedName(raw)}
-	bad := d.bad
-	d.bad = nil
-	for _, l := range raw {
-		k, v := splitLabel(l)
-		ls.m[d.intern(k)] = d.intern(v)
-	}
+	clean, _ := d.checked(func() error {
+		for _, l := range raw {
+			k, v := splitLabel(l)
+			ls.m[d.intern(k)] = d.intern(v)
+		}
+		return nil
+	})
 	if len(ls.m) == 0 {
 		ls.m = nil
 	}
-	if d.bad != nil {
+	if !clean {
 		// Not cached: the next line with these labels is refused too.
-		if bad == nil {
-			bad = d.bad
-		}
-		d.bad = bad
 		e.ep.Labels, e.reserved = ls.m, ls.reserved
 		return nil
 	}
-	d.bad = bad
 	if len(d.labels) >= maxLabelSets {
 		clear(d.labels)
 	}
