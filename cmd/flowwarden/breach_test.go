@@ -22,26 +22,34 @@ import (
 // ones analyze's own test checks on the files, so the store keeps what the
 // four breach detectors need (DNS names and answers, TCP flags, replies,
 // mTLS, labels), and every finding's SQL runs and returns its subject's flows.
+// storeFlows writes flows into a fresh migrated database and returns its
+// DSN.
+func storeFlows(t *testing.T, flows []schema.Flow) string {
+	t.Helper()
+	ctx := context.Background()
+	dsn, _ := chtest.Database(t)
+	conn, err := clickhouse.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
 func TestBreachScenariosOverStoredHistory(t *testing.T) {
 	for _, name := range []string{"breach-lookalikes", "dns-tunnel-fast", "dns-tunnel-slow-drip", "lateral-scan", "beacon-c2", "plaintext-in-mesh"} {
 		t.Run(name, func(t *testing.T) {
-			dsn, _ := chtest.Database(t)
 			flows, err := analyzetest.ReadFlows(filepath.Join(scenarioDir, name+".flows.jsonl.gz"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := context.Background()
-			conn, err := clickhouse.Open(ctx, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
-				t.Fatal(err)
-			}
+			dsn := storeFlows(t, flows)
 			out, err := run(t, "detect", "--clickhouse", dsn, "--since", scenarioStart.Add(-time.Hour).Format(time.RFC3339),
 				"--until", scenarioStart.Add(3*time.Hour).Format(time.RFC3339), "--current-policies", filepath.Join(scenarioDir, "mesh"),
 				"--format", "json", "--log-level", "warn")

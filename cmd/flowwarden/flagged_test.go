@@ -19,7 +19,6 @@ import (
 	"github.com/flowwarden/flowwarden/enforcer/webui"
 	"github.com/flowwarden/flowwarden/schema"
 	"github.com/flowwarden/flowwarden/schema/clickhouse"
-	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
 // judgeFlows judges flows with the project's policy evaluator against the
@@ -324,23 +323,17 @@ func TestHoldBackRulesCoverDetectors(t *testing.T) {
 // Over stored history recommend runs the detectors over the window's
 // flows (as detect --since) and holds the exfiltration back too.
 func TestRecommendHoldsBackOverStoredHistory(t *testing.T) {
-	dsn, _ := chtest.Database(t)
 	flows, err := analyzetest.ReadFlows(filepath.Join(scenarioDir, "sudden-exfiltration.flows.jsonl.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	dsn := storeFlows(t, flows)
 	ctx := context.Background()
 	conn, err := clickhouse.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
-		t.Fatal(err)
-	}
 	window := []string{"--clickhouse", dsn, "--since", scenarioStart.Add(-time.Hour).Format(time.RFC3339),
 		"--until", scenarioStart.Add(3 * time.Hour).Format(time.RFC3339), "--log-level", "warn"}
 	dir := t.TempDir()

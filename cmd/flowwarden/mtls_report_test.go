@@ -17,27 +17,13 @@ import (
 	"github.com/flowwarden/flowwarden/ingest"
 	"github.com/flowwarden/flowwarden/ingest/envoy"
 	"github.com/flowwarden/flowwarden/schema"
-	"github.com/flowwarden/flowwarden/schema/clickhouse"
-	"github.com/flowwarden/flowwarden/schema/clickhouse/chtest"
 )
 
 // reportMTLS stores flows, runs report --since over their window (with
 // extra flags) and returns report.json's mTLS coverage and report.md.
 func reportMTLS(t *testing.T, flows []schema.Flow, extra ...string) (*enforcer.MTLSReport, string) {
 	t.Helper()
-	ctx := context.Background()
-	dsn, _ := chtest.Database(t)
-	conn, err := clickhouse.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := clickhouse.Migrate(ctx, conn, clickhouse.SchemaConfig{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := clickhouse.WriteAll(ctx, dsn, flows); err != nil {
-		t.Fatal(err)
-	}
+	dsn := storeFlows(t, flows)
 	first, last := flows[0].Time, flows[0].Time
 	for _, f := range flows {
 		if f.Time.Before(first) {
